@@ -1,0 +1,159 @@
+"""Routing answers as data: the JSON of `gridmap route` and the columns of `gridmap assign`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from grids.outcome import Outcome, Resolution
+from grids.resolver import Resolver
+
+STATUS_ZH = {"ok": "明确", "ambiguous": "存在歧义", "outside": "不在辖区内"}
+FLAG_ZH = {
+    "sea": "海域", "swapped": "经纬度已对调", "no_township": "无乡镇", "no_grid": "无网格",
+    "no_bureau": "无执法机构", "cross_county": "跨县（市）、区",
+}
+
+
+class AnswerWriter:
+    """Turns outcomes (rows of the snapshot) into named, coded answers."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.r = resolver
+        snap = resolver.snapshot
+        workers = snap["workers"]
+        self.workers_by_grid: dict[str, list[dict]] = {}
+        for wid, name, phone, grid, role in workers[["id", "name", "phone", "grid_code", "role"]].itertuples(
+            index=False
+        ):
+            self.workers_by_grid.setdefault(grid, []).append(
+                {"id": wid, "name": name, "phone": phone, "role": role}
+            )
+        for items in self.workers_by_grid.values():
+            items.sort(key=lambda w: (w["role"] != "worker", w["id"]))
+
+    # -- parts ---------------------------------------------------------------------------------
+    @staticmethod
+    def _ref(frame, row: int | None, *extra: str) -> dict | None:
+        if row is None:
+            return None
+        out = {"code": frame["code"].iat[row], "name": frame["name"].iat[row]}
+        for col in extra:
+            out[col] = frame[col].iat[row]
+        return out
+
+    def county(self, o: Outcome) -> dict | None:
+        return self._ref(self.r.counties, o.county)
+
+    def township(self, o: Outcome) -> dict | None:
+        return self._ref(self.r.townships, o.township)
+
+    def grid(self, o: Outcome) -> dict | None:
+        return self._ref(self.r.grids, o.grid, "kind")
+
+    def park(self, o: Outcome) -> dict | None:
+        return self._ref(self.r.parks, o.park, "kind")
+
+    def sea(self, o: Outcome) -> dict | None:
+        return self._ref(self.r.seas, o.sea)
+
+    def bureau(self, row: int | None) -> dict | None:
+        return self._ref(self.r.bureaus, row, "level")
+
+    def chain(self, o: Outcome) -> list[str]:
+        if o.bureau is None:
+            return []
+        return [self.r.bureaus["code"].iat[b] for b in self.r.chains[o.bureau]]
+
+    def workers(self, o: Outcome) -> list[dict]:
+        if o.grid is None:
+            return []
+        return self.workers_by_grid.get(self.r.grids["code"].iat[o.grid], [])
+
+    def outcome(self, o: Outcome) -> dict:
+        return {
+            "county": self.county(o),
+            "township": self.township(o),
+            "grid": self.grid(o),
+            "workers": self.workers(o),
+            "park": self.park(o),
+            "parks": [self._ref(self.r.parks, p, "kind") for p in o.parks],
+            "sea_area": self.sea(o),
+            "bureau": self.bureau(o.bureau),
+            "chain": self.chain(o),
+            "co_bureaus": [self.bureau(b) for b in o.co_bureaus],
+            "rules": dict(o.rules),
+            "flags": list(o.flags),
+            "reasons": list(o.reasons),
+        }
+
+    # -- whole answers --------------------------------------------------------------------------
+    def answer(self, res: Resolution, point: dict | None = None, flags: tuple[str, ...] = ()) -> dict:
+        """The JSON answer of `gridmap route` (and of a click on the map)."""
+        status = res.status
+        parts = [self.outcome(o) for o in res.outcomes]
+        if len(parts) == 1:
+            body = parts[0]
+            candidates: list[dict] = []
+        else:
+            # Fields every candidate agrees on are still certain; the rest is left open.
+            body = {k: (parts[0][k] if all(p[k] == parts[0][k] for p in parts) else None)
+                    for k in parts[0]}
+            for k in ("workers", "parks", "chain", "co_bureaus", "flags", "reasons"):
+                body[k] = body[k] or []
+            body["rules"] = body["rules"] or {}
+            candidates = [
+                {k: p[k] for k in ("county", "township", "grid", "workers", "park", "sea_area",
+                                   "bureau", "chain", "reasons")}
+                for p in parts
+            ]
+            body["reasons"] = [f"位置存在歧义：共有 {len(parts)} 种可能的归属，请逐一核实，不能自动指定。"]
+        all_flags = list(dict.fromkeys([*flags, *res.extra_flags, *body["flags"]]))
+        out = {
+            "status": status,
+            "status_zh": STATUS_ZH[status],
+            **({"point": point} if point else {}),
+            "version": self.r.snapshot.generation.as_dict(),
+            **{k: v for k, v in body.items() if k != "flags"},
+            "flags": all_flags,
+            "candidates": candidates,
+        }
+        return out
+
+    def frame(self, results: list[Resolution], index: np.ndarray) -> pd.DataFrame:
+        """The answer columns of a batch: one row per location, built once per distinct answer."""
+        rows = []
+        for res in results:
+            a = self.answer(res)
+            rows.append({
+                "status": a["status"],
+                "county_code": _get(a["county"], "code"),
+                "county_name": _get(a["county"], "name"),
+                "township_code": _get(a["township"], "code"),
+                "township_name": _get(a["township"], "name"),
+                "grid_code": _get(a["grid"], "code"),
+                "grid_name": _get(a["grid"], "name"),
+                "grid_kind": _get(a["grid"], "kind"),
+                "workers": "；".join(f"{w['name']}（{'网格长' if w['role'] == 'leader' else '网格员'}）{w['phone']}"
+                                    for w in a["workers"]),
+                "park_code": _get(a["park"], "code"),
+                "park_name": _get(a["park"], "name"),
+                "bureau_code": _get(a["bureau"], "code"),
+                "bureau_name": _get(a["bureau"], "name"),
+                "bureau_level": _get(a["bureau"], "level"),
+                "chain": " > ".join(a["chain"]),
+                "flags": ",".join(a["flags"]),
+                "reasons": "；".join(a["reasons"]),
+                "candidates": json.dumps(
+                    [{k: _get(c[k], "code") for k in ("county", "township", "grid", "bureau", "park")}
+                     for c in a["candidates"]], ensure_ascii=False) if a["candidates"] else "",
+                "generation": a["version"]["generation"],
+            })
+        table = pd.DataFrame(rows)
+        return table.iloc[index].reset_index(drop=True)
+
+
+def _get(d: dict | None, key: str) -> str:
+    return "" if d is None else d[key]

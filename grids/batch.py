@@ -1,0 +1,130 @@
+"""Batch assignment: every row of an entity or incident file routed at once, same answers as
+`route`. Rows that cannot be routed stay in the output with the reason; none are dropped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from geo.crs import CrsError, parse_crs
+from geo.sanity import check_points
+from grids.routing import Router
+from layers.finder import Queries
+from layers.readers import LAT_NAMES, LON_NAMES, ReadError, read_table, read_vector
+
+ID_NAMES = ("id", "编号", "code", "案件编号", "统一社会信用代码")
+CRS_NAMES = ("crs", "坐标系")
+ACCURACY_NAMES = ("accuracy_m", "accuracy", "精度", "精度（米）", "精度(米)")
+
+
+class BatchInputError(ValueError):
+    pass
+
+
+@dataclass
+class BatchResult:
+    table: pd.DataFrame  # the input columns followed by the answer columns
+    counts: dict[str, int]
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        return self.table[self.table["route_status"] == "error"]
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """A table of locations: CSV/Excel with lon/lat columns, or a point vector file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".xlsx", ".xls"):
+            return read_table(path, path.name, None).frame.reset_index(drop=True)
+        raw = read_vector(path, path.name, None, None)
+    except ReadError as exc:
+        raise BatchInputError(str(exc)) from exc
+    frame = raw.frame.copy()
+    geoms = raw.geometry
+    if geoms is None or not all(g is not None and g.geom_type == "Point" for g in geoms):
+        raise BatchInputError(f"{path.name}：只能批量分派点要素（或带经纬度列的表格）")
+    frame["lon"] = [g.x for g in geoms]
+    frame["lat"] = [g.y for g in geoms]
+    if raw.crs and "crs" not in frame:
+        frame["crs"] = raw.crs
+    return frame
+
+
+def _column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
+    lower = {str(c).strip().lower(): c for c in frame.columns}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> BatchResult:
+    lon_col, lat_col = _column(frame, LON_NAMES), _column(frame, LAT_NAMES)
+    if lon_col is None or lat_col is None:
+        raise BatchInputError(
+            f"找不到经纬度列（经度列名可为 {'/'.join(LON_NAMES)}，纬度列名可为 {'/'.join(LAT_NAMES)}）；"
+            f"现有列：{'、'.join(map(str, frame.columns))}"
+        )
+    crs_col, acc_col = _column(frame, CRS_NAMES), _column(frame, ACCURACY_NAMES)
+    if crs_col is None and crs is None:
+        raise BatchInputError("文件没有坐标系列（crs/坐标系），请用 --crs 指定整个文件的坐标系")
+    n = len(frame)
+    x = pd.to_numeric(frame[lon_col], errors="coerce").to_numpy(float)
+    y = pd.to_numeric(frame[lat_col], errors="coerce").to_numpy(float)
+    acc = (pd.to_numeric(frame[acc_col], errors="coerce").fillna(0).to_numpy(float)
+           if acc_col else np.zeros(n))
+    crs_values = (frame[crs_col].astype(str).str.strip().replace("", crs or "").to_numpy(object)
+                  if crs_col else np.full(n, crs, dtype=object))
+    error = np.full(n, "", dtype=object)
+    error[~(np.isfinite(x) & np.isfinite(y))] = "坐标为空或不是数字"
+    lon, lat = np.full(n, np.nan), np.full(n, np.nan)
+    swapped = np.zeros(n, dtype=bool)
+    for value in pd.unique(crs_values):
+        rows = np.flatnonzero((crs_values == value) & (error == ""))
+        if not len(rows):
+            continue
+        try:
+            system = parse_crs(value) if value else None
+        except CrsError as exc:
+            error[rows] = str(exc)
+            continue
+        if system is None:
+            error[rows] = "坐标系为空"
+            continue
+        lo, la, status = check_points(x[rows], y[rows], system)
+        lon[rows], lat[rows] = lo, la
+        error[rows[status == "out_of_range"]] = f"坐标在 {system.label_zh} 中不是有效坐标"
+        swapped[rows[status == "swapped"]] = True
+    bad_acc = (acc < 0) | (acc > 50_000)
+    error[bad_acc & (error == "")] = "精度半径应在 0–50000 米之间"
+
+    good = np.flatnonzero(error == "")
+    results, index = router.resolver.resolve_indexed(Queries.build(lon[good], lat[good], acc[good]))
+    answers = router.writer.frame(results, index)
+    columns = list(answers.columns)
+    out = pd.DataFrame({c: [""] * n for c in columns})
+    out["generation"] = router.snapshot.generation.id
+    out.loc[good, columns] = answers.to_numpy()
+    out.loc[error != "", "status"] = "error"
+    swapped_rows = swapped & (error == "")
+    out.loc[swapped_rows, "flags"] = [
+        ",".join(filter(None, ["swapped", f])) for f in out.loc[swapped_rows, "flags"]
+    ]
+    out["routed_lon"] = np.round(lon, 7)
+    out["routed_lat"] = np.round(lat, 7)
+    out["error"] = error
+    table = pd.concat([frame.reset_index(drop=True), out.add_prefix("route_")], axis=1)
+    counts = table["route_status"].value_counts().to_dict()
+    return BatchResult(table, counts)
+
+
+def write_result(result: BatchResult, out: Path) -> None:
+    out = Path(out)
+    if out.suffix.lower() == ".xlsx":
+        result.table.to_excel(out, index=False, sheet_name="分派结果")
+    elif out.suffix.lower() == ".csv":
+        result.table.to_csv(out, index=False, encoding="utf-8-sig")
+    else:
+        raise BatchInputError(f"输出文件只能是 .csv 或 .xlsx：{out.name}")

@@ -1,0 +1,325 @@
+"""The rules that turn a location into responsibility.
+
+Both stores hand the resolver the same thing: for each location, which polygons of which layer
+touch it (see layers/finder.py). From those sets the resolver picks county, township, grid,
+park and bureau by the precedence table, and explains itself. Batch and single routing go through
+the same code: locations with the same set of covering polygons share one decision, so a million
+points cost a few thousand rule evaluations.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+
+from grids.outcome import Outcome, Resolution
+from grids.precedence import Precedence
+from layers.finder import Hits, Queries
+from layers.schema import ROUTING_LAYERS
+from layers.store import CandidateFinder, Snapshot
+
+COUNTY, TOWNSHIP, GRID, PARK, SEA, JURISDICTION = (
+    ROUTING_LAYERS.index(n)
+    for n in ("counties", "townships", "grids", "parks", "sea_areas", "jurisdictions")
+)
+N_LAYERS = len(ROUTING_LAYERS)
+# A point exactly on a boundary is looked at again with this radius, to list both sides.
+EDGE_RADIUS_M = 0.5
+# Pieces of an accuracy disc smaller than this share of it are numerical slivers, not places.
+SLIVER_SHARE = 1e-6
+MAX_PARTIAL_HITS = 400
+
+KIND_ZH = {
+    "comprehensive": "综合网格", "park": "园区网格", "dedicated": "专属网格",
+    "chemical_park": "化工园区", "dev_zone_national": "国家级开发区",
+    "dev_zone_provincial": "省级开发区", "other": "园区",
+    "municipal": "市局", "county": "县（市）、区局", "numbered": "编号执法局", "park_level": "园区执法局",
+}
+
+Sets = tuple[tuple[int, ...], ...]
+
+
+class Resolver:
+    def __init__(self, snapshot: Snapshot, finder: CandidateFinder) -> None:
+        self.snapshot = snapshot
+        self.finder = finder
+        self.precedence = Precedence.from_frame(snapshot.layers.get("precedence"))
+        layers = snapshot.layers
+        self.counties = layers["counties"]
+        self.townships = layers["townships"]
+        self.grids = layers["grids"]
+        self.parks = layers["parks"]
+        self.seas = layers["sea_areas"]
+        self.jurisdictions = layers["jurisdictions"]
+        self.bureaus = layers["bureaus"]
+        rank = self.precedence.rank
+        self.grid_rank = [rank("grid_kind", k) for k in self.grids["kind"]]
+        self.park_rank = [rank("park_kind", k) for k in self.parks["kind"]]
+        self._index_bureaus()
+        self._cache: dict[Sets, tuple[Outcome, ...]] = {}
+
+    # -- bureaus ----------------------------------------------------------------------------
+    def _index_bureaus(self) -> None:
+        b = self.bureaus
+        self.bureau_row = {code: i for i, code in enumerate(b["code"])}
+        explicit = set(self.jurisdictions["bureau_code"])
+        self.county_bureau: dict[str, int] = {}  # covers its county by default
+        self.sea_bureau: dict[str, int] = {}  # the county bureau, whatever its area
+        self.park_bureau: dict[str, int] = {}
+        self.municipal: int | None = None
+        for i, (code, level, county, park) in enumerate(
+            zip(b["code"], b["level"], b["county_code"], b["park_code"], strict=True)
+        ):
+            if level == "municipal" and self.municipal is None:
+                self.municipal = i
+            elif level == "county":
+                self.sea_bureau.setdefault(county, i)
+                if code not in explicit:
+                    self.county_bureau.setdefault(county, i)
+            elif level == "park" and park and code not in explicit:
+                self.park_bureau.setdefault(park, i)
+        self.jurisdiction_bureau = [self.bureau_row.get(c) for c in self.jurisdictions["bureau_code"]]
+        self.chains: list[tuple[int, ...]] = []
+        for i in range(len(b)):
+            chain, seen = [i], {i}
+            parent = self.bureau_row.get(b["parent_code"].iat[i])
+            while parent is not None and parent not in seen:
+                chain.append(parent)
+                seen.add(parent)
+                parent = self.bureau_row.get(b["parent_code"].iat[parent])
+            self.chains.append(tuple(chain))
+
+    def _level_rank(self, bureau: int) -> int:
+        return self.precedence.rank("bureau_level", self.bureaus["level"].iat[bureau])
+
+    # -- the rules on one set of covering polygons ---------------------------------------------
+    def decide(self, sets: Sets) -> tuple[Outcome, ...]:
+        """All outcomes for a place covered by exactly these polygons (ties give several)."""
+        cached = self._cache.get(sets)
+        if cached is None:
+            cached = self._decide(sets)
+            if len(self._cache) < 200_000:
+                self._cache[sets] = cached
+        return cached
+
+    def _decide(self, sets: Sets) -> tuple[Outcome, ...]:
+        counties, townships, grids, parks, seas, jurisdictions = sets
+        if not counties:
+            if seas:
+                return tuple(self._sea(s) for s in seas)
+            return (Outcome(
+                rules=(("bureau", "outside"),),
+                reasons=("不在任何县（市）、区范围内，也不在已加载的海域内：不属于本市管辖范围。",),
+            ),)
+        park_order = sorted(parks, key=lambda p: (self.park_rank[p], p))
+        outcomes = []
+        for county, township, grid, park, bureau in itertools.product(
+            counties,
+            townships or (None,),
+            _best(grids, self.grid_rank) or (None,),
+            _best(parks, self.park_rank) or (None,),
+            self._bureaus(counties, parks, jurisdictions) or (None,),
+        ):
+            parks_here = tuple([park, *(p for p in park_order if p != park)]) if park is not None else ()
+            outcomes.append(self._explain(county, township, grid, grids, parks_here, bureau))
+        return tuple(outcomes)
+
+    def _bureaus(self, counties, parks, jurisdictions) -> list[int]:
+        """The bureaus whose areas cover the place, best first by (level rank, park rank)."""
+        candidates: dict[int, tuple[int, int]] = {}
+        for p in parks:
+            b = self.park_bureau.get(self.parks["code"].iat[p])
+            if b is not None:
+                candidates[b] = (self._level_rank(b), self.park_rank[p])
+        for j in jurisdictions:
+            b = self.jurisdiction_bureau[j]
+            if b is not None:
+                candidates.setdefault(b, (self._level_rank(b), 0))
+        for c in counties:
+            b = self.county_bureau.get(self.counties["code"].iat[c])
+            if b is not None:
+                candidates.setdefault(b, (self._level_rank(b), 0))
+        if not candidates:
+            return []
+        top = min(candidates.values())
+        return sorted(b for b, r in candidates.items() if r == top)
+
+    def _explain(self, county, township, grid, grids, parks, bureau) -> Outcome:
+        c, t, g, p, b = self.counties, self.townships, self.grids, self.parks, self.bureaus
+        reasons = [f"位于{c['name'].iat[county]}（{c['code'].iat[county]}）"]
+        rules: list[tuple[str, str]] = []
+        flags: list[str] = []
+        if township is None:
+            flags.append("no_township")
+            reasons.append("未落入任何乡镇/街道（图层缺口）")
+        else:
+            reasons.append(f"位于{t['name'].iat[township]}（{t['code'].iat[township]}）")
+        if grid is None:
+            flags.append("no_grid")
+            reasons.append("未落入任何网格（图层缺口），请人工指定网格")
+        else:
+            kind = g["kind"].iat[grid]
+            rules.append(("grid", kind))
+            text = f"网格：{g['name'].iat[grid]}（{g['code'].iat[grid]}，{KIND_ZH[kind]}）"
+            others = [o for o in grids if o != grid]
+            if others:
+                names = "、".join(f"{g['name'].iat[o]}（{KIND_ZH[g['kind'].iat[o]]}）" for o in others)
+                text += f"；同时位于{names}。规则：{self.precedence.label('grid_kind', kind)}"
+            reasons.append(text)
+        if parks:
+            park = parks[0]
+            text = f"位于{p['name'].iat[park]}（{KIND_ZH[p['kind'].iat[park]]}）"
+            if len(parks) > 1:
+                names = "、".join(p["name"].iat[o] for o in parks[1:])
+                text += f"，该处同时属于{names}；规则：{self.precedence.label('park_kind', p['kind'].iat[park])}"
+            reasons.append(text)
+        if bureau is None:
+            flags.append("no_bureau")
+            reasons.append("没有执法机构的辖区覆盖此处，请检查执法机构数据")
+        else:
+            level = b["level"].iat[bureau]
+            rules.append(("bureau", level))
+            reasons.append(
+                f"责任执法机构：{b['name'].iat[bureau]}。规则：{self.precedence.label('bureau_level', level)}"
+            )
+        return Outcome(
+            county=county, township=township, grid=grid,
+            park=parks[0] if parks else None, parks=tuple(parks), bureau=bureau,
+            rules=tuple(rules), reasons=tuple(reasons), flags=tuple(flags),
+        )
+
+    def _sea(self, sea: int) -> Outcome:
+        s = self.seas
+        county_code = s["county_code"].iat[sea]
+        county = _row_of(self.counties["code"], county_code)
+        bureau = self.sea_bureau.get(county_code)
+        reasons = [
+            f"位于海域{s['name'].iat[sea]}（{s['code'].iat[sea]}），属{_name(self.counties, county) or county_code}",
+            "海洋生态环境执法已并入综合执法：由所属县（市）、区执法局负责" if bureau is not None
+            else "该海域所属县（市）、区没有执法机构数据",
+        ]
+        return Outcome(
+            county=county, sea=sea, bureau=bureau, rules=(("bureau", "sea"),),
+            reasons=tuple(reasons), flags=("sea",),
+        )
+
+    # -- locations ------------------------------------------------------------------------------
+    def resolve(self, queries: Queries) -> list[Resolution]:
+        """One Resolution per location. Identical inputs share Resolution objects."""
+        results, index = self.resolve_indexed(queries)
+        return [results[i] for i in index]
+
+    def resolve_indexed(self, queries: Queries) -> tuple[list[Resolution], np.ndarray]:
+        """Distinct resolutions and, per location, the index of its resolution (batch form)."""
+        n = len(queries)
+        hits = self.finder.find(queries)
+        edge_q = np.unique(hits.query[hits.edge])
+        counts = np.zeros(n * N_LAYERS, dtype=np.int64)
+        key = hits.query * N_LAYERS + hits.layer
+        np.add.at(counts, key, 1)
+        counts = counts.reshape(n, N_LAYERS)
+        slow = np.zeros(n, dtype=bool)
+        slow[edge_q] = True
+        slow |= (counts > 2).any(axis=1)
+
+        lo = np.full(n * N_LAYERS, np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full(n * N_LAYERS, -1, dtype=np.int64)
+        np.minimum.at(lo, key, hits.row)
+        np.maximum.at(hi, key, hits.row)
+        lo[lo == np.iinfo(np.int64).max] = -1
+        signature = np.concatenate([lo.reshape(n, -1), hi.reshape(n, -1)], axis=1)
+
+        results: list[Resolution] = []
+        index = np.empty(n, dtype=np.int64)
+        fast = np.flatnonzero(~slow)
+        if len(fast):
+            uniq, inverse = _unique_rows(signature[fast])
+            for sig in uniq:
+                sets = tuple(
+                    tuple(sorted({int(sig[k]), int(sig[k + N_LAYERS])} - {-1}))
+                    for k in range(N_LAYERS)
+                )
+                results.append(Resolution(self.decide(sets)))
+            index[fast] = inverse
+        for q in np.flatnonzero(slow):
+            index[q] = len(results)
+            results.append(self._resolve_slow(queries, hits, int(q)))
+        return results, index
+
+    def _resolve_slow(self, queries: Queries, hits: Hits, q: int) -> Resolution:
+        mine = np.flatnonzero(hits.query == q)
+        if not hits.edge[mine].any():
+            sets = _sets(hits.layer[mine], hits.row[mine])
+            return Resolution(self.decide(sets))
+        if queries.radius[q] <= 0:
+            # Exactly on a boundary: look again with a tiny disc to see both sides.
+            wider = Queries.build(queries.lon[q : q + 1], queries.lat[q : q + 1], [EDGE_RADIUS_M])
+            again = self.finder.find(wider)
+            return self._resolve_disc(wider.discs[0], again, np.arange(len(again.query)))
+        return self._resolve_disc(queries.discs[q], hits, mine)
+
+    def _resolve_disc(self, disc, hits: Hits, mine: np.ndarray) -> Resolution:
+        """Split the accuracy disc by every polygon that only partly covers it, decide each piece."""
+        full = [k for k in mine if not hits.edge[k]]
+        partial = [k for k in mine if hits.edge[k]]
+        if len(partial) > MAX_PARTIAL_HITS:
+            raise ValueError(f"精度范围过大：圆内有 {len(partial)} 个边界，请缩小精度半径")
+        min_area = shapely.area(disc) * SLIVER_SHARE
+        pieces: list[tuple[object, tuple[int, ...]]] = [(disc, ())]
+        for k in partial:
+            part = hits.parts.get(int(k))
+            split = []
+            for geom, assigned in pieces:
+                inside = shapely.intersection(geom, part)
+                rest = shapely.difference(geom, part)
+                if shapely.area(inside) > min_area:
+                    split.append((inside, (*assigned, int(k))))
+                if shapely.area(rest) > min_area:
+                    split.append((rest, assigned))
+            pieces = split
+        outcomes: dict[tuple, Outcome] = {}
+        for _, assigned in pieces:
+            chosen = [*full, *assigned]
+            sets = _sets(hits.layer[chosen], hits.row[chosen])
+            for outcome in self.decide(sets):
+                outcomes.setdefault(outcome.key(), outcome)
+        return Resolution(tuple(outcomes.values()))
+
+
+def _best(rows: Sequence[int], rank: Sequence[int]) -> list[int]:
+    if not rows:
+        return []
+    top = min(rank[r] for r in rows)
+    return [r for r in rows if rank[r] == top]
+
+
+def _sets(layers: np.ndarray, rows: np.ndarray) -> Sets:
+    grouped: dict[int, set[int]] = defaultdict(set)
+    for layer, row in zip(layers.tolist(), rows.tolist(), strict=True):
+        grouped[layer].add(row)
+    return tuple(tuple(sorted(grouped.get(k, ()))) for k in range(N_LAYERS))
+
+
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(rows, axis=0) through a 64-bit hash (much faster), verified exactly."""
+    weights = np.random.default_rng(7).integers(1, 2**62, size=rows.shape[1], dtype=np.int64)
+    with np.errstate(over="ignore"):
+        hashed = (rows.astype(np.int64) + 2) @ weights
+    _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+    uniq = rows[first]
+    if not np.array_equal(uniq[inverse], rows):  # a hash collision: take the slow, exact way
+        uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
+    return uniq, inverse.reshape(-1)
+
+
+def _row_of(codes, code) -> int | None:
+    matches = np.flatnonzero(np.asarray(codes) == code)
+    return int(matches[0]) if len(matches) else None
+
+
+def _name(frame, row: int | None) -> str | None:
+    return None if row is None else frame["name"].iat[row]

@@ -1,0 +1,139 @@
+"""Spatial lookup for routing: which polygons of which layer a batch of locations touches.
+
+A location is a point with an accuracy radius in metres (0 = exact). For each (location, polygon)
+pair that touch, a finder reports whether the polygon covers the location (the point lies in its
+interior, or the accuracy disc lies inside it) or only reaches it at an edge; for edge hits of a
+disc it also gives the part of the disc inside the polygon, which the resolver needs to list the
+candidates. Stores implement this contract: the in-memory finder below (STRtrees over one
+snapshot) and the PostGIS finder (one SQL statement); the resolver on top is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+
+from layers.schema import ROUTING_LAYERS
+from layers.store import Snapshot
+
+
+@dataclass
+class Queries:
+    lon: np.ndarray
+    lat: np.ndarray
+    radius: np.ndarray  # metres; 0 means an exact position
+    discs: np.ndarray  # accuracy discs in lon/lat (the Point itself where radius is 0)
+
+    def __len__(self) -> int:
+        return len(self.lon)
+
+    @classmethod
+    def build(cls, lon, lat, radius=None) -> Queries:
+        from geo.disc import accuracy_discs
+
+        lon = np.atleast_1d(np.asarray(lon, dtype=float))
+        lat = np.atleast_1d(np.asarray(lat, dtype=float))
+        radius = np.zeros(len(lon)) if radius is None else np.broadcast_to(
+            np.asarray(radius, dtype=float), lon.shape
+        ).copy()
+        radius[~np.isfinite(radius) | (radius < 0)] = 0.0
+        discs = np.empty(len(lon), dtype=object)
+        wide = radius > 0
+        if wide.any():
+            discs[wide] = accuracy_discs(lon[wide], lat[wide], radius[wide])
+        return cls(lon, lat, radius, discs)
+
+    def subset(self, index: np.ndarray) -> Queries:
+        return Queries(self.lon[index], self.lat[index], self.radius[index], self.discs[index])
+
+
+@dataclass
+class Hits:
+    """Flat arrays, one entry per (location, polygon) pair that touch."""
+
+    layer: np.ndarray  # index into ROUTING_LAYERS
+    query: np.ndarray  # index into the Queries
+    row: np.ndarray  # positional row of the layer in the snapshot
+    edge: np.ndarray  # True: touches the location without covering it
+    parts: dict[int, object] = field(default_factory=dict)  # hit index -> disc ∩ polygon
+
+    @classmethod
+    def concat(cls, pieces: list[Hits]) -> Hits:
+        if not pieces:
+            empty = np.array([], dtype=np.int64)
+            return cls(empty.astype(np.int8), empty, empty, empty.astype(bool))
+        parts: dict[int, object] = {}
+        offset = 0
+        for piece in pieces:
+            parts.update({offset + k: v for k, v in piece.parts.items()})
+            offset += len(piece.query)
+        return cls(
+            np.concatenate([p.layer for p in pieces]).astype(np.int8),
+            np.concatenate([p.query for p in pieces]),
+            np.concatenate([p.row for p in pieces]),
+            np.concatenate([p.edge for p in pieces]),
+            parts,
+        )
+
+
+class MemoryFinder:
+    """STRtree per routing layer, built once per snapshot; polygons prepared for fast tests."""
+
+    _cache: dict[tuple[str, int], MemoryFinder] = {}
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.geoms: list[np.ndarray] = []
+        self.trees: list[shapely.STRtree] = []
+        for name in ROUTING_LAYERS:
+            geoms = np.asarray(snapshot[name].geometry.values, dtype=object)
+            shapely.prepare(geoms)
+            self.geoms.append(geoms)
+            self.trees.append(shapely.STRtree(geoms))
+
+    @classmethod
+    def for_snapshot(cls, snapshot: Snapshot) -> MemoryFinder:
+        key = (snapshot.generation.created_at, snapshot.generation.id)
+        if key not in cls._cache:
+            cls._cache[key] = cls(snapshot)
+        return cls._cache[key]
+
+    def find(self, queries: Queries) -> Hits:
+        exact = np.flatnonzero(queries.radius <= 0)
+        wide = np.flatnonzero(queries.radius > 0)
+        pieces = []
+        for layer, (tree, geoms) in enumerate(zip(self.trees, self.geoms, strict=True)):
+            if len(exact):
+                pieces.append(self._points(layer, tree, geoms, queries, exact))
+            if len(wide):
+                pieces.append(self._discs(layer, tree, geoms, queries, wide))
+        return Hits.concat(pieces)
+
+    @staticmethod
+    def _points(layer, tree, geoms, queries: Queries, which: np.ndarray) -> Hits:
+        x, y = queries.lon[which], queries.lat[which]
+        qi, ri = tree.query(shapely.points(x, y))
+        inside = shapely.contains_xy(geoms[ri], x[qi], y[qi])
+        # A point on a boundary is contained by neither side: keep it as an edge hit.
+        outside = np.flatnonzero(~inside)
+        touch = shapely.intersects_xy(geoms[ri[outside]], x[qi[outside]], y[qi[outside]])
+        keep = inside.copy()
+        keep[outside[touch]] = True
+        return Hits(
+            np.full(int(keep.sum()), layer, dtype=np.int8),
+            which[qi[keep]],
+            ri[keep],
+            ~inside[keep],
+        )
+
+    @staticmethod
+    def _discs(layer, tree, geoms, queries: Queries, which: np.ndarray) -> Hits:
+        discs = queries.discs[which]
+        qi, ri = tree.query(discs, predicate="intersects")
+        covers = shapely.covers(geoms[ri], discs[qi])
+        parts = {
+            int(k): shapely.intersection(geoms[ri[k]], discs[qi[k]])
+            for k in np.flatnonzero(~covers)
+        }
+        return Hits(np.full(len(qi), layer, dtype=np.int8), which[qi], ri, ~covers, parts)

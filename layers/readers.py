@@ -1,0 +1,161 @@
+"""Reading layer files as they arrive in a government office.
+
+Shapefiles (UTF-8 or GBK .dbf, with or without .cpg/.prj), GeoPackage layers, GeoJSON/KML, and
+tables (CSV in UTF-8 or GBK, Excel) with longitude/latitude columns. Every reader returns the raw
+columns plus geometries in the file's own CRS; checking and converting is the importer's job.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyogrio
+
+from layers.problems import Problem
+
+VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".kml")
+TABLE_SUFFIXES = (".csv", ".xlsx", ".xls")
+# ESRI language driver ids in the .dbf header that mean Chinese code pages.
+CHINESE_LDIDS = {0x4D: "GBK", 0x7A: "GBK", 0x4E: "CP949", 0x4F: "BIG5", 0x78: "BIG5"}
+LON_NAMES = ("lon", "lng", "longitude", "经度", "x")
+LAT_NAMES = ("lat", "latitude", "纬度", "y")
+
+
+class ReadError(Exception):
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+@dataclass
+class RawLayer:
+    """A file's content before checking: attribute columns, geometries (or None) and CRS."""
+
+    file: str  # name shown to the user
+    frame: pd.DataFrame
+    geometry: np.ndarray | None  # shapely geometries, for vector files
+    crs: str | None  # as declared by the file (WKT/"EPSG:n"), None if it declares none
+    encoding: str = ""
+    is_table: bool = False  # rows of a table (numbered from line 2) rather than features
+    notes: list[str] = field(default_factory=list)
+
+    def where(self, i: int) -> str:
+        # A table's index still holds the row's position in the file (blank rows were dropped).
+        return f"第 {int(self.frame.index[i]) + 2} 行" if self.is_table else f"第 {i + 1} 个要素"
+
+
+def read_vector(path: Path, display: str, layer: str | None, encoding: str | None) -> RawLayer:
+    """Read one vector layer with GDAL (through pyogrio)."""
+    enc = None
+    notes: list[str] = []
+    if path.suffix.lower() == ".shp":
+        enc = encoding or shapefile_encoding(path, display)
+        notes.append(f"属性编码 {enc}")
+    try:
+        meta = pyogrio.read_info(path, layer=layer, encoding=enc)
+        frame = pyogrio.read_dataframe(
+            path, layer=layer, encoding=enc, read_geometry=True, use_arrow=False
+        )
+    except Exception as exc:  # GDAL's message is the most precise thing we can tell the user
+        raise ReadError(Problem(display, f"无法读取：{exc}")) from exc
+    geometry = np.asarray(frame.geometry.values, dtype=object) if "geometry" in frame else None
+    attrs = pd.DataFrame(frame.drop(columns="geometry", errors="ignore"))
+    crs = meta.get("crs")
+    if crs is None and path.suffix.lower() in (".geojson", ".json", ".kml"):
+        crs = "EPSG:4326"  # RFC 7946 / KML define WGS84 lon/lat
+    return RawLayer(display, attrs, geometry, crs, enc or "UTF-8", notes=notes)
+
+
+def shapefile_encoding(path: Path, display: str) -> str:
+    """The .dbf text encoding: .cpg, else the LDID byte, else what the bytes decode as."""
+    cpg = _sibling(path, ".cpg")
+    if cpg is not None:
+        text = cpg.read_bytes().decode("ascii", "ignore").strip()
+        if text:
+            return {"936": "GBK", "65001": "UTF-8", "UTF8": "UTF-8"}.get(text.upper(), text)
+    dbf = _sibling(path, ".dbf")
+    if dbf is None:
+        raise ReadError(Problem(display, "缺少 .dbf 属性文件"))
+    data = dbf.read_bytes()
+    if len(data) < 32:
+        raise ReadError(Problem(dbf.name, ".dbf 文件已损坏（长度不足）"))
+    ldid = data[29]
+    if ldid in CHINESE_LDIDS:
+        return CHINESE_LDIDS[ldid]
+    header_len = struct.unpack("<H", data[8:10])[0]
+    body = data[header_len:]
+    if body.isascii():
+        return "UTF-8"
+    for candidate in ("UTF-8", "GB18030"):
+        try:
+            body.decode(candidate)
+            return "GBK" if candidate == "GB18030" else candidate
+        except UnicodeDecodeError:
+            continue
+    raise ReadError(Problem(
+        dbf.name, "无法判断属性表的文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定"
+    ))
+
+
+def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
+    """CSV (UTF-8 with or without BOM, or GBK) or Excel; every cell read as text."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            enc = encoding or csv_encoding(path)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=enc)
+        else:
+            enc = "xlsx"
+            frame = pd.read_excel(path, dtype=str, keep_default_na=False)
+    except ReadError:
+        raise
+    except Exception as exc:
+        raise ReadError(Problem(display, f"无法读取表格：{exc}")) from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = frame.map(lambda v: v.strip() if isinstance(v, str) else v)
+    blank = (frame == "").all(axis=1)
+    frame = frame[~blank]  # keep original row numbers in the index for messages
+    return RawLayer(display, frame, None, None, enc, is_table=True)
+
+
+def csv_encoding(path: Path) -> str:
+    data = path.read_bytes()
+    for candidate in ("utf-8-sig", "gb18030"):
+        try:
+            data.decode(candidate)
+            return candidate
+        except UnicodeDecodeError:
+            continue
+    raise ReadError(Problem(path.name, "无法判断文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定"))
+
+
+def lonlat_columns(frame: pd.DataFrame) -> tuple[str, str] | None:
+    lower = {c.lower(): c for c in frame.columns}
+    lon = next((lower[n] for n in LON_NAMES if n in lower), None)
+    lat = next((lower[n] for n in LAT_NAMES if n in lower), None)
+    return (lon, lat) if lon and lat else None
+
+
+def points_from_columns(raw: RawLayer, lon_col: str, lat_col: str) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+    """Parse the coordinate columns; returns x, y (NaN where unparsable) and the problems."""
+    problems = []
+    xs = pd.to_numeric(raw.frame[lon_col], errors="coerce").to_numpy(dtype=float)
+    ys = pd.to_numeric(raw.frame[lat_col], errors="coerce").to_numpy(dtype=float)
+    for i in np.flatnonzero(~np.isfinite(xs) | ~np.isfinite(ys)):
+        problems.append(Problem(
+            raw.file, f"坐标不是数字：{lon_col}={raw.frame[lon_col].iat[i]!r}，{lat_col}={raw.frame[lat_col].iat[i]!r}",
+            raw.where(i), f"{lon_col}/{lat_col}",
+        ))
+    return xs, ys, problems
+
+
+def _sibling(path: Path, suffix: str) -> Path | None:
+    for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
+        if candidate.exists():
+            return candidate
+    return None
+

@@ -1,0 +1,130 @@
+"""What the layers are: names, required attributes, allowed values and geometry kinds.
+
+This is the import format as data. Readers, the importer, the stores and the sample builder all
+read it from here, so a column added to a layer is added once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Geometries are stored in one CRS: CGCS2000 geographic (EPSG:4490). It differs from WGS84 by
+# centimetres, which is below the precision of every layer we route against.
+STORE_EPSG = 4490
+
+GRID_KINDS = ("comprehensive", "park", "dedicated")
+PARK_KINDS = ("chemical_park", "dev_zone_national", "dev_zone_provincial", "other")
+BUREAU_LEVELS = ("municipal", "county", "numbered", "park")
+WORKER_ROLES = ("worker", "leader")
+PERMIT_CLASSES = ("重点管理", "简化管理", "登记管理", "")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of the import format."""
+
+    name: str
+    title_zh: str
+    geometry: str | None  # "polygon", "point" or None for a plain table
+    required: tuple[str, ...]
+    key: str = "code"
+    optional: bool = False
+    # Allowed values of enumerated columns (empty string allowed only where listed).
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Columns that reference another layer's key: column -> layer name. Empty values allowed
+    # only for columns listed in `nullable`.
+    refs: dict[str, str] = field(default_factory=dict)
+    nullable: tuple[str, ...] = ()
+    # Point layers may come as a table with longitude/latitude columns instead of geometries.
+    lonlat: bool = False
+
+
+LAYERS: dict[str, LayerSpec] = {
+    spec.name: spec
+    for spec in (
+        LayerSpec("counties", "县（市）、区", "polygon", ("code", "name")),
+        LayerSpec(
+            "townships",
+            "乡镇/街道",
+            "polygon",
+            ("code", "name", "county_code"),
+            refs={"county_code": "counties"},
+        ),
+        LayerSpec(
+            "parks",
+            "园区",
+            "polygon",
+            ("code", "name", "kind", "county_code"),
+            choices={"kind": PARK_KINDS},
+            refs={"county_code": "counties"},
+        ),
+        LayerSpec(
+            "grids",
+            "网格",
+            "polygon",
+            ("code", "name", "township_code", "kind"),
+            choices={"kind": GRID_KINDS},
+            refs={"township_code": "townships"},
+        ),
+        LayerSpec(
+            "sea_areas",
+            "海域",
+            "polygon",
+            ("code", "name", "county_code"),
+            optional=True,
+            refs={"county_code": "counties"},
+        ),
+        LayerSpec(
+            "bureaus",
+            "执法机构",
+            None,
+            ("code", "name", "level", "parent_code", "county_code", "park_code"),
+            choices={"level": BUREAU_LEVELS},
+            refs={"parent_code": "bureaus", "county_code": "counties", "park_code": "parks"},
+            nullable=("parent_code", "county_code", "park_code"),
+        ),
+        LayerSpec(
+            "jurisdictions",
+            "执法辖区",
+            "polygon",
+            ("bureau_code",),
+            key="",
+            optional=True,
+            refs={"bureau_code": "bureaus"},
+        ),
+        LayerSpec(
+            "workers",
+            "网格员",
+            None,
+            ("id", "name", "phone", "grid_code", "role"),
+            key="",
+            choices={"role": WORKER_ROLES},
+            refs={"grid_code": "grids"},
+        ),
+        LayerSpec(
+            "entities",
+            "监管对象",
+            "point",
+            ("id", "name", "industry", "permit_class"),
+            key="id",
+            optional=True,
+            choices={"permit_class": PERMIT_CLASSES},
+            lonlat=True,
+        ),
+        LayerSpec(
+            "precedence",
+            "优先规则",
+            None,
+            ("subject", "key", "rank", "label_zh"),
+            key="",
+            optional=True,
+        ),
+    )
+}
+
+POLYGON_LAYERS = tuple(n for n, s in LAYERS.items() if s.geometry == "polygon")
+# Layers whose polygons a location is matched against when routing.
+ROUTING_LAYERS = ("counties", "townships", "grids", "parks", "sea_areas", "jurisdictions")
+
+# The order layers are validated and written in: referenced layers first.
+LAYER_ORDER = tuple(LAYERS)
