@@ -106,7 +106,7 @@ def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            enc = encoding or csv_encoding(path)
+            enc = csv_encoding(path, encoding)
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=enc)
         else:
             enc = "xlsx"
@@ -122,9 +122,11 @@ def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
     return RawLayer(display, frame, None, None, enc, is_table=True)
 
 
-def csv_encoding(path: Path) -> str:
+def csv_encoding(path: Path, preferred: str | None = None) -> str:
+    """UTF-8 when the bytes are valid UTF-8 (GBK text practically never is), else the given
+    encoding, else GB18030 (a superset of GBK)."""
     data = path.read_bytes()
-    for candidate in ("utf-8-sig", "gb18030"):
+    for candidate in ("utf-8-sig", preferred or "gb18030"):
         try:
             data.decode(candidate)
             return candidate

@@ -1,0 +1,35 @@
+# The two commands of a fresh machine:
+#   make run    set up, build the sample store if missing, start the web map
+#   make test   set up (incl. PostGIS and Chromium from Debian packages) and run every test
+PY ?= python3
+VENV := .venv
+STORE ?= data/gridmap.gpkg
+PORT ?= 8501
+
+.PHONY: run test setup demo lint bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+$(STORE): | setup
+	$(VENV)/bin/gridmap --store $(STORE) demo
+
+demo: setup
+	$(VENV)/bin/gridmap --store $(STORE) demo --force
+
+run: setup $(STORE)
+	GRIDMAP_STORE=$(STORE) $(VENV)/bin/streamlit run app.py --server.port $(PORT)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup
+	scripts/test.sh
+
+bench: setup $(STORE)
+	$(VENV)/bin/python bench/bench_routing.py

@@ -1,0 +1,71 @@
+"""Batch assignment gives exactly the answers of single routing, row by row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from grids.batch import assign
+from tests.world import P
+
+
+def sample_points(n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    lon = rng.uniform(120.45, 121.05, n)
+    lat = rng.uniform(31.95, 32.25, n)
+    # Points exactly on borders and vertices, where shortcuts go wrong.
+    edges = np.array([P["border_ab"], (120.6, 32.1), (120.62, 32.05), (120.6, 32.13),
+                      (120.55, 32.05), (120.7, 32.0), (120.9, 32.1)])
+    lon = np.concatenate([lon, edges[:, 0]])
+    lat = np.concatenate([lat, edges[:, 1]])
+    acc = np.where(rng.random(len(lon)) < 0.2, rng.choice([30.0, 300.0, 2000.0], len(lon)), 0.0)
+    return pd.DataFrame({"编号": np.arange(len(lon)), "经度": lon, "纬度": lat, "精度": acc})
+
+
+def key(answer: dict) -> tuple:
+    def code(d):
+        return "" if d is None else d["code"]
+
+    cands = sorted(
+        (code(c["county"]), code(c["township"]), code(c["grid"]), code(c["bureau"]))
+        for c in answer["candidates"]
+    )
+    return (answer["status"], code(answer["county"]), code(answer["township"]),
+            code(answer["grid"]), code(answer["bureau"]), code(answer["park"]), tuple(cands))
+
+
+def test_batch_equals_route_for_every_row(router):
+    frame = sample_points()
+    result = assign(router, frame, crs="wgs84").table
+    assert (result["route_status"] != "error").all()
+    statuses = set(result["route_status"])
+    assert {"ok", "ambiguous", "outside"} <= statuses  # the sample exercises every branch
+    for row in result.itertuples(index=False):
+        single = router.route(row.经度, row.纬度, accuracy_m=row.精度)
+        s = key(single)
+        assert (row.route_status, row.route_county_code, row.route_township_code,
+                row.route_grid_code, row.route_bureau_code, row.route_park_code) == s[:6], row
+        if s[6]:
+            import json
+
+            got = sorted(
+                (c["county"], c["township"], c["grid"], c["bureau"])
+                for c in json.loads(row.route_candidates)
+            )
+            assert got == sorted(s[6])
+
+
+def test_bad_rows_are_kept_with_reasons(router):
+    frame = pd.DataFrame({
+        "id": ["a", "b", "c", "d", "e"],
+        "lon": [P["a2_plain"][0], "", "x", P["a2_plain"][1], 120.6],
+        "lat": [P["a2_plain"][1], 32.0, 32.0, P["a2_plain"][0], 32.1],
+        "crs": ["wgs84", "wgs84", "wgs84", "wgs84", "EPSG:99999"],
+    })
+    t = assign(router, frame).table
+    assert list(t["id"]) == ["a", "b", "c", "d", "e"]
+    assert list(t["route_status"]) == ["ok", "error", "error", "ok", "error"]
+    assert "swapped" in t.loc[3, "route_flags"]
+    assert t.loc[3, "route_grid_code"] == t.loc[0, "route_grid_code"]
+    assert "99999" in t.loc[4, "route_error"]
+    assert "数字" in t.loc[1, "route_error"]
