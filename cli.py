@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("GRIDMAP_DEBUG"):
             raise
-        print(f"内部错误：{type(exc).__name__}: {exc}（设置 GRIDMAP_DEBUG=1 可查看详细信息）",
-              file=sys.stderr)
+        print(
+            f"内部错误：{type(exc).__name__}: {exc}（设置 GRIDMAP_DEBUG=1 可查看详细信息）",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -42,8 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gridmap", description="南通市生态环境综合执法网格化监管：图层导入、位置分派与查询"
     )
-    parser.add_argument("--store", help="数据库：GeoPackage 文件路径或 postgresql:// 连接串"
-                        "（默认取 GRIDMAP_STORE、DATABASE_URL 或 data/gridmap.gpkg）")
+    parser.add_argument(
+        "--store",
+        help="数据库：GeoPackage 文件路径或 postgresql:// 连接串"
+        "（默认取 GRIDMAP_STORE、DATABASE_URL 或 data/gridmap.gpkg）",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="生成南通示例数据并导入数据库")
@@ -62,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("route", help="查询一个位置的网格、网格员和责任执法机构")
     p.add_argument("lon", type=float, help="经度（或投影坐标 X）")
     p.add_argument("lat", type=float, help="纬度（或投影坐标 Y）")
-    p.add_argument("--crs", default="wgs84", help="坐标系：wgs84、cgcs2000、gcj02、bd09 或 EPSG 代码")
+    p.add_argument(
+        "--crs", default="wgs84", help="坐标系：wgs84、cgcs2000、gcj02、bd09 或 EPSG 代码"
+    )
     p.add_argument("--accuracy", type=float, default=0.0, help="定位精度半径（米）")
     p.add_argument("--generation", type=int, help="按历史版本查询")
     p.add_argument("--json", action="store_true", help="输出 JSON")
@@ -93,15 +100,27 @@ def cmd_demo(args) -> int:
         if has_data and not args.force:
             raise StoreError(f"数据库 {url} 已有数据；如确要用示例数据重建，请加 --force")
         Path(url).unlink()
+    from grids.cases import load_incident_file
+
     started = time.perf_counter()
     counts = build_sample(args.out, seed=args.seed)
     store = open_store(url, create=True)
-    report = import_path(store, args.out, note="南通示例数据（合成，仅供演示）")
-    store.close()
+    try:
+        report = import_path(store, args.out, note="南通示例数据（合成，仅供演示）")
+        loaded, bad = load_incident_file(
+            store, Router(store), args.out / "incidents.csv", actor="示例数据"
+        )
+    finally:
+        store.close()
     print(f"已生成示例数据：{args.out}")
     for name, count in counts.items():
         print(f"  {name:14s} {count:>7,d}")
-    print(f"已导入 {url}，版本 {report.generation.id}，用时 {time.perf_counter() - started:.1f} 秒")
+    print(
+        f"已导入 {url}，版本 {report.generation.id}；示例事件 {loaded} 件，"
+        f"用时 {time.perf_counter() - started:.1f} 秒"
+    )
+    for row, reason in bad:
+        print(f"  示例事件第 {row + 2} 行未能登记：{reason}", file=sys.stderr)
     return 0
 
 
@@ -145,7 +164,9 @@ def cmd_assign(args) -> int:
     for i, row in errors.head(50).iterrows():
         print(f"  第 {i + 2} 行无法分派：{row['route_error']}", file=sys.stderr)
     if len(errors) > 50:
-        print(f"  ……另有 {len(errors) - 50} 行无法分派，见结果文件的 route_error 列", file=sys.stderr)
+        print(
+            f"  ……另有 {len(errors) - 50} 行无法分派，见结果文件的 route_error 列", file=sys.stderr
+        )
     return 0
 
 
@@ -158,11 +179,20 @@ def cmd_layers(args) -> int:
     from layers.schema import LAYERS
 
     if args.json:
-        print(json.dumps({
-            "store": store.url, "generation": snap.generation.as_dict(),
-            "counts": snap.counts(),
-            "generations": [{**g.as_dict(), "layers": list(g.layers), "note": g.note} for g in gens],
-        }, ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {
+                    "store": store.url,
+                    "generation": snap.generation.as_dict(),
+                    "counts": snap.counts(),
+                    "generations": [
+                        {**g.as_dict(), "layers": list(g.layers), "note": g.note} for g in gens
+                    ],
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return 0
     print(f"数据库：{store.url}")
     print(f"当前版本：{snap.generation.id}（{snap.generation.created_at}）")
@@ -177,6 +207,7 @@ def cmd_layers(args) -> int:
 
 def format_answer(a: dict) -> str:
     """A readable card of a routing answer for the terminal."""
+
     def ref(d):
         return f"{d['name']}（{d['code']}）" if d else "—"
 
@@ -192,7 +223,9 @@ def format_answer(a: dict) -> str:
         f"网格：{ref(a['grid'])}",
     ]
     for w in a["workers"]:
-        lines.append(f"  {'网格长' if w['role'] == 'leader' else '网格员'}：{w['name']}  {w['phone']}")
+        lines.append(
+            f"  {'网格长' if w['role'] == 'leader' else '网格员'}：{w['name']}  {w['phone']}"
+        )
     lines.append(f"园区：{ref(a['park'])}")
     if a.get("sea_area"):
         lines.append(f"海域：{ref(a['sea_area'])}")
@@ -200,7 +233,10 @@ def format_answer(a: dict) -> str:
     if a["chain"]:
         lines.append("上级链：" + " → ".join(a["chain"]))
     for c in a["candidates"]:
-        lines.append(f"  候选：{ref(c['county'])} / {ref(c['township'])} / {ref(c['grid'])} / {ref(c['bureau'])}")
+        lines.append(
+            "  候选："
+            + " / ".join(ref(c[k]) for k in ("county", "township", "grid", "bureau"))
+        )
     lines.append("依据：")
     lines += [f"  - {r}" for r in a["reasons"]]
     return "\n".join(lines)

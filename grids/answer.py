@@ -10,10 +10,15 @@ import pandas as pd
 from grids.outcome import Outcome, Resolution
 from grids.resolver import Resolver
 
+ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
 STATUS_ZH = {"ok": "明确", "ambiguous": "存在歧义", "outside": "不在辖区内"}
 FLAG_ZH = {
-    "sea": "海域", "swapped": "经纬度已对调", "no_township": "无乡镇", "no_grid": "无网格",
-    "no_bureau": "无执法机构", "cross_county": "跨县（市）、区",
+    "sea": "海域",
+    "swapped": "经纬度已对调",
+    "no_township": "无乡镇",
+    "no_grid": "无网格",
+    "no_bureau": "无执法机构",
+    "cross_county": "跨县（市）、区",
 }
 
 
@@ -25,9 +30,9 @@ class AnswerWriter:
         snap = resolver.snapshot
         workers = snap["workers"]
         self.workers_by_grid: dict[str, list[dict]] = {}
-        for wid, name, phone, grid, role in workers[["id", "name", "phone", "grid_code", "role"]].itertuples(
-            index=False
-        ):
+        for wid, name, phone, grid, role in workers[
+            ["id", "name", "phone", "grid_code", "role"]
+        ].itertuples(index=False):
             self.workers_by_grid.setdefault(grid, []).append(
                 {"id": wid, "name": name, "phone": phone, "role": role}
             )
@@ -39,9 +44,9 @@ class AnswerWriter:
     def _ref(frame, row: int | None, *extra: str) -> dict | None:
         if row is None:
             return None
-        out = {"code": frame["code"].iat[row], "name": frame["name"].iat[row]}
+        out = {"code": frame["code"][row], "name": frame["name"][row]}
         for col in extra:
-            out[col] = frame[col].iat[row]
+            out[col] = frame[col][row]
         return out
 
     def county(self, o: Outcome) -> dict | None:
@@ -65,12 +70,12 @@ class AnswerWriter:
     def chain(self, o: Outcome) -> list[str]:
         if o.bureau is None:
             return []
-        return [self.r.bureaus["code"].iat[b] for b in self.r.chains[o.bureau]]
+        return [self.r.bureaus["code"][b] for b in self.r.chains[o.bureau]]
 
     def workers(self, o: Outcome) -> list[dict]:
         if o.grid is None:
             return []
-        return self.workers_by_grid.get(self.r.grids["code"].iat[o.grid], [])
+        return self.workers_by_grid.get(self.r.grids["code"][o.grid], [])
 
     def outcome(self, o: Outcome) -> dict:
         return {
@@ -90,7 +95,9 @@ class AnswerWriter:
         }
 
     # -- whole answers --------------------------------------------------------------------------
-    def answer(self, res: Resolution, point: dict | None = None, flags: tuple[str, ...] = ()) -> dict:
+    def answer(
+        self, res: Resolution, point: dict | None = None, flags: tuple[str, ...] = ()
+    ) -> dict:
         """The JSON answer of `gridmap route` (and of a click on the map)."""
         status = res.status
         parts = [self.outcome(o) for o in res.outcomes]
@@ -99,17 +106,33 @@ class AnswerWriter:
             candidates: list[dict] = []
         else:
             # Fields every candidate agrees on are still certain; the rest is left open.
-            body = {k: (parts[0][k] if all(p[k] == parts[0][k] for p in parts) else None)
-                    for k in parts[0]}
+            body = {
+                k: (parts[0][k] if all(p[k] == parts[0][k] for p in parts) else None)
+                for k in parts[0]
+            }
             for k in ("workers", "parks", "chain", "co_bureaus", "flags", "reasons"):
                 body[k] = body[k] or []
             body["rules"] = body["rules"] or {}
             candidates = [
-                {k: p[k] for k in ("county", "township", "grid", "workers", "park", "sea_area",
-                                   "bureau", "chain", "reasons")}
+                {
+                    k: p[k]
+                    for k in (
+                        "county",
+                        "township",
+                        "grid",
+                        "workers",
+                        "park",
+                        "sea_area",
+                        "bureau",
+                        "chain",
+                        "reasons",
+                    )
+                }
                 for p in parts
             ]
-            body["reasons"] = [f"位置存在歧义：共有 {len(parts)} 种可能的归属，请逐一核实，不能自动指定。"]
+            body["reasons"] = [
+                f"位置存在歧义：共有 {len(parts)} 种可能的归属，请逐一核实，不能自动指定。"
+            ]
         all_flags = list(dict.fromkeys([*flags, *res.extra_flags, *body["flags"]]))
         out = {
             "status": status,
@@ -127,30 +150,43 @@ class AnswerWriter:
         rows = []
         for res in results:
             a = self.answer(res)
-            rows.append({
-                "status": a["status"],
-                "county_code": _get(a["county"], "code"),
-                "county_name": _get(a["county"], "name"),
-                "township_code": _get(a["township"], "code"),
-                "township_name": _get(a["township"], "name"),
-                "grid_code": _get(a["grid"], "code"),
-                "grid_name": _get(a["grid"], "name"),
-                "grid_kind": _get(a["grid"], "kind"),
-                "workers": "；".join(f"{w['name']}（{'网格长' if w['role'] == 'leader' else '网格员'}）{w['phone']}"
-                                    for w in a["workers"]),
-                "park_code": _get(a["park"], "code"),
-                "park_name": _get(a["park"], "name"),
-                "bureau_code": _get(a["bureau"], "code"),
-                "bureau_name": _get(a["bureau"], "name"),
-                "bureau_level": _get(a["bureau"], "level"),
-                "chain": " > ".join(a["chain"]),
-                "flags": ",".join(a["flags"]),
-                "reasons": "；".join(a["reasons"]),
-                "candidates": json.dumps(
-                    [{k: _get(c[k], "code") for k in ("county", "township", "grid", "bureau", "park")}
-                     for c in a["candidates"]], ensure_ascii=False) if a["candidates"] else "",
-                "generation": a["version"]["generation"],
-            })
+            rows.append(
+                {
+                    "status": a["status"],
+                    "county_code": _get(a["county"], "code"),
+                    "county_name": _get(a["county"], "name"),
+                    "township_code": _get(a["township"], "code"),
+                    "township_name": _get(a["township"], "name"),
+                    "grid_code": _get(a["grid"], "code"),
+                    "grid_name": _get(a["grid"], "name"),
+                    "grid_kind": _get(a["grid"], "kind"),
+                    "workers": "；".join(
+                        f"{w['name']}（{ROLE_ZH[w['role']]}）{w['phone']}"
+                        for w in a["workers"]
+                    ),
+                    "park_code": _get(a["park"], "code"),
+                    "park_name": _get(a["park"], "name"),
+                    "bureau_code": _get(a["bureau"], "code"),
+                    "bureau_name": _get(a["bureau"], "name"),
+                    "bureau_level": _get(a["bureau"], "level"),
+                    "chain": " > ".join(a["chain"]),
+                    "flags": ",".join(a["flags"]),
+                    "reasons": "；".join(a["reasons"]),
+                    "candidates": json.dumps(
+                        [
+                            {
+                                k: _get(c[k], "code")
+                                for k in ("county", "township", "grid", "bureau", "park")
+                            }
+                            for c in a["candidates"]
+                        ],
+                        ensure_ascii=False,
+                    )
+                    if a["candidates"]
+                    else "",
+                    "generation": a["version"]["generation"],
+                }
+            )
         table = pd.DataFrame(rows)
         return table.iloc[index].reset_index(drop=True)
 

@@ -64,7 +64,8 @@ def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> Batch
     lon_col, lat_col = _column(frame, LON_NAMES), _column(frame, LAT_NAMES)
     if lon_col is None or lat_col is None:
         raise BatchInputError(
-            f"找不到经纬度列（经度列名可为 {'/'.join(LON_NAMES)}，纬度列名可为 {'/'.join(LAT_NAMES)}）；"
+            f"找不到经纬度列（经度列名可为 {'/'.join(LON_NAMES)}，"
+            f"纬度列名可为 {'/'.join(LAT_NAMES)}）；"
             f"现有列：{'、'.join(map(str, frame.columns))}"
         )
     crs_col, acc_col = _column(frame, CRS_NAMES), _column(frame, ACCURACY_NAMES)
@@ -73,10 +74,16 @@ def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> Batch
     n = len(frame)
     x = pd.to_numeric(frame[lon_col], errors="coerce").to_numpy(float)
     y = pd.to_numeric(frame[lat_col], errors="coerce").to_numpy(float)
-    acc = (pd.to_numeric(frame[acc_col], errors="coerce").fillna(0).to_numpy(float)
-           if acc_col else np.zeros(n))
-    crs_values = (frame[crs_col].astype(str).str.strip().replace("", crs or "").to_numpy(object)
-                  if crs_col else np.full(n, crs, dtype=object))
+    acc = (
+        pd.to_numeric(frame[acc_col], errors="coerce").fillna(0).to_numpy(float)
+        if acc_col
+        else np.zeros(n)
+    )
+    crs_values = (
+        frame[crs_col].astype(str).str.strip().replace("", crs or "").to_numpy(object)
+        if crs_col
+        else np.full(n, crs, dtype=object)
+    )
     error = np.full(n, "", dtype=object)
     error[~(np.isfinite(x) & np.isfinite(y))] = "坐标为空或不是数字"
     lon, lat = np.full(n, np.nan), np.full(n, np.nan)

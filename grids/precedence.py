@@ -50,17 +50,20 @@ class Precedence:
         if frame is None or frame.empty:
             frame = default_frame()
         unknown = [
-            f"{s}/{k}" for s, k in zip(frame["subject"], frame["key"], strict=True)
+            f"{s}/{k}"
+            for s, k in zip(frame["subject"], frame["key"], strict=True)
             if k not in SUBJECT_KEYS.get(s, ())
         ]
         if unknown:
             raise PrecedenceError(f"优先规则表中有无法识别的规则：{', '.join(unknown)}")
-        return cls([
-            Rule(str(s), str(k), int(r), str(label))
-            for s, k, r, label in frame[["subject", "key", "rank", "label_zh"]].itertuples(
-                index=False
-            )
-        ])
+        return cls(
+            [
+                Rule(str(s), str(k), int(r), str(label))
+                for s, k, r, label in frame[["subject", "key", "rank", "label_zh"]].itertuples(
+                    index=False
+                )
+            ]
+        )
 
     def rank(self, subject: str, key: str) -> int:
         return self.rules[(subject, key)].rank

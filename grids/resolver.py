@@ -32,12 +32,20 @@ EDGE_RADIUS_M = 0.5
 # Pieces of an accuracy disc smaller than this share of it are numerical slivers, not places.
 SLIVER_SHARE = 1e-6
 MAX_PARTIAL_HITS = 400
+SMALL_BATCH = 8
 
 KIND_ZH = {
-    "comprehensive": "综合网格", "park": "园区网格", "dedicated": "专属网格",
-    "chemical_park": "化工园区", "dev_zone_national": "国家级开发区",
-    "dev_zone_provincial": "省级开发区", "other": "园区",
-    "municipal": "市局", "county": "县（市）、区局", "numbered": "编号执法局", "park_level": "园区执法局",
+    "comprehensive": "综合网格",
+    "park": "园区网格",
+    "dedicated": "专属网格",
+    "chemical_park": "化工园区",
+    "dev_zone_national": "国家级开发区",
+    "dev_zone_provincial": "省级开发区",
+    "other": "园区",
+    "municipal": "市局",
+    "county": "县（市）、区局",
+    "numbered": "编号执法局",
+    "park_level": "园区执法局",
 }
 
 Sets = tuple[tuple[int, ...], ...]
@@ -48,14 +56,12 @@ class Resolver:
         self.snapshot = snapshot
         self.finder = finder
         self.precedence = Precedence.from_frame(snapshot.layers.get("precedence"))
-        layers = snapshot.layers
-        self.counties = layers["counties"]
-        self.townships = layers["townships"]
-        self.grids = layers["grids"]
-        self.parks = layers["parks"]
-        self.seas = layers["sea_areas"]
-        self.jurisdictions = layers["jurisdictions"]
-        self.bureaus = layers["bureaus"]
+        # Plain lists per column: the rules run once per distinct place, pandas lookups would
+        # dominate their cost.
+        t = {name: _columns(frame) for name, frame in snapshot.layers.items()}
+        self.counties, self.townships, self.grids = t["counties"], t["townships"], t["grids"]
+        self.parks, self.seas, self.bureaus = t["parks"], t["sea_areas"], t["bureaus"]
+        self.jurisdictions = t["jurisdictions"]
         rank = self.precedence.rank
         self.grid_rank = [rank("grid_kind", k) for k in self.grids["kind"]]
         self.park_rank = [rank("park_kind", k) for k in self.parks["kind"]]
@@ -82,19 +88,21 @@ class Resolver:
                     self.county_bureau.setdefault(county, i)
             elif level == "park" and park and code not in explicit:
                 self.park_bureau.setdefault(park, i)
-        self.jurisdiction_bureau = [self.bureau_row.get(c) for c in self.jurisdictions["bureau_code"]]
+        self.jurisdiction_bureau = [
+            self.bureau_row.get(c) for c in self.jurisdictions["bureau_code"]
+        ]
         self.chains: list[tuple[int, ...]] = []
-        for i in range(len(b)):
+        for i in range(len(b["code"])):
             chain, seen = [i], {i}
-            parent = self.bureau_row.get(b["parent_code"].iat[i])
+            parent = self.bureau_row.get(b["parent_code"][i])
             while parent is not None and parent not in seen:
                 chain.append(parent)
                 seen.add(parent)
-                parent = self.bureau_row.get(b["parent_code"].iat[parent])
+                parent = self.bureau_row.get(b["parent_code"][parent])
             self.chains.append(tuple(chain))
 
     def _level_rank(self, bureau: int) -> int:
-        return self.precedence.rank("bureau_level", self.bureaus["level"].iat[bureau])
+        return self.precedence.rank("bureau_level", self.bureaus["level"][bureau])
 
     # -- the rules on one set of covering polygons ---------------------------------------------
     def decide(self, sets: Sets) -> tuple[Outcome, ...]:
@@ -111,10 +119,14 @@ class Resolver:
         if not counties:
             if seas:
                 return tuple(self._sea(s) for s in seas)
-            return (Outcome(
-                rules=(("bureau", "outside"),),
-                reasons=("不在任何县（市）、区范围内，也不在已加载的海域内：不属于本市管辖范围。",),
-            ),)
+            return (
+                Outcome(
+                    rules=(("bureau", "outside"),),
+                    reasons=(
+                        "不在任何县（市）、区范围内，也不在已加载的海域内：不属于本市管辖范围。",
+                    ),
+                ),
+            )
         park_order = sorted(parks, key=lambda p: (self.park_rank[p], p))
         outcomes = []
         for county, township, grid, park, bureau in itertools.product(
@@ -124,7 +136,9 @@ class Resolver:
             _best(parks, self.park_rank) or (None,),
             self._bureaus(counties, parks, jurisdictions) or (None,),
         ):
-            parks_here = tuple([park, *(p for p in park_order if p != park)]) if park is not None else ()
+            parks_here = (
+                tuple([park, *(p for p in park_order if p != park)]) if park is not None else ()
+            )
             outcomes.append(self._explain(county, township, grid, grids, parks_here, bureau))
         return tuple(outcomes)
 
@@ -132,7 +146,7 @@ class Resolver:
         """The bureaus whose areas cover the place, best first by (level rank, park rank)."""
         candidates: dict[int, tuple[int, int]] = {}
         for p in parks:
-            b = self.park_bureau.get(self.parks["code"].iat[p])
+            b = self.park_bureau.get(self.parks["code"][p])
             if b is not None:
                 candidates[b] = (self._level_rank(b), self.park_rank[p])
         for j in jurisdictions:
@@ -140,7 +154,7 @@ class Resolver:
             if b is not None:
                 candidates.setdefault(b, (self._level_rank(b), 0))
         for c in counties:
-            b = self.county_bureau.get(self.counties["code"].iat[c])
+            b = self.county_bureau.get(self.counties["code"][c])
             if b is not None:
                 candidates.setdefault(b, (self._level_rank(b), 0))
         if not candidates:
@@ -150,61 +164,73 @@ class Resolver:
 
     def _explain(self, county, township, grid, grids, parks, bureau) -> Outcome:
         c, t, g, p, b = self.counties, self.townships, self.grids, self.parks, self.bureaus
-        reasons = [f"位于{c['name'].iat[county]}（{c['code'].iat[county]}）"]
+        reasons = [f"位于{c['name'][county]}（{c['code'][county]}）"]
         rules: list[tuple[str, str]] = []
         flags: list[str] = []
         if township is None:
             flags.append("no_township")
             reasons.append("未落入任何乡镇/街道（图层缺口）")
         else:
-            reasons.append(f"位于{t['name'].iat[township]}（{t['code'].iat[township]}）")
+            reasons.append(f"位于{t['name'][township]}（{t['code'][township]}）")
         if grid is None:
             flags.append("no_grid")
             reasons.append("未落入任何网格（图层缺口），请人工指定网格")
         else:
-            kind = g["kind"].iat[grid]
+            kind = g["kind"][grid]
             rules.append(("grid", kind))
-            text = f"网格：{g['name'].iat[grid]}（{g['code'].iat[grid]}，{KIND_ZH[kind]}）"
+            text = f"网格：{g['name'][grid]}（{g['code'][grid]}，{KIND_ZH[kind]}）"
             others = [o for o in grids if o != grid]
             if others:
-                names = "、".join(f"{g['name'].iat[o]}（{KIND_ZH[g['kind'].iat[o]]}）" for o in others)
+                names = "、".join(f"{g['name'][o]}（{KIND_ZH[g['kind'][o]]}）" for o in others)
                 text += f"；同时位于{names}。规则：{self.precedence.label('grid_kind', kind)}"
             reasons.append(text)
         if parks:
             park = parks[0]
-            text = f"位于{p['name'].iat[park]}（{KIND_ZH[p['kind'].iat[park]]}）"
+            text = f"位于{p['name'][park]}（{KIND_ZH[p['kind'][park]]}）"
             if len(parks) > 1:
-                names = "、".join(p["name"].iat[o] for o in parks[1:])
-                text += f"，该处同时属于{names}；规则：{self.precedence.label('park_kind', p['kind'].iat[park])}"
+                names = "、".join(p["name"][o] for o in parks[1:])
+                rule = self.precedence.label("park_kind", p["kind"][park])
+                text += f"，该处同时属于{names}；规则：{rule}"
             reasons.append(text)
         if bureau is None:
             flags.append("no_bureau")
             reasons.append("没有执法机构的辖区覆盖此处，请检查执法机构数据")
         else:
-            level = b["level"].iat[bureau]
+            level = b["level"][bureau]
             rules.append(("bureau", level))
-            reasons.append(
-                f"责任执法机构：{b['name'].iat[bureau]}。规则：{self.precedence.label('bureau_level', level)}"
-            )
+            rule = self.precedence.label("bureau_level", level)
+            reasons.append(f"责任执法机构：{b['name'][bureau]}。规则：{rule}")
         return Outcome(
-            county=county, township=township, grid=grid,
-            park=parks[0] if parks else None, parks=tuple(parks), bureau=bureau,
-            rules=tuple(rules), reasons=tuple(reasons), flags=tuple(flags),
+            county=county,
+            township=township,
+            grid=grid,
+            park=parks[0] if parks else None,
+            parks=tuple(parks),
+            bureau=bureau,
+            rules=tuple(rules),
+            reasons=tuple(reasons),
+            flags=tuple(flags),
         )
 
     def _sea(self, sea: int) -> Outcome:
         s = self.seas
-        county_code = s["county_code"].iat[sea]
+        county_code = s["county_code"][sea]
         county = _row_of(self.counties["code"], county_code)
         bureau = self.sea_bureau.get(county_code)
         reasons = [
-            f"位于海域{s['name'].iat[sea]}（{s['code'].iat[sea]}），属{_name(self.counties, county) or county_code}",
-            "海洋生态环境执法已并入综合执法：由所属县（市）、区执法局负责" if bureau is not None
+            f"位于海域{s['name'][sea]}（{s['code'][sea]}），"
+            f"属{_name(self.counties, county) or county_code}",
+            "海洋生态环境执法已并入综合执法：由所属县（市）、区执法局负责"
+            if bureau is not None
             else "该海域所属县（市）、区没有执法机构数据",
         ]
         return Outcome(
-            county=county, sea=sea, bureau=bureau, rules=(("bureau", "sea"),),
-            reasons=tuple(reasons), flags=("sea",),
+            county=county,
+            sea=sea,
+            bureau=bureau,
+            rules=(("bureau", "sea"),),
+            reasons=tuple(reasons),
+            flags=("sea",),
         )
 
     # -- locations ------------------------------------------------------------------------------
@@ -217,41 +243,47 @@ class Resolver:
         """Distinct resolutions and, per location, the index of its resolution (batch form)."""
         n = len(queries)
         hits = self.finder.find(queries)
-        edge_q = np.unique(hits.query[hits.edge])
-        counts = np.zeros(n * N_LAYERS, dtype=np.int64)
-        key = hits.query * N_LAYERS + hits.layer
-        np.add.at(counts, key, 1)
-        counts = counts.reshape(n, N_LAYERS)
+        if n <= SMALL_BATCH:  # a click or a typed point: grouping costs more than it saves
+            results = [
+                self._resolve_slow(queries, hits, q, np.flatnonzero(hits.query == q))
+                for q in range(n)
+            ]
+            return results, np.arange(n)
         slow = np.zeros(n, dtype=bool)
-        slow[edge_q] = True
-        slow |= (counts > 2).any(axis=1)
-
-        lo = np.full(n * N_LAYERS, np.iinfo(np.int64).max, dtype=np.int64)
-        hi = np.full(n * N_LAYERS, -1, dtype=np.int64)
-        np.minimum.at(lo, key, hits.row)
-        np.maximum.at(hi, key, hits.row)
-        lo[lo == np.iinfo(np.int64).max] = -1
-        signature = np.concatenate([lo.reshape(n, -1), hi.reshape(n, -1)], axis=1)
+        slow[hits.query[hits.edge]] = True
+        # Per layer: how many polygons touch each location, and the first and last of them.
+        # With at most two, {first, last} is the exact set; more go the slow way.
+        signature = np.full((n, 2 * N_LAYERS), -1, dtype=np.int64)
+        for layer in range(N_LAYERS):
+            mine = hits.layer == layer
+            q, r = hits.query[mine], hits.row[mine]
+            slow |= np.bincount(q, minlength=n) > 2
+            signature[q[::-1], layer] = r[::-1]  # with repeated indices the last write wins
+            signature[q, layer + N_LAYERS] = r
 
         results: list[Resolution] = []
         index = np.empty(n, dtype=np.int64)
         fast = np.flatnonzero(~slow)
         if len(fast):
             uniq, inverse = _unique_rows(signature[fast])
-            for sig in uniq:
+            for sig in uniq.tolist():
                 sets = tuple(
-                    tuple(sorted({int(sig[k]), int(sig[k + N_LAYERS])} - {-1}))
-                    for k in range(N_LAYERS)
+                    tuple(sorted({sig[k], sig[k + N_LAYERS]} - {-1})) for k in range(N_LAYERS)
                 )
                 results.append(Resolution(self.decide(sets)))
             index[fast] = inverse
-        for q in np.flatnonzero(slow):
+        # The hits of the slow locations, grouped by location (one sort, not a scan each).
+        slow_hits = np.flatnonzero(slow[hits.query])
+        slow_hits = slow_hits[np.argsort(hits.query[slow_hits], kind="stable")]
+        slow_q = np.flatnonzero(slow)
+        starts = np.searchsorted(hits.query[slow_hits], slow_q)
+        ends = np.searchsorted(hits.query[slow_hits], slow_q, side="right")
+        for q, a, b in zip(slow_q.tolist(), starts, ends, strict=True):
             index[q] = len(results)
-            results.append(self._resolve_slow(queries, hits, int(q)))
+            results.append(self._resolve_slow(queries, hits, q, slow_hits[a:b]))
         return results, index
 
-    def _resolve_slow(self, queries: Queries, hits: Hits, q: int) -> Resolution:
-        mine = np.flatnonzero(hits.query == q)
+    def _resolve_slow(self, queries: Queries, hits: Hits, q: int, mine: np.ndarray) -> Resolution:
         if not hits.edge[mine].any():
             sets = _sets(hits.layer[mine], hits.row[mine])
             return Resolution(self.decide(sets))
@@ -263,7 +295,7 @@ class Resolver:
         return self._resolve_disc(queries.discs[q], hits, mine)
 
     def _resolve_disc(self, disc, hits: Hits, mine: np.ndarray) -> Resolution:
-        """Split the accuracy disc by every polygon that only partly covers it, decide each piece."""
+        """Split the disc by every polygon that only partly covers it; decide each piece."""
         full = [k for k in mine if not hits.edge[k]]
         partial = [k for k in mine if hits.edge[k]]
         if len(partial) > MAX_PARTIAL_HITS:
@@ -288,6 +320,10 @@ class Resolver:
             for outcome in self.decide(sets):
                 outcomes.setdefault(outcome.key(), outcome)
         return Resolution(tuple(outcomes.values()))
+
+
+def _columns(frame) -> dict[str, list]:
+    return {col: frame[col].tolist() for col in frame.columns if col != "geometry"}
 
 
 def _best(rows: Sequence[int], rank: Sequence[int]) -> list[int]:
@@ -322,4 +358,4 @@ def _row_of(codes, code) -> int | None:
 
 
 def _name(frame, row: int | None) -> str | None:
-    return None if row is None else frame["name"].iat[row]
+    return None if row is None else frame["name"][row]

@@ -48,7 +48,8 @@ class Router:
         answer = self.writer.answer(res, point, flags)
         if state == "swapped":
             answer["reasons"].insert(
-                0, f"输入的坐标 ({x}, {y}) 按给定顺序不在南通范围内，交换经纬度后才在范围内："
-                   f"已按经度 {lon[0]:.6f}、纬度 {lat[0]:.6f} 处理，请核实。",
+                0,
+                f"输入的坐标 ({x}, {y}) 按给定顺序不在南通范围内，交换经纬度后才在范围内："
+                f"已按经度 {lon[0]:.6f}、纬度 {lat[0]:.6f} 处理，请核实。",
             )
         return answer

@@ -13,6 +13,7 @@ import pandas as pd
 import shapely
 
 from layers import gpkg
+from layers.incidents import EVENT_COLUMNS, INCIDENT_COLUMNS, Event, current_state
 from layers.schema import LAYERS, STORE_EPSG, LayerSpec
 from layers.store import Generation, Snapshot, StoreError
 
@@ -63,7 +64,10 @@ class GeoPackageStore:
         with self._transaction():
             gpkg.initialise(self.conn, [4326, STORE_EPSG])
             gpkg.create_attribute_table(
-                self.conn, "gridmap_meta", [("value", "TEXT")], "gridmap 元数据",
+                self.conn,
+                "gridmap_meta",
+                [("value", "TEXT")],
+                "gridmap 元数据",
                 primary_key="key TEXT PRIMARY KEY",
             )
             self.conn.execute(
@@ -72,8 +76,12 @@ class GeoPackageStore:
             gpkg.create_attribute_table(
                 self.conn,
                 "generations",
-                [("created_at", "TEXT NOT NULL"), ("layers", "TEXT NOT NULL"),
-                 ("note", "TEXT"), ("source", "TEXT")],
+                [
+                    ("created_at", "TEXT NOT NULL"),
+                    ("layers", "TEXT NOT NULL"),
+                    ("note", "TEXT"),
+                    ("source", "TEXT"),
+                ],
                 "图层版本（每次导入或编辑生成一个新版本）",
                 primary_key="id INTEGER PRIMARY KEY",
             )
@@ -81,13 +89,39 @@ class GeoPackageStore:
                 cols = layer_columns(spec)
                 if spec.geometry:
                     gpkg.create_feature_table(
-                        self.conn, spec.name, GEOMETRY_TYPES[spec.geometry], STORE_EPSG, cols,
+                        self.conn,
+                        spec.name,
+                        GEOMETRY_TYPES[spec.geometry],
+                        STORE_EPSG,
+                        cols,
                         spec.title_zh,
                     )
                 else:
                     gpkg.create_attribute_table(self.conn, spec.name, cols, spec.title_zh)
                 self.conn.execute(
                     f'CREATE INDEX "{spec.name}_gen" ON "{spec.name}" (gen_to, gen_from)'
+                )
+            gpkg.create_feature_table(
+                self.conn, "incidents", "POINT", STORE_EPSG, INCIDENT_COLUMNS, "事件（案件）"
+            )
+            gpkg.create_attribute_table(
+                self.conn,
+                "incident_events",
+                EVENT_COLUMNS,
+                "事件处理记录（只追加，不修改）",
+                primary_key="seq INTEGER PRIMARY KEY AUTOINCREMENT",
+            )
+            self.conn.execute("CREATE INDEX incident_events_id ON incident_events (incident_id)")
+            # The audit trail is append-only, enforced by the database itself.
+            for op in ("UPDATE", "DELETE"):
+                self.conn.execute(
+                    f"CREATE TRIGGER incident_events_no_{op.lower()} "
+                    f"BEFORE {op} ON incident_events "
+                    "BEGIN SELECT RAISE(ABORT, '事件处理记录只能追加，不能修改或删除'); END"
+                )
+                self.conn.execute(
+                    f"CREATE TRIGGER incidents_no_{op.lower()} BEFORE {op} ON incidents "
+                    "BEGIN SELECT RAISE(ABORT, '事件登记记录不能修改或删除'); END"
                 )
 
     def _transaction(self):
@@ -98,8 +132,9 @@ class GeoPackageStore:
         rows = self.conn.execute(
             "SELECT id, created_at, layers, note, source FROM generations ORDER BY id"
         ).fetchall()
-        return [Generation(r[0], r[1], tuple(json.loads(r[2])), r[3] or "", r[4] or "")
-                for r in rows]
+        return [
+            Generation(r[0], r[1], tuple(json.loads(r[2])), r[3] or "", r[4] or "") for r in rows
+        ]
 
     def current_generation(self) -> int:
         row = self.conn.execute("SELECT max(id) FROM generations").fetchone()
@@ -108,7 +143,9 @@ class GeoPackageStore:
     def snapshot(self, generation: int | None = None) -> Snapshot:
         gens = {g.id: g for g in self.generations()}
         if not gens:
-            raise StoreError(f"数据库 {self.path} 中还没有任何图层，请先导入数据或运行 `gridmap demo`。")
+            raise StoreError(
+                f"数据库 {self.path} 中还没有任何图层，请先导入数据或运行 `gridmap demo`。"
+            )
         gen_id = max(gens) if generation is None else int(generation)
         if gen_id not in gens:
             raise StoreError(f"版本 {gen_id} 不存在（现有版本 1–{max(gens)}）。")
@@ -160,8 +197,10 @@ class GeoPackageStore:
 
     def _insert(self, spec: LayerSpec, frame: pd.DataFrame, gen: int) -> None:
         values = [frame[c].astype(int if c == "rank" else str).tolist() for c in spec.required]
-        attrs = [json.dumps(a, ensure_ascii=False, sort_keys=True) if a else None
-                 for a in frame.get("attrs", [None] * len(frame))]
+        attrs = [
+            json.dumps(a, ensure_ascii=False, sort_keys=True) if a else None
+            for a in frame.get("attrs", [None] * len(frame))
+        ]
         names = [*spec.required, "attrs", "gen_from"]
         columns = [*values, attrs, [gen] * len(frame)]
         if spec.geometry:
@@ -176,11 +215,76 @@ class GeoPackageStore:
         placeholders = ", ".join("?" * len(names))
         quoted = ", ".join(f'"{n}"' for n in names)
         self.conn.executemany(
-            f'INSERT INTO "{spec.name}" ({quoted}) VALUES ({placeholders})', zip(*columns, strict=True)
+            f'INSERT INTO "{spec.name}" ({quoted}) VALUES ({placeholders})',
+            zip(*columns, strict=True),
         )
+
+    # -- incidents ------------------------------------------------------------------------------
+    def add_incidents(self, records: pd.DataFrame, events: list[Event]) -> None:
+        """Insert new incident records (with a point geometry) and their first events."""
+        names = [name for name, _ in INCIDENT_COLUMNS]
+        blobs = gpkg.encode(np.asarray(records.geometry.values, dtype=object), STORE_EPSG)
+        rows = [
+            (*[_sql_value(v) for v in values], blob)
+            for values, blob in zip(records[names].itertuples(index=False), blobs, strict=True)
+        ]
+        quoted = ", ".join(f'"{n}"' for n in names)
+        with self._transaction():
+            self.conn.executemany(
+                f"INSERT INTO incidents ({quoted}, geom) "
+                f"VALUES ({', '.join('?' * (len(names) + 1))})",
+                rows,
+            )
+            self._insert_events(events)
+            gpkg.touch_contents(self.conn, "incidents", None)
+
+    def append_events(self, events: list[Event]) -> None:
+        with self._transaction():
+            self._insert_events(events)
+
+    def _insert_events(self, events: list[Event]) -> None:
+        names = ", ".join(f'"{n}"' for n, _ in EVENT_COLUMNS)
+        self.conn.executemany(
+            f"INSERT INTO incident_events ({names}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})",
+            [e.row() for e in events],
+        )
+
+    def incident_events(self, incident_id: str | None = None) -> pd.DataFrame:
+        cols = ["seq", *(n for n, _ in EVENT_COLUMNS)]
+        sql = f"SELECT {', '.join(cols)} FROM incident_events"
+        args: tuple = ()
+        if incident_id is not None:
+            sql += " WHERE incident_id = ?"
+            args = (incident_id,)
+        return pd.DataFrame(self.conn.execute(sql + " ORDER BY seq", args).fetchall(), columns=cols)
+
+    def incidents(self, status: list[str] | None = None) -> gpd.GeoDataFrame:
+        """Every incident with its current status and assignment (from its events)."""
+        names = [name for name, _ in INCIDENT_COLUMNS]
+        rows = self.conn.execute(
+            f"SELECT {', '.join(names)}, geom FROM incidents ORDER BY reported_at, id"
+        ).fetchall()
+        frame = pd.DataFrame([r[:-1] for r in rows], columns=names)
+        geoms = gpkg.decode([r[-1] for r in rows]) if rows else np.array([], dtype=object)
+        frame = current_state(frame, self.incident_events())
+        frame["lon"] = shapely.get_x(geoms) if len(geoms) else []
+        frame["lat"] = shapely.get_y(geoms) if len(geoms) else []
+        out = gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
+        if status is not None:
+            out = out[out["status"].isin(status)]
+        return out
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _sql_value(value):
+    """numpy scalars and NaN as sqlite understands them."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
 
 
 def _as_multipolygons(geoms: np.ndarray) -> np.ndarray:

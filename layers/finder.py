@@ -11,6 +11,7 @@ snapshot) and the PostGIS finder (one SQL statement); the resolver on top is sha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import shapely
@@ -35,9 +36,11 @@ class Queries:
 
         lon = np.atleast_1d(np.asarray(lon, dtype=float))
         lat = np.atleast_1d(np.asarray(lat, dtype=float))
-        radius = np.zeros(len(lon)) if radius is None else np.broadcast_to(
-            np.asarray(radius, dtype=float), lon.shape
-        ).copy()
+        radius = (
+            np.zeros(len(lon))
+            if radius is None
+            else np.broadcast_to(np.asarray(radius, dtype=float), lon.shape).copy()
+        )
         radius[~np.isfinite(radius) | (radius < 0)] = 0.0
         discs = np.empty(len(lon), dtype=object)
         wide = radius > 0
@@ -81,7 +84,7 @@ class Hits:
 class MemoryFinder:
     """STRtree per routing layer, built once per snapshot; polygons prepared for fast tests."""
 
-    _cache: dict[tuple[str, int], MemoryFinder] = {}
+    _cache: ClassVar[dict[tuple[str, int], MemoryFinder]] = {}
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.geoms: list[np.ndarray] = []
@@ -96,24 +99,51 @@ class MemoryFinder:
     def for_snapshot(cls, snapshot: Snapshot) -> MemoryFinder:
         key = (snapshot.generation.created_at, snapshot.generation.id)
         if key not in cls._cache:
+            while len(cls._cache) >= 4:  # a few generations side by side, not every one ever
+                cls._cache.pop(next(iter(cls._cache)))
             cls._cache[key] = cls(snapshot)
         return cls._cache[key]
 
     def find(self, queries: Queries) -> Hits:
+        if len(queries) == 1 and queries.radius[0] <= 0:
+            return self._one_point(float(queries.lon[0]), float(queries.lat[0]))
         exact = np.flatnonzero(queries.radius <= 0)
         wide = np.flatnonzero(queries.radius > 0)
+        points = shapely.points(queries.lon[exact], queries.lat[exact]) if len(exact) else None
         pieces = []
         for layer, (tree, geoms) in enumerate(zip(self.trees, self.geoms, strict=True)):
             if len(exact):
-                pieces.append(self._points(layer, tree, geoms, queries, exact))
+                pieces.append(self._points(layer, tree, geoms, queries, exact, points))
             if len(wide):
                 pieces.append(self._discs(layer, tree, geoms, queries, wide))
         return Hits.concat(pieces)
 
+    def _one_point(self, x: float, y: float) -> Hits:
+        """The same relations as _points for a single point, without the array overhead."""
+        point = shapely.Point(x, y)
+        layers, rows, edges = [], [], []
+        for layer, (tree, geoms) in enumerate(zip(self.trees, self.geoms, strict=True)):
+            for r in tree.query(point).tolist():
+                if shapely.contains_xy(geoms[r], x, y):
+                    edge = False
+                elif shapely.intersects_xy(geoms[r], x, y):
+                    edge = True
+                else:
+                    continue
+                layers.append(layer)
+                rows.append(r)
+                edges.append(edge)
+        return Hits(
+            np.array(layers, dtype=np.int8),
+            np.zeros(len(rows), dtype=np.int64),
+            np.array(rows, dtype=np.int64),
+            np.array(edges, dtype=bool),
+        )
+
     @staticmethod
-    def _points(layer, tree, geoms, queries: Queries, which: np.ndarray) -> Hits:
+    def _points(layer, tree, geoms, queries: Queries, which: np.ndarray, points) -> Hits:
         x, y = queries.lon[which], queries.lat[which]
-        qi, ri = tree.query(shapely.points(x, y))
+        qi, ri = tree.query(points)
         inside = shapely.contains_xy(geoms[ri], x[qi], y[qi])
         # A point on a boundary is contained by neither side: keep it as an edge hit.
         outside = np.flatnonzero(~inside)

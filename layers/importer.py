@@ -59,7 +59,11 @@ class Source:
 
 
 def import_path(
-    store: Store, path: Path, *, crs: str | None = None, encoding: str | None = None,
+    store: Store,
+    path: Path,
+    *,
+    crs: str | None = None,
+    encoding: str | None = None,
     note: str = "",
 ) -> ImportReport:
     """Import every layer file found under `path` (a directory or a .zip)."""
@@ -75,10 +79,13 @@ def import_path(
         if current is None:
             missing = [n for n, s in LAYERS.items() if not s.optional and n not in sources]
             if missing:
-                problems.append(Problem(
-                    path.name,
-                    "数据库为空，首次导入必须包含这些图层：" + "、".join(f"{m}.*" for m in missing),
-                ))
+                problems.append(
+                    Problem(
+                        path.name,
+                        "数据库为空，首次导入必须包含这些图层："
+                        + "、".join(f"{m}.*" for m in missing),
+                    )
+                )
         frames: dict[str, pd.DataFrame] = {}
         files: dict[str, str] = {}
         for name in LAYER_ORDER:
@@ -97,6 +104,12 @@ def import_path(
                 files[name] = f"{src.display}（{described}）"
         if not problems:
             problems += check_references(frames, current)
+        if current is None and "precedence" not in frames:
+            # The rules live in the store, versioned with the layers they were applied to.
+            from grids.precedence import default_frame
+
+            frames["precedence"] = default_frame().assign(attrs=[{}] * len(default_frame()))
+            files["precedence"] = "默认优先规则（grids/precedence.csv）"
         if problems:
             raise ImportFailed(problems)
         generation = store.commit_layers(frames, note=note or "导入", source=str(path))
@@ -167,17 +180,24 @@ def find_sources(root: Path) -> tuple[dict[str, Source], list[Problem], list[str
                 for name in inner:
                     if name.lower() in LAYERS:
                         found.setdefault(name.lower(), []).append(
-                            Source(name.lower(), file, f"{display}:{name}", name))
+                            Source(name.lower(), file, f"{display}:{name}", name)
+                        )
                     else:
                         warnings.append(f"未识别的图层，已忽略：{display}:{name}")
         elif stem in LAYERS:
             found.setdefault(stem, []).append(Source(stem, file, display))
+        elif stem == "incidents":
+            warnings.append(f"{display} 是事件文件，不是图层，未导入（可用 gridmap assign 分派）")
         else:
-            warnings.append(f"未识别的文件，已忽略：{display}（图层文件名应为 {'、'.join(LAYERS)}）")
+            warnings.append(
+                f"未识别的文件，已忽略：{display}（图层文件名应为 {'、'.join(LAYERS)}）"
+            )
     sources = {}
     for name, items in found.items():
         if len(items) > 1:
-            problems.append(Problem(name, "同一图层有多个来源文件：" + "、".join(s.display for s in items)))
+            problems.append(
+                Problem(name, "同一图层有多个来源文件：" + "、".join(s.display for s in items))
+            )
         else:
             sources[name] = items[0]
     return sources, problems, warnings
@@ -197,9 +217,7 @@ def check_layer(
     columns, problems = _map_columns(spec, raw)
     if problems:
         return None, problems, ""
-    frame = pd.DataFrame({
-        col: [_text(v) for v in raw.frame[src]] for col, src in columns.items()
-    })
+    frame = pd.DataFrame({col: [_text(v) for v in raw.frame[src]] for col, src in columns.items()})
     used = set(columns.values())
     described = [raw.encoding] if raw.encoding and raw.encoding != "xlsx" else []
     geoms = None
@@ -211,10 +229,14 @@ def check_layer(
             described.append(crs_text)
     problems += _check_values(spec, raw, frame)
     extras = [c for c in raw.frame.columns if c not in used and c != "geometry"]
-    frame["attrs"] = [
-        {c: _jsonable(v) for c, v in zip(extras, row, strict=True) if _jsonable(v) is not None}
-        for row in raw.frame[extras].itertuples(index=False)
-    ] if extras else [{}] * len(frame)
+    frame["attrs"] = (
+        [
+            {c: _jsonable(v) for c, v in zip(extras, row, strict=True) if _jsonable(v) is not None}
+            for row in raw.frame[extras].itertuples(index=False)
+        ]
+        if extras
+        else [{}] * len(frame)
+    )
     if problems:
         return None, problems, ""
     if spec.geometry:
@@ -230,10 +252,13 @@ def _map_columns(spec: LayerSpec, raw: RawLayer) -> tuple[dict[str, str], list[P
     for col in spec.required:
         match = lower.get(col) or lower.get(col[:10])
         if match is None:
-            problems.append(Problem(
-                raw.file, f"缺少必需字段 {col}（文件中的字段：{'、'.join(map(str, have)) or '无'}）",
-                field=col,
-            ))
+            problems.append(
+                Problem(
+                    raw.file,
+                    f"缺少必需字段 {col}（文件中的字段：{'、'.join(map(str, have)) or '无'}）",
+                    field=col,
+                )
+            )
         else:
             mapping[col] = match
     return mapping, problems
@@ -244,10 +269,25 @@ def _geometry(spec: LayerSpec, raw: RawLayer, crs_override: str | None):
     used: set[str] = set()
     if raw.geometry is None:
         if not spec.lonlat:
-            return None, [Problem(raw.file, f"{spec.name} 必须是带几何的图层文件（Shapefile/GeoPackage/GeoJSON）")], "", used
+            return (
+                None,
+                [
+                    Problem(
+                        raw.file,
+                        f"{spec.name} 必须是带几何的图层文件（Shapefile/GeoPackage/GeoJSON）",
+                    )
+                ],
+                "",
+                used,
+            )
         cols = lonlat_columns(raw.frame)
         if cols is None:
-            return None, [Problem(raw.file, "缺少经纬度字段（lon/lat 或 经度/纬度）", field="lon/lat")], "", used
+            return (
+                None,
+                [Problem(raw.file, "缺少经纬度字段（lon/lat 或 经度/纬度）", field="lon/lat")],
+                "",
+                used,
+            )
         used |= set(cols)
         x, y, problems = points_from_columns(raw, *cols)
         crs_col = next((c for c in raw.frame.columns if str(c).lower() in CRS_COLUMNS), None)
@@ -258,25 +298,51 @@ def _geometry(spec: LayerSpec, raw: RawLayer, crs_override: str | None):
         elif crs_override:
             row_crs = np.full(len(x), crs_override, dtype=object)
         else:
-            problems.append(Problem(raw.file, "表格没有声明坐标系：请增加 crs 列（如 wgs84、gcj02、bd09、cgcs2000），或用 --crs 指定"))
+            problems.append(
+                Problem(
+                    raw.file,
+                    "表格没有声明坐标系：请增加 crs 列（如 wgs84、gcj02、bd09、cgcs2000），"
+                    "或用 --crs 指定",
+                )
+            )
             return None, problems, "", used
         lon, lat = np.full(len(x), np.nan), np.full(len(x), np.nan)
         for value in pd.unique(row_crs):
             rows = np.flatnonzero((row_crs == value) & np.isfinite(x) & np.isfinite(y))
             if not value:
-                problems += [Problem(raw.file, "坐标系为空", raw.where(i), crs_col or "crs") for i in rows[:MAX_PER_CHECK]]
+                problems += [
+                    Problem(raw.file, "坐标系为空", raw.where(i), crs_col or "crs")
+                    for i in rows[:MAX_PER_CHECK]
+                ]
                 continue
             try:
                 lo, la, status = check_points(x[rows], y[rows], value)
             except CrsError as exc:
-                problems.append(Problem(raw.file, str(exc), raw.where(int(rows[0])), crs_col or "crs"))
+                problems.append(
+                    Problem(raw.file, str(exc), raw.where(int(rows[0])), crs_col or "crs")
+                )
                 continue
             lon[rows], lat[rows] = lo, la
             problems += _point_status(raw, rows, status, x, y)
-        return shapely.points(lon, lat), problems, "坐标系见 crs 列" if crs_col else crs_override, used
+        return (
+            shapely.points(lon, lat),
+            problems,
+            "坐标系见 crs 列" if crs_col else crs_override,
+            used,
+        )
     declared = raw.crs or crs_override
     if not declared:
-        return None, [Problem(raw.file, "没有坐标系信息（缺少 .prj 等），请用 --crs 指定，例如 --crs EPSG:4549")], "", used
+        return (
+            None,
+            [
+                Problem(
+                    raw.file,
+                    "没有坐标系信息（缺少 .prj 等），请用 --crs 指定，例如 --crs EPSG:4549",
+                )
+            ],
+            "",
+            used,
+        )
     try:
         convert, label = _converter(declared)
     except CrsError as exc:
@@ -323,7 +389,11 @@ def _check_shapes(spec: LayerSpec, raw: RawLayer, geoms: np.ndarray) -> list[Pro
     allowed = list(GEOMETRY_TYPE_IDS[spec.geometry])
     wrong = np.flatnonzero(~np.isin(types, allowed) & ~np.isin(np.arange(len(geoms)), missing))
     problems += [
-        Problem(raw.file, f"几何类型是 {geoms[i].geom_type}，应为{TYPE_ZH[spec.geometry]}", raw.where(int(i)))
+        Problem(
+            raw.file,
+            f"几何类型是 {geoms[i].geom_type}，应为{TYPE_ZH[spec.geometry]}",
+            raw.where(int(i)),
+        )
         for i in wrong[:MAX_PER_CHECK]
     ]
     return problems + _more(raw, len(missing) + len(wrong))
@@ -333,20 +403,33 @@ def _check_validity_and_region(raw: RawLayer, geoms: np.ndarray) -> list[Problem
     problems = []
     invalid = np.flatnonzero(~shapely.is_valid(geoms))
     for i in invalid[:MAX_PER_CHECK]:
-        problems.append(Problem(
-            raw.file, f"几何无效：{shapely.is_valid_reason(geoms[i])}（可在 QGIS 中用“修复几何”处理后重新导入）",
-            raw.where(int(i)),
-        ))
+        problems.append(
+            Problem(
+                raw.file,
+                f"几何无效：{shapely.is_valid_reason(geoms[i])}"
+                "（可在 QGIS 中用“修复几何”处理后重新导入）",
+                raw.where(int(i)),
+            )
+        )
     bounds = shapely.bounds(geoms)
     r = CHINA_REGION
     lon0, lat0, lon1, lat1 = r.lon_min, r.lat_min, r.lon_max, r.lat_max
     outside = np.flatnonzero(
-        (bounds[:, 0] < lon0) | (bounds[:, 2] > lon1) | (bounds[:, 1] < lat0) | (bounds[:, 3] > lat1)
+        (bounds[:, 0] < lon0)
+        | (bounds[:, 2] > lon1)
+        | (bounds[:, 1] < lat0)
+        | (bounds[:, 3] > lat1)
     )
     for i in outside[:MAX_PER_CHECK]:
         x, y = bounds[i, 0], bounds[i, 1]
-        hint = "经纬度顺序可能颠倒" if lon0 <= y <= lon1 and lat0 <= x <= lat1 else "坐标系可能指定错误"
-        problems.append(Problem(raw.file, f"坐标 ({x:.6f}, {y:.6f}) 不在中国范围内：{hint}", raw.where(int(i))))
+        hint = (
+            "经纬度顺序可能颠倒"
+            if lon0 <= y <= lon1 and lat0 <= x <= lat1
+            else "坐标系可能指定错误"
+        )
+        problems.append(
+            Problem(raw.file, f"坐标 ({x:.6f}, {y:.6f}) 不在中国范围内：{hint}", raw.where(int(i)))
+        )
     return problems + _more(raw, len(invalid) + len(outside) - 2 * MAX_PER_CHECK)
 
 
@@ -376,12 +459,16 @@ def _check_values(spec: LayerSpec, raw: RawLayer, frame: pd.DataFrame) -> list[P
         if col in spec.nullable:
             continue
         empty = np.flatnonzero(frame[col].to_numpy() == "")
-        problems += [Problem(raw.file, "必填字段为空", raw.where(int(i)), col) for i in empty[:MAX_PER_CHECK]]
+        problems += [
+            Problem(raw.file, "必填字段为空", raw.where(int(i)), col) for i in empty[:MAX_PER_CHECK]
+        ]
     for col, allowed in spec.choices.items():
         bad = np.flatnonzero(~frame[col].isin(allowed))
         shown = "、".join(a or "（空）" for a in allowed)
         problems += [
-            Problem(raw.file, f"取值 {frame[col].iat[i]!r} 无效，应为：{shown}", raw.where(int(i)), col)
+            Problem(
+                raw.file, f"取值 {frame[col].iat[i]!r} 无效，应为：{shown}", raw.where(int(i)), col
+            )
             for i in bad[:MAX_PER_CHECK]
         ]
     if spec.key:
@@ -395,7 +482,9 @@ def _check_values(spec: LayerSpec, raw: RawLayer, frame: pd.DataFrame) -> list[P
         for i, code in enumerate(frame["id"]):
             reason = validate(code) if code else None
             if reason:
-                problems.append(Problem(raw.file, f"统一社会信用代码 {code} 无效：{reason}", raw.where(i), "id"))
+                problems.append(
+                    Problem(raw.file, f"统一社会信用代码 {code} 无效：{reason}", raw.where(i), "id")
+                )
     if spec.name == "bureaus":
         problems += _check_bureaus(raw, frame)
     if spec.name == "precedence":
@@ -417,15 +506,24 @@ def _check_bureaus(raw: RawLayer, frame: pd.DataFrame) -> list[Problem]:
     for i, row in enumerate(frame.itertuples(index=False)):
         col = needs.get(row.level)
         if col and not getattr(row, col):
-            problems.append(Problem(raw.file, f"{row.level} 级执法机构必须填写 {col}", raw.where(i), col))
+            problems.append(
+                Problem(raw.file, f"{row.level} 级执法机构必须填写 {col}", raw.where(i), col)
+            )
     municipal = int((frame["level"] == "municipal").sum())
     if municipal != 1:
-        problems.append(Problem(raw.file, f"应有且只有一个市级（municipal）执法机构，现有 {municipal} 个", field="level"))
+        problems.append(
+            Problem(
+                raw.file,
+                f"应有且只有一个市级（municipal）执法机构，现有 {municipal} 个",
+                field="level",
+            )
+        )
     return problems
 
 
 def check_references(frames: dict[str, pd.DataFrame], current) -> list[Problem]:
     """Every code referenced exists, in this import or (for layers not imported) in the store."""
+
     def codes(layer: str) -> set[str]:
         key = LAYERS[layer].key
         if layer in frames:
@@ -451,9 +549,13 @@ def check_references(frames: dict[str, pd.DataFrame], current) -> list[Problem]:
             bad = [(i, v) for i, v in enumerate(frame[col]) if v and v not in valid]
             where_file = f"数据库中现有的 {name}" if stored else name
             for i, v in bad[:MAX_PER_CHECK]:
-                problems.append(Problem(where_file, f"引用的 {target} 编码 {v} 不存在", f"第 {i + 1} 条", col))
+                problems.append(
+                    Problem(where_file, f"引用的 {target} 编码 {v} 不存在", f"第 {i + 1} 条", col)
+                )
             if len(bad) > MAX_PER_CHECK:
-                problems.append(Problem(where_file, f"……同类问题另有 {len(bad) - MAX_PER_CHECK} 处", field=col))
+                problems.append(
+                    Problem(where_file, f"……同类问题另有 {len(bad) - MAX_PER_CHECK} 处", field=col)
+                )
     return problems
 
 

@@ -96,9 +96,11 @@ def shapefile_encoding(path: Path, display: str) -> str:
             return "GBK" if candidate == "GB18030" else candidate
         except UnicodeDecodeError:
             continue
-    raise ReadError(Problem(
-        dbf.name, "无法判断属性表的文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定"
-    ))
+    raise ReadError(
+        Problem(
+            dbf.name, "无法判断属性表的文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定"
+        )
+    )
 
 
 def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
@@ -132,7 +134,9 @@ def csv_encoding(path: Path, preferred: str | None = None) -> str:
             return candidate
         except UnicodeDecodeError:
             continue
-    raise ReadError(Problem(path.name, "无法判断文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定"))
+    raise ReadError(
+        Problem(path.name, "无法判断文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定")
+    )
 
 
 def lonlat_columns(frame: pd.DataFrame) -> tuple[str, str] | None:
@@ -142,16 +146,22 @@ def lonlat_columns(frame: pd.DataFrame) -> tuple[str, str] | None:
     return (lon, lat) if lon and lat else None
 
 
-def points_from_columns(raw: RawLayer, lon_col: str, lat_col: str) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+def points_from_columns(
+    raw: RawLayer, lon_col: str, lat_col: str
+) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
     """Parse the coordinate columns; returns x, y (NaN where unparsable) and the problems."""
     problems = []
     xs = pd.to_numeric(raw.frame[lon_col], errors="coerce").to_numpy(dtype=float)
     ys = pd.to_numeric(raw.frame[lat_col], errors="coerce").to_numpy(dtype=float)
     for i in np.flatnonzero(~np.isfinite(xs) | ~np.isfinite(ys)):
-        problems.append(Problem(
-            raw.file, f"坐标不是数字：{lon_col}={raw.frame[lon_col].iat[i]!r}，{lat_col}={raw.frame[lat_col].iat[i]!r}",
-            raw.where(i), f"{lon_col}/{lat_col}",
-        ))
+        problems.append(
+            Problem(
+                raw.file,
+                f"坐标不是数字：{lon_col}={raw.frame[lon_col].iat[i]!r}，{lat_col}={raw.frame[lat_col].iat[i]!r}",
+                raw.where(i),
+                f"{lon_col}/{lat_col}",
+            )
+        )
     return xs, ys, problems
 
 
@@ -160,4 +170,3 @@ def _sibling(path: Path, suffix: str) -> Path | None:
         if candidate.exists():
             return candidate
     return None
-

@@ -30,3 +30,27 @@ def world_store(tmp_path_factory, world_dir):
 @pytest.fixture(scope="session")
 def router(world_store) -> Router:
     return Router(world_store)
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory) -> Path:
+    """The Nantong sample store, built once by the real `gridmap demo` command."""
+    import subprocess
+
+    base = tmp_path_factory.mktemp("sample")
+    store = base / "gridmap.gpkg"
+    subprocess.run(
+        [gridmap_exe(), "--store", str(store), "demo", "--out", str(base / "files")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return store
+
+
+def gridmap_exe() -> str:
+    import shutil
+    import sys
+
+    exe = Path(sys.executable).with_name("gridmap")
+    return str(exe) if exe.exists() else shutil.which("gridmap") or "gridmap"

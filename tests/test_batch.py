@@ -14,8 +14,17 @@ def sample_points(n: int = 400) -> pd.DataFrame:
     lon = rng.uniform(120.45, 121.05, n)
     lat = rng.uniform(31.95, 32.25, n)
     # Points exactly on borders and vertices, where shortcuts go wrong.
-    edges = np.array([P["border_ab"], (120.6, 32.1), (120.62, 32.05), (120.6, 32.13),
-                      (120.55, 32.05), (120.7, 32.0), (120.9, 32.1)])
+    edges = np.array(
+        [
+            P["border_ab"],
+            (120.6, 32.1),
+            (120.62, 32.05),
+            (120.6, 32.13),
+            (120.55, 32.05),
+            (120.7, 32.0),
+            (120.9, 32.1),
+        ]
+    )
     lon = np.concatenate([lon, edges[:, 0]])
     lat = np.concatenate([lat, edges[:, 1]])
     acc = np.where(rng.random(len(lon)) < 0.2, rng.choice([30.0, 300.0, 2000.0], len(lon)), 0.0)
@@ -30,8 +39,15 @@ def key(answer: dict) -> tuple:
         (code(c["county"]), code(c["township"]), code(c["grid"]), code(c["bureau"]))
         for c in answer["candidates"]
     )
-    return (answer["status"], code(answer["county"]), code(answer["township"]),
-            code(answer["grid"]), code(answer["bureau"]), code(answer["park"]), tuple(cands))
+    return (
+        answer["status"],
+        code(answer["county"]),
+        code(answer["township"]),
+        code(answer["grid"]),
+        code(answer["bureau"]),
+        code(answer["park"]),
+        tuple(cands),
+    )
 
 
 def test_batch_equals_route_for_every_row(router):
@@ -43,8 +59,14 @@ def test_batch_equals_route_for_every_row(router):
     for row in result.itertuples(index=False):
         single = router.route(row.经度, row.纬度, accuracy_m=row.精度)
         s = key(single)
-        assert (row.route_status, row.route_county_code, row.route_township_code,
-                row.route_grid_code, row.route_bureau_code, row.route_park_code) == s[:6], row
+        assert (
+            row.route_status,
+            row.route_county_code,
+            row.route_township_code,
+            row.route_grid_code,
+            row.route_bureau_code,
+            row.route_park_code,
+        ) == s[:6], row
         if s[6]:
             import json
 
@@ -56,12 +78,14 @@ def test_batch_equals_route_for_every_row(router):
 
 
 def test_bad_rows_are_kept_with_reasons(router):
-    frame = pd.DataFrame({
-        "id": ["a", "b", "c", "d", "e"],
-        "lon": [P["a2_plain"][0], "", "x", P["a2_plain"][1], 120.6],
-        "lat": [P["a2_plain"][1], 32.0, 32.0, P["a2_plain"][0], 32.1],
-        "crs": ["wgs84", "wgs84", "wgs84", "wgs84", "EPSG:99999"],
-    })
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e"],
+            "lon": [P["a2_plain"][0], "", "x", P["a2_plain"][1], 120.6],
+            "lat": [P["a2_plain"][1], 32.0, 32.0, P["a2_plain"][0], 32.1],
+            "crs": ["wgs84", "wgs84", "wgs84", "wgs84", "EPSG:99999"],
+        }
+    )
     t = assign(router, frame).table
     assert list(t["id"]) == ["a", "b", "c", "d", "e"]
     assert list(t["route_status"]) == ["ok", "error", "error", "ok", "error"]

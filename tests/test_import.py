@@ -24,15 +24,17 @@ from tests import world
 
 def entities_frame(n: int = 5) -> pd.DataFrame:
     rng = np.random.default_rng(1)
-    return pd.DataFrame({
-        "id": [generate(rng, "320901") for _ in range(n)],
-        "name": [f"甲县第{i}化工有限公司" for i in range(n)],
-        "lon": np.linspace(120.61, 120.69, n).round(6),
-        "lat": np.linspace(32.01, 32.19, n).round(6),
-        "industry": ["化工"] * n,
-        "permit_class": ["重点管理"] * n,
-        "crs": ["wgs84"] * n,
-    })
+    return pd.DataFrame(
+        {
+            "id": [generate(rng, "320901") for _ in range(n)],
+            "name": [f"甲县第{i}化工有限公司" for i in range(n)],
+            "lon": np.linspace(120.61, 120.69, n).round(6),
+            "lat": np.linspace(32.01, 32.19, n).round(6),
+            "industry": ["化工"] * n,
+            "permit_class": ["重点管理"] * n,
+            "crs": ["wgs84"] * n,
+        }
+    )
 
 
 @pytest.fixture

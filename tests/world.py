@@ -56,7 +56,9 @@ CRS = "EPSG:4326"
 
 def _polygonal(geom):
     """Drop the lines a clip leaves where it only touches (GeometryCollection -> polygons)."""
-    polys = [g for g in getattr(geom, "geoms", [geom]) if g.geom_type in ("Polygon", "MultiPolygon")]
+    polys = [
+        g for g in getattr(geom, "geoms", [geom]) if g.geom_type in ("Polygon", "MultiPolygon")
+    ]
     return polys[0] if len(polys) == 1 else MultiPolygon(polys)
 
 
@@ -66,57 +68,112 @@ def _halves(geom, code_prefix: str, township: str) -> list[dict]:
     south = _polygonal(geom.intersection(box(minx, miny, maxx, mid)))
     north = _polygonal(geom.intersection(box(minx, mid, maxx, maxy)))
     return [
-        {"code": f"{code_prefix}001", "name": f"{township}南网格", "township_code": township, "kind": "comprehensive", "geometry": south},
-        {"code": f"{code_prefix}002", "name": f"{township}北网格", "township_code": township, "kind": "comprehensive", "geometry": north},
+        {
+            "code": f"{code_prefix}001",
+            "name": f"{township}南网格",
+            "township_code": township,
+            "kind": "comprehensive",
+            "geometry": south,
+        },
+        {
+            "code": f"{code_prefix}002",
+            "name": f"{township}北网格",
+            "township_code": township,
+            "kind": "comprehensive",
+            "geometry": north,
+        },
     ]
 
 
 def layers() -> dict[str, pd.DataFrame]:
     gdf = lambda rows: gpd.GeoDataFrame(rows, crs=CRS)  # noqa: E731
-    counties = gdf([
-        {"code": "320901", "name": "甲县", "geometry": COUNTY_A},
-        {"code": "320902", "name": "乙县", "geometry": COUNTY_B},
-    ])
-    townships = gdf([
-        {"code": "320901001", "name": "甲一镇", "county_code": "320901", "geometry": A1},
-        {"code": "320901002", "name": "甲二镇", "county_code": "320901", "geometry": A2},
-        {"code": "320902001", "name": "乙一镇", "county_code": "320902", "geometry": B1},
-        {"code": "320902002", "name": "乙飞地街道", "county_code": "320902", "geometry": B2},
-    ])
+    counties = gdf(
+        [
+            {"code": "320901", "name": "甲县", "geometry": COUNTY_A},
+            {"code": "320902", "name": "乙县", "geometry": COUNTY_B},
+        ]
+    )
+    townships = gdf(
+        [
+            {"code": "320901001", "name": "甲一镇", "county_code": "320901", "geometry": A1},
+            {"code": "320901002", "name": "甲二镇", "county_code": "320901", "geometry": A2},
+            {"code": "320902001", "name": "乙一镇", "county_code": "320902", "geometry": B1},
+            {"code": "320902002", "name": "乙飞地街道", "county_code": "320902", "geometry": B2},
+        ]
+    )
     grid_rows = []
     for geom, tcode in ((A1, "320901001"), (A2, "320901002"), (B1, "320902001"), (B2, "320902002")):
         grid_rows += _halves(geom, tcode + "001", tcode)
     grid_rows += [
-        {"code": "320901002900001", "name": "化工园区网格", "township_code": "320901002", "kind": "park", "geometry": CHEMICAL_PARK},
-        {"code": "320901002800001", "name": "某化工厂专属网格", "township_code": "320901002", "kind": "dedicated", "geometry": DEDICATED},
+        {
+            "code": "320901002900001",
+            "name": "化工园区网格",
+            "township_code": "320901002",
+            "kind": "park",
+            "geometry": CHEMICAL_PARK,
+        },
+        {
+            "code": "320901002800001",
+            "name": "某化工厂专属网格",
+            "township_code": "320901002",
+            "kind": "dedicated",
+            "geometry": DEDICATED,
+        },
     ]
     grids = gdf(grid_rows)
-    parks = gdf([
-        {"code": "P1", "name": "甲国家级开发区", "kind": "dev_zone_national", "county_code": "320901", "geometry": NATIONAL_ZONE},
-        {"code": "P2", "name": "甲化工园区", "kind": "chemical_park", "county_code": "320901", "geometry": CHEMICAL_PARK},
-    ])
+    parks = gdf(
+        [
+            {
+                "code": "P1",
+                "name": "甲国家级开发区",
+                "kind": "dev_zone_national",
+                "county_code": "320901",
+                "geometry": NATIONAL_ZONE,
+            },
+            {
+                "code": "P2",
+                "name": "甲化工园区",
+                "kind": "chemical_park",
+                "county_code": "320901",
+                "geometry": CHEMICAL_PARK,
+            },
+        ]
+    )
     seas = gdf([{"code": "S1", "name": "乙县海域", "county_code": "320902", "geometry": SEA_B}])
-    jurisdictions = gdf([
-        {"bureau_code": "B-A-1", "name": "甲一局辖区", "geometry": NUMBERED_A},
-        {"bureau_code": "B-B-1", "name": "乙一局辖区", "geometry": NUMBERED_B},
-    ])
-    bureaus = pd.DataFrame([
-        ("B-M", "市执法局", "municipal", "", "", ""),
-        ("B-A", "甲县执法局", "county", "B-M", "320901", ""),
-        ("B-B", "乙县执法局", "county", "B-M", "320902", ""),
-        ("B-A-1", "甲县执法一局", "numbered", "B-A", "320901", ""),
-        ("B-B-1", "乙县执法一局", "numbered", "B-B", "320902", ""),
-        ("B-P2", "甲化工园区执法局", "park", "B-A", "320901", "P2"),
-    ], columns=["code", "name", "level", "parent_code", "county_code", "park_code"])
+    jurisdictions = gdf(
+        [
+            {"bureau_code": "B-A-1", "name": "甲一局辖区", "geometry": NUMBERED_A},
+            {"bureau_code": "B-B-1", "name": "乙一局辖区", "geometry": NUMBERED_B},
+        ]
+    )
+    bureaus = pd.DataFrame(
+        [
+            ("B-M", "市执法局", "municipal", "", "", ""),
+            ("B-A", "甲县执法局", "county", "B-M", "320901", ""),
+            ("B-B", "乙县执法局", "county", "B-M", "320902", ""),
+            ("B-A-1", "甲县执法一局", "numbered", "B-A", "320901", ""),
+            ("B-B-1", "乙县执法一局", "numbered", "B-B", "320902", ""),
+            ("B-P2", "甲化工园区执法局", "park", "B-A", "320901", "P2"),
+        ],
+        columns=["code", "name", "level", "parent_code", "county_code", "park_code"],
+    )
     workers = pd.DataFrame(
-        [(f"W{i:03d}", f"网格员{i}", f"1380000{i:04d}", code, "worker")
-         for i, code in enumerate(grids["code"], start=1)]
+        [
+            (f"W{i:03d}", f"网格员{i}", f"1380000{i:04d}", code, "worker")
+            for i, code in enumerate(grids["code"], start=1)
+        ]
         + [("L001", "甲二镇网格长", "13900000001", "320901002001001", "leader")],
         columns=["id", "name", "phone", "grid_code", "role"],
     )
     return {
-        "counties": counties, "townships": townships, "grids": grids, "parks": parks,
-        "sea_areas": seas, "jurisdictions": jurisdictions, "bureaus": bureaus, "workers": workers,
+        "counties": counties,
+        "townships": townships,
+        "grids": grids,
+        "parks": parks,
+        "sea_areas": seas,
+        "jurisdictions": jurisdictions,
+        "bureaus": bureaus,
+        "workers": workers,
     }
 
 

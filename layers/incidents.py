@@ -1,0 +1,103 @@
+"""Incident records (cases): what is stored, in both stores.
+
+An incident row is written once, at intake: the location as given, the location as routed, the
+routing answer and the layer generation it was routed with. Everything that happens afterwards
+(dispatch, verification, transfer, reassignment, closing) is an appended event with time, person
+and reason; the current state of a case is its latest event. Nothing is edited in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+# Columns of the incidents table (besides fid and the routed point geometry).
+INCIDENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "TEXT NOT NULL UNIQUE"),
+    ("reported_at", "TEXT NOT NULL"),
+    ("source", "TEXT"),
+    ("category", "TEXT NOT NULL"),
+    ("description", "TEXT"),
+    ("reporter", "TEXT"),
+    ("given_x", "REAL"),
+    ("given_y", "REAL"),
+    ("given_crs", "TEXT"),
+    ("accuracy_m", "REAL"),
+    ("extent_wkt", "TEXT"),  # a line or area (river stretch, plume), in EPSG:4490
+    ("generation", "INTEGER NOT NULL"),
+    ("route_status", "TEXT NOT NULL"),
+    ("county_code", "TEXT"),
+    ("township_code", "TEXT"),
+    ("grid_code", "TEXT"),
+    ("park_code", "TEXT"),
+    ("bureau_code", "TEXT"),
+    ("answer", "TEXT NOT NULL"),  # the routing answer JSON, as shown at intake
+    ("created_at", "TEXT NOT NULL"),
+    ("created_by", "TEXT NOT NULL"),
+)
+
+# Every event: the status after it, and the assignment after it when the event changed it.
+EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("incident_id", "TEXT NOT NULL"),
+    ("at", "TEXT NOT NULL"),
+    ("actor", "TEXT NOT NULL"),
+    ("action", "TEXT NOT NULL"),
+    ("status", "TEXT NOT NULL"),
+    ("grid_code", "TEXT"),
+    ("bureau_code", "TEXT"),
+    ("reason", "TEXT"),
+    ("data", "TEXT"),
+)
+
+CATEGORIES_ZH = {
+    "air": "大气",
+    "water": "水",
+    "noise": "噪声",
+    "solid_waste": "固体废物",
+    "soil": "土壤",
+    "radiation": "辐射",
+    "marine": "海洋",
+    "ecology": "生态",
+    "other": "其他",
+}
+STATUSES_ZH = {
+    "reported": "已受理",
+    "dispatched": "已派遣",
+    "verified": "已现场核实",
+    "transferred": "已移送执法局",
+    "handling": "处理中",
+    "closed": "已结案",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    incident_id: str
+    at: str
+    actor: str
+    action: str
+    status: str
+    grid_code: str | None = None
+    bureau_code: str | None = None
+    reason: str | None = None
+    data: str | None = None
+
+    def row(self) -> tuple:
+        return tuple(getattr(self, name) for name, _ in EVENT_COLUMNS)
+
+
+def current_state(incidents: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Incidents with their current status and assignment, derived from the events."""
+    out = incidents.copy()
+    ordered = events.sort_values(["incident_id", "seq"])
+    last = ordered.groupby("incident_id").last()
+    grid = ordered.dropna(subset=["grid_code"]).groupby("incident_id")["grid_code"].last()
+    bureau = ordered.dropna(subset=["bureau_code"]).groupby("incident_id")["bureau_code"].last()
+    out["status"] = out["id"].map(last["status"]).fillna("reported")
+    out["updated_at"] = out["id"].map(last["at"]).fillna(out["created_at"])
+    out["assigned_grid_code"] = out["id"].map(grid).fillna(out["grid_code"])
+    out["assigned_bureau_code"] = out["id"].map(bureau).fillna(out["bureau_code"])
+    out["category_zh"] = out["category"].map(CATEGORIES_ZH).fillna(out["category"])
+    out["status_zh"] = out["status"].map(STATUSES_ZH).fillna(out["status"])
+    return out
