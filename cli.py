@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--generation", type=int)
     p.set_defaults(func=cmd_assign)
 
+    p = sub.add_parser("db", help="PostGIS 数据库管理")
+    p.add_argument("action", choices=["init"], help="init：创建或升级数据库结构（可重复执行）")
+    p.set_defaults(func=cmd_db)
+
     p = sub.add_parser("layers", help="列出已加载的图层、数量和版本")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_layers)
@@ -93,7 +97,13 @@ def cmd_demo(args) -> int:
     from layers.importer import import_path
 
     url = store_url(args.store)
-    if not is_postgres_url(url) and Path(url).exists():
+    if is_postgres_url(url):
+        store = open_store(url)
+        has_data = bool(store.generations())
+        store.close()
+        if has_data:
+            raise StoreError(f"PostGIS 数据库 {url} 已有数据：示例数据只导入空库，请换一个新库")
+    elif Path(url).exists():
         store = open_store(url)
         has_data = bool(store.generations())
         store.close()
@@ -121,6 +131,20 @@ def cmd_demo(args) -> int:
     )
     for row, reason in bad:
         print(f"  示例事件第 {row + 2} 行未能登记：{reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_db(args) -> int:
+    from layers.postgis import migrate
+
+    url = store_url(args.store)
+    if not is_postgres_url(url):
+        raise StoreError("gridmap db init 只用于 PostGIS：请用 --store postgresql://… 指定数据库")
+    applied = migrate(url)
+    if applied:
+        print("已执行数据库迁移：" + "、".join(applied))
+    else:
+        print("数据库结构已是最新，无需迁移")
     return 0
 
 

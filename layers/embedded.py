@@ -124,6 +124,9 @@ class GeoPackageStore:
                     "BEGIN SELECT RAISE(ABORT, '事件登记记录不能修改或删除'); END"
                 )
 
+    def clear_cache(self) -> None:
+        self._snapshots.clear()
+
     def _transaction(self):
         return _Transaction(self.conn)
 

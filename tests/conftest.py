@@ -1,7 +1,13 @@
-"""Shared fixtures: the hand-drawn world imported into a store."""
+"""Shared fixtures. Every routing, import and batch test runs against both stores: the
+embedded GeoPackage and a real PostGIS server (started by the test session, see tests/pg.py)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,62 @@ from layers.store import open_store
 from tests import world
 
 ROOT = Path(__file__).resolve().parent.parent
+STORES = ["gpkg", "postgis"]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostGIS cluster, or the server named by GRIDMAP_TEST_DATABASE_URL."""
+    url = os.environ.get("GRIDMAP_TEST_DATABASE_URL")
+    if url:
+        yield ExternalServer(url)
+        return
+    from tests.pg import Cluster
+
+    cluster = Cluster().start()
+    yield cluster
+    cluster.stop()
+
+
+class ExternalServer:
+    """An existing server: each store gets a database of its own in it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def new_database(self, name: str) -> str:
+        import psycopg2
+
+        conn = psycopg2.connect(self.url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def new_store(tmp_path_factory, pg_cluster):
+    """A factory of empty stores of a kind: new_store("gpkg") or new_store("postgis")."""
+    from layers.postgis import migrate
+
+    opened = []
+
+    def make(kind: str):
+        if kind == "gpkg":
+            path = tmp_path_factory.mktemp("store") / "gridmap.gpkg"
+            store = open_store(str(path), create=True)
+        else:
+            url = pg_cluster.new_database(f"t_{uuid.uuid4().hex[:12]}")
+            migrate(url)
+            store = open_store(url)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture(scope="session")
@@ -19,12 +81,11 @@ def world_dir(tmp_path_factory) -> Path:
     return world.write(tmp_path_factory.mktemp("world") / "files")
 
 
-@pytest.fixture(scope="session")
-def world_store(tmp_path_factory, world_dir):
-    store = open_store(str(tmp_path_factory.mktemp("store") / "world.gpkg"), create=True)
+@pytest.fixture(scope="session", params=STORES)
+def world_store(request, new_store, world_dir):
+    store = new_store(request.param)
     import_path(store, world_dir)
-    yield store
-    store.close()
+    return store
 
 
 @pytest.fixture(scope="session")
@@ -35,22 +96,15 @@ def router(world_store) -> Router:
 @pytest.fixture(scope="session")
 def sample_store(tmp_path_factory) -> Path:
     """The Nantong sample store, built once by the real `gridmap demo` command."""
-    import subprocess
-
     base = tmp_path_factory.mktemp("sample")
     store = base / "gridmap.gpkg"
     subprocess.run(
         [gridmap_exe(), "--store", str(store), "demo", "--out", str(base / "files")],
-        check=True,
-        capture_output=True,
-        text=True,
+        check=True, capture_output=True, text=True,
     )
     return store
 
 
 def gridmap_exe() -> str:
-    import shutil
-    import sys
-
     exe = Path(sys.executable).with_name("gridmap")
     return str(exe) if exe.exists() else shutil.which("gridmap") or "gridmap"

@@ -18,8 +18,8 @@ from grids.routing import Router
 from layers.credit_code import generate
 from layers.importer import import_path
 from layers.problems import ImportFailed
-from layers.store import open_store
 from tests import world
+from tests.conftest import STORES
 
 
 def entities_frame(n: int = 5) -> pd.DataFrame:
@@ -42,12 +42,11 @@ def files(tmp_path) -> Path:
     return world.write(tmp_path / "files")
 
 
-@pytest.fixture
-def store(tmp_path, world_dir):
-    s = open_store(str(tmp_path / "s.gpkg"), create=True)
+@pytest.fixture(params=STORES)
+def store(request, new_store, world_dir):
+    s = new_store(request.param)
     import_path(s, world_dir)
-    yield s
-    s.close()
+    return s
 
 
 def state(store) -> tuple:
@@ -63,12 +62,14 @@ def refused(store, path, **kw) -> str:
     before = state(store)
     with pytest.raises(ImportFailed) as err:
         import_path(store, path, **kw)
-    store._snapshots.clear()
+    store.clear_cache()
     assert state(store) == before
     return str(err.value)
 
 
-def test_store_is_a_real_geopackage_gdal_can_read(store):
+def test_store_is_a_real_geopackage_gdal_can_read(new_store, world_dir):
+    store = new_store("gpkg")
+    import_path(store, world_dir)
     layers = dict(pyogrio.list_layers(store.path))
     assert layers["counties"] == "MultiPolygon"
     assert layers["entities"] == "Point"
@@ -238,9 +239,10 @@ def test_dangling_reference_from_stored_layer_is_refused(store, tmp_path):
     assert "数据库中现有的 workers" in message
 
 
-def test_first_import_must_be_complete(tmp_path, files):
+@pytest.mark.parametrize("kind", STORES)
+def test_first_import_must_be_complete(new_store, files, kind):
     (files / "bureaus.csv").unlink()
-    s = open_store(str(tmp_path / "new.gpkg"), create=True)
+    s = new_store(kind)
     with pytest.raises(ImportFailed, match="bureaus"):
         import_path(s, files)
     assert s.generations() == []

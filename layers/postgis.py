@@ -1,0 +1,421 @@
+"""The PostGIS store: the same interface and answers as the GeoPackage, for production.
+
+Writes are one transaction with COPY; the spatial lookup for routing runs inside PostGIS (one
+statement for a single location, a set-based join for a batch) and hands the same candidate
+hits to the one resolver of grids/. User values always travel as parameters or COPY data,
+never inside SQL text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import psycopg2
+import psycopg2.extras
+import shapely
+
+from layers.finder import Hits, Queries
+from layers.incidents import EVENT_COLUMNS, INCIDENT_COLUMNS, Event, current_state
+from layers.schema import LAYERS, ROUTING_LAYERS, STORE_EPSG, LayerSpec
+from layers.store import Generation, Snapshot, StoreError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA = "gridmap"
+# Layer -> identity table of its key; codes referenced by other layers live there.
+IDENTITY = {
+    "counties": "county_codes", "townships": "township_codes", "parks": "park_codes",
+    "grids": "grid_codes", "bureaus": "bureau_codes",
+}
+IDENTITY_OF_REF = {"counties": "county_codes", "townships": "township_codes",
+                   "parks": "park_codes", "grids": "grid_codes", "bureaus": "bureau_codes"}
+SUBDIVIDE_VERTICES = 128
+# Locations routed with one statement and parameters; larger batches go through COPY.
+INLINE_LIMIT = 2_000
+
+
+def connect(url: str):
+    try:
+        conn = psycopg2.connect(url, options=f"-c search_path={SCHEMA},public")
+    except psycopg2.OperationalError as exc:
+        raise StoreError(f"无法连接 PostGIS 数据库：{exc}".strip()) from exc
+    return conn
+
+
+def migrate(url: str) -> list[str]:
+    """Apply the migration files not yet applied, in order; returns the ones applied now."""
+    conn = connect(url)
+    applied_now = []
+    try:
+        with conn, conn.cursor() as cur:
+            # One initialiser at a time; the lock is released at commit.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('gridmap migrations'))")
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations ("
+                "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")
+            done = {r[0] for r in cur.fetchall()}
+            for path in sorted(MIGRATIONS.glob("*.sql")):
+                if path.stem in done:
+                    continue
+                cur.execute(path.read_text(encoding="utf-8"))
+                cur.execute(
+                    f"INSERT INTO {SCHEMA}.schema_migrations (version) VALUES (%s)", (path.stem,)
+                )
+                applied_now.append(path.stem)
+    except psycopg2.Error as exc:
+        raise StoreError(f"数据库初始化失败：{exc}") from exc
+    finally:
+        conn.close()
+    return applied_now
+
+
+class PostgisStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn = connect(url)
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.schema_migrations",))
+            present = cur.fetchone()[0] is not None
+            missing = True
+            if present:
+                cur.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")
+                done = {r[0] for r in cur.fetchall()}
+                missing = any(p.stem not in done for p in MIGRATIONS.glob("*.sql"))
+        if missing:
+            self.conn.close()
+            raise StoreError("PostGIS 数据库尚未初始化或版本过旧：请先运行 `gridmap db init`")
+        self._snapshots: dict[int, Snapshot] = {}
+
+    def clear_cache(self) -> None:
+        self._snapshots.clear()
+
+    # -- reading ----------------------------------------------------------------------------
+    def generations(self) -> list[Generation]:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT id, to_char(created_at AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), layers, note, source "
+                "FROM generations ORDER BY id"
+            )
+            return [Generation(r[0], r[1], tuple(r[2]), r[3], r[4]) for r in cur.fetchall()]
+
+    def snapshot(self, generation: int | None = None) -> Snapshot:
+        gens = {g.id: g for g in self.generations()}
+        if not gens:
+            raise StoreError("PostGIS 数据库中还没有任何图层，请先导入数据或运行 `gridmap demo`。")
+        gen_id = max(gens) if generation is None else int(generation)
+        if gen_id not in gens:
+            raise StoreError(f"版本 {gen_id} 不存在（现有版本 1–{max(gens)}）。")
+        if gen_id not in self._snapshots:
+            with self.conn, self.conn.cursor() as cur:
+                layers = {name: _read_layer(cur, spec, gen_id) for name, spec in LAYERS.items()}
+            self._snapshots[gen_id] = Snapshot(gens[gen_id], layers)
+        return self._snapshots[gen_id]
+
+    def finder(self, snapshot: Snapshot) -> PostgisFinder:
+        return PostgisFinder(self.conn, snapshot)
+
+    # -- writing ----------------------------------------------------------------------------
+    def commit_layers(
+        self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = ""
+    ) -> Generation:
+        try:
+            with self.conn, self.conn.cursor() as cur:
+                # Imports are serialised: the second waits for the first to commit.
+                cur.execute("LOCK TABLE generations IN EXCLUSIVE MODE")
+                cur.execute("SELECT coalesce(max(id), 0) + 1 FROM generations")
+                gen = cur.fetchone()[0]
+                cur.execute(
+                    "INSERT INTO generations (id, layers, note, source) VALUES (%s, %s, %s, %s)",
+                    (gen, sorted(layers), note, source),
+                )
+                for name, frame in layers.items():
+                    _register_codes(cur, LAYERS[name], frame)
+                for name in [n for n in LAYERS if n in layers]:
+                    spec = LAYERS[name]
+                    cur.execute(
+                        f"UPDATE {name} SET gen_to = %s WHERE gen_to IS NULL", (gen - 1,)
+                    )
+                    _copy_rows(cur, spec, layers[name], gen)
+                    if name in ROUTING_LAYERS:
+                        _refresh_parts(cur, name, gen)
+        except psycopg2.Error as exc:
+            raise StoreError(f"写入 PostGIS 失败，已全部回滚：{exc}") from exc
+        self._snapshots.clear()
+        return next(g for g in self.generations() if g.id == gen)
+
+    # -- incidents ------------------------------------------------------------------------------
+    def add_incidents(self, records: pd.DataFrame, events: list[Event]) -> None:
+        names = [n for n, _ in INCIDENT_COLUMNS]
+        frame = records[names].copy()
+        frame["geom"] = _ewkb(np.asarray(records.geometry.values, dtype=object))
+        with self.conn, self.conn.cursor() as cur:
+            _copy(cur, "incidents", [*names, "geom"], frame.itertuples(index=False))
+            _insert_events(cur, events)
+
+    def append_events(self, events: list[Event]) -> None:
+        with self.conn, self.conn.cursor() as cur:
+            _insert_events(cur, events)
+
+    def incident_events(self, incident_id: str | None = None) -> pd.DataFrame:
+        cols = ["seq", *(n for n, _ in EVENT_COLUMNS)]
+        sql = f"SELECT {', '.join(cols)} FROM incident_events"
+        args: tuple = ()
+        if incident_id is not None:
+            sql += " WHERE incident_id = %s"
+            args = (incident_id,)
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(sql + " ORDER BY seq", args)
+            return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    def incidents(self, status: list[str] | None = None) -> gpd.GeoDataFrame:
+        names = [n for n, _ in INCIDENT_COLUMNS]
+        with self.conn, self.conn.cursor() as cur:
+            select = ", ".join("answer::text" if n == "answer" else n for n in names)
+            cur.execute(f"SELECT {select}, ST_AsBinary(geom) FROM incidents ORDER BY reported_at, id")
+            rows = cur.fetchall()
+        frame = pd.DataFrame([r[:-1] for r in rows], columns=names)
+        geoms = shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else np.array([], dtype=object)
+        frame = current_state(frame, self.incident_events())
+        frame["lon"] = shapely.get_x(geoms) if len(geoms) else []
+        frame["lat"] = shapely.get_y(geoms) if len(geoms) else []
+        out = gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
+        if status is not None:
+            out = out[out["status"].isin(status)]
+        return out
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# -- layer rows ---------------------------------------------------------------------------------
+def _read_layer(cur, spec: LayerSpec, gen: int) -> pd.DataFrame:
+    cols = ["fid", *spec.required, "attrs"]
+    select = ", ".join(f'"{c}"' for c in cols) + (", ST_AsBinary(geom)" if spec.geometry else "")
+    cur.execute(
+        f"SELECT {select} FROM {spec.name} WHERE gen_from <= %s AND "
+        "(gen_to IS NULL OR gen_to >= %s) ORDER BY fid",
+        (gen, gen),
+    )
+    rows = cur.fetchall()
+    frame = pd.DataFrame([r[: len(cols)] for r in rows], columns=cols)
+    for col in spec.nullable:
+        frame[col] = frame[col].fillna("")
+    if "rank" in frame:
+        frame["rank"] = frame["rank"].astype(int)
+    frame["fid"] = frame["fid"].astype(np.int64)
+    if spec.geometry:
+        geoms = shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else np.array([], dtype=object)
+        return gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
+    return frame
+
+
+def _register_codes(cur, spec: LayerSpec, frame: pd.DataFrame) -> None:
+    """Add the layer's own codes to its identity table (codes are never removed)."""
+    table = IDENTITY.get(spec.name)
+    if table:
+        psycopg2.extras.execute_values(
+            cur, f"INSERT INTO {table} (code) VALUES %s ON CONFLICT DO NOTHING",
+            [(c,) for c in frame[spec.key].unique()], page_size=5000,
+        )
+
+
+def _copy_rows(cur, spec: LayerSpec, frame: pd.DataFrame, gen: int) -> None:
+    data = pd.DataFrame({c: frame[c] for c in spec.required})
+    for col in spec.nullable:
+        data[col] = data[col].replace("", None)
+    data["attrs"] = [json.dumps(a or {}, ensure_ascii=False) for a in frame["attrs"]]
+    data["gen_from"] = gen
+    names = [*spec.required, "attrs", "gen_from"]
+    if spec.geometry:
+        geoms = np.asarray(frame.geometry.values, dtype=object)
+        if spec.geometry == "polygon":
+            single = shapely.get_type_id(geoms) == 3
+            geoms = geoms.copy()
+            geoms[single] = [shapely.MultiPolygon([g]) for g in geoms[single]]
+        data["geom"] = _ewkb(geoms)
+        names.append("geom")
+    _copy(cur, spec.name, names, data[names].itertuples(index=False))
+
+
+def _refresh_parts(cur, name: str, gen: int) -> None:
+    layer = ROUTING_LAYERS.index(name)
+    cur.execute(
+        "UPDATE routing_parts SET gen_to = %s WHERE layer = %s AND gen_to IS NULL", (gen - 1, layer)
+    )
+    cur.execute(
+        f"INSERT INTO routing_parts (layer, fid, gen_from, geom) "
+        f"SELECT %s, fid, gen_from, ST_Subdivide(geom, %s) FROM {name} WHERE gen_from = %s",
+        (layer, SUBDIVIDE_VERTICES, gen),
+    )
+    cur.execute("ANALYZE routing_parts")
+
+
+def _ewkb(geoms: np.ndarray) -> list[str]:
+    return list(shapely.to_wkb(shapely.set_srid(geoms, STORE_EPSG), hex=True, include_srid=True))
+
+
+def _copy(cur, table: str, columns: list[str], rows) -> None:
+    """COPY rows (tuples) into table; CSV escaping handles any text a user typed."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        writer.writerow(["\\N" if _is_null(v) else v for v in row])
+    buf.seek(0)
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    cur.copy_expert(
+        f"COPY {table} ({quoted}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf
+    )
+
+
+def _is_null(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _insert_events(cur, events: list[Event]) -> None:
+    names = [n for n, _ in EVENT_COLUMNS]
+    psycopg2.extras.execute_values(
+        cur, f"INSERT INTO incident_events ({', '.join(names)}) VALUES %s",
+        [e.row() for e in events], page_size=2000,
+    )
+
+
+# -- the lookup for routing -------------------------------------------------------------------
+_ROUTING_POLYGONS = "(" + " UNION ALL ".join(
+    f"SELECT {i}::smallint AS layer, fid, gen_from, gen_to, geom FROM {name}"
+    for i, name in enumerate(ROUTING_LAYERS)
+) + ")"
+_IN_GENERATION = "{t}.gen_from <= %(gen)s AND ({t}.gen_to IS NULL OR {t}.gen_to >= %(gen)s)"
+
+# Exact points go through the routing parts: inside a part means inside the polygon; on a part's
+# edge the whole polygon decides (a seam between parts is still inside, the real boundary is an
+# edge). A point on a seam comes back once per part; the finder merges them. Discs go to whole
+# polygons: covered, or only partly — then the piece of the disc inside the polygon comes back.
+_POINT_HITS_SQL = f"""
+SELECT q.i, p.layer, p.fid,
+       CASE WHEN ST_Contains(p.geom, q.pt) THEN false
+            ELSE NOT ST_Contains((SELECT o.geom FROM {_ROUTING_POLYGONS} o
+                                  WHERE o.layer = p.layer AND o.fid = p.fid), q.pt)
+       END AS edge,
+       NULL::bytea AS part
+FROM {{queries}} q JOIN routing_parts p ON ST_Intersects(p.geom, q.pt)
+WHERE q.disc IS NULL AND {_IN_GENERATION.format(t="p")}
+"""
+_DISC_HITS_SQL = f"""
+SELECT q.i, o.layer, o.fid, NOT ST_Covers(o.geom, q.disc),
+       CASE WHEN NOT ST_Covers(o.geom, q.disc)
+            THEN ST_AsBinary(ST_Intersection(o.geom, q.disc)) END
+FROM {{queries}} q JOIN {_ROUTING_POLYGONS} o ON ST_Intersects(o.geom, q.disc)
+WHERE q.disc IS NOT NULL AND {_IN_GENERATION.format(t="o")}
+"""
+_HITS_SQL = "{with_}" + _POINT_HITS_SQL + " UNION ALL " + _DISC_HITS_SQL
+
+_INLINE_QUERIES = """WITH q_inline AS (
+    SELECT u.i, ST_SetSRID(ST_MakePoint(u.x, u.y), 4490) AS pt,
+           ST_GeomFromWKB(u.d, 4490) AS disc
+    FROM unnest(%(i)s::int[], %(x)s::float8[], %(y)s::float8[], %(d)s::bytea[]) AS u(i, x, y, d)
+)"""
+
+
+class PostgisFinder:
+    """Candidate hits from PostGIS, in the same form as the in-memory finder's."""
+
+    def __init__(self, conn, snapshot: Snapshot) -> None:
+        self.conn = conn
+        self.generation = snapshot.generation.id
+        # fid -> positional row of the snapshot's layer, per routing layer
+        self.positions = []
+        for name in ROUTING_LAYERS:
+            fids = snapshot[name]["fid"].to_numpy(np.int64)
+            self.positions.append(pd.Series(np.arange(len(fids)), index=fids))
+
+    def find(self, queries: Queries) -> Hits:
+        n = len(queries)
+        discs = [
+            None if r <= 0 else shapely.to_wkb(d)
+            for r, d in zip(queries.radius.tolist(), queries.discs, strict=True)
+        ]
+        with self.conn, self.conn.cursor() as cur:
+            if n <= INLINE_LIMIT:
+                cur.execute(
+                    _HITS_SQL.format(with_=_INLINE_QUERIES, queries="q_inline"),
+                    {"gen": self.generation, "i": list(range(n)), "x": queries.lon.tolist(),
+                     "y": queries.lat.tolist(), "d": [psycopg2.Binary(d) if d else None
+                                                      for d in discs]},
+                )
+                rows = cur.fetchall()
+            else:
+                rows = self._batch(cur, queries, discs)
+        return self._hits(rows)
+
+    def _batch(self, cur, queries: Queries, discs: list) -> list[tuple]:
+        """Load the locations with COPY into a temporary table, join set-based, and read the
+        (many) point hits back with COPY too."""
+        self.load_queries(cur, queries)
+        point_sql = _POINT_HITS_SQL.format(queries="route_queries")
+        disc_sql = _DISC_HITS_SQL.format(queries="route_queries")
+        out = io.StringIO()
+        cur.copy_expert(
+            "COPY (" + cur.mogrify(point_sql, {"gen": self.generation}).decode() + ") TO STDOUT",
+            out,
+        )
+        out.seek(0)
+        table = pd.read_csv(out, sep="\t", header=None, names=["i", "l", "f", "e", "p"],
+                            dtype={"i": np.int64, "l": np.int8, "f": np.int64, "e": str})
+        rows = list(zip(table["i"].tolist(), table["l"].tolist(), table["f"].tolist(),
+                        (table["e"] == "t").tolist(), [None] * len(table), strict=True))
+        if any(d is not None for d in discs):
+            cur.execute(disc_sql, {"gen": self.generation})
+            rows += cur.fetchall()
+        return rows
+
+    @staticmethod
+    def load_queries(cur, queries: Queries) -> None:
+        cur.execute(
+            "CREATE TEMP TABLE route_queries (i integer PRIMARY KEY, pt geometry(Point, 4490), "
+            "disc geometry(Polygon, 4490)) ON COMMIT DROP"
+        )
+        wide = queries.radius > 0
+        disc_hex = np.full(len(queries), None, dtype=object)
+        if wide.any():
+            disc_hex[wide] = _ewkb(queries.discs[wide])
+        load = pd.DataFrame({
+            "i": np.arange(len(queries)),
+            "pt": _ewkb(shapely.points(queries.lon, queries.lat)),
+            "disc": disc_hex,
+        })
+        _copy(cur, "route_queries", ["i", "pt", "disc"], load.itertuples(index=False))
+        cur.execute("CREATE INDEX ON route_queries USING gist (pt)")
+        cur.execute("CREATE INDEX ON route_queries USING gist (disc)")
+        cur.execute("ANALYZE route_queries")
+
+    def _hits(self, rows: list[tuple]) -> Hits:
+        if not rows:
+            return Hits.concat([])
+        query = np.array([r[0] for r in rows], dtype=np.int64)
+        layer = np.array([r[1] for r in rows], dtype=np.int8)
+        fid = np.array([r[2] for r in rows], dtype=np.int64)
+        edge = np.array([r[3] for r in rows], dtype=bool)
+        # A point on a seam between two parts of one polygon comes back twice: keep one row,
+        # inside if either says so.
+        key = pd.DataFrame({"q": query, "l": layer, "f": fid, "e": edge})
+        if key.duplicated(["q", "l", "f"]).any():
+            merged = key.groupby(["q", "l", "f"], sort=False)["e"].all()
+            keep = ~key.duplicated(["q", "l", "f"]).to_numpy()
+            rows = [r for r, k in zip(rows, keep, strict=True) if k]
+            query, layer, fid = query[keep], layer[keep], fid[keep]
+            edge = merged.loc[list(zip(query, layer, fid, strict=True))].to_numpy()
+        row = np.empty(len(rows), dtype=np.int64)
+        for k in range(len(ROUTING_LAYERS)):
+            mine = layer == k
+            row[mine] = self.positions[k].loc[fid[mine]].to_numpy()
+        parts = {i: shapely.from_wkb(bytes(r[4])) for i, r in enumerate(rows) if r[4] is not None}
+        return Hits(layer, query, row, edge, parts)

@@ -1,0 +1,96 @@
+"""A private, throwaway PostgreSQL + PostGIS cluster for the tests and the benchmarks.
+
+Started on a free loopback port in a temporary directory, as a non-root user when run as root
+(postgres refuses root), with durability switched off (it is thrown away), and stopped at the
+end. `scripts/test.sh` installs the Debian packages when they are missing; set
+GRIDMAP_TEST_DATABASE_URL to use an existing server instead.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def _pg_bin() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not candidates:
+        raise RuntimeError(
+            "PostgreSQL is not installed: run `make test` (it installs postgresql and postgis "
+            "from Debian packages) or set GRIDMAP_TEST_DATABASE_URL"
+        )
+    return candidates[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.bin = _pg_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="gridmap-pg-"))
+        self.data = self.dir / "data"
+        self.port = _free_port()
+        self.user = None
+        if os.geteuid() == 0:
+            self.user = "postgres"  # created by the Debian postgresql package
+            pwd.getpwnam(self.user)
+            shutil.chown(self.dir, self.user)
+        self.url = f"postgresql://gridmap@127.0.0.1:{self.port}/gridmap"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        if self.user:
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+    def start(self) -> Cluster:
+        self._run("initdb", "-D", str(self.data), "-U", "gridmap", "-A", "trust", "-E", "UTF8",
+                  "--no-locale")
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB "
+            "-c max_parallel_workers_per_gather=2 -c work_mem=64MB"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
+                  "-w", "start")
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "gridmap", "gridmap")
+        deadline = time.time() + 30
+        import psycopg2
+
+        while True:
+            try:
+                psycopg2.connect(self.url).close()
+                break
+            except psycopg2.OperationalError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        return self
+
+    def new_database(self, name: str) -> str:
+        """A fresh empty database in this cluster; returns its URL."""
+        import psycopg2
+
+        conn = psycopg2.connect(self.url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
