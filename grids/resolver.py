@@ -319,7 +319,9 @@ class Resolver:
             sets = _sets(hits.layer[chosen], hits.row[chosen])
             for outcome in self.decide(sets):
                 outcomes.setdefault(outcome.key(), outcome)
-        return Resolution(tuple(outcomes.values()))
+        # The same candidates in the same order whatever order the store listed the hits in.
+        ordered = sorted(outcomes.values(), key=lambda o: [-1 if v is None else v for v in o.key()])
+        return Resolution(tuple(ordered))
 
 
 def _columns(frame) -> dict[str, list]:

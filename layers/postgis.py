@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 from pathlib import Path
 
 import geopandas as gpd
@@ -29,11 +30,19 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA = "gridmap"
 # Layer -> identity table of its key; codes referenced by other layers live there.
 IDENTITY = {
-    "counties": "county_codes", "townships": "township_codes", "parks": "park_codes",
-    "grids": "grid_codes", "bureaus": "bureau_codes",
+    "counties": "county_codes",
+    "townships": "township_codes",
+    "parks": "park_codes",
+    "grids": "grid_codes",
+    "bureaus": "bureau_codes",
 }
-IDENTITY_OF_REF = {"counties": "county_codes", "townships": "township_codes",
-                   "parks": "park_codes", "grids": "grid_codes", "bureaus": "bureau_codes"}
+IDENTITY_OF_REF = {
+    "counties": "county_codes",
+    "townships": "township_codes",
+    "parks": "park_codes",
+    "grids": "grid_codes",
+    "bureaus": "bureau_codes",
+}
 SUBDIVIDE_VERTICES = 128
 # Locations routed with one statement and parameters; larger batches go through COPY.
 INLINE_LIMIT = 2_000
@@ -41,7 +50,8 @@ INLINE_LIMIT = 2_000
 
 def connect(url: str):
     try:
-        conn = psycopg2.connect(url, options=f"-c search_path={SCHEMA},public")
+        # JIT compiles the big routing statements for longer than they run.
+        conn = psycopg2.connect(url, options=f"-c search_path={SCHEMA},public -c jit=off")
     except psycopg2.OperationalError as exc:
         raise StoreError(f"无法连接 PostGIS 数据库：{exc}".strip()) from exc
     return conn
@@ -102,7 +112,7 @@ class PostgisStore:
         with self.conn, self.conn.cursor() as cur:
             cur.execute(
                 "SELECT id, to_char(created_at AT TIME ZONE 'UTC', "
-                "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), layers, note, source "
+                '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\'), layers, note, source '
                 "FROM generations ORDER BY id"
             )
             return [Generation(r[0], r[1], tuple(r[2]), r[3], r[4]) for r in cur.fetchall()]
@@ -141,9 +151,7 @@ class PostgisStore:
                     _register_codes(cur, LAYERS[name], frame)
                 for name in [n for n in LAYERS if n in layers]:
                     spec = LAYERS[name]
-                    cur.execute(
-                        f"UPDATE {name} SET gen_to = %s WHERE gen_to IS NULL", (gen - 1,)
-                    )
+                    cur.execute(f"UPDATE {name} SET gen_to = %s WHERE gen_to IS NULL", (gen - 1,))
                     _copy_rows(cur, spec, layers[name], gen)
                     if name in ROUTING_LAYERS:
                         _refresh_parts(cur, name, gen)
@@ -180,10 +188,14 @@ class PostgisStore:
         names = [n for n, _ in INCIDENT_COLUMNS]
         with self.conn, self.conn.cursor() as cur:
             select = ", ".join("answer::text" if n == "answer" else n for n in names)
-            cur.execute(f"SELECT {select}, ST_AsBinary(geom) FROM incidents ORDER BY reported_at, id")
+            cur.execute(
+                f"SELECT {select}, ST_AsBinary(geom) FROM incidents ORDER BY reported_at, id"
+            )
             rows = cur.fetchall()
         frame = pd.DataFrame([r[:-1] for r in rows], columns=names)
-        geoms = shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else np.array([], dtype=object)
+        geoms = (
+            shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else np.array([], dtype=object)
+        )
         frame = current_state(frame, self.incident_events())
         frame["lon"] = shapely.get_x(geoms) if len(geoms) else []
         frame["lat"] = shapely.get_y(geoms) if len(geoms) else []
@@ -213,7 +225,9 @@ def _read_layer(cur, spec: LayerSpec, gen: int) -> pd.DataFrame:
         frame["rank"] = frame["rank"].astype(int)
     frame["fid"] = frame["fid"].astype(np.int64)
     if spec.geometry:
-        geoms = shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else np.array([], dtype=object)
+        geoms = (
+            shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else np.array([], dtype=object)
+        )
         return gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
     return frame
 
@@ -223,8 +237,10 @@ def _register_codes(cur, spec: LayerSpec, frame: pd.DataFrame) -> None:
     table = IDENTITY.get(spec.name)
     if table:
         psycopg2.extras.execute_values(
-            cur, f"INSERT INTO {table} (code) VALUES %s ON CONFLICT DO NOTHING",
-            [(c,) for c in frame[spec.key].unique()], page_size=5000,
+            cur,
+            f"INSERT INTO {table} (code) VALUES %s ON CONFLICT DO NOTHING",
+            [(c,) for c in frame[spec.key].unique()],
+            page_size=5000,
         )
 
 
@@ -271,9 +287,7 @@ def _copy(cur, table: str, columns: list[str], rows) -> None:
         writer.writerow(["\\N" if _is_null(v) else v for v in row])
     buf.seek(0)
     quoted = ", ".join(f'"{c}"' for c in columns)
-    cur.copy_expert(
-        f"COPY {table} ({quoted}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf
-    )
+    cur.copy_expert(f"COPY {table} ({quoted}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
 
 
 def _is_null(value) -> bool:
@@ -283,46 +297,89 @@ def _is_null(value) -> bool:
 def _insert_events(cur, events: list[Event]) -> None:
     names = [n for n, _ in EVENT_COLUMNS]
     psycopg2.extras.execute_values(
-        cur, f"INSERT INTO incident_events ({', '.join(names)}) VALUES %s",
-        [e.row() for e in events], page_size=2000,
+        cur,
+        f"INSERT INTO incident_events ({', '.join(names)}) VALUES %s",
+        [e.row() for e in events],
+        page_size=2000,
     )
 
 
 # -- the lookup for routing -------------------------------------------------------------------
-_ROUTING_POLYGONS = "(" + " UNION ALL ".join(
-    f"SELECT {i}::smallint AS layer, fid, gen_from, gen_to, geom FROM {name}"
-    for i, name in enumerate(ROUTING_LAYERS)
-) + ")"
+_ROUTING_POLYGONS = (
+    "("
+    + " UNION ALL ".join(
+        f"SELECT {i}::smallint AS layer, fid, gen_from, gen_to, geom FROM {name}"
+        for i, name in enumerate(ROUTING_LAYERS)
+    )
+    + ")"
+)
 _IN_GENERATION = "{t}.gen_from <= %(gen)s AND ({t}.gen_to IS NULL OR {t}.gen_to >= %(gen)s)"
 
-# Exact points go through the routing parts: inside a part means inside the polygon; on a part's
-# edge the whole polygon decides (a seam between parts is still inside, the real boundary is an
-# edge). A point on a seam comes back once per part; the finder merges them. Discs go to whole
-# polygons: covered, or only partly — then the piece of the disc inside the polygon comes back.
-_POINT_HITS_SQL = f"""
+# A few points, each looked up through the GiST index of the routing parts (small polygons,
+# cheap to test unprepared): inside a part means inside the polygon; on a part's edge the whole
+# polygon decides (a seam between parts is still inside, the real boundary is an edge). A point
+# on a seam comes back once per part; the finder merges them.
+_FEW_POINTS_SQL = f"""
 SELECT q.i, p.layer, p.fid,
        CASE WHEN ST_Contains(p.geom, q.pt) THEN false
             ELSE NOT ST_Contains((SELECT o.geom FROM {_ROUTING_POLYGONS} o
                                   WHERE o.layer = p.layer AND o.fid = p.fid), q.pt)
        END AS edge,
        NULL::bytea AS part
-FROM {{queries}} q JOIN routing_parts p ON ST_Intersects(p.geom, q.pt)
-WHERE q.disc IS NULL AND {_IN_GENERATION.format(t="p")}
+FROM {{points}} q JOIN routing_parts p ON ST_Intersects(p.geom, q.pt)
+WHERE {_IN_GENERATION.format(t="p")}
 """
+# Many points: whole polygons drive the join, each prepared once by PostGIS and tested against
+# the points its bounding box finds in their GiST index (measured faster than the parts).
+_MANY_POINTS_SQL = f"""
+SELECT q.i, o.layer, o.fid, NOT ST_Contains(o.geom, q.pt) AS edge
+FROM {_ROUTING_POLYGONS} o JOIN {{points}} q ON ST_Intersects(o.geom, q.pt)
+WHERE {_IN_GENERATION.format(t="o")}
+"""
+# Discs: covered by the whole polygon, or only partly — then the piece inside comes back.
 _DISC_HITS_SQL = f"""
 SELECT q.i, o.layer, o.fid, NOT ST_Covers(o.geom, q.disc),
        CASE WHEN NOT ST_Covers(o.geom, q.disc)
             THEN ST_AsBinary(ST_Intersection(o.geom, q.disc)) END
-FROM {{queries}} q JOIN {_ROUTING_POLYGONS} o ON ST_Intersects(o.geom, q.disc)
-WHERE q.disc IS NOT NULL AND {_IN_GENERATION.format(t="o")}
+FROM {{discs}} q JOIN {_ROUTING_POLYGONS} o ON ST_Intersects(o.geom, q.disc)
+WHERE {_IN_GENERATION.format(t="o")}
 """
-_HITS_SQL = "{with_}" + _POINT_HITS_SQL + " UNION ALL " + _DISC_HITS_SQL
-
-_INLINE_QUERIES = """WITH q_inline AS (
-    SELECT u.i, ST_SetSRID(ST_MakePoint(u.x, u.y), 4490) AS pt,
-           ST_GeomFromWKB(u.d, 4490) AS disc
-    FROM unnest(%(i)s::int[], %(x)s::float8[], %(y)s::float8[], %(d)s::bytea[]) AS u(i, x, y, d)
-)"""
+# Up to INLINE_LIMIT locations in one statement, as array parameters; prepared once per
+# connection, so that a route is one EXECUTE with no planning.
+_INLINE_SQL = (
+    """WITH q AS (
+        SELECT u.i, ST_SetSRID(ST_MakePoint(u.x, u.y), 4490) AS pt,
+               ST_GeomFromWKB(u.d, 4490) AS disc
+        FROM unnest(%(i)s::int[], %(x)s::float8[], %(y)s::float8[], %(d)s::bytea[])
+             AS u(i, x, y, d)
+    )"""
+    + _FEW_POINTS_SQL.format(points="(SELECT i, pt FROM q WHERE disc IS NULL)")
+    + " UNION ALL "
+    + _DISC_HITS_SQL.format(discs="(SELECT i, disc FROM q WHERE disc IS NOT NULL)")
+)
+_ONE_POINT_SQL = _FEW_POINTS_SQL.format(
+    points="(SELECT 0 AS i, ST_SetSRID(ST_MakePoint(%(x)s, %(y)s), 4490) AS pt)"
+)
+_PREPARED = {
+    "gridmap_one_point": (_ONE_POINT_SQL, ("gen", "x", "y"), "int, float8, float8"),
+    "gridmap_inline": (
+        _INLINE_SQL,
+        ("gen", "i", "x", "y", "d"),
+        "int, int[], float8[], float8[], bytea[]",
+    ),
+}
+# A binary COPY row of the batch load: field count, then (length, value) for i, x, y.
+_COPY_ROW = np.dtype(
+    [
+        ("n", ">i2"),
+        ("li", ">i4"),
+        ("i", ">i4"),
+        ("lx", ">i4"),
+        ("x", ">f8"),
+        ("ly", ">i4"),
+        ("y", ">f8"),
+    ]
+)
 
 
 class PostgisFinder:
@@ -338,84 +395,154 @@ class PostgisFinder:
             self.positions.append(pd.Series(np.arange(len(fids)), index=fids))
 
     def find(self, queries: Queries) -> Hits:
-        n = len(queries)
-        discs = [
-            None if r <= 0 else shapely.to_wkb(d)
-            for r, d in zip(queries.radius.tolist(), queries.discs, strict=True)
-        ]
         with self.conn, self.conn.cursor() as cur:
-            if n <= INLINE_LIMIT:
-                cur.execute(
-                    _HITS_SQL.format(with_=_INLINE_QUERIES, queries="q_inline"),
-                    {"gen": self.generation, "i": list(range(n)), "x": queries.lon.tolist(),
-                     "y": queries.lat.tolist(), "d": [psycopg2.Binary(d) if d else None
-                                                      for d in discs]},
+            if len(queries) == 1 and queries.radius[0] <= 0:
+                return self._hits(
+                    *_table(
+                        self._execute(
+                            cur,
+                            "gridmap_one_point",
+                            {
+                                "gen": self.generation,
+                                "x": float(queries.lon[0]),
+                                "y": float(queries.lat[0]),
+                            },
+                        )
+                    )
                 )
-                rows = cur.fetchall()
-            else:
-                rows = self._batch(cur, queries, discs)
-        return self._hits(rows)
-
-    def _batch(self, cur, queries: Queries, discs: list) -> list[tuple]:
-        """Load the locations with COPY into a temporary table, join set-based, and read the
-        (many) point hits back with COPY too."""
-        self.load_queries(cur, queries)
-        point_sql = _POINT_HITS_SQL.format(queries="route_queries")
-        disc_sql = _DISC_HITS_SQL.format(queries="route_queries")
-        out = io.StringIO()
-        cur.copy_expert(
-            "COPY (" + cur.mogrify(point_sql, {"gen": self.generation}).decode() + ") TO STDOUT",
-            out,
-        )
-        out.seek(0)
-        table = pd.read_csv(out, sep="\t", header=None, names=["i", "l", "f", "e", "p"],
-                            dtype={"i": np.int64, "l": np.int8, "f": np.int64, "e": str})
-        rows = list(zip(table["i"].tolist(), table["l"].tolist(), table["f"].tolist(),
-                        (table["e"] == "t").tolist(), [None] * len(table), strict=True))
-        if any(d is not None for d in discs):
-            cur.execute(disc_sql, {"gen": self.generation})
-            rows += cur.fetchall()
-        return rows
+            if len(queries) <= INLINE_LIMIT:
+                return self._hits(
+                    *_table(
+                        self._execute(
+                            cur,
+                            "gridmap_inline",
+                            {
+                                "gen": self.generation,
+                                "i": list(range(len(queries))),
+                                "x": queries.lon.tolist(),
+                                "y": queries.lat.tolist(),
+                                "d": [
+                                    None if r <= 0 else psycopg2.Binary(shapely.to_wkb(d))
+                                    for r, d in zip(
+                                        queries.radius.tolist(), queries.discs, strict=True
+                                    )
+                                ],
+                            },
+                        )
+                    )
+                )
+            return self._hits(*self._batch(cur, queries))
 
     @staticmethod
-    def load_queries(cur, queries: Queries) -> None:
-        cur.execute(
-            "CREATE TEMP TABLE route_queries (i integer PRIMARY KEY, pt geometry(Point, 4490), "
-            "disc geometry(Polygon, 4490)) ON COMMIT DROP"
-        )
-        wide = queries.radius > 0
-        disc_hex = np.full(len(queries), None, dtype=object)
-        if wide.any():
-            disc_hex[wide] = _ewkb(queries.discs[wide])
-        load = pd.DataFrame({
-            "i": np.arange(len(queries)),
-            "pt": _ewkb(shapely.points(queries.lon, queries.lat)),
-            "disc": disc_hex,
-        })
-        _copy(cur, "route_queries", ["i", "pt", "disc"], load.itertuples(index=False))
-        cur.execute("CREATE INDEX ON route_queries USING gist (pt)")
-        cur.execute("CREATE INDEX ON route_queries USING gist (disc)")
-        cur.execute("ANALYZE route_queries")
+    def _execute(cur, name: str, params: dict) -> list[tuple]:
+        sql, order, types = _PREPARED[name]
+        cur.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", (name,))
+        if cur.fetchone() is None:
+            positional = sql
+            for k, key in enumerate(order, start=1):
+                positional = positional.replace(f"%({key})s", f"${k}")
+            cur.execute(f"PREPARE {name} ({types}) AS {positional}")
+        placeholders = ", ".join(["%s"] * len(order))
+        cur.execute(f"EXECUTE {name} ({placeholders})", [params[k] for k in order])
+        return cur.fetchall()
 
-    def _hits(self, rows: list[tuple]) -> Hits:
-        if not rows:
+    def _batch(self, cur, queries: Queries) -> tuple[pd.DataFrame, list]:
+        """Load the locations with a binary COPY, join set-based (in parallel), and read the
+        (many) point hits back with COPY too."""
+        points, discs = self.load_queries(cur, queries)
+        try:
+            # The polygon tables are small: let PostgreSQL split them between workers anyway.
+            for setting in (
+                "parallel_setup_cost",
+                "parallel_tuple_cost",
+                "min_parallel_table_scan_size",
+            ):
+                cur.execute(f"SET LOCAL {setting} = 0")
+            out = io.StringIO()
+            sql = cur.mogrify(_MANY_POINTS_SQL.format(points=points), {"gen": self.generation})
+            cur.copy_expert(f"COPY ({sql.decode()}) TO STDOUT", out)
+            out.seek(0)
+            table = pd.read_csv(
+                out,
+                sep="\t",
+                header=None,
+                names=["i", "l", "f", "e"],
+                dtype={"i": np.int64, "l": np.int8, "f": np.int64, "e": str},
+            )
+            table["e"] = table["e"] == "t"
+            parts: list = []
+            if (queries.radius > 0).any():
+                cur.execute(_DISC_HITS_SQL.format(discs=discs), {"gen": self.generation})
+                disc_table, disc_parts = _table(cur.fetchall())
+                parts = [None] * len(table) + disc_parts
+                table = pd.concat([table, disc_table], ignore_index=True)
+        finally:
+            cur.execute(f"DROP TABLE IF EXISTS {points}, {discs}")
+        return table, parts
+
+    @staticmethod
+    def load_queries(cur, queries: Queries) -> tuple[str, str]:
+        """Two unlogged tables (points, discs) with GiST indexes; returns their names.
+        Unlogged rather than temporary: parallel workers can scan them, and they live in
+        shared buffers. Two tables, so that the planner sees the real number of each."""
+        name = f"batch_{uuid.uuid4().hex[:16]}"
+        points, discs = f"{name}_points", f"{name}_discs"
+        n = len(queries)
+        rows = np.empty(n, dtype=_COPY_ROW)
+        rows["n"], rows["li"], rows["lx"], rows["ly"] = 3, 4, 8, 8
+        rows["i"], rows["x"], rows["y"] = np.arange(n), queries.lon, queries.lat
+        exact = queries.radius <= 0
+        data = b"PGCOPY\n\xff\r\n\0" + b"\0" * 8 + rows[exact].tobytes() + b"\xff\xff"
+        cur.execute("CREATE TEMP TABLE route_load (i integer, x float8, y float8) ON COMMIT DROP")
+        cur.copy_expert("COPY route_load FROM STDIN WITH (FORMAT binary)", io.BytesIO(data))
+        cur.execute(
+            f"CREATE UNLOGGED TABLE {points} AS "
+            "SELECT i, ST_SetSRID(ST_MakePoint(x, y), 4490) AS pt FROM route_load"
+        )
+        cur.execute(f"CREATE INDEX ON {points} USING gist (pt)")
+        cur.execute(f"ANALYZE {points}")
+        cur.execute(
+            f"CREATE UNLOGGED TABLE {discs} (i integer PRIMARY KEY, disc geometry(Polygon, 4490))"
+        )
+        wide = np.flatnonzero(~exact)
+        if len(wide):
+            psycopg2.extras.execute_values(
+                cur,
+                f"INSERT INTO {discs} VALUES %s",
+                list(zip(wide.tolist(), _ewkb(queries.discs[wide]), strict=True)),
+                page_size=2000,
+            )
+            cur.execute(f"CREATE INDEX ON {discs} USING gist (disc)")
+            cur.execute(f"ANALYZE {discs}")
+        return points, discs
+
+    def _hits(self, table: pd.DataFrame, parts: list) -> Hits:
+        """Columns i, l, f, e (query, layer, fid, edge) -> Hits with snapshot positions.
+        `parts` holds the disc pieces (WKB or None) of the rows, or is empty for none."""
+        if table.empty:
             return Hits.concat([])
-        query = np.array([r[0] for r in rows], dtype=np.int64)
-        layer = np.array([r[1] for r in rows], dtype=np.int8)
-        fid = np.array([r[2] for r in rows], dtype=np.int64)
-        edge = np.array([r[3] for r in rows], dtype=bool)
-        # A point on a seam between two parts of one polygon comes back twice: keep one row,
-        # inside if either says so.
-        key = pd.DataFrame({"q": query, "l": layer, "f": fid, "e": edge})
-        if key.duplicated(["q", "l", "f"]).any():
-            merged = key.groupby(["q", "l", "f"], sort=False)["e"].all()
-            keep = ~key.duplicated(["q", "l", "f"]).to_numpy()
-            rows = [r for r, k in zip(rows, keep, strict=True) if k]
-            query, layer, fid = query[keep], layer[keep], fid[keep]
-            edge = merged.loc[list(zip(query, layer, fid, strict=True))].to_numpy()
-        row = np.empty(len(rows), dtype=np.int64)
+        # A point on a seam between two parts of one polygon comes back once per part: keep
+        # one row, inside if any of them says so (only the parts lookup produces these).
+        dup = table.duplicated(["i", "l", "f"], keep=False).to_numpy()
+        if dup.any():
+            inside = ~table.loc[dup].groupby(["i", "l", "f"])["e"].transform("all")
+            table = table.copy()
+            table.loc[dup, "e"] = ~inside
+            keep = ~table.duplicated(["i", "l", "f"]).to_numpy()
+            table = table[keep]
+            parts = [p for p, k in zip(parts, keep, strict=True) if k] if parts else parts
+        layer = table["l"].to_numpy(np.int8)
+        fid = table["f"].to_numpy(np.int64)
+        row = np.empty(len(table), dtype=np.int64)
         for k in range(len(ROUTING_LAYERS)):
             mine = layer == k
             row[mine] = self.positions[k].loc[fid[mine]].to_numpy()
-        parts = {i: shapely.from_wkb(bytes(r[4])) for i, r in enumerate(rows) if r[4] is not None}
-        return Hits(layer, query, row, edge, parts)
+        pieces = {i: shapely.from_wkb(bytes(p)) for i, p in enumerate(parts) if p is not None}
+        return Hits(layer, table["i"].to_numpy(np.int64), row, table["e"].to_numpy(bool), pieces)
+
+
+def _table(rows: list[tuple]) -> tuple[pd.DataFrame, list]:
+    frame = pd.DataFrame([r[:4] for r in rows], columns=["i", "l", "f", "e"])
+    return frame.astype({"i": np.int64, "l": np.int8, "f": np.int64, "e": bool}), [
+        r[4] for r in rows
+    ]

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import shapely
 
 from geo.china_offsets import wgs84_to_bd09, wgs84_to_gcj02
 from grids.routing import Router
@@ -70,6 +71,25 @@ def test_batches_are_identical_through_copy(both):
     ]
     assert tables[0].equals(tables[1])
     assert {"ok", "ambiguous", "outside"} <= set(tables[0]["status"])
+
+
+def test_point_on_a_seam_between_routing_parts_is_inside(both):
+    """PostGIS cuts big polygons into parts; a point on a cut is inside, not on an edge."""
+    conn = both["postgis"].resolver.finder.conn
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT ST_AsBinary(ST_Boundary(a.geom)), ST_AsBinary(ST_Boundary(b.geom)), "
+            "ST_AsBinary(ST_Boundary(c.geom)) FROM routing_parts a JOIN routing_parts b "
+            "ON a.fid = b.fid AND a.layer = b.layer AND a.ctid < b.ctid "
+            "AND ST_Length(ST_Intersection(ST_Boundary(a.geom), ST_Boundary(b.geom))) > 0 "
+            "JOIN counties c ON c.fid = a.fid WHERE a.layer = 0 LIMIT 1"
+        )
+        a, b, c = (shapely.from_wkb(bytes(g)) for g in cur.fetchone())
+    seam = shapely.difference(shapely.intersection(a, b), c.buffer(1e-9))
+    point = shapely.line_interpolate_point(shapely.get_geometry(seam, 0), 0.5, normalized=True)
+    answers = [r.route(point.x, point.y) for r in (both["gpkg"], both["postgis"])]
+    assert comparable(answers[0]) == comparable(answers[1])
+    assert answers[1]["county"] is not None
 
 
 def test_db_init_is_repeatable(pg_cluster):

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+from shapely import segmentize
 from shapely.geometry import MultiPolygon, box
 
 ENCLAVE = box(120.55, 32.05, 120.6, 32.1)
-COUNTY_A = box(120.5, 32.0, 120.7, 32.2).difference(ENCLAVE)
-COUNTY_B = MultiPolygon([box(120.7, 32.0, 120.9, 32.2), ENCLAVE])
+# Counties have many vertices, like real ones: PostGIS cuts them into routing parts.
+COUNTY_A = segmentize(box(120.5, 32.0, 120.7, 32.2).difference(ENCLAVE), 0.001)
+COUNTY_B = MultiPolygon([segmentize(box(120.7, 32.0, 120.9, 32.2), 0.001), ENCLAVE])
 A1 = box(120.5, 32.0, 120.6, 32.2).difference(ENCLAVE)
 A2 = box(120.6, 32.0, 120.7, 32.2)
 B1 = box(120.7, 32.0, 120.9, 32.2)
