@@ -80,13 +80,12 @@ def run(url: str, args) -> None:
     n = args.points
     lon, lat = rng.uniform(minx, maxx, n), rng.uniform(miny, maxy, n)
     queries = Queries.build(lon, lat)
-    finder: PostgisFinder = router_pg.resolver.finder
     gen = snap.generation.id
 
     # 1. load by COPY, 2. the set-based assignment inside PostGIS, each timed alone
     conn = pg.conn
     with conn, conn.cursor() as cur:
-        t_load, (points, _) = timed(lambda: finder.load_queries(cur, queries))
+        t_load, (points, _) = timed(lambda: PostgisFinder.load_queries(cur, queries))
         for setting in (
             "parallel_setup_cost",
             "parallel_tuple_cost",

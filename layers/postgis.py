@@ -103,6 +103,8 @@ class PostgisStore:
             self.conn.close()
             raise StoreError("PostGIS 数据库尚未初始化或版本过旧：请先运行 `gridmap db init`")
         self._snapshots: dict[int, Snapshot] = {}
+        self._read_conn = None
+        self.prepared: set[str] = set()  # statements prepared on the read connection
 
     def clear_cache(self) -> None:
         self._snapshots.clear()
@@ -131,7 +133,15 @@ class PostgisStore:
         return self._snapshots[gen_id]
 
     def finder(self, snapshot: Snapshot) -> PostgisFinder:
-        return PostgisFinder(self.conn, snapshot)
+        return PostgisFinder(self, snapshot)
+
+    def read_conn(self):
+        """An autocommit connection for routing reads: no BEGIN/COMMIT round trips."""
+        if self._read_conn is None or self._read_conn.closed:
+            self._read_conn = connect(self.url)
+            self._read_conn.autocommit = True
+            self.prepared = set()
+        return self._read_conn
 
     # -- writing ----------------------------------------------------------------------------
     def commit_layers(
@@ -205,6 +215,8 @@ class PostgisStore:
         return out
 
     def close(self) -> None:
+        if self._read_conn is not None:
+            self._read_conn.close()
         self.conn.close()
 
 
@@ -385,68 +397,53 @@ _COPY_ROW = np.dtype(
 class PostgisFinder:
     """Candidate hits from PostGIS, in the same form as the in-memory finder's."""
 
-    def __init__(self, conn, snapshot: Snapshot) -> None:
-        self.conn = conn
+    def __init__(self, store: PostgisStore, snapshot: Snapshot) -> None:
+        self.store = store
         self.generation = snapshot.generation.id
-        # fid -> positional row of the snapshot's layer, per routing layer
-        self.positions = []
-        for name in ROUTING_LAYERS:
-            fids = snapshot[name]["fid"].to_numpy(np.int64)
-            self.positions.append(pd.Series(np.arange(len(fids)), index=fids))
+        # The snapshot's fids per routing layer, ascending (it is read ORDER BY fid): a fid's
+        # position in it is the layer row the resolver works with.
+        self.fids = [snapshot[name]["fid"].to_numpy(np.int64) for name in ROUTING_LAYERS]
 
     def find(self, queries: Queries) -> Hits:
-        with self.conn, self.conn.cursor() as cur:
-            if len(queries) == 1 and queries.radius[0] <= 0:
-                return self._hits(
-                    *_table(
-                        self._execute(
-                            cur,
-                            "gridmap_one_point",
-                            {
-                                "gen": self.generation,
-                                "x": float(queries.lon[0]),
-                                "y": float(queries.lat[0]),
-                            },
-                        )
-                    )
-                )
-            if len(queries) <= INLINE_LIMIT:
-                return self._hits(
-                    *_table(
-                        self._execute(
-                            cur,
-                            "gridmap_inline",
-                            {
-                                "gen": self.generation,
-                                "i": list(range(len(queries))),
-                                "x": queries.lon.tolist(),
-                                "y": queries.lat.tolist(),
-                                "d": [
-                                    None if r <= 0 else psycopg2.Binary(shapely.to_wkb(d))
-                                    for r, d in zip(
-                                        queries.radius.tolist(), queries.discs, strict=True
-                                    )
-                                ],
-                            },
-                        )
-                    )
-                )
+        if len(queries) == 1 and queries.radius[0] <= 0:
+            params = {
+                "gen": self.generation,
+                "x": float(queries.lon[0]),
+                "y": float(queries.lat[0]),
+            }
+            return self._hits(*_rows(self._execute("gridmap_one_point", params)))
+        if len(queries) <= INLINE_LIMIT:
+            discs = [
+                None if r <= 0 else psycopg2.Binary(shapely.to_wkb(d))
+                for r, d in zip(queries.radius.tolist(), queries.discs, strict=True)
+            ]
+            params = {
+                "gen": self.generation,
+                "i": list(range(len(queries))),
+                "x": queries.lon.tolist(),
+                "y": queries.lat.tolist(),
+                "d": discs,
+            }
+            return self._hits(*_rows(self._execute("gridmap_inline", params)))
+        with self.store.conn, self.store.conn.cursor() as cur:
             return self._hits(*self._batch(cur, queries))
 
-    @staticmethod
-    def _execute(cur, name: str, params: dict) -> list[tuple]:
+    def _execute(self, name: str, params: dict) -> list[tuple]:
+        """EXECUTE a statement prepared on the store's read connection: one round trip."""
+        conn = self.store.read_conn()
         sql, order, types = _PREPARED[name]
-        cur.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", (name,))
-        if cur.fetchone() is None:
-            positional = sql
-            for k, key in enumerate(order, start=1):
-                positional = positional.replace(f"%({key})s", f"${k}")
-            cur.execute(f"PREPARE {name} ({types}) AS {positional}")
-        placeholders = ", ".join(["%s"] * len(order))
-        cur.execute(f"EXECUTE {name} ({placeholders})", [params[k] for k in order])
-        return cur.fetchall()
+        with conn.cursor() as cur:
+            if name not in self.store.prepared:
+                positional = sql
+                for k, key in enumerate(order, start=1):
+                    positional = positional.replace(f"%({key})s", f"${k}")
+                cur.execute(f"PREPARE {name} ({types}) AS {positional}")
+                self.store.prepared.add(name)
+            placeholders = ", ".join(["%s"] * len(order))
+            cur.execute(f"EXECUTE {name} ({placeholders})", [params[k] for k in order])
+            return cur.fetchall()
 
-    def _batch(self, cur, queries: Queries) -> tuple[pd.DataFrame, list]:
+    def _batch(self, cur, queries: Queries) -> tuple:
         """Load the locations with a binary COPY, join set-based (in parallel), and read the
         (many) point hits back with COPY too."""
         points, discs = self.load_queries(cur, queries)
@@ -469,16 +466,16 @@ class PostgisFinder:
                 names=["i", "l", "f", "e"],
                 dtype={"i": np.int64, "l": np.int8, "f": np.int64, "e": str},
             )
-            table["e"] = table["e"] == "t"
-            parts: list = []
+            arrays = [table[c].to_numpy() for c in ("i", "l", "f")] + [table["e"].to_numpy() == "t"]
+            parts: dict[int, bytes] = {}
             if (queries.radius > 0).any():
                 cur.execute(_DISC_HITS_SQL.format(discs=discs), {"gen": self.generation})
-                disc_table, disc_parts = _table(cur.fetchall())
-                parts = [None] * len(table) + disc_parts
-                table = pd.concat([table, disc_table], ignore_index=True)
+                *more, more_parts = _rows(cur.fetchall())
+                parts = {len(table) + k: v for k, v in more_parts.items()}
+                arrays = [np.concatenate([a, b]) for a, b in zip(arrays, more, strict=True)]
         finally:
             cur.execute(f"DROP TABLE IF EXISTS {points}, {discs}")
-        return table, parts
+        return (*arrays, parts)
 
     @staticmethod
     def load_queries(cur, queries: Queries) -> tuple[str, str]:
@@ -516,33 +513,37 @@ class PostgisFinder:
             cur.execute(f"ANALYZE {discs}")
         return points, discs
 
-    def _hits(self, table: pd.DataFrame, parts: list) -> Hits:
-        """Columns i, l, f, e (query, layer, fid, edge) -> Hits with snapshot positions.
-        `parts` holds the disc pieces (WKB or None) of the rows, or is empty for none."""
-        if table.empty:
-            return Hits.concat([])
-        # A point on a seam between two parts of one polygon comes back once per part: keep
-        # one row, inside if any of them says so (only the parts lookup produces these).
-        dup = table.duplicated(["i", "l", "f"], keep=False).to_numpy()
-        if dup.any():
-            inside = ~table.loc[dup].groupby(["i", "l", "f"])["e"].transform("all")
-            table = table.copy()
-            table.loc[dup, "e"] = ~inside
-            keep = ~table.duplicated(["i", "l", "f"]).to_numpy()
-            table = table[keep]
-            parts = [p for p, k in zip(parts, keep, strict=True) if k] if parts else parts
-        layer = table["l"].to_numpy(np.int8)
-        fid = table["f"].to_numpy(np.int64)
-        row = np.empty(len(table), dtype=np.int64)
+    def _hits(self, query, layer, fid, edge, parts: dict[int, bytes]) -> Hits:
+        """Arrays of (query, layer, fid, edge), disc pieces by row -> Hits in snapshot rows."""
+        row = np.empty(len(fid), dtype=np.int64)
         for k in range(len(ROUTING_LAYERS)):
             mine = layer == k
-            row[mine] = self.positions[k].loc[fid[mine]].to_numpy()
-        pieces = {i: shapely.from_wkb(bytes(p)) for i, p in enumerate(parts) if p is not None}
-        return Hits(layer, table["i"].to_numpy(np.int64), row, table["e"].to_numpy(bool), pieces)
+            if mine.any():
+                row[mine] = np.searchsorted(self.fids[k], fid[mine])
+        pieces = {i: shapely.from_wkb(bytes(p)) for i, p in parts.items()}
+        return Hits(
+            np.asarray(layer, np.int8),
+            np.asarray(query, np.int64),
+            row,
+            np.asarray(edge, bool),
+            pieces,
+        )
 
 
-def _table(rows: list[tuple]) -> tuple[pd.DataFrame, list]:
-    frame = pd.DataFrame([r[:4] for r in rows], columns=["i", "l", "f", "e"])
-    return frame.astype({"i": np.int64, "l": np.int8, "f": np.int64, "e": bool}), [
-        r[4] for r in rows
-    ]
+def _rows(rows: list[tuple]) -> tuple:
+    """Statement rows (i, layer, fid, edge, part) -> arrays. A point on a seam between two
+    parts of one polygon comes back once per part: one row is kept, inside if any says so."""
+    merged: dict[tuple, list] = {}
+    for i, layer, fid, edge, part in rows:
+        seen = merged.get((i, layer, fid))
+        if seen is None:
+            merged[(i, layer, fid)] = [edge, part]
+        else:
+            seen[0] = seen[0] and edge
+    keys = list(merged)
+    query = np.array([k[0] for k in keys], dtype=np.int64)
+    layer = np.array([k[1] for k in keys], dtype=np.int8)
+    fid = np.array([k[2] for k in keys], dtype=np.int64)
+    edge = np.array([v[0] for v in merged.values()], dtype=bool)
+    parts = {n: v[1] for n, v in enumerate(merged.values()) if v[1] is not None}
+    return query, layer, fid, edge, parts

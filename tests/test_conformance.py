@@ -75,7 +75,7 @@ def test_batches_are_identical_through_copy(both):
 
 def test_point_on_a_seam_between_routing_parts_is_inside(both):
     """PostGIS cuts big polygons into parts; a point on a cut is inside, not on an edge."""
-    conn = both["postgis"].resolver.finder.conn
+    conn = both["postgis"].resolver.finder.store.conn
     with conn, conn.cursor() as cur:
         cur.execute(
             "SELECT ST_AsBinary(ST_Boundary(a.geom)), ST_AsBinary(ST_Boundary(b.geom)), "
