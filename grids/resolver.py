@@ -233,6 +233,42 @@ class Resolver:
             flags=("sea",),
         )
 
+    # -- extents (a polluted river stretch, a plume area) ------------------------------------------
+    def resolve_extent(self, geom) -> Resolution:
+        """A line or an area: split by every polygon it touches and decide each piece. When the
+        pieces lie in more than one county, the case is cross-county: the municipal bureau leads
+        and the bureaus of the counties involved co-handle."""
+        area = geom if shapely.get_type_id(geom) in (3, 6) else shapely.buffer(geom, 1e-6)
+        centre = shapely.centroid(area)
+        queries = Queries(
+            np.array([centre.x]),
+            np.array([centre.y]),
+            np.array([1.0]),
+            np.array([area], dtype=object),
+        )
+        hits = self.finder.find(queries)
+        pieces = self._resolve_disc(area, hits, np.arange(len(hits.query)))
+        counties = sorted({o.county for o in pieces.outcomes if o.county is not None})
+        if len(counties) < 2:
+            return pieces
+        names = "、".join(self.counties["name"][c] for c in counties)
+        co = tuple(
+            b
+            for b in (self.sea_bureau.get(self.counties["code"][c]) for c in counties)
+            if b is not None
+        )
+        outcome = Outcome(
+            bureau=self.municipal,
+            co_bureaus=co,
+            rules=(("bureau", "cross_county"),),
+            reasons=(
+                f"事件范围涉及{names}，属跨县（市）、区案件。"
+                f"规则：{self.precedence.label('extent', 'cross_county')}",
+            ),
+            flags=("cross_county",),
+        )
+        return Resolution((outcome,))
+
     # -- locations ------------------------------------------------------------------------------
     def resolve(self, queries: Queries) -> list[Resolution]:
         """One Resolution per location. Identical inputs share Resolution objects."""

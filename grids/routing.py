@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import shapely
+import shapely.geometry
 
-from geo.crs import CrsError, parse_crs
+from geo.crs import CrsError, parse_crs, to_store
 from geo.sanity import check_points
 from grids.answer import AnswerWriter
 from grids.resolver import Resolver
@@ -53,3 +55,38 @@ class Router:
                 f"已按经度 {lon[0]:.6f}、纬度 {lat[0]:.6f} 处理，请核实。",
             )
         return answer
+
+    def route_extent(self, geometry, crs: str = "wgs84") -> dict:
+        """The answer for a line or an area (WKT, GeoJSON mapping or shapely geometry) given in
+        `crs`: cross-county extents go to the municipal bureau with the county bureaus."""
+        try:
+            system = parse_crs(crs)
+        except CrsError as exc:
+            raise RoutingInputError(str(exc)) from exc
+        geom = _as_geometry(geometry)
+        if geom is None or geom.is_empty or not geom.is_valid:
+            raise RoutingInputError("事件范围不是有效的线或面")
+
+        def convert(coords: np.ndarray) -> np.ndarray:
+            return np.column_stack(to_store(coords[:, 0], coords[:, 1], system))
+
+        geom = shapely.transform(geom, convert)
+        res = self.resolver.resolve_extent(geom)
+        centre = shapely.centroid(geom)
+        point = {
+            "input": {"extent_wkt": geom.wkt[:2000], "crs": system.key},
+            "cgcs2000": [round(centre.x, 8), round(centre.y, 8)],
+            "wgs84": [round(centre.x, 8), round(centre.y, 8)],
+        }
+        return self.writer.answer(res, point)
+
+
+def _as_geometry(value):
+    if isinstance(value, shapely.Geometry):
+        return value
+    try:
+        if isinstance(value, dict):
+            return shapely.geometry.shape(value)
+        return shapely.from_wkt(str(value))
+    except (shapely.errors.GEOSException, ValueError, TypeError, AttributeError):
+        return None

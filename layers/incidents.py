@@ -92,12 +92,21 @@ def current_state(incidents: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame
     out = incidents.copy()
     ordered = events.sort_values(["incident_id", "seq"])
     last = ordered.groupby("incident_id").last()
+    # When the current status was entered: the last event that changed the status.
+    changed = ordered["status"] != ordered.groupby("incident_id")["status"].shift()
+    entered = ordered[changed].groupby("incident_id")["at"].last()
     grid = ordered.dropna(subset=["grid_code"]).groupby("incident_id")["grid_code"].last()
     bureau = ordered.dropna(subset=["bureau_code"]).groupby("incident_id")["bureau_code"].last()
-    out["status"] = out["id"].map(last["status"]).fillna("reported")
-    out["updated_at"] = out["id"].map(last["at"]).fillna(out["created_at"])
-    out["assigned_grid_code"] = out["id"].map(grid).fillna(out["grid_code"])
-    out["assigned_bureau_code"] = out["id"].map(bureau).fillna(out["bureau_code"])
+
+    def latest(values: pd.Series, default: pd.Series) -> pd.Series:
+        mapped = out["id"].map(values).astype(object)
+        return mapped.where(mapped.notna(), default)
+
+    out["status"] = latest(last["status"], pd.Series("reported", index=out.index))
+    out["updated_at"] = latest(last["at"], out["created_at"])
+    out["status_since"] = latest(entered, out["reported_at"])
+    out["assigned_grid_code"] = latest(grid, out["grid_code"])
+    out["assigned_bureau_code"] = latest(bureau, out["bureau_code"])
     out["category_zh"] = out["category"].map(CATEGORIES_ZH).fillna(out["category"])
     out["status_zh"] = out["status"].map(STATUSES_ZH).fillna(out["status"])
     return out

@@ -1,0 +1,157 @@
+"""What a dispatcher needs within a minute of a call: who is responsible, whether the category
+goes to a partner agency instead, which supervised entities nearby are the likely sources, and
+which open cases nearby may be the same matter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from geo.disc import accuracy_disc, distance_m
+from grids.flow import Category, load_categories
+from grids.routing import Router
+
+NEARBY_RADIUS_M = 1000.0
+DUPLICATE_RADIUS_M = 1000.0
+DUPLICATE_DAYS = 7
+PERMIT_ORDER = {"重点管理": 0, "简化管理": 1, "登记管理": 2}
+
+
+@dataclass
+class IntakeAnswer:
+    route: dict
+    category: Category
+    referral: str | None  # the partner agency when the category is not the eco bureau's
+    nearby: pd.DataFrame = field(default_factory=pd.DataFrame)
+    duplicates: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+class EntityIndex:
+    """Supervised entities of one snapshot, for 'what is near this point'."""
+
+    _cache: ClassVar[dict[tuple[int, str], EntityIndex]] = {}
+
+    def __init__(self, entities: pd.DataFrame) -> None:
+        self.entities = entities
+        self.tree = shapely.STRtree(np.asarray(entities.geometry.values, dtype=object))
+
+    @classmethod
+    def of(cls, router: Router) -> EntityIndex:
+        gen = router.snapshot.generation
+        key = (gen.id, gen.created_at)
+        if key not in cls._cache:
+            cls._cache.clear()  # one generation at a time is what the intake page shows
+            cls._cache[key] = cls(router.snapshot["entities"])
+        return cls._cache[key]
+
+    def near(self, lon: float, lat: float, radius_m: float, limit: int = 30) -> pd.DataFrame:
+        hits = self.tree.query(accuracy_disc(lon, lat, radius_m), predicate="intersects")
+        found = self.entities.iloc[np.sort(hits)]
+        if found.empty:
+            return pd.DataFrame(
+                columns=[
+                    "id",
+                    "name",
+                    "industry",
+                    "permit_class",
+                    "inspection_class",
+                    "distance_m",
+                    "lon",
+                    "lat",
+                ]
+            )
+        xs, ys = found.geometry.x.to_numpy(), found.geometry.y.to_numpy()
+        out = pd.DataFrame(
+            {
+                "id": found["id"].to_numpy(),
+                "name": found["name"].to_numpy(),
+                "industry": found["industry"].to_numpy(),
+                "permit_class": found["permit_class"].to_numpy(),
+                "inspection_class": [a.get("inspection_class", "") for a in found["attrs"]],
+                "distance_m": np.round(distance_m(lon, lat, xs, ys), 0),
+                "lon": xs,
+                "lat": ys,
+            }
+        )
+        return out.sort_values(["distance_m", "id"]).head(limit).reset_index(drop=True)
+
+
+def possible_duplicates(
+    store,
+    lon: float,
+    lat: float,
+    *,
+    category: str | None = None,
+    radius_m: float = DUPLICATE_RADIUS_M,
+    days: int = DUPLICATE_DAYS,
+    now: datetime | None = None,
+) -> pd.DataFrame:
+    """Open cases within radius_m reported in the last `days`, same category first."""
+    now = now or datetime.now(UTC)
+    cases = store.incidents()
+    columns = [
+        "id",
+        "reported_at",
+        "category",
+        "category_zh",
+        "description",
+        "status",
+        "status_zh",
+        "distance_m",
+        "same_category",
+    ]
+    if cases.empty:
+        return pd.DataFrame(columns=columns)
+    open_ = cases[cases["status"] != "closed"]
+    reported = pd.to_datetime(open_["reported_at"], utc=True, format="ISO8601")
+    recent = open_[(reported >= now - timedelta(days=days)).to_numpy()]
+    if recent.empty:
+        return pd.DataFrame(columns=columns)
+    dist = distance_m(lon, lat, recent["lon"].to_numpy(), recent["lat"].to_numpy())
+    near = recent.assign(distance_m=np.round(dist, 0))[dist <= radius_m]
+    near = near.assign(same_category=near["category"] == category)
+    near = near.sort_values(["same_category", "distance_m"], ascending=[False, True])
+    return pd.DataFrame(near[columns]).reset_index(drop=True)
+
+
+def intake(
+    router: Router,
+    store,
+    x: float,
+    y: float,
+    *,
+    crs: str = "wgs84",
+    accuracy_m: float = 0.0,
+    category: str = "other",
+    nearby_radius_m: float = NEARBY_RADIUS_M,
+    now: datetime | None = None,
+) -> IntakeAnswer:
+    categories = load_categories()
+    if category not in categories:
+        raise ValueError(f"未知的事件类别：{category}")
+    cat = categories[category]
+    route = router.route(x, y, crs, accuracy_m)
+    lon, lat = route["point"]["cgcs2000"]
+    referral = cat.agency_zh if cat.handler == "partner" else None
+    if referral:
+        route["reasons"].insert(0, f"事件类别“{cat.label_zh}”：{cat.note_zh or '移交' + referral}")
+    radius = max(nearby_radius_m, accuracy_m)
+    return IntakeAnswer(
+        route=route,
+        category=cat,
+        referral=referral,
+        nearby=EntityIndex.of(router).near(lon, lat, radius),
+        duplicates=possible_duplicates(
+            store,
+            lon,
+            lat,
+            category=category,
+            radius_m=max(DUPLICATE_RADIUS_M, accuracy_m),
+            now=now,
+        ),
+    )

@@ -1,0 +1,178 @@
+"""Dispatch: intake answers, the case workflow, the audit trail, duplicates, cross-county
+extents and complaint batches — against both stores."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import psycopg2
+import pytest
+
+from geo.china_offsets import wgs84_to_gcj02
+from grids.batch import assign
+from grids.cases import case_list, create_incident, link_duplicate, reassign, transition
+from grids.flow import CaseError, load_flow
+from grids.intake import intake
+from grids.routing import Router
+from layers.importer import import_path
+from tests.conftest import STORES
+from tests.world import P
+
+
+@pytest.fixture(params=STORES)
+def desk(request, new_store, world_dir):
+    """A store with the world loaded and a router: a dispatcher's desk."""
+    store = new_store(request.param)
+    import_path(store, world_dir)
+    return store, Router(store)
+
+
+def new_case(desk, name="dedicated", category="air", **kw) -> str:
+    store, router = desk
+    answer = router.route(*P[name], **kw)
+    return create_incident(store, answer, {"category": category, "description": "黑烟"}, "调度员甲")
+
+
+def test_case_keeps_location_answer_and_generation(desk):
+    store, router = desk
+    x, y = wgs84_to_gcj02(*P["dedicated"])
+    answer = router.route(float(x), float(y), "gcj02", 50)
+    cid = create_incident(store, answer, {"category": "air", "description": "黑烟"}, "调度员甲")
+    case = store.incidents().set_index("id").loc[cid]
+    assert case["given_crs"] == "gcj02" and case["given_x"] == pytest.approx(float(x))
+    assert case["lon"] == pytest.approx(P["dedicated"][0], abs=1e-7)
+    assert case["grid_code"] == "320901002800001" and case["generation"] == 1
+    assert case["status"] == "reported" and case["created_by"] == "调度员甲"
+    assert '"320901002800001"' in case["answer"]
+
+
+def test_workflow_follows_the_table_and_refuses_illegal_steps(desk):
+    store, _ = desk
+    cid = new_case(desk)
+    with pytest.raises(CaseError, match="不允许"):
+        transition(store, cid, "closed", "网格员")
+    for state in ("dispatched", "verified", "transferred", "handling", "closed"):
+        transition(store, cid, state, "办理人")
+    with pytest.raises(CaseError):
+        transition(store, cid, "dispatched", "办理人")
+    events = store.incident_events(cid)
+    assert list(events["status"]) == [
+        "reported",
+        "dispatched",
+        "verified",
+        "transferred",
+        "handling",
+        "closed",
+    ]
+    assert (events["actor"] != "").all() and events["at"].is_monotonic_increasing
+
+
+def test_reassignment_needs_a_reason_and_is_kept(desk):
+    store, _ = desk
+    cid = new_case(desk)
+    with pytest.raises(CaseError, match="理由"):
+        reassign(store, cid, "调度员乙", "  ", grid_code="320901002001001")
+    with pytest.raises(CaseError, match="不存在"):
+        reassign(store, cid, "调度员乙", "网格调整", grid_code="nope")
+    reassign(store, cid, "调度员乙", "企业实际在北侧厂区", grid_code="320901002001002")
+    case = store.incidents().set_index("id").loc[cid]
+    assert case["assigned_grid_code"] == "320901002001002"
+    assert case["grid_code"] == "320901002800001"  # the automatic answer is never overwritten
+    last = store.incident_events(cid).iloc[-1]
+    assert last["action"] == "reassign" and last["actor"] == "调度员乙"
+    assert last["reason"] == "企业实际在北侧厂区" and "320901002800001" in last["data"]
+
+
+def test_the_record_cannot_be_edited_in_place(desk):
+    store, _ = desk
+    cid = new_case(desk)
+    if hasattr(store, "path"):
+        with pytest.raises(sqlite3.DatabaseError, match="只能追加"):
+            store.conn.execute("UPDATE incident_events SET actor = 'x'")
+        with pytest.raises(sqlite3.DatabaseError):
+            store.conn.execute("DELETE FROM incidents")
+    else:
+        with (
+            pytest.raises(psycopg2.Error, match="只能追加"),
+            store.conn,
+            store.conn.cursor() as cur,
+        ):
+            cur.execute("UPDATE incidents SET description = 'x' WHERE id = %s", (cid,))
+    assert store.incidents().set_index("id").loc[cid, "description"] == "黑烟"
+
+
+def test_overdue_by_the_time_limit_of_the_state(desk):
+    store, _ = desk
+    cid = new_case(desk)
+    flow = load_flow()
+    soon = datetime.now(UTC) + timedelta(minutes=10)
+    late = datetime.now(UTC) + timedelta(hours=flow.states["reported"][1] + 1)
+    assert not case_list(store, soon).set_index("id").loc[cid, "overdue"]
+    assert case_list(store, late).set_index("id").loc[cid, "overdue"]
+    transition(store, cid, "dispatched", "办理人")
+    assert not case_list(store, late).set_index("id").loc[cid, "overdue"]
+
+
+def test_nearby_open_cases_are_offered_as_duplicates(desk):
+    store, router = desk
+    first = new_case(desk, category="air")
+    answer = intake(router, store, *P["dedicated"], accuracy_m=50, category="air")
+    assert list(answer.duplicates["id"]) == [first]
+    assert answer.duplicates["same_category"].iloc[0]
+    far = intake(router, store, *P["b1"], category="air")
+    assert far.duplicates.empty
+    second = new_case(desk, category="air")
+    link_duplicate(store, second, first, "调度员甲")
+    assert store.incident_events(first).iloc[-1]["action"] == "link"
+    transition(store, first, "dispatched", "x")
+    transition(store, first, "verified", "x")
+    transition(store, first, "closed", "x")
+    again = intake(router, store, *P["dedicated"], category="air")
+    assert first not in set(again.duplicates["id"])  # closed cases are not offered
+
+
+def test_partner_category_is_a_referral(desk):
+    store, router = desk
+    answer = intake(router, store, *P["a2_plain"], category="cooking_fumes")
+    assert answer.referral and "城市管理" in answer.referral
+    assert "餐饮油烟" in answer.route["reasons"][0]
+    assert intake(router, store, *P["a2_plain"], category="water").referral is None
+
+
+def test_outside_location_is_not_registered(desk):
+    store, router = desk
+    with pytest.raises(CaseError, match="不在本市"):
+        create_incident(store, router.route(*P["outside"]), {"category": "air"}, "调度员甲")
+
+
+def test_river_across_two_counties_is_a_municipal_case(desk):
+    _, router = desk
+    a = router.route_extent("LINESTRING (120.65 32.15, 120.75 32.15)")
+    assert a["status"] == "ok" and a["bureau"]["level"] == "municipal"
+    assert {b["code"] for b in a["co_bureaus"]} == {"B-A", "B-B"}
+    assert "cross_county" in a["flags"]
+    inside = router.route_extent(
+        "POLYGON ((120.66 32.02, 120.69 32.02, 120.69 32.05, 120.66 32.05, 120.66 32.02))"
+    )
+    assert inside["bureau"] is None or inside["bureau"]["level"] != "municipal"
+    assert inside["county"]["code"] == "320901"
+
+
+def test_complaint_batch_with_chinese_headers_and_row_crs(desk):
+    _, router = desk
+    x, y = wgs84_to_gcj02(*P["dedicated"])
+    frame = pd.DataFrame(
+        {
+            "编号": ["A1", "A2", "A3", "A4", ""],
+            "经度": [x, P["dedicated"][0], P["dedicated"][1], "无", None],
+            "纬度": [y, P["dedicated"][1], P["dedicated"][0], "无", None],
+            "坐标系": ["GCJ02", "WGS84", "wgs84", "wgs84", "wgs84"],
+        }
+    )
+    t = assign(router, frame).table
+    assert list(t["编号"]) == ["A1", "A2", "A3", "A4", ""]  # nothing dropped, order kept
+    assert list(t["route_grid_code"][:3]) == ["320901002800001"] * 3
+    assert "swapped" in t.loc[2, "route_flags"]
+    assert list(t["route_status"][3:]) == ["error", "error"]
