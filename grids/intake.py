@@ -5,8 +5,8 @@ which open cases nearby may be the same matter."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
