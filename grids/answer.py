@@ -161,8 +161,7 @@ class AnswerWriter:
                     "grid_name": _get(a["grid"], "name"),
                     "grid_kind": _get(a["grid"], "kind"),
                     "workers": "；".join(
-                        f"{w['name']}（{ROLE_ZH[w['role']]}）{w['phone']}"
-                        for w in a["workers"]
+                        f"{w['name']}（{ROLE_ZH[w['role']]}）{w['phone']}" for w in a["workers"]
                     ),
                     "park_code": _get(a["park"], "code"),
                     "park_name": _get(a["park"], "name"),
