@@ -1,0 +1,235 @@
+"""Web map speed in headless Chromium (run by hand: `.venv/bin/python bench/bench_map.py`).
+
+Starts `streamlit run app.py` against the store (default: GRIDMAP_STORE or data/gridmap.gpkg,
+the sample of `make demo`), warms it up once (the first visit after a start writes the map's
+data files), then per run opens the city view in a fresh browser context (empty cache) and
+measures:
+
+- time from navigation to every grid polygon and entity cluster drawn (the map's
+  data-gridmap="ready", set after the marker cluster has placed every entity; timed by the
+  browser's own clocks), and from the page's load event to the same moment;
+- the map payload: bytes on the wire of the layer files, of the map's code (Leaflet, the marker
+  cluster plugin, gridmap.js/css, the streamlit-folium bundle) and of the websocket messages;
+- click → card: from a mouse click on the map to the routing card showing that point.
+
+For scale, the same is measured for Streamlit's floor: a page with an empty folium map and
+nothing else. Targets (issue 4): visible < 2 s, payload < 1.5 MB, click < 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import shapely
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from layers.store import open_store, store_url  # noqa: E402
+from tests.browser import AppServer, launch, wait_for_map  # noqa: E402
+
+TARGET_VISIBLE_S, TARGET_PAYLOAD_MB, TARGET_CLICK_S = 2.0, 1.5, 0.5
+CODE_PARTS = ("/app/static/vendor/", "/app/static/gridmap/", "/component/streamlit_folium")
+FLOOR_APP = '''
+import folium, streamlit as st
+from branca.element import MacroElement
+from jinja2 import Template
+from streamlit_folium import st_folium
+
+
+class Drawn(MacroElement):
+    _template = Template("{% macro script(this, kwargs) %}"
+                         "window.gridmapFloorAt = performance.now();{% endmacro %}")
+
+
+st.set_page_config(layout="wide")
+m = folium.Map(location=[32.2, 120.9], zoom_start=9, tiles=None)
+m.options.update(maxZoom=18)
+m.default_js = [("leaflet", "../../app/static/leaflet.js")]
+m.default_css = [("leaflet_css", "../../app/static/leaflet.css")]
+Drawn().add_to(m)
+st_folium(m, height=660, returned_objects=["last_clicked"], use_container_width=True)
+'''
+
+
+def visit(browser, url: str, ready) -> dict:
+    """One cold visit (fresh context): seconds to ready, after load event, bytes by kind."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    sizes: dict[str, int] = {"data": 0, "code": 0, "other": 0, "websocket": 0}
+    responses = []
+    page.on("requestfinished", lambda request: responses.append(request))
+
+    def on_ws(ws):
+        ws.on("framereceived", lambda payload: sizes.__setitem__(
+            "websocket", sizes["websocket"] + len(payload)))
+
+    page.on("websocket", on_ws)
+    started = time.perf_counter()
+    page.goto(url)
+    element, frame = ready(page)
+    polled = time.perf_counter() - started
+    # Timed by the browser itself (no polling delay): from the page's navigation start to the
+    # moment the map iframe reported every layer drawn (gridmapStats.readyAt, iframe clock).
+    origin = page.evaluate("() => performance.timeOrigin")
+    frame_origin = frame.evaluate("() => performance.timeOrigin")
+    drawn = frame.evaluate("() => (window.gridmapStats || {}).readyAt || "
+                           "(window.gridmapFloorAt || performance.now())")
+    elapsed = (frame_origin + drawn - origin) / 1000
+    load_event = page.evaluate("() => performance.getEntriesByType('navigation')[0].loadEventEnd")
+    for request in responses:
+        path = urlparse(request.url).path
+        body = request.sizes()["responseBodySize"]
+        kind = ("data" if path.startswith("/app/static/cache/") else
+                "code" if any(p in path for p in CODE_PARTS) else "other")
+        sizes[kind] += body
+    until_ready = dict(sizes)  # what came until the map was drawn (later clicks send more)
+    return {"seconds": elapsed, "polled": polled, "after_load": elapsed - load_event / 1000,
+            "sizes": until_ready,
+            "page": page, "context": context, "element": element, "frame": frame}
+
+
+def click_latency(page, element, frame, points, timeout_s: float = 10.0) -> list[float]:
+    """Click each (lon, lat) that is not under a marker; seconds until the card shows it."""
+    out = []
+    box = element.bounding_box()
+    for lon, lat in points:
+        x, y = frame.evaluate("([lat, lon]) => { const p = window.map.latLngToContainerPoint("
+                              "[lat, lon]); return [p.x, p.y]; }", [lat, lon])
+        if not (40 < x < box["width"] - 260 and 40 < y < box["height"] - 40):
+            continue  # under the controls or outside the view
+        free = frame.evaluate("([x, y]) => { const e = document.elementFromPoint(x, y);"
+                              " return !!e && e.tagName === 'CANVAS'; }", [x, y])
+        if not free:
+            continue  # on a marker, a cluster or the legend: that opens a popup instead
+        before = page.locator(".gm-point").all_inner_texts()
+        started = time.perf_counter()
+        page.mouse.click(box["x"] + x, box["y"] + y)
+        deadline = started + timeout_s
+        while time.perf_counter() < deadline:
+            now = page.locator(".gm-point").all_inner_texts()
+            if now and now != before:
+                out.append(time.perf_counter() - started)
+                break
+            page.wait_for_timeout(5)
+        page.wait_for_timeout(300)
+    return out
+
+
+def city_ready(page):
+    return wait_for_map(page, timeout_s=90)
+
+
+def floor_ready(page):
+    """The empty map is up when Leaflet has made its container (the floor's map script sets
+    window.gridmapFloorAt then)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        element = page.query_selector("iframe[title='streamlit_folium.st_folium']")
+        frame = element.content_frame() if element else None
+        if frame is not None and frame.evaluate("() => !!window.gridmapFloorAt"):
+            return element, frame
+        page.wait_for_timeout(10)
+    raise RuntimeError("floor map not ready")
+
+
+def floor_server(tmp: Path):
+    (tmp / "static").mkdir()
+    for name in ("leaflet.js", "leaflet.css"):
+        shutil.copy(ROOT / "static" / "vendor" / "leaflet@1.9.4" / name, tmp / "static" / name)
+    (tmp / "app.py").write_text(FLOOR_APP)
+    shutil.copytree(ROOT / ".streamlit", tmp / ".streamlit")
+    return AppServer(tmp / "none.gpkg", cwd=tmp)
+
+
+def verdict(ok: bool) -> str:
+    return "OK" if ok else "OVER TARGET"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default=None)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--clicks", type=int, default=12)
+    parser.add_argument("--no-floor", action="store_true", help="skip the empty-map floor")
+    args = parser.parse_args()
+    url = store_url(args.store)
+    store = open_store(url)
+    snap = store.snapshot()
+    counts = snap.counts()
+    rng = np.random.default_rng(4)
+    grids = snap["grids"].geometry.values
+    picks = shapely.point_on_surface(np.asarray(grids, dtype=object)[
+        rng.choice(len(grids), size=min(len(grids), args.clicks * 4), replace=False)])
+    points = [(float(p.x), float(p.y)) for p in picks]
+    store.close()
+
+    from playwright.sync_api import sync_playwright
+
+    print(f"store {url}: {counts.get('grids', 0):,} grids, {counts.get('entities', 0):,} entities, "
+          f"{counts.get('townships', 0)} townships; {args.runs} cold visits each")
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        floor = None
+        if not args.no_floor:
+            with tempfile.TemporaryDirectory() as tmp:
+                server = floor_server(Path(tmp))
+                with server:
+                    visit(browser, server.url, floor_ready)["context"].close()
+                    floor = [visit(browser, server.url, floor_ready) for _ in range(args.runs)]
+                    for v in floor:
+                        v["context"].close()
+        with AppServer(Path(url)) as server:
+            first = visit(browser, server.url, city_ready)  # writes the data files
+            first["context"].close()
+            time.sleep(8)  # the background part: finer zoom bands and entity details
+            runs = []
+            for _ in range(args.runs):
+                v = visit(browser, server.url, city_ready)
+                runs.append(v)
+                if len(runs) < args.runs:
+                    v["context"].close()
+            last = runs[-1]
+            clicks = click_latency(last["page"], last["element"], last["frame"], points)
+            clicks = clicks[: args.clicks]
+            last["context"].close()
+        browser.close()
+
+    seconds = [r["seconds"] for r in runs]
+    after_load = [r["after_load"] for r in runs]
+    sizes = runs[-1]["sizes"]
+    payload = sizes["data"] + sizes["code"] + sizes["websocket"]
+    median = statistics.median(seconds)
+    print(f"\ncity view, navigation → all grids and entities drawn: median {median:.2f} s"
+          f" (runs {', '.join(f'{s:.2f}' for s in seconds)})  target < {TARGET_VISIBLE_S} s: "
+          f"{verdict(statistics.median(seconds) < TARGET_VISIBLE_S)}")
+    print(f"  from the page's load event: median {statistics.median(after_load):.2f} s; "
+          f"as seen by this script polling the page: median "
+          f"{statistics.median(r['polled'] for r in runs):.2f} s")
+    if floor:
+        fs = [f["seconds"] for f in floor]
+        print(f"  Streamlit's floor (empty folium map, nothing else): median "
+              f"{statistics.median(fs):.2f} s (runs {', '.join(f'{s:.2f}' for s in fs)})")
+    print(f"map payload on the wire: {payload / 1e6:.2f} MB  target < {TARGET_PAYLOAD_MB} MB: "
+          f"{verdict(payload / 1e6 < TARGET_PAYLOAD_MB)}")
+    print(f"  layer files {sizes['data'] / 1e6:.3f} MB, map code {sizes['code'] / 1e6:.3f} MB, "
+          f"websocket messages {sizes['websocket'] / 1e6:.3f} MB "
+          f"(Streamlit's own page code, not counted: {sizes['other'] / 1e6:.2f} MB)")
+    if clicks:
+        print(f"click → routing card: median {statistics.median(clicks):.3f} s, max "
+              f"{max(clicks):.3f} s over {len(clicks)} clicks  target < {TARGET_CLICK_S} s: "
+              f"{verdict(statistics.median(clicks) < TARGET_CLICK_S)}")
+    else:
+        print("click → routing card: no free spot to click (every pick under a marker)")
+
+
+if __name__ == "__main__":
+    main()

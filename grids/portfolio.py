@@ -1,0 +1,291 @@
+"""A grid worker's portfolio: their grid units, the supervised entities in them, the open
+incidents there, and the roster workbook of all of it.
+
+Which grid an entity belongs to is a routing answer: every entity is routed once per generation
+through the batch path (the same rules as `gridmap route`), never with a per-entity loop. An
+entity whose position is ambiguous between grids is listed under each candidate grid, flagged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from grids.routing import Router
+from layers.finder import Queries
+from layers.store import Snapshot
+
+ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
+GRID_KIND_ZH = {"comprehensive": "综合网格", "park": "园区网格", "dedicated": "专属网格"}
+STATUS_ZH = {
+    "reported": "已受理", "dispatched": "已派遣", "verified": "已现场核实",
+    "transferred": "已移送执法局", "handling": "处理中", "closed": "已结案",
+}
+_ASSIGNMENTS: dict[tuple, pd.DataFrame] = {}
+_ASSIGNING = threading.Lock()
+
+
+# -- entities → grids -----------------------------------------------------------------------------
+def entity_assignment(router: Router) -> pd.DataFrame:
+    """The routing answer columns (grid_code, township_code, bureau_code, status, workers, …) of
+    every entity, one row per entity in snapshot order, plus `candidate_grids` (the grid codes
+    of an ambiguous position). Routed in one batch and cached per generation."""
+    snap = router.snapshot
+    key = (snap.generation.created_at, snap.generation.id, id(router.resolver))
+    with _ASSIGNING:  # the map's background writer and a page may ask at the same time
+        if key not in _ASSIGNMENTS:
+            if len(_ASSIGNMENTS) > 8:
+                _ASSIGNMENTS.clear()
+            _ASSIGNMENTS[key] = _assign(router)
+        return _ASSIGNMENTS[key]
+
+
+def _assign(router: Router) -> pd.DataFrame:
+    snap = router.snapshot
+    entities = snap["entities"]
+    geoms = entities.geometry.values
+    if len(entities):
+        lon, lat = np.asarray(shapely.get_x(geoms)), np.asarray(shapely.get_y(geoms))
+        results, index = router.resolver.resolve_indexed(Queries.build(lon, lat))
+        frame = router.writer.frame(results, index)
+    else:
+        frame = pd.DataFrame(columns=["status", "grid_code", "grid_name", "township_code",
+                                      "township_name", "workers", "candidates"])
+    frame["entity_id"] = entities["id"].astype(str).to_numpy()
+    frame["candidate_grids"] = [_candidate_grids(c) for c in frame["candidates"]]
+    return frame
+
+
+def _candidate_grids(candidates: str) -> tuple[str, ...]:
+    if not candidates:
+        return ()
+    return tuple(c["grid"] for c in json.loads(candidates) if c.get("grid"))
+
+
+# -- workers --------------------------------------------------------------------------------------
+def worker_index(snapshot: Snapshot) -> pd.DataFrame:
+    """One row per person (worker id): id, name, phone, roles, grid count, townships and a
+    label for choosing them. Sorted by township then name."""
+    workers = snapshot["workers"]
+    if not len(workers):
+        return pd.DataFrame(columns=["id", "name", "phone", "roles", "grids", "townships", "label"])
+    grids = snapshot["grids"].set_index("code")
+    townships = dict(zip(snapshot["townships"]["code"], snapshot["townships"]["name"], strict=True))
+    tw = workers["grid_code"].map(grids["township_code"]).map(townships).fillna("")
+    role_zh = workers["role"].map(ROLE_ZH).fillna(workers["role"])
+    frame = workers.assign(township=tw, role_zh=role_zh)
+
+    def joined(values: pd.Series) -> str:
+        return "、".join(v for v in dict.fromkeys(values) if v)
+
+    per = frame.groupby("id", sort=False).agg(
+        name=("name", "first"), phone=("phone", "first"), roles=("role_zh", joined),
+        grids=("grid_code", "nunique"), townships=("township", joined),
+    ).reset_index()
+    per["id"] = per["id"].astype(str)
+    per["label"] = per["name"] + "（" + per["roles"] + "，" + per["id"] + "）· " + per["townships"]
+    return per.sort_values(["townships", "name", "id"]).reset_index(drop=True)
+
+
+# -- incidents ------------------------------------------------------------------------------------
+def open_incidents(store) -> pd.DataFrame:
+    """Incidents not closed, with `grid` (the current assignment), or an empty frame when the
+    store has no incident records."""
+    if not hasattr(store, "incidents"):
+        return _empty_incidents()
+    frame = store.incidents()
+    frame = pd.DataFrame(frame.drop(columns="geometry", errors="ignore"))
+    if not len(frame):
+        return _empty_incidents()
+    frame = frame[frame["status"] != "closed"].copy()
+    grid = frame["assigned_grid_code"] if "assigned_grid_code" in frame else frame["grid_code"]
+    frame["grid"] = grid.fillna("").astype(str)
+    if "status_zh" not in frame:
+        frame["status_zh"] = frame["status"].map(STATUS_ZH).fillna(frame["status"])
+    if "category_zh" not in frame:
+        frame["category_zh"] = frame.get("category", "")
+    return frame.reset_index(drop=True)
+
+
+def _empty_incidents() -> pd.DataFrame:
+    return pd.DataFrame(columns=["id", "reported_at", "source", "category_zh", "description",
+                                 "status", "status_zh", "lon", "lat", "grid"])
+
+
+# -- the portfolio --------------------------------------------------------------------------------
+@dataclass
+class Portfolio:
+    worker: dict  # id, name, phone, roles
+    grids: pd.DataFrame  # GeoDataFrame: code, name, kind_zh, township, community, area_km2, role
+    entities: pd.DataFrame  # id, name, industry, permit_class, inspection_class, address, grid…
+    incidents: pd.DataFrame  # open incidents in the grids
+    generation: dict
+
+    @property
+    def grid_codes(self) -> list[str]:
+        return self.grids["code"].tolist()
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float] | None:
+        """The extent of the worker's grids (None when they have none)."""
+        if not len(self.grids):
+            return None
+        minx, miny, maxx, maxy = (float(v) for v in self.grids.total_bounds)
+        return (minx, miny, maxx, maxy)
+
+
+ENTITY_COLUMNS = {
+    "id": "统一社会信用代码", "name": "名称", "industry": "行业", "permit_class": "排污许可类别",
+    "inspection_class": "监管类别", "address": "地址", "grid_code": "网格编码",
+    "grid_name": "网格名称", "note": "备注", "lon": "经度", "lat": "纬度",
+}
+GRID_COLUMNS = {
+    "code": "网格编码", "name": "网格名称", "kind_zh": "网格类型", "township": "乡镇/街道",
+    "community": "社区/村", "role_zh": "本人职责", "others": "同网格人员", "entities": "监管对象数",
+    "open_incidents": "未结事件数",
+}
+INCIDENT_COLUMNS = {
+    "id": "事件编号", "reported_at": "上报时间", "source": "来源", "category_zh": "类别",
+    "status_zh": "状态", "description": "描述", "grid": "网格编码", "lon": "经度", "lat": "纬度",
+}
+
+
+def build_portfolio(router: Router, worker_id: str, incidents: pd.DataFrame | None = None
+                    ) -> Portfolio:
+    """Everything one worker answers for, as of the router's generation."""
+    snap = router.snapshot
+    workers = snap["workers"]
+    mine = workers[workers["id"].astype(str) == str(worker_id)]
+    if not len(mine):
+        raise KeyError(f"找不到网格员 {worker_id}")
+    role_of = dict(zip(mine["grid_code"], mine["role"], strict=True))
+    worker = {"id": str(worker_id), "name": str(mine["name"].iat[0]),
+              "phone": str(mine["phone"].iat[0]),
+              "roles": "、".join(ROLE_ZH.get(r, r) for r in dict.fromkeys(mine["role"]))}
+
+    grids = snap["grids"]
+    grids = grids[grids["code"].isin(role_of)].copy()
+    townships = dict(zip(snap["townships"]["code"], snap["townships"]["name"], strict=True))
+    grids["kind_zh"] = grids["kind"].map(GRID_KIND_ZH).fillna(grids["kind"])
+    grids["township"] = grids["township_code"].map(townships).fillna("")
+    grids["community"] = [(a or {}).get("community", "") for a in grids["attrs"]]
+    grids["role_zh"] = grids["code"].map(role_of).map(ROLE_ZH)
+    others: dict[str, list[str]] = {}
+    for grid, name, role, phone in workers.loc[
+        workers["grid_code"].isin(role_of) & (workers["id"] != worker_id),
+        ["grid_code", "name", "role", "phone"],
+    ].itertuples(index=False):
+        others.setdefault(grid, []).append(f"{name}（{ROLE_ZH.get(role, role)}）{phone}")
+    grids["others"] = ["；".join(others.get(c, [])) for c in grids["code"]]
+
+    entities = _entities_in(router, set(role_of))
+    if incidents is None:
+        incidents = _empty_incidents()
+    incidents = incidents[incidents["grid"].isin(role_of)].reset_index(drop=True)
+    grids["entities"] = grids["code"].map(entities["grid_code"].value_counts()).fillna(0)
+    grids["entities"] = grids["entities"].astype(int)
+    grids["open_incidents"] = grids["code"].map(incidents["grid"].value_counts()).fillna(0)
+    grids["open_incidents"] = grids["open_incidents"].astype(int)
+    grids = grids.sort_values("code").reset_index(drop=True)
+    return Portfolio(worker, grids, entities, incidents, snap.generation.as_dict())
+
+
+def _entities_in(router: Router, grid_codes: set[str]) -> pd.DataFrame:
+    snap = router.snapshot
+    frame = snap["entities"]
+    assigned = entity_assignment(router)
+    direct = assigned["grid_code"].isin(grid_codes).to_numpy()
+    maybe = np.array([bool(grid_codes.intersection(c)) for c in assigned["candidate_grids"]],
+                     dtype=bool) & ~direct
+    rows = np.flatnonzero(direct | maybe)
+    sub = frame.iloc[rows]
+    attrs = sub["attrs"].tolist()
+    geoms = sub.geometry.values
+    out = pd.DataFrame({
+        "id": sub["id"].astype(str).to_numpy(),
+        "name": sub["name"].astype(str).to_numpy(),
+        "industry": sub["industry"].astype(str).to_numpy(),
+        "permit_class": sub["permit_class"].astype(str).to_numpy(),
+        "inspection_class": [str((a or {}).get("inspection_class", "")) for a in attrs],
+        "address": [str((a or {}).get("address", "")) for a in attrs],
+        "grid_code": assigned["grid_code"].iloc[rows].to_numpy(),
+        "grid_name": assigned["grid_name"].iloc[rows].to_numpy(),
+        "note": np.where(maybe[rows], "位置在网格边界，存在歧义，请核实归属", ""),
+        "lon": np.round(np.asarray(shapely.get_x(geoms), dtype=float), 6),
+        "lat": np.round(np.asarray(shapely.get_y(geoms), dtype=float), 6),
+    })
+    # An ambiguous entity is listed under the first of this worker's candidate grids.
+    for i in np.flatnonzero(maybe[rows]):
+        cands = [g for g in assigned["candidate_grids"].iat[rows[i]] if g in grid_codes]
+        out.loc[i, "grid_code"] = cands[0]
+    return out.sort_values(["grid_code", "name"]).reset_index(drop=True)
+
+
+def filter_entities(entities: pd.DataFrame, industries: list[str] | None = None,
+                    permit_classes: list[str] | None = None) -> pd.DataFrame:
+    """Entities of the chosen industries and permit classes (None or empty = all)."""
+    keep = np.ones(len(entities), dtype=bool)
+    if industries:
+        keep &= entities["industry"].isin(industries).to_numpy()
+    if permit_classes:
+        keep &= entities["permit_class"].isin(permit_classes).to_numpy()
+    return entities[keep]
+
+
+# -- the roster workbook --------------------------------------------------------------------------
+def roster_excel(portfolio: Portfolio) -> bytes:
+    """The worker's roster as an .xlsx: worker, grids, entities, open incidents. Text is always
+    written as text: a name starting with '=' never becomes a formula."""
+    from openpyxl import Workbook
+    from openpyxl.utils import get_column_letter
+
+    wb = Workbook()
+    w = portfolio.worker
+    info = wb.active
+    info.title = "网格员"
+    generated = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+    for row in (("姓名", w["name"]), ("编号", w["id"]), ("电话", w["phone"]), ("职责", w["roles"]),
+                ("负责网格数", len(portfolio.grids)), ("监管对象数", len(portfolio.entities)),
+                ("未结事件数", len(portfolio.incidents)),
+                ("图层版本", portfolio.generation.get("generation")),
+                ("图层版本时间", portfolio.generation.get("created_at")), ("导出时间", generated)):
+        _append(info, row)
+    sheets = (("负责网格", pd.DataFrame(portfolio.grids), GRID_COLUMNS),
+              ("监管对象", portfolio.entities, ENTITY_COLUMNS),
+              ("未结事件", portfolio.incidents, INCIDENT_COLUMNS))
+    for title, frame, columns in sheets:
+        ws = wb.create_sheet(title)
+        cols = [c for c in columns if c in frame.columns]
+        _append(ws, [columns[c] for c in cols])
+        for values in frame[cols].itertuples(index=False):
+            _append(ws, values)
+        ws.freeze_panes = "A2"
+    for ws in wb.worksheets:
+        for idx, column in enumerate(ws.columns, start=1):
+            width = max((len(str(c.value or "")) for c in column), default=4)
+            ws.column_dimensions[get_column_letter(idx)].width = min(60, max(8, width * 1.6 + 2))
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def _append(ws, values) -> None:
+    ws.append([_cell(v) for v in values])
+    for cell in ws[ws.max_row]:
+        if isinstance(cell.value, str):
+            cell.data_type = "s"  # openpyxl would take "=…" for a formula
+
+
+def _cell(value):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,394 @@
+/* gridmap: the layers of the city map, drawn from the app's own display files.
+ *
+ * Loaded by the streamlit-folium iframe after Leaflet and Leaflet.markercluster; ui/mapview.py
+ * calls gridmap.mount(map, config). Formats: layers/display.py ("gridmap-polygons/1",
+ * "gridmap-points/1"). Every text from the data goes through esc() before it becomes HTML.
+ * When the layers are drawn the map container gets data-gridmap="ready" (or "error") and
+ * window.gridmapStats tells what was drawn, for tests and the benchmark.
+ */
+(function () {
+  "use strict";
+
+  var ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  function esc(v) {
+    return String(v === null || v === undefined ? "" : v).replace(/[&<>"']/g, function (c) {
+      return ESC[c];
+    });
+  }
+
+  /* Boot: streamlit-folium loads its scripts one after another and runs the map script only
+   * after the last. This file comes first (ui/mapview.py puts it before Leaflet), so it starts
+   * what the map needs at once: the layer files of the first view, the styles, and a preload of
+   * the marker cluster plugin — all named in its own URL (?pre=…&css=…&js=…). */
+  var early = {};
+  function abs(url) { return new URL(url, document.baseURI).href; }
+  function boot(cfg) {
+    (cfg.css || []).forEach(function (href) {
+      if (document.querySelector("link[data-gm=\"" + abs(href) + "\"]")) { return; }
+      var link = document.createElement("link");
+      link.rel = "stylesheet"; link.href = href; link.setAttribute("data-gm", abs(href));
+      document.head.appendChild(link);
+    });
+    (cfg.js || []).forEach(function (src) {
+      var link = document.createElement("link");
+      link.rel = "preload"; link.as = "script"; link.href = src;
+      document.head.appendChild(link);
+    });
+    (cfg.prefetch || []).forEach(function (url) {
+      if (!early[abs(url)]) { early[abs(url)] = fetch(url, { credentials: "same-origin" }); }
+    });
+  }
+  (function () {
+    var me = document.currentScript && document.currentScript.src;
+    if (!me) { return; }
+    var q = new URL(me).searchParams;
+    var list = function (k) { return (q.get(k) || "").split(",").filter(Boolean); };
+    boot({ prefetch: list("pre"), css: list("css"), js: list("js") });
+  })();
+
+  function loadScripts(list, done, failed) {
+    var left = list.length;
+    if (!left) { done(); return; }
+    list.forEach(function (src) {
+      var s = document.createElement("script");
+      s.src = src; s.async = false;  // run in this order
+      s.onload = function () { if (--left === 0) { done(); } };
+      s.onerror = function () { failed(src); };
+      document.head.appendChild(s);
+    });
+  }
+
+  var files = {};
+  function load(url, tries) {
+    // A file of the background part may not be written yet: retry a few times.
+    if (!files[url]) {
+      var started = early[abs(url)];
+      delete early[abs(url)];
+      files[url] = (started || fetch(url, { credentials: "same-origin" })).then(function (r) {
+        if (!r.ok) { throw new Error(url + " → HTTP " + r.status); }
+        return r.json();
+      }).catch(function (err) {
+        delete files[url];
+        if ((tries || 0) < 8) {
+          return new Promise(function (ok) { setTimeout(ok, 1500); }).then(function () {
+            return load(url, (tries || 0) + 1);
+          });
+        }
+        throw err;
+      });
+    }
+    return files[url];
+  }
+
+  function decodeRing(flat, scale) {
+    var out = new Array(flat.length / 2), x = 0, y = 0;
+    for (var i = 0, j = 0; i < flat.length; i += 2, j++) {
+      x += flat[i]; y += flat[i + 1];
+      out[j] = [y / scale, x / scale];
+    }
+    return out;
+  }
+  function decodeGeom(parts, scale) {
+    return parts.map(function (rings) {
+      return rings.map(function (r) { return decodeRing(r, scale); });
+    });
+  }
+  function prop(data, key, i) {
+    var col = data.props[key];
+    if (!col) { return ""; }
+    var d = data.dicts && data.dicts[key];
+    return d ? d[col[i]] : col[i];
+  }
+
+  function assign(target) {
+    for (var a = 1; a < arguments.length; a++) {
+      var src = arguments[a] || {};
+      for (var k in src) { if (Object.prototype.hasOwnProperty.call(src, k)) { target[k] = src[k]; } }
+    }
+    return target;
+  }
+
+  function tooltipFor(cfg, spec, data, i, workers) {
+    var name = esc(prop(data, "n", i)), code = esc(prop(data, "c", i));
+    var html = "<b>" + name + "</b> <span class=\"gm-code\">" + code + "</span>";
+    var kinds = cfg.kindNames[spec.name];
+    if (kinds && data.props.k) {
+      var k = data.props.k[i];
+      var cls = spec.name === "parks" && k === 0 ? " class=\"gm-chem\"" : "";
+      html += "<br><span" + cls + ">" + esc(kinds[k]) + "</span>";
+    }
+    if (data.props.t) { html += " · " + esc(prop(data, "t", i)); }
+    if (data.props.m && prop(data, "m", i)) { html += " · " + esc(prop(data, "m", i)); }
+    if (data.props.p) { html += " · " + esc(prop(data, "p", i)); }
+    if (spec.name === "jurisdictions") { html += "<br>" + esc(cfg.levelNames[prop(data, "l", i)] || ""); }
+    if (spec.name === "grids") {
+      var list = workers && workers[prop(data, "c", i)];
+      if (list === undefined && !workers) {
+        html += "<br><span class=\"gm-muted\">" + esc(cfg.labels.loading) + "</span>";
+      } else if (list) {
+        html += list.map(function (w) {
+          return "<br>" + esc(cfg.roleNames[w[2]] || w[2]) + " " + esc(w[0]) + " " + esc(w[1]);
+        }).join("");
+      }
+    }
+    return html;
+  }
+
+  function mount(map, cfg) {
+    var container = map.getContainer();
+    container.setAttribute("data-gridmap", "loading");
+    var stats = window.gridmapStats = { drawn: {}, level: null, started: performance.now() };
+    var panes = { fill: "gm-fill", lines: "gm-lines" };
+    map.createPane(panes.fill).style.zIndex = 380;
+    map.createPane(panes.lines).style.zIndex = 390;
+    map.getPane(panes.lines).classList.add("gm-lines-pane");
+    var canvas = L.canvas({ pane: panes.fill, tolerance: 0, padding: 0.3 });
+    var svg = L.svg({ pane: panes.lines, padding: 0.3 });
+    var groups = {}, overlays = {}, workers = null, workersLoading = null;
+    window.gridmap.groups = groups;  // for tests and the browser console
+    var currentLevel = null;
+
+    function levelFor(zoom) {
+      for (var i = 0; i < cfg.levels.length; i++) {
+        if (zoom <= cfg.levels[i].maxZoom) { return cfg.levels[i].index; }
+      }
+      return cfg.levels[cfg.levels.length - 1].index;
+    }
+
+    function loadWorkers() {
+      if (!workersLoading) {
+        workersLoading = load(cfg.base + "grid_workers.json").then(function (w) { workers = w; return w; });
+      }
+      return workersLoading;
+    }
+
+    function fail(err) {
+      container.setAttribute("data-gridmap", "error");
+      stats.error = String(err && err.message || err);
+      var box = L.DomUtil.create("div", "gm-error", container);
+      box.textContent = cfg.labels.loadError + stats.error;
+      if (window.console) { console.error("gridmap:", err); }
+    }
+
+    cfg.layers.forEach(function (spec) {
+      var group = L.featureGroup();
+      group.gmSpec = spec;
+      group.bindTooltip(function (layer) {
+        var html = tooltipFor(cfg, spec, layer.gmData, layer.gmIndex, workers);
+        if (spec.name === "grids" && !workers) {
+          loadWorkers().then(function () {
+            if (group.isTooltipOpen()) { group.setTooltipContent(tooltipFor(cfg, spec, layer.gmData, layer.gmIndex, workers)); }
+          });
+        }
+        return html;
+      }, { sticky: true, direction: "top", offset: [0, -6], className: "gm-tip" });
+      groups[spec.name] = group;
+      overlays[swatch(spec.legend) + esc(spec.title)] = group;
+      if (spec.on) { group.addTo(map); }
+    });
+
+    function fill(spec, data) {
+      var group = groups[spec.name];
+      group.clearLayers();
+      var base = assign({}, spec.style, { renderer: spec.canvas ? canvas : svg });
+      var kindStyles = cfg.kindStyles[spec.name];
+      for (var i = 0; i < data.count; i++) {
+        if (!data.geoms[i].length) { continue; }
+        var style = kindStyles && data.props.k ? assign({}, base, kindStyles[data.props.k[i]]) : base;
+        var poly = L.polygon(decodeGeom(data.geoms[i], data.scale), style);
+        poly.gmData = data; poly.gmIndex = i;
+        group.addLayer(poly);
+      }
+      stats.drawn[spec.name] = data.count;
+      stats.ms = stats.ms || {};
+      stats.ms[spec.name] = Math.round(performance.now() - stats.started);
+    }
+
+    function showLevel(level) {
+      if (level === currentLevel) { return Promise.resolve(); }
+      var wanted = currentLevel = level;
+      return Promise.all(cfg.layers.map(function (spec) {
+        return load(cfg.base + spec.name + "." + level + ".json");
+      })).then(function (all) {
+        if (wanted !== currentLevel) { return; }  // zoomed on meanwhile
+        // Refill in the configured order: the outlines share one SVG, drawn in order.
+        cfg.layers.forEach(function (spec, i) { fill(spec, all[i]); });
+        stats.level = level;
+        container.setAttribute("data-level", String(level));
+      });
+    }
+
+    // -- supervised entities: clustered, details fetched by chunk when hovered or opened --------
+    var entityDone = Promise.resolve();
+    var chunks = {};
+    function chunk(k) {
+      if (!chunks[k]) { chunks[k] = load(cfg.base + "entities." + k + ".json"); }
+      return chunks[k];
+    }
+    function entityHtml(e, row, full) {
+      if (!row) { return "<span class=\"gm-muted\">" + esc(cfg.labels.loading) + "</span>"; }
+      var html = "<b>" + esc(row[1]) + "</b>";
+      if (!full) { return html + "<br>" + esc(e.permit) + " · " + esc(e.industry); }
+      var rows = [
+        [cfg.labels.creditCode, esc(row[0])], [cfg.labels.industry, esc(e.industry)],
+        [cfg.labels.permit, esc(e.permit || cfg.labels.none)], [cfg.labels.inspection, esc(row[3])],
+        [cfg.labels.address, esc(row[2])],
+        [cfg.labels.grid, esc(row[5]) + " <span class=\"gm-code\">" + esc(row[4]) + "</span>"],
+        [cfg.labels.township, esc(row[6])],
+        [cfg.labels.workers, esc(row[7]).split("；").join("<br>")]
+      ];
+      return html + "<table class=\"gm-table\">" + rows.map(function (r) {
+        return "<tr><th>" + esc(r[0]) + "</th><td>" + r[1] + "</td></tr>";
+      }).join("") + "</table>";
+    }
+    function entityContent(layer, full, update) {
+      var e = layer.gmEntity, k = Math.floor(e.pos / cfg.entities.chunk);
+      var cached = chunks[k] && chunks[k].value;
+      if (cached) { return entityHtml(e, cached.rows[e.pos % cfg.entities.chunk], full); }
+      chunk(k).then(function (d) {
+        chunks[k].value = d;
+        update(entityHtml(e, d.rows[e.pos % cfg.entities.chunk], full));
+      }).catch(function () { update(esc(cfg.labels.loadError)); });
+      return entityHtml(e, null, full);
+    }
+    if (cfg.entities) {
+      var cluster = L.markerClusterGroup({
+        chunkedLoading: true, chunkInterval: 250, chunkDelay: 5, maxClusterRadius: 55,
+        showCoverageOnHover: false, spiderfyOnMaxZoom: true, disableClusteringAtZoom: 17,
+        removeOutsideVisibleBounds: true
+      });
+      groups.entities = cluster;
+      overlays[swatch(cfg.entities.legend) + esc(cfg.entities.title)] = cluster;
+      if (cfg.entities.on) { cluster.addTo(map); }
+      cluster.bindTooltip(function (layer) {
+        return entityContent(layer, false, function (html) {
+          if (layer.isTooltipOpen && cluster.isTooltipOpen()) { cluster.setTooltipContent(html); }
+        });
+      }, { direction: "top", offset: [0, -6], className: "gm-tip" });
+      cluster.bindPopup(function (layer) {
+        return entityContent(layer, true, function (html) { cluster.setPopupContent(html); });
+      }, { maxWidth: 360, className: "gm-popup" });
+      entityDone = load(cfg.base + "entities.json").then(function (d) {
+        var icons = d.permit.map(function (p) {
+          var color = cfg.entities.permitColors[p] || cfg.entities.permitColors[""];
+          return L.divIcon({ className: "gm-ent", iconSize: [12, 12],
+            html: "<span style=\"background:" + esc(color) + "\"></span>" });
+        });
+        var markers = new Array(d.count), x = 0, y = 0;
+        for (var i = 0; i < d.count; i++) {
+          x += d.xy[2 * i]; y += d.xy[2 * i + 1];
+          var m = L.marker([y / d.scale, x / d.scale], { icon: icons[d.s[i]], keyboard: false });
+          m.gmEntity = { pos: i, permit: d.permit[d.s[i]], industry: d.industry[d.i[i]] };
+          markers[i] = m;
+        }
+        return new Promise(function (done) {
+          if (!d.count) { done(); return; }
+          cluster.options.chunkProgress = function (processed, total) {
+            if (processed >= total) {
+              stats.drawn.entities = total;
+              stats.ms = stats.ms || {};
+              stats.ms.entities = Math.round(performance.now() - stats.started);
+              done();
+            }
+          };
+          cluster.addLayers(markers);
+        });
+      });
+    }
+
+    // -- open incidents ---------------------------------------------------------------------
+    var incidentDone = Promise.resolve();
+    if (cfg.incidents) {
+      var incidents = L.featureGroup();
+      groups.incidents = incidents;
+      overlays[swatch(cfg.incidents.legend) + esc(cfg.incidents.title)] = incidents;
+      if (cfg.incidents.on) { incidents.addTo(map); }
+      incidentDone = cfg.incidents.file ? load(cfg.base + cfg.incidents.file).then(function (d) {
+        for (var i = 0; i < d.count; i++) {
+          var color = cfg.incidents.statusColors[d.status[i]] || cfg.incidents.statusColors[""];
+          var m = L.marker([d.y[i], d.x[i]], { keyboard: false, icon: L.divIcon({
+            className: "gm-inc", iconSize: [14, 14],
+            html: "<span style=\"background:" + esc(color) + "\"></span>" }) });
+          var tip = "<b>" + esc(d.category_zh[i]) + "</b> · " + esc(d.status_zh[i]) + "<br>" +
+            esc(d.reported_at[i]);
+          m.bindTooltip(tip, { direction: "top", offset: [0, -6], className: "gm-tip" });
+          m.bindPopup("<b>" + esc(cfg.labels.incident) + " " + esc(d.id[i]) + "</b>" +
+            "<table class=\"gm-table\"><tr><th>" + esc(cfg.labels.category) + "</th><td>" + esc(d.category_zh[i]) +
+            "</td></tr><tr><th>" + esc(cfg.labels.status) + "</th><td>" + esc(d.status_zh[i]) +
+            "</td></tr><tr><th>" + esc(cfg.labels.reportedAt) + "</th><td>" + esc(d.reported_at[i]) +
+            "</td></tr><tr><th>" + esc(cfg.labels.source) + "</th><td>" + esc(d.source[i]) +
+            "</td></tr><tr><th>" + esc(cfg.labels.grid) + "</th><td>" + esc(d.grid[i]) +
+            "</td></tr><tr><th>" + esc(cfg.labels.description) + "</th><td>" + esc(d.description[i]) +
+            "</td></tr></table>", { maxWidth: 360, className: "gm-popup" });
+          incidents.addLayer(m);
+        }
+        stats.drawn.incidents = d.count;
+      }) : Promise.resolve();
+    }
+
+    if (cfg.fastClick) { fastClicks(map); }
+    L.control.layers(null, overlays, { collapsed: cfg.collapsedControl, position: "topright" }).addTo(map);
+    legend(map, cfg);
+
+    var polygonsDone = showLevel(levelFor(map.getZoom()));
+    map.on("zoomend", function () {
+      showLevel(levelFor(map.getZoom())).catch(fail);
+    });
+    Promise.all([polygonsDone, entityDone, incidentDone]).then(function () {
+      return new Promise(function (painted) { requestAnimationFrame(function () { painted(); }); });
+    }).then(function () {
+      // Ready = the frame with every layer has been handed to the screen.
+      stats.readyMs = performance.now() - stats.started;
+      stats.readyAt = performance.now();
+      container.setAttribute("data-gridmap", "ready");
+      // The grid workers are needed at the first grid tooltip: fetch them once the map is up.
+      setTimeout(loadWorkers, 400);
+    }).catch(fail);
+  }
+
+  /* streamlit-folium reports a click 250 ms late (its updates are debounced for panning).
+   * With returned_objects=["last_clicked"] the value it would send is {last_clicked: latlng}:
+   * send that at once, and record it as sent so the debounced update does not repeat it.
+   * Without the component's globals (another version) its own path still works. */
+  function fastClicks(map) {
+    map.on("click", function (e) {
+      var g = window.__GLOBAL_DATA__, st = window.Streamlit;
+      if (!g || !st || !st.setComponentValue) { return; }
+      var data = { last_clicked: e.latlng };
+      g.lat_lng_clicked = e.latlng;
+      g.previous_data = data;
+      st.setComponentValue(data);
+    });
+  }
+
+  function swatch(s) {
+    if (!s) { return ""; }
+    var style = "border:" + (s.weight || 2) + "px " + (s.dash ? "dashed" : "solid") + " " + esc(s.color) + ";" +
+      "background:" + esc(s.fill || "transparent") + ";";
+    var cls = s.shape === "dot" ? "gm-sw gm-sw-dot" : (s.shape === "diamond" ? "gm-sw gm-sw-diamond" : "gm-sw");
+    return "<i class=\"" + cls + "\" style=\"" + style + "\"></i>";
+  }
+
+  function legend(map, cfg) {
+    var control = L.control({ position: "bottomleft" });
+    control.onAdd = function () {
+      var div = L.DomUtil.create("div", "gm-legend");
+      div.innerHTML = "<div class=\"gm-legend-title\" title=\"" + esc(cfg.labels.legendToggle) + "\">" +
+        esc(cfg.labels.legend) + " <span>▾</span></div><div class=\"gm-legend-body\">" +
+        cfg.legend.map(function (item) {
+          return "<div>" + swatch(item) + esc(item.label) + "</div>";
+        }).join("") + "</div>";
+      div.firstChild.addEventListener("click", function () {
+        div.classList.toggle("gm-legend-closed");
+      });
+      // On a narrow map the open legend would hide part of the city: start it folded.
+      if (map.getSize().x < cfg.legendOpenMinWidth) { div.classList.add("gm-legend-closed"); }
+      L.DomEvent.disableClickPropagation(div);
+      L.DomEvent.disableScrollPropagation(div);
+      return div;
+    };
+    control.addTo(map);
+  }
+
+  window.gridmap = { mount: mount, boot: boot, loadScripts: loadScripts, esc: esc };
+})();

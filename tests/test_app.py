@@ -1,0 +1,244 @@
+"""The pages' logic with Streamlit's AppTest (no browser): what goes to the map element, the
+routing card of a click, search, escaping, the offline check, basemaps, the worker page."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+
+import folium
+import folium.plugins
+import pytest
+from openpyxl import load_workbook
+from streamlit.testing.v1 import AppTest
+
+from grids.routing import Router
+from layers.store import open_store
+from tests import world
+from tests.browser import ROOT, XSS_NAME, build_map_world
+from ui import assets, basemap, cards
+
+URL_IN_TEXT = re.compile(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    return build_map_world(tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture
+def app(store_path, monkeypatch):
+    monkeypatch.setenv("GRIDMAP_STORE", str(store_path))
+    for name in ("GRIDMAP_BASEMAP", "GRIDMAP_TIANDITU_KEY", "GRIDMAP_TILE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    return at.run()
+
+
+def map_args(at) -> dict:
+    [element] = [e for e in at.get("component_instance")
+                 if e.proto.component_name == "streamlit_folium.st_folium"]
+    return json.loads(element.proto.json_args)
+
+
+def card(at) -> str:
+    return "".join(h.proto.body for h in at.get("html"))
+
+
+def click(at, lon, lat):
+    at.session_state["citymap"] = {"last_clicked": {"lat": lat, "lng": lon}}
+    return at.run()
+
+
+def test_no_asset_leaves_the_host(app):
+    assert not app.exception
+    args = map_args(app)
+    links = args["js_links"] + args["css_links"]
+    assert links and not [u for u in links if assets.is_external(u)]
+    assert any(u.endswith("leaflet@1.9.4/leaflet.js") for u in args["js_links"])
+    # The map script loads more itself: every URL in its config is the app's own.
+    config = json.loads(re.search(r"\}\)\((map_div), (\{.*\})\);", args["script"], re.S)[2])
+    own = config["js"] + config["css"] + config["prefetch"] + [config["base"], config["imagePath"]]
+    assert all(u.startswith("../../app/static/") for u in own), own
+    for part in ("script", "header", "html"):
+        assert not URL_IN_TEXT.findall(args[part] or ""), part
+    # Only clicks come back: panning and zooming never rerun the script.
+    assert args["returned_objects"] == ["last_clicked"]
+    assert "imagePath" in config and config["imagePath"].endswith("leaflet@1.9.4/images/")
+
+
+def test_click_shows_the_routing_answer(app, store_path):
+    at = click(app, *world.P["a2_plain"])
+    html = card(at)
+    expected = Router(open_store(str(store_path))).route(*world.P["a2_plain"])
+    assert "明确" in html and expected["grid"]["code"] in html
+    for w in expected["workers"]:
+        assert w["name"] in html and w["phone"] in html
+    assert expected["bureau"]["name"] in html
+    [shown] = at.json
+    assert json.loads(shown.proto.body)["grid"] == expected["grid"]  # the CLI's JSON
+    # The clicked point and the grid are highlighted without reloading the map.
+    assert "feature_group" in (map_args(at)["feature_group"] or "")
+
+
+def test_ambiguous_and_outside(app):
+    app.selectbox(key="accuracy").set_value(500).run()
+    html = card(click(app, *world.P["near_border"]))
+    assert "存在歧义" in html and "候选 1" in html and "候选 2" in html
+    assert "乙县" in html and "甲县" in html
+    html = card(click(app, *world.P["outside"]))
+    assert "不在辖区内" in html
+
+
+def test_search_zooms_and_escapes(app):
+    at = app.text_input(key="query").input("<img").run()
+    assert not at.exception
+    html = card(at)
+    assert XSS_NAME not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    args = map_args(at)
+    lon, lat = world.P["a2_strip"]
+    assert args["center"] == pytest.approx([lat, lon], abs=1e-5) and args["zoom"] == 16
+    # A grid code zooms to the grid's extent.
+    at = at.text_input(key="query").input("320901002800001").run()
+    assert "某化工厂专属网格" in card(at)
+    assert map_args(at)["zoom"] >= 14
+
+
+def test_worker_hit_links_to_the_worker_page(app):
+    at = app.text_input(key="query").input("甲二镇网格长").run()
+    assert "网格员：甲二镇网格长" in card(at)
+    links = [link for link in at.get("page_link") if "工作台" in link.proto.label]
+    assert links and "worker=L001" in links[0].proto.page + links[0].proto.query_string
+
+
+def test_cdn_link_is_an_error_not_a_blank_map(store_path, monkeypatch):
+    monkeypatch.setenv("GRIDMAP_STORE", str(store_path))
+    monkeypatch.delitem(assets.VENDORED, "leaflet")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    assert any("外部网站" in e.value and "cdn.jsdelivr.net" in e.value for e in at.error)
+    assert not at.get("component_instance")
+
+
+def test_offline_check_covers_plugins():
+    m = folium.Map(tiles=None)
+    folium.plugins.Draw().add_to(m)
+    folium.plugins.MarkerCluster().add_to(m)
+    assets.localize(m)
+    assert assets.external_urls(m) == []
+    draw = next(e for e in m._children.values() if isinstance(e, folium.plugins.Draw))
+    assert all("leaflet-draw@1.0.4" in u for _, u in draw.default_js + draw.default_css)
+    folium.plugins.Fullscreen().add_to(m)  # not vendored
+    assets.localize(m)
+    with pytest.raises(assets.OfflineAssetError, match="fullscreen"):
+        assets.ensure_offline(m)
+    tiles = folium.Map(tiles="OpenStreetMap")
+    assets.localize(tiles)
+    assert any("openstreetmap" in u for u in assets.external_urls(tiles))
+
+
+def test_vendored_files_match_the_manifest():
+    files = assets.manifest()["files"]
+    for f in files:
+        data = (assets.VENDOR_DIR / f["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"], f["path"]
+        assert f["package"] and f["version"] and f["license"], f
+    listed = {f["path"] for f in files}
+    assert set(assets.VENDORED.values()) <= listed
+    notes = (assets.VENDOR_DIR / "ASSETS.md").read_text(encoding="utf-8")
+    for package, version in {(f["package"], f["version"]) for f in files}:
+        assert f"{package}@{version}" in notes or package == "(generated)", package
+    assert assets.missing_files() == []
+
+
+def test_basemap_settings():
+    s = basemap.load_settings({})
+    assert [b.key for b in s.basemaps] == ["none"] and s.default == "none" and not s.problems
+    s = basemap.load_settings({"GRIDMAP_TIANDITU_KEY": "k123", "GRIDMAP_BASEMAP": "tianditu_img"})
+    img = s.get(s.default)
+    assert img.key == "tianditu_img" and len(img.tiles) == 2 and img.tiles[1].overlay
+    assert "tk=k123" in img.tiles[0].url and not img.shifted
+    amap = "https://webrd0{s}.is.autonavi.com/appmaptile?style=8&x={x}&y={y}&z={z}"
+    s = basemap.load_settings({"GRIDMAP_TILE_URL": amap, "GRIDMAP_TILE_DATUM": "wgs84",
+                               "GRIDMAP_TILE_SUBDOMAINS": "1234"})
+    custom = s.get("custom")
+    assert custom.shifted and custom.click_crs == "gcj02" and "GCJ-02" in custom.notice
+    x, y = custom.to_display([120.9], [32.0])
+    assert 0.002 < abs(x[0] - 120.9) + abs(y[0] - 32.0) < 0.02
+    s = basemap.load_settings({"GRIDMAP_TILE_URL": amap, "GRIDMAP_GCJ02": "refuse"})
+    assert [b.key for b in s.basemaps] == ["none"] and "拒绝" in s.problems[0]
+    s = basemap.load_settings({"GRIDMAP_TILE_URL": "https://maponline0.bdimg.com/tile/?x={x}&y={y}&z={z}"})
+    assert [b.key for b in s.basemaps] == ["none"] and "百度" in s.problems[0]
+    s = basemap.load_settings({"GRIDMAP_TILE_URL": "http://10.0.0.5/tiles/{z}/{x}/{y}.png",
+                               "GRIDMAP_BASEMAP": "custom"})
+    assert s.default == "custom" and s.get("custom").hosts == ("10.0.0.5",)
+    assert "{z}" in basemap.load_settings({"GRIDMAP_TILE_URL": "http://x/tiles"}).problems[0]
+
+
+def test_cards_escape_everything():
+    answer = {"status": "ok", "status_zh": "明确", "point": {"cgcs2000": [120.1, 32.1],
+              "input": {"accuracy_m": 0}}, "version": {"generation": 1},
+              "county": {"code": "1", "name": "<b>县</b>"}, "township": None,
+              "grid": {"code": "g", "name": "<script>x()</script>", "kind": "park"},
+              "workers": [{"name": "<i>张</i>", "phone": '1"><x', "role": "worker"}],
+              "parks": [], "bureau": None, "chain": [], "flags": ["swapped"],
+              "reasons": ["<img src=x>"], "candidates": []}
+    html = cards.route_card(answer)
+    assert "<script>" not in html and "<img" not in html and "<i>" not in html
+    assert "&lt;script&gt;" in html and "经纬度已对调" in html and '1&quot;&gt;&lt;x' in html
+
+
+def test_missing_store_is_a_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRIDMAP_STORE", str(tmp_path / "none.gpkg"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("数据库文件不存在" in e.value for e in at.error)
+
+
+def test_worker_page(store_path, monkeypatch):
+    monkeypatch.setenv("GRIDMAP_STORE", str(store_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    at.query_params["worker"] = "W003"  # A2 south
+    at.switch_page("pages/1_网格员.py").run()
+    assert not at.exception
+    assert at.selectbox(key="worker").value == "W003"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["负责网格"] == "1" and int(metrics["监管对象"]) >= 3
+    args = map_args(at)
+    assert args["returned_objects"] == [] and args["zoom"] >= 12  # zoomed to their grids
+    table = at.dataframe[1].value
+    assert XSS_NAME in set(table["名称"])  # shown as data, in a table
+    at.multiselect(key="f_industry").select("纺织印染").run()
+    assert at.dataframe[1].value["名称"].tolist() == ["甲二镇印染有限公司"]
+    [download] = at.get("download_button")
+    assert download.proto.label.startswith("下载 Excel")
+    # The roster itself is checked in test_portfolio; here: it is a workbook of this worker.
+    from grids import portfolio
+
+    mine = portfolio.build_portfolio(Router(open_store(str(store_path))), "W003")
+    wb = load_workbook(io.BytesIO(portfolio.roster_excel(mine)))
+    assert wb["网格员"]["B2"].value == "W003"
+
+
+def test_gcj02_basemap_shifts_layers_and_clicks(store_path, monkeypatch):
+    from geo.china_offsets import wgs84_to_gcj02
+
+    monkeypatch.setenv("GRIDMAP_STORE", str(store_path))
+    monkeypatch.setenv("GRIDMAP_TILE_URL",
+                       "https://webrd0{s}.is.autonavi.com/appmaptile?style=8&x={x}&y={y}&z={z}")
+    monkeypatch.setenv("GRIDMAP_TILE_SUBDOMAINS", "1234")
+    monkeypatch.setenv("GRIDMAP_BASEMAP", "custom")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    assert not at.exception and not at.error
+    assert any("GCJ-02" in i.value for i in at.sidebar.info)  # said, not silently shifted
+    args = map_args(at)
+    assert "autonavi.com" in args["script"]  # the configured tiles, the only other host
+    config = json.loads(re.search(r"\}\)\((map_div), (\{.*\})\);", args["script"], re.S)[2])
+    assert "/cache/" in config["base"]
+    # A click on the shifted map at the GCJ-02 position of a place routes that place.
+    lon, lat = world.P["a2_plain"]
+    glon, glat = wgs84_to_gcj02(lon, lat)
+    html = card(click(at, float(glon), float(glat)))
+    assert "320901002001001" in html and f"{lon:.6f}, {lat:.6f}" in html

@@ -1,0 +1,1 @@
+"""The web map's building blocks: assets, basemaps, map data files, the map, cards, pages."""

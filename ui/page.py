@@ -1,0 +1,120 @@
+"""Pieces both pages use: the sidebar settings and the city map element."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import streamlit as st
+from streamlit_folium import st_folium
+
+from grids.routing import Router
+from layers.display import city_bounds
+from ui import assets, mapdata, mapview, state
+from ui.basemap import Basemap, load_settings
+
+MAP_KEY = "citymap"
+ACCURACY_CHOICES = (0, 20, 50, 100, 300, 500, 1000, 3000)
+MAP_PAGE = "app.py"
+WORKER_PAGE = "pages/1_网格员.py"
+
+
+@dataclass
+class Options:
+    basemap: Basemap
+    accuracy_m: float
+
+
+def options() -> Options:
+    """The sidebar's settings as of this run. Read from the session before the widgets are drawn:
+    the pages draw the map first, so its iframe starts loading before the widgets' code."""
+    settings = load_settings()
+    key = st.session_state.get("basemap", settings.default)
+    return Options(settings.get(key), float(st.session_state.get("accuracy", 0)))
+
+
+def sidebar(router: Router) -> None:
+    """The settings widgets (their values are read by `options` at the next run)."""
+    settings = load_settings()
+    keys = [b.key for b in settings.basemaps]
+    with st.sidebar:
+        # Our own links: Streamlit's automatic ones would be labelled with the file names.
+        st.page_link(MAP_PAGE, label="网格地图", icon=":material/map:")
+        st.page_link(WORKER_PAGE, label="网格员工作台", icon=":material/badge:")
+        st.divider()
+        st.subheader("地图设置")
+        for problem in settings.problems:
+            st.warning(problem)
+        key = st.selectbox(
+            "底图", keys, index=keys.index(settings.default),
+            format_func=lambda k: settings.get(k).label, key="basemap",
+            help="内网默认不加载任何在线底图。"
+                 "配置 GRIDMAP_TIANDITU_KEY 或 GRIDMAP_TILE_URL 后可选。",
+        )
+        if settings.get(key).notice:
+            st.info(settings.get(key).notice)
+        # A selectbox like the one above, not a number input: one kind of widget less for the
+        # browser to fetch before the map appears.
+        st.selectbox(
+            "点击位置精度", ACCURACY_CHOICES, key="accuracy",
+            format_func=lambda m: f"±{m} 米" if m else "精确位置（0 米）",
+            help="大于 0 时按该半径判断：跨越边界即显示所有候选归属（存在歧义），不会自动指定。",
+        )
+        snap = router.snapshot
+        counts = snap.counts()
+        st.caption(
+            f"图层版本 {snap.generation.id}（{snap.generation.created_at}）· "
+            f"网格 {counts.get('grids', 0):,} · 监管对象 {counts.get('entities', 0):,} · "
+            f"网格员 {counts.get('workers', 0):,}"
+        )
+
+
+def last_click(key: str = MAP_KEY) -> tuple[float, float] | None:
+    """The last clicked point (lat, lng) in map coordinates, as the component reported it."""
+    value = st.session_state.get(key) or {}
+    click = value.get("last_clicked") if isinstance(value, dict) else None
+    if not click:
+        return None
+    return float(click["lat"]), float(click["lng"])
+
+
+def new_view(bbox=None, point=None, zoom: int = 16, basemap: Basemap | None = None) -> dict:
+    """A view to move the map to. The tiny jitter makes streamlit-folium move again even when
+    the same place is chosen twice (it only moves when the centre changes)."""
+    if bbox is not None:
+        centre, zoom = mapview.view_for_bbox(bbox)
+    else:
+        centre = [point[1], point[0]]
+    if basemap is not None and basemap.shifted:
+        x, y = basemap.to_display([centre[1]], [centre[0]])
+        centre = [float(y[0]), float(x[0])]
+    jitter = random.uniform(-1e-7, 1e-7)
+    return {"center": [centre[0] + jitter, centre[1]], "zoom": zoom}
+
+
+def city_map(url: str, router: Router, options: Options, highlight=None, view: dict | None = None,
+             key: str = MAP_KEY, clicks: bool = True):
+    """Publish the map data (once per generation), build the map, refuse anything that would
+    load from another host, and show it. Only clicks come back (`clicks`), so panning and
+    zooming never rerun the script."""
+    gen = router.snapshot.generation.id
+    incidents = state.open_incidents(url, gen)
+    try:
+        data = mapdata.publish(url, router, options.basemap, incidents)
+    except OSError as exc:
+        st.error(f"无法写入地图数据文件（{mapdata.CACHE_DIR}）：{exc}")
+        st.stop()
+    m = mapview.build_map(data, options.basemap, city_bounds(router.snapshot), fast_click=clicks)
+    try:
+        assets.ensure_offline(m, allowed_hosts=options.basemap.hosts)
+        if highlight is not None:
+            assets.ensure_offline(highlight)
+    except assets.OfflineAssetError as exc:
+        st.error(str(exc))
+        st.stop()
+    view = view or {}
+    return st_folium(
+        m, key=key, height=mapview.MAP_HEIGHT, use_container_width=True,
+        returned_objects=["last_clicked"] if clicks else [], feature_group_to_add=highlight,
+        center=view.get("center"), zoom=view.get("zoom"),
+    )
