@@ -32,4 +32,6 @@ test: setup
 	scripts/test.sh
 
 bench: setup $(STORE)
-	$(VENV)/bin/python bench/bench_routing.py
+	$(VENV)/bin/python bench/bench_routing.py --store $(STORE)
+	$(VENV)/bin/python bench/bench_postgis.py
+	$(VENV)/bin/python bench/bench_map.py --store $(STORE)

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# A CJK font, so that the screenshots the browser tests save show Chinese, not boxes.
+fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need+=(fonts-wqy-microhei)
 if [ -z "${GRIDMAP_TEST_DATABASE_URL:-}" ]; then
   pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
   [ -n "$pgbin" ] || need+=(postgresql)
