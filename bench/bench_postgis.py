@@ -21,6 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_routing import timed  # the same clock as the embedded benchmark
+
 from grids.routing import Router
 from layers.demo import build_sample
 from layers.finder import Queries
@@ -34,12 +36,6 @@ from layers.postgis import (
 )
 from layers.schema import ROUTING_LAYERS
 from layers.store import open_store
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def main() -> None:

@@ -13,7 +13,13 @@ import pandas as pd
 import shapely
 
 from layers import gpkg
-from layers.incidents import EVENT_COLUMNS, INCIDENT_COLUMNS, Event, current_state
+from layers.incidents import (
+    EVENT_COLUMNS,
+    INCIDENT_COLUMNS,
+    INCIDENT_NAMES,
+    Event,
+    incidents_frame,
+)
 from layers.schema import LAYERS, STORE_EPSG, LayerSpec
 from layers.store import Generation, Snapshot, StoreError
 
@@ -263,19 +269,13 @@ class GeoPackageStore:
 
     def incidents(self, status: list[str] | None = None) -> gpd.GeoDataFrame:
         """Every incident with its current status and assignment (from its events)."""
-        names = [name for name, _ in INCIDENT_COLUMNS]
         rows = self.conn.execute(
-            f"SELECT {', '.join(names)}, geom FROM incidents ORDER BY reported_at, id"
+            f"SELECT {', '.join(INCIDENT_NAMES)}, geom FROM incidents ORDER BY reported_at, id"
         ).fetchall()
-        frame = pd.DataFrame([r[:-1] for r in rows], columns=names)
-        geoms = gpkg.decode([r[-1] for r in rows]) if rows else np.array([], dtype=object)
-        frame = current_state(frame, self.incident_events())
-        frame["lon"] = shapely.get_x(geoms) if len(geoms) else []
-        frame["lat"] = shapely.get_y(geoms) if len(geoms) else []
-        out = gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
-        if status is not None:
-            out = out[out["status"].isin(status)]
-        return out
+        geoms = gpkg.decode([r[-1] for r in rows]) if rows else []
+        return incidents_frame(
+            [r[:-1] for r in rows], geoms, self.incident_events(), status, STORE_EPSG
+        )
 
     def close(self) -> None:
         self.conn.close()

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import geopandas as gpd
+import numpy as np
 import pandas as pd
+import shapely
 
 # Columns of the incidents table (besides fid and the routed point geometry).
 INCIDENT_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -110,3 +113,24 @@ def current_state(incidents: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame
     out["category_zh"] = out["category"].map(CATEGORIES_ZH).fillna(out["category"])
     out["status_zh"] = out["status"].map(STATUSES_ZH).fillna(out["status"])
     return out
+
+
+INCIDENT_NAMES = [name for name, _ in INCIDENT_COLUMNS]
+
+
+def incidents_frame(
+    rows: list[tuple],
+    wkb_or_geoms,
+    events: pd.DataFrame,
+    status: list[str] | None,
+    store_epsg: int,
+) -> gpd.GeoDataFrame:
+    """A store's incident rows (INCIDENT_NAMES order) and their points, with the current state
+    derived from the events; optionally only the given statuses."""
+    frame = pd.DataFrame(rows, columns=INCIDENT_NAMES)
+    geoms = np.asarray(wkb_or_geoms, dtype=object) if len(rows) else np.array([], dtype=object)
+    frame = current_state(frame, events)
+    frame["lon"] = shapely.get_x(geoms) if len(geoms) else []
+    frame["lat"] = shapely.get_y(geoms) if len(geoms) else []
+    out = gpd.GeoDataFrame(frame, geometry=geoms, crs=store_epsg)
+    return out if status is None else out[out["status"].isin(status)]

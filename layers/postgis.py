@@ -22,7 +22,13 @@ import psycopg2.extras
 import shapely
 
 from layers.finder import Hits, Queries
-from layers.incidents import EVENT_COLUMNS, INCIDENT_COLUMNS, Event, current_state
+from layers.incidents import (
+    EVENT_COLUMNS,
+    INCIDENT_COLUMNS,
+    INCIDENT_NAMES,
+    Event,
+    incidents_frame,
+)
 from layers.schema import LAYERS, ROUTING_LAYERS, STORE_EPSG, LayerSpec
 from layers.store import Generation, Snapshot, StoreError
 
@@ -195,24 +201,17 @@ class PostgisStore:
             return pd.DataFrame(cur.fetchall(), columns=cols)
 
     def incidents(self, status: list[str] | None = None) -> gpd.GeoDataFrame:
-        names = [n for n, _ in INCIDENT_COLUMNS]
+        """Every incident with its current status and assignment (from its events)."""
+        select = ", ".join("answer::text" if n == "answer" else n for n in INCIDENT_NAMES)
         with self.conn, self.conn.cursor() as cur:
-            select = ", ".join("answer::text" if n == "answer" else n for n in names)
             cur.execute(
                 f"SELECT {select}, ST_AsBinary(geom) FROM incidents ORDER BY reported_at, id"
             )
             rows = cur.fetchall()
-        frame = pd.DataFrame([r[:-1] for r in rows], columns=names)
-        geoms = (
-            shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else np.array([], dtype=object)
+        geoms = shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else []
+        return incidents_frame(
+            [r[:-1] for r in rows], geoms, self.incident_events(), status, STORE_EPSG
         )
-        frame = current_state(frame, self.incident_events())
-        frame["lon"] = shapely.get_x(geoms) if len(geoms) else []
-        frame["lat"] = shapely.get_y(geoms) if len(geoms) else []
-        out = gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
-        if status is not None:
-            out = out[out["status"].isin(status)]
-        return out
 
     def close(self) -> None:
         if self._read_conn is not None:

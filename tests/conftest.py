@@ -42,15 +42,9 @@ class ExternalServer:
         self.url = url
 
     def new_database(self, name: str) -> str:
-        import psycopg2
+        from tests.pg import create_database
 
-        conn = psycopg2.connect(self.url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
-        return self.url.rsplit("/", 1)[0] + f"/{name}"
+        return create_database(self.url, name)
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +94,9 @@ def sample_store(tmp_path_factory) -> Path:
     store = base / "gridmap.gpkg"
     subprocess.run(
         [gridmap_exe(), "--store", str(store), "demo", "--out", str(base / "files")],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return store
 

@@ -54,15 +54,34 @@ class Cluster:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
 
     def start(self) -> Cluster:
-        self._run("initdb", "-D", str(self.data), "-U", "gridmap", "-A", "trust", "-E", "UTF8",
-                  "--no-locale")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "gridmap",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        )
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB "
             "-c max_parallel_workers_per_gather=2 -c work_mem=64MB"
         )
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
-                  "-w", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
+        )
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "gridmap", "gridmap")
         deadline = time.time() + 30
         import psycopg2
@@ -79,18 +98,23 @@ class Cluster:
 
     def new_database(self, name: str) -> str:
         """A fresh empty database in this cluster; returns its URL."""
-        import psycopg2
-
-        conn = psycopg2.connect(self.url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
-        return self.url.rsplit("/", 1)[0] + f"/{name}"
+        return create_database(self.url, name)
 
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """(Re)create database `name` on the server of `admin_url`; returns its URL."""
+    import psycopg2
+
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
