@@ -258,7 +258,8 @@ def _register_codes(cur, spec: LayerSpec, frame: pd.DataFrame) -> None:
 def _copy_rows(cur, spec: LayerSpec, frame: pd.DataFrame, gen: int) -> None:
     data = pd.DataFrame({c: frame[c] for c in spec.required})
     for col in spec.nullable:
-        data[col] = data[col].replace("", None)
+        if col in spec.refs:  # an absent reference is NULL for the foreign key
+            data[col] = data[col].replace("", None)
     data["attrs"] = [json.dumps(a or {}, ensure_ascii=False) for a in frame["attrs"]]
     data["gen_from"] = gen
     names = [*spec.required, "attrs", "gen_from"]

@@ -109,6 +109,7 @@ LAYERS: dict[str, LayerSpec] = {
             key="id",
             optional=True,
             choices={"permit_class": PERMIT_CLASSES},
+            nullable=("permit_class",),  # small shops and restaurants may hold no permit
             lonlat=True,
         ),
         LayerSpec(

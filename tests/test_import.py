@@ -252,3 +252,16 @@ def test_unrecognised_file_is_reported(store, files):
     shutil.copy(files / "parks.geojson", files / "park.geojson")
     report = import_path(store, files)
     assert any("park.geojson" in w for w in report.warnings)
+
+
+def test_entity_without_permit_is_kept_and_a_wrong_class_is_refused(store, files):
+    ents = entities_frame()
+    ents.loc[1, "permit_class"] = ""
+    ents.to_csv(files / "entities.csv", index=False)
+    import_path(store, files)
+    stored = store.snapshot()["entities"].set_index("id")
+    assert stored.loc[ents.loc[1, "id"], "permit_class"] == ""
+    ents.loc[2, "permit_class"] = "特许经营"
+    ents.to_csv(files / "entities.csv", index=False)
+    message = refused(store, files)
+    assert "特许经营" in message and "permit_class" in message
