@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +17,15 @@ from grids.routing import Router
 from layers.finder import Queries
 from layers.readers import LAT_NAMES, LON_NAMES, ReadError, read_table, read_vector
 
-ID_NAMES = ("id", "编号", "code", "案件编号", "统一社会信用代码")
-CRS_NAMES = ("crs", "坐标系")
-ACCURACY_NAMES = ("accuracy_m", "accuracy", "精度", "精度（米）", "精度(米)")
+# Header names are compared after `header_key` (NFKC, lower case, no spaces, no bracketed
+# note such as "（米）" or "(WGS84)"), so "经 度（WGS84）" is a longitude column.
+ID_NAMES = ("id", "编号", "code", "案件编号", "统一社会信用代码", "工单编号", "工单号",
+            "投诉编号", "举报编号", "信访编号", "事件编号", "序号")
+LON_ALIASES = (*LON_NAMES, "东经", "经度坐标", "定位经度", "事发地经度", "事发地点经度")
+LAT_ALIASES = (*LAT_NAMES, "北纬", "纬度坐标", "定位纬度", "事发地纬度", "事发地点纬度")
+CRS_NAMES = ("crs", "坐标系", "坐标系统", "坐标类型", "坐标体系", "srs", "epsg")
+ACCURACY_NAMES = ("accuracy_m", "accuracy", "精度", "定位精度", "精度米", "误差半径")
+_BRACKETED = re.compile(r"\([^()]*\)|\[[^\[\]]*\]|【[^【】]*】")
 
 
 class BatchInputError(ValueError):
@@ -55,22 +63,47 @@ def read_rows(path: Path) -> pd.DataFrame:
     return frame
 
 
+def header_key(name: object) -> str:
+    """A header as compared with the names above."""
+    text = unicodedata.normalize("NFKC", str(name))  # full-width （） become ()
+    return "".join(_BRACKETED.sub("", text).lower().split())
+
+
 def _column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
-    lower = {str(c).strip().lower(): c for c in frame.columns}
-    return next((lower[n] for n in names if n in lower), None)
+    keys: dict[str, object] = {}
+    for c in frame.columns:
+        keys.setdefault(header_key(c), c)
+    return next((keys[n] for n in names if n in keys), None)
+
+
+def header_crs(name: object) -> str | None:
+    """The coordinate system a coordinate header names in brackets, e.g. "经度(GCJ02)"."""
+    for note in re.findall(r"\(([^()]*)\)", unicodedata.normalize("NFKC", str(name))):
+        try:
+            return parse_crs(note).key
+        except CrsError:
+            continue
+    return None
 
 
 def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> BatchResult:
-    lon_col, lat_col = _column(frame, LON_NAMES), _column(frame, LAT_NAMES)
+    lon_col, lat_col = _column(frame, LON_ALIASES), _column(frame, LAT_ALIASES)
     if lon_col is None or lat_col is None:
         raise BatchInputError(
-            f"找不到经纬度列（经度列名可为 {'/'.join(LON_NAMES)}，"
-            f"纬度列名可为 {'/'.join(LAT_NAMES)}）；"
+            f"找不到经纬度列（经度列名可为 {'/'.join(LON_ALIASES)}，"
+            f"纬度列名可为 {'/'.join(LAT_ALIASES)}）；"
             f"现有列：{'、'.join(map(str, frame.columns))}"
         )
     crs_col, acc_col = _column(frame, CRS_NAMES), _column(frame, ACCURACY_NAMES)
     if crs_col is None and crs is None:
-        raise BatchInputError("文件没有坐标系列（crs/坐标系），请用 --crs 指定整个文件的坐标系")
+        # "经度(GCJ02)"/"纬度(GCJ02)": the header names the system of the whole file.
+        named = {header_crs(lon_col), header_crs(lat_col)} - {None}
+        crs = named.pop() if len(named) == 1 else None
+    if crs_col is None and crs is None:
+        raise BatchInputError(
+            "文件没有坐标系列（crs/坐标系），请指定整个文件的坐标系"
+            "（命令行用 --crs，网页上选择“整个文件的坐标系”）"
+        )
     n = len(frame)
     x = pd.to_numeric(frame[lon_col], errors="coerce").to_numpy(float)
     y = pd.to_numeric(frame[lat_col], errors="coerce").to_numpy(float)
@@ -108,10 +141,18 @@ def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> Batch
     error[bad_acc & (error == "")] = "精度半径应在 0–50000 米之间"
 
     good = np.flatnonzero(error == "")
-    results, index = router.resolver.resolve_indexed(Queries.build(lon[good], lat[good], acc[good]))
-    answers = router.writer.frame(results, index)
+    if len(good):
+        results, index = router.resolver.resolve_indexed(
+            Queries.build(lon[good], lat[good], acc[good])
+        )
+        answers = router.writer.frame(results, index)
+    else:  # an empty file, or only bad rows: the same columns, all rows kept with their reasons
+        zero = np.zeros(1)
+        answers = router.writer.frame(
+            *router.resolver.resolve_indexed(Queries.build(zero, zero, zero))
+        ).iloc[:0]
     columns = list(answers.columns)
-    out = pd.DataFrame({c: [""] * n for c in columns})
+    out = pd.DataFrame({c: [""] * n for c in columns}, index=pd.RangeIndex(n))
     out["generation"] = router.snapshot.generation.id
     out.loc[good, columns] = answers.to_numpy()
     out.loc[error != "", "status"] = "error"

@@ -133,19 +133,23 @@ class GridmapLayers(MacroElement):
         self.boot_url = assets.own_url("gridmap/gridmap.js") + "&" + urlencode(query, safe="/@,")
 
 
-def map_config(data: MapData, fast_click: bool = True) -> dict:
+def map_config(data: MapData, fast_click: bool = True, hidden: tuple[str, ...] = ()) -> dict:
+    """`hidden`: layers (by name, e.g. "incidents") that start switched off; the layer control
+    still offers them. (Not "entities": gridmap.js reports the map ready once the entity
+    cluster has placed its markers, which it only does on the map.)"""
     return {
         "base": data.base_url,
         "levels": [{"index": lv.index, "maxZoom": lv.max_zoom} for lv in LEVELS],
-        "layers": [dict(spec) for spec in LAYERS],
+        "layers": [{**spec, "on": spec["on"] and spec["name"] not in hidden} for spec in LAYERS],
         "kindStyles": KIND_STYLES, "kindNames": KIND_NAMES, "levelNames": LEVEL_NAMES,
         "roleNames": {"worker": "网格员", "leader": "网格长"},
-        "entities": {"title": f"监管对象（{data.entity_count:,}）", "on": True,
+        "entities": {"title": f"监管对象（{data.entity_count:,}）", "on": "entities" not in hidden,
                      "chunk": ENTITY_CHUNK,
                      "permitColors": PERMIT_COLORS,
                      "legend": {"color": "#ffffff", "fill": PERMIT_COLORS["重点管理"],
                                 "shape": "dot", "weight": 1}},
-        "incidents": {"title": "未结事件", "on": True, "file": data.incidents_file,
+        "incidents": {"title": "未结事件", "on": "incidents" not in hidden,
+                      "file": data.incidents_file,
                       "statusColors": STATUS_COLORS,
                       "legend": {"color": "#ffffff", "fill": STATUS_COLORS["reported"],
                                  "shape": "diamond", "weight": 1}},
@@ -177,8 +181,8 @@ def view_for_bbox(bbox, width_px: int = 900, height_px: int = MAP_HEIGHT,
     return centre, int(max(MIN_ZOOM, min(max_zoom, zoom)))
 
 
-def build_map(data: MapData, basemap: Basemap, city_bbox, fast_click: bool = True
-              ) -> folium.Map:
+def build_map(data: MapData, basemap: Basemap, city_bbox, fast_click: bool = True,
+              hidden: tuple[str, ...] = ()) -> folium.Map:
     """The city map. Call `assets.ensure_offline` on it before showing it (app.py does)."""
     minx, miny, maxx, maxy = city_bbox
     cx, cy = basemap.to_display([(minx + maxx) / 2], [(miny + maxy) / 2])
@@ -195,7 +199,7 @@ def build_map(data: MapData, basemap: Basemap, city_bbox, fast_click: bool = Tru
             tiles=t.url, attr=t.attr, name=t.name, subdomains=t.subdomains, overlay=t.overlay,
             control=False, max_zoom=MAX_ZOOM, max_native_zoom=t.max_native_zoom,
         ).add_to(m)
-    layers = GridmapLayers(map_config(data, fast_click))
+    layers = GridmapLayers(map_config(data, fast_click, hidden))
     layers.add_to(m)
     assets.localize(m)
     assets.trim_map_assets(m)

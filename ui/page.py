@@ -17,6 +17,9 @@ MAP_KEY = "citymap"
 ACCURACY_CHOICES = (0, 20, 50, 100, 300, 500, 1000, 3000)
 MAP_PAGE = "app.py"
 WORKER_PAGE = "pages/1_网格员.py"
+INTAKE_PAGE = "pages/2_受理.py"
+CASES_PAGE = "pages/3_案件.py"
+BATCH_PAGE = "pages/4_批量分派.py"
 
 
 @dataclass
@@ -33,14 +36,18 @@ def options() -> Options:
     return Options(settings.get(key), float(st.session_state.get("accuracy", 0)))
 
 
-def sidebar(router: Router) -> None:
-    """The settings widgets (their values are read by `options` at the next run)."""
+def sidebar(router: Router, accuracy: bool = True) -> None:
+    """The settings widgets (their values are read by `options` at the next run). The
+    dispatcher pages have an accuracy of their own (`accuracy=False`)."""
     settings = load_settings()
     keys = [b.key for b in settings.basemaps]
     with st.sidebar:
         # Our own links: Streamlit's automatic ones would be labelled with the file names.
         st.page_link(MAP_PAGE, label="网格地图", icon=":material/map:")
         st.page_link(WORKER_PAGE, label="网格员工作台", icon=":material/badge:")
+        st.page_link(INTAKE_PAGE, label="投诉受理（12369）", icon=":material/support_agent:")
+        st.page_link(CASES_PAGE, label="案件办理", icon=":material/assignment:")
+        st.page_link(BATCH_PAGE, label="批量分派", icon=":material/upload_file:")
         st.divider()
         st.subheader("地图设置")
         for problem in settings.problems:
@@ -55,11 +62,13 @@ def sidebar(router: Router) -> None:
             st.info(settings.get(key).notice)
         # A selectbox like the one above, not a number input: one kind of widget less for the
         # browser to fetch before the map appears.
-        st.selectbox(
-            "点击位置精度", ACCURACY_CHOICES, key="accuracy",
-            format_func=lambda m: f"±{m} 米" if m else "精确位置（0 米）",
-            help="大于 0 时按该半径判断：跨越边界即显示所有候选归属（存在歧义），不会自动指定。",
-        )
+        if accuracy:
+            st.selectbox(
+                "点击位置精度", ACCURACY_CHOICES, key="accuracy", persist_state="session",
+                format_func=lambda m: f"±{m} 米" if m else "精确位置（0 米）",
+                help="大于 0 时按该半径判断：跨越边界即显示所有候选归属（存在歧义），"
+                     "不会自动指定。",
+            )
         snap = router.snapshot
         counts = snap.counts()
         st.caption(
@@ -93,10 +102,13 @@ def new_view(bbox=None, point=None, zoom: int = 16, basemap: Basemap | None = No
 
 
 def city_map(url: str, router: Router, options: Options, highlight=None, view: dict | None = None,
-             key: str = MAP_KEY, clicks: bool = True):
+             key: str = MAP_KEY, clicks: bool = True, draw: bool = False,
+             hidden: tuple[str, ...] = ()):
     """Publish the map data (once per generation), build the map, refuse anything that would
     load from another host, and show it. Only clicks come back (`clicks`), so panning and
-    zooming never rerun the script."""
+    zooming never rerun the script; with `draw` the line/area tools are on and only a finished
+    drawing comes back (`last_active_drawing`, in the basemap's coordinates). `hidden` layers
+    start switched off (the batch page hides the open incidents among its own dots)."""
     gen = router.snapshot.generation.id
     incidents = state.open_incidents(url, gen)
     try:
@@ -104,7 +116,12 @@ def city_map(url: str, router: Router, options: Options, highlight=None, view: d
     except OSError as exc:
         st.error(f"无法写入地图数据文件（{mapdata.CACHE_DIR}）：{exc}")
         st.stop()
-    m = mapview.build_map(data, options.basemap, city_bounds(router.snapshot), fast_click=clicks)
+    m = mapview.build_map(data, options.basemap, city_bounds(router.snapshot),
+                          fast_click=clicks and not draw, hidden=hidden)
+    if draw:
+        from ui.draw import add_draw
+
+        add_draw(m)
     try:
         assets.ensure_offline(m, allowed_hosts=options.basemap.hosts)
         if highlight is not None:
@@ -115,6 +132,7 @@ def city_map(url: str, router: Router, options: Options, highlight=None, view: d
     view = view or {}
     return st_folium(
         m, key=key, height=mapview.MAP_HEIGHT, use_container_width=True,
-        returned_objects=["last_clicked"] if clicks else [], feature_group_to_add=highlight,
+        returned_objects=(["last_active_drawing"] if draw else ["last_clicked"] if clicks else []),
+        feature_group_to_add=highlight,
         center=view.get("center"), zoom=view.get("zoom"),
     )

@@ -1,0 +1,215 @@
+"""投诉受理 — the 12369 dispatcher's desk: locate a complaint (map click, typed or pasted
+coordinates in their system, a search, or a drawn/pasted line or area), see who is responsible,
+the likely sources nearby and possible duplicates, and register the case (or link the call to
+an open case instead).
+
+The page only shows and asks: locating and answering are ui/intake.py calls into geo/ and
+grids/; cases are written by grids/cases.py.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from grids.cases import create_incident, link_duplicate
+from grids.flow import CaseError, load_sources
+from ui import cards, intake, page, state
+
+st.set_page_config(page_title="投诉受理 · 南通市生态环境执法网格地图", page_icon="☎️",
+                   layout="wide")
+url, router = state.load()
+generation = router.snapshot.generation.id
+options = page.options()
+index = state.search_index(url, generation)
+names = state.bureau_names(url, generation)
+ss = st.session_state
+KEEP = "session"  # a half-typed call survives a look at the case list and back
+
+# A registered case starts a new intake: clear the call's fields before their widgets exist.
+if ss.pop("_in_reset", False):
+    for key in ("in_coord", "in_query", "in_wkt", "in_desc", "in_reporter", "in_cat",
+                intake.LOC, intake.ERR, intake.HITS, "in_time"):
+        ss.pop(key, None)
+ss.setdefault("in_source", "phone_gps")
+ss.setdefault("in_acc", float(load_sources()[ss["in_source"]][1]))
+ss.setdefault("in_time", intake.now_beijing())
+
+
+def source_changed() -> None:
+    """A location source brings its usual accuracy (phone GPS ±50 m, described ±500 m…)."""
+    ss["in_acc"] = float(load_sources()[ss["in_source"]][1])
+
+
+extent_mode = bool(ss.get("in_extent_on", False))
+map_key = "extentmap" if extent_mode else "intakemap"
+intake.track_map(map_key, options.basemap, draw=extent_mode)
+loc = intake.current()
+category = ss.get("in_cat") or "other"
+desk = None
+if loc is not None:
+    with intake.opened(url) as store:
+        desk = intake.answer(router, store, loc, float(ss.get("in_acc") or 0), category)
+    intake.fit_ambiguous(desk, options.basemap)
+
+top = st.container()
+map_col, side = st.columns([2.5, 1.5], gap="small")
+with map_col:
+    page.city_map(url, router, options, key=map_key, clicks=not extent_mode, draw=extent_mode,
+                  highlight=intake.overlay(router, options.basemap, desk),
+                  view=intake.map_view(options.basemap))
+
+with top:
+    st.markdown("#### 投诉受理（12369 热线 / 网络举报）")
+    created = ss.pop("_in_created", None)
+    if created:
+        st.success(f"已登记案件 {created}，已进入“已受理（待派遣）”。")
+        st.page_link(page.CASES_PAGE, label=f"打开案件 {created}",
+                     query_params={"case": created}, icon="📋")
+    linked = ss.pop("_in_linked", None)
+    if linked:
+        st.success(f"已作为重复举报并入案件 {cards.md(linked)}（未新建案件，已记入其办理记录）。")
+        st.page_link(page.CASES_PAGE, label=f"打开案件 {linked}",
+                     query_params={"case": linked}, icon="📋")
+
+with side:
+    st.markdown("##### ① 事发位置")
+    c1, c2 = st.columns([3, 2])
+    c1.text_input(
+        "坐标（可直接粘贴）", key="in_coord", persist_state=KEEP,
+        on_change=intake.on_coordinates,
+        placeholder="120.8637, 32.0112 或 32.0112,120.8637",
+        help="经度、纬度两个数，顺序可颠倒（按数值范围识别并提示）；也可带“东经/北纬”、"
+             "度分秒。高斯投影坐标填东坐标、北坐标（米）。",
+    )
+    c2.selectbox("坐标系", intake.crs_options(), key="in_crs", persist_state=KEEP,
+                 format_func=intake.crs_label, on_change=intake.on_crs,
+                 help="高德/腾讯/微信位置为 GCJ-02，百度为 BD-09，手机 GPS 为 WGS84。")
+    if ss.get("in_crs") == intake.OTHER_CRS:
+        st.text_input("EPSG 代码", key="in_crs_other", persist_state=KEEP,
+                      on_change=intake.on_crs, placeholder="如 EPSG:4528（3 度带第 40 带，含带号）")
+    st.text_input("搜索", key="in_query", persist_state=KEEP, on_change=intake.on_search,
+                  args=(index,),
+                  placeholder="企业名称、统一社会信用代码、乡镇/街道、园区、网格编码")
+    hits = ss.get(intake.HITS) or []
+    if hits:
+        st.selectbox(f"找到 {len(hits)} 条（已定位到所选结果）", range(len(hits)), key="in_hit",
+                     persist_state=KEEP, on_change=intake.on_hit,
+                     format_func=lambda i: f"{hits[i].kind_zh}｜{hits[i].label}　{hits[i].detail}")
+    st.toggle("按线/面范围受理（河段、烟羽等）", key="in_extent_on", persist_state=KEEP,
+              help="打开后在地图左上角选择画线或画面，或在下方粘贴 WKT/GeoJSON。"
+                   "范围跨越两个以上县（市）、区时为跨县案件，由市执法局牵头。")
+    if extent_mode:
+        st.text_area("粘贴范围（WKT 或 GeoJSON，坐标系同上）", key="in_wkt", persist_state=KEEP,
+                     on_change=intake.on_wkt, height=80,
+                     placeholder="LINESTRING (120.65 32.15, 120.75 32.15)")
+    else:
+        c3, c4 = st.columns([3, 2])
+        c3.selectbox("位置来源", intake.source_options(), key="in_source", persist_state=KEEP,
+                     format_func=intake.source_label, on_change=source_changed)
+        c4.number_input("精度半径（米）", min_value=0.0, max_value=float(intake.ACCURACY_MAX_M),
+                        step=10.0, key="in_acc", persist_state=KEEP,
+                        help="位置的不确定范围。范围跨越边界时显示所有候选归属，不会自动指定。")
+    if ss.get(intake.ERR):
+        st.error(cards.md(ss[intake.ERR]))  # may quote what was typed
+    if loc is None:
+        st.info("在地图上单击事发位置，或输入/粘贴坐标，或搜索企业、乡镇、网格编码。")
+    else:
+        st.caption(intake.location_text(loc, desk))
+        if loc.note:
+            st.caption(cards.md(loc.note))
+    if desk is not None:
+        if desk.error:
+            st.html(cards.error_card(desk.error))
+        else:
+            st.html(cards.route_card(desk.answer.route, names, title="责任归属"))
+            if desk.answer.route.get("candidates"):
+                st.caption("地图上以不同颜色标出各候选网格；地图下方“候选归属对比”并排列出。")
+
+    st.markdown("##### ② 受理登记")
+    st.selectbox("事件类别", intake.category_options(), key="in_cat", persist_state=KEEP,
+                 index=None, format_func=intake.category_label, placeholder="请选择事件类别")
+    if desk is not None and desk.answer is not None and desk.answer.referral:
+        st.html(intake.referral_html(desk.answer))
+    c5, c6, c7 = st.columns([2, 2.2, 0.8], vertical_alignment="bottom")
+    c5.selectbox("受理渠道", intake.CHANNELS, key="in_channel", persist_state=KEEP)
+    c6.datetime_input("举报时间（北京时间）", key="in_time", persist_state=KEEP, step=60,
+                      format="YYYY-MM-DD")
+    c7.button("现在", key="in_now", help="把举报时间设为当前时间",
+              on_click=lambda: ss.__setitem__("in_time", intake.now_beijing()))
+    st.text_input("举报人及联系方式（可不填）", key="in_reporter", persist_state=KEEP)
+    st.text_area("事件描述", key="in_desc", persist_state=KEEP, height=90,
+                 placeholder="例：石港镇印染厂后面冒黑烟，气味刺鼻")
+    st.text_input("受理人", key="in_actor", persist_state=KEEP, placeholder="您的姓名或工号")
+    ready = desk is not None and desk.answer is not None
+    if st.button("登记为新案件", type="primary", disabled=not ready, width="stretch"):
+        problems = [msg for ok, msg in (
+            (ss.get("in_cat"), "请选择事件类别"),
+            (str(ss.get("in_desc") or "").strip(), "请填写事件描述"),
+            (str(ss.get("in_actor") or "").strip(), "请填写受理人"),
+        ) if not ok]
+        if problems:
+            st.error("；".join(problems))
+        else:
+            fields = intake.case_fields(desk, ss["in_cat"], ss["in_desc"], ss["in_time"],
+                                        ss["in_channel"], str(ss.get("in_reporter") or ""))
+            try:
+                with intake.opened(url) as store:
+                    cid = create_incident(store, intake.record_answer(desk), fields,
+                                          ss["in_actor"].strip())
+            except CaseError as exc:
+                st.error(cards.md(exc))
+            else:
+                state.open_incidents.clear()  # the map and the duplicates show it at once
+                ss["_in_created"] = cid
+                ss["_in_reset"] = True
+                st.rerun()
+
+with map_col:
+    if desk is not None and desk.answer is not None:
+        a = desk.answer
+        tabs = [f"附近监管对象（{len(a.nearby)}）", f"可能重复的案件（{len(a.duplicates)}）"]
+        if a.route.get("candidates"):
+            tabs.insert(0, f"候选归属对比（{len(a.route['candidates'])}）")
+        shown = st.tabs(tabs)
+        if a.route.get("candidates"):
+            with shown[0]:
+                st.html(intake.candidates_html(a.route, names))
+            shown = shown[1:]
+        with shown[0]:
+            if len(a.nearby):
+                st.caption(f"{'范围' if loc.is_extent else '位置'}周边 "
+                           f"{max(intake.NEARBY_RADIUS_M, float(ss.get('in_acc') or 0)):g} 米内，"
+                           "按距离排列（可能的污染来源）；地图上橙色圆圈为最近的 "
+                           f"{min(len(a.nearby), intake.NEARBY_ON_MAP)} 家。")
+                st.dataframe(intake.nearby_table(a.nearby), hide_index=True, width="stretch")
+            else:
+                st.info("周边 1 公里内没有监管对象。")
+        with shown[1]:
+            if len(a.duplicates):
+                st.caption("最近 7 天内附近未结案件，同类在前（地图上紫色菱形）。"
+                           "若为同一事项，请并入原案件，不要新建。")
+                st.dataframe(intake.duplicates_table(a.duplicates), hide_index=True,
+                             width="stretch")
+                ids = a.duplicates["id"].astype(str).tolist()
+                original = st.selectbox("并入的原案件", ids, key="in_dup")
+                if st.button("作为重复举报并入所选案件（不新建案件）"):
+                    actor = str(ss.get("in_actor") or "").strip()
+                    if not actor or not str(ss.get("in_desc") or "").strip():
+                        st.error("请先在右侧填写事件描述和受理人")
+                    else:
+                        ref = intake.duplicate_reference(ss["in_channel"], ss["in_time"],
+                                                         str(ss.get("in_reporter") or ""),
+                                                         ss["in_desc"])
+                        try:
+                            with intake.opened(url) as store:
+                                link_duplicate(store, ref, original, actor)
+                        except CaseError as exc:
+                            st.error(cards.md(exc))
+                        else:
+                            ss["_in_linked"] = original
+                            ss["_in_reset"] = True
+                            st.rerun()
+            else:
+                st.info("附近最近 7 天内没有未结案件。")
+
+page.sidebar(router, accuracy=False)

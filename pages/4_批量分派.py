@@ -1,0 +1,108 @@
+"""批量分派 — a complaint export (CSV or Excel, Chinese headers such as 编号/经度/纬度/坐标系
+recognised) routed row by row: the same answers and columns as `gridmap assign`, shown on the
+map and in a table, the rows that could not be routed listed with the reason, and the whole
+table downloadable as Excel or CSV.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from geo.crs import CrsError
+from grids.batch import BatchInputError
+from ui import batch, cards, export, intake, page, state
+
+st.set_page_config(page_title="批量分派 · 南通市生态环境执法网格地图", page_icon="🗂️",
+                   layout="wide")
+url, router = state.load()
+generation = router.snapshot.generation.id
+options = page.options()
+ss = st.session_state
+FILE_CRS = "__rows__"  # the coordinate system comes from the file's own column
+
+st.markdown("#### 批量分派（投诉/举报导出文件）")
+c1, c2, c3 = st.columns([2.2, 1.4, 1])
+upload = c1.file_uploader(
+    "上传 CSV 或 Excel 文件", type=["csv", "xlsx", "xls"], key="bt_file",
+    help="按列名识别：编号/工单编号、经度/纬度（或 lon/lat、x/y）、坐标系（每行可不同，如 WGS84、"
+         "GCJ02、BD09、CGCS2000、EPSG:4549）、精度（米）、类别。CSV 可为 UTF-8 或 GBK。",
+)
+c2.selectbox("整个文件的坐标系", [FILE_CRS, *intake.crs_options()], key="bt_crs",
+             format_func=lambda k: "按文件中的坐标系列" if k == FILE_CRS else intake.crs_label(k),
+             help="文件没有坐标系列时必须选择；有坐标系列时，只用于该列为空的行。")
+if ss.get("bt_crs") == intake.OTHER_CRS:
+    c3.text_input("EPSG 代码", key="bt_crs_other", placeholder="如 EPSG:4549")
+
+result = None
+if upload is not None:
+    data = upload.getvalue()
+    choice = ss.get("bt_crs", FILE_CRS)
+    try:
+        crs = None if choice == FILE_CRS else intake.chosen_crs(choice,
+                                                                str(ss.get("bt_crs_other") or ""))
+    except CrsError as exc:
+        st.error(cards.md(exc))
+        crs = False
+    if crs is not False:
+        key = (hashlib.sha256(data).hexdigest(), upload.name, crs, generation)
+        if ss.get("_bt_key") != key:  # route once per file, system and generation
+            ss.pop("_bt_view", None)
+            try:
+                with st.spinner("正在分派…"):
+                    ss["_bt_result"] = batch.run(router, upload.name, data, crs)
+                box = batch.bbox(ss["_bt_result"])
+                if box:  # zoom to the file's rows once
+                    ss["_bt_view"] = page.new_view(bbox=box, basemap=options.basemap)
+            except BatchInputError as exc:
+                ss["_bt_result"] = None
+                st.error(cards.md(f"{upload.name}：{exc}"))  # quotes the file's columns
+            ss["_bt_key"] = key
+        result = ss.get("_bt_result")
+
+group = None
+placed = 0
+if result is not None:
+    group, placed = batch.overlay(result, options.basemap)
+
+map_col, side = st.columns([2.5, 1.5], gap="small")
+with map_col:
+    page.city_map(url, router, options, key="batchmap", clicks=False, highlight=group,
+                  hidden=("incidents",), view=ss.get("_bt_view") if result else None)
+
+with side:
+    if result is None:
+        st.info("上传文件后，每一行都会按位置分派到网格、网格员和责任执法机构；"
+                "无法分派的行会列出原因，不会丢弃。结果可下载为 Excel 或 CSV。")
+    else:
+        n = len(result.result.table)
+        st.markdown(f"**{cards.md(result.name)}**：共 {n} 行")
+        counts = batch.counts(result)
+        m = st.columns(2)
+        for i, (label, value) in enumerate(counts.items()):
+            m[i % 2].metric(label, value)
+        if placed < n - counts["无法分派"]:
+            st.caption(f"地图上显示前 {placed} 个点；表格和下载包含全部行。")
+        st.caption("地图上蓝点为明确、玫红点为存在歧义、灰点为不在辖区内。")
+        stem = result.name.rsplit(".", 1)[0]
+        st.download_button("下载 Excel（含分派结果）", lambda: batch.excel(result),
+                           file_name=f"{stem}_分派结果.xlsx", mime=export.XLSX_MIME,
+                           type="primary", width="stretch", key="bt_xlsx")
+        st.download_button("下载 CSV", lambda: batch.csv(result),
+                           file_name=f"{stem}_分派结果.csv", mime=export.CSV_MIME,
+                           width="stretch", key="bt_csv")
+
+if result is not None:
+    bad = batch.bad_rows(result)
+    if len(bad):
+        st.markdown(f"##### 无法分派的行（{len(bad)}）")
+        st.caption("这些行保留在下载文件中（route_status=error），原因见 route_error 列。")
+        st.dataframe(bad, hide_index=True, width="stretch")
+    st.markdown("##### 分派结果")
+    statuses = st.multiselect("分派状态", list(batch.STATUS_ZH), key="bt_status",
+                              format_func=batch.STATUS_ZH.get, placeholder="全部")
+    st.dataframe(batch.shown_table(result, statuses), hide_index=True, width="stretch",
+                 height=420)
+
+page.sidebar(router, accuracy=False)

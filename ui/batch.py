@@ -1,0 +1,208 @@
+"""Batch dispatch of a complaint file (pages/4_批量分派.py): the upload is read and routed by
+grids/batch.py — the same answers and columns as `gridmap assign` — and shown on the map, in a
+table, with the rows that could not be routed and why, and as Excel/CSV downloads."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import folium
+import numpy as np
+import pandas as pd
+from branca.element import MacroElement
+from jinja2 import Template
+
+from grids.batch import ID_NAMES, BatchResult, assign, header_key, read_rows
+from grids.flow import load_categories
+from grids.routing import Router
+from layers.incidents import CATEGORIES_ZH
+from ui import assets, cards, export
+from ui.basemap import Basemap
+
+MAX_ON_MAP = 5000
+STATUS_ZH = {"ok": "明确", "ambiguous": "存在歧义", "outside": "不在辖区内", "error": "无法分派"}
+# Not the permit colours of the entity markers (red/orange/green), which share the map.
+STATUS_COLORS = {"ok": "#1565c0", "ambiguous": "#d81b60", "outside": "#757575"}
+CATEGORY_NAMES = ("类别", "事件类别", "投诉类别", "举报类别", "污染类型", "问题类型", "category")
+# What the dispatcher sees of each row (the downloads keep every column).
+SHOWN = {"route_status_zh": "分派状态", "route_county_name": "县（市）、区",
+         "route_township_name": "乡镇/街道", "route_grid_code": "网格编码",
+         "route_grid_name": "网格", "route_workers": "网格员", "route_park_name": "园区",
+         "route_bureau_name": "责任执法机构", "route_referral": "移交部门",
+         "route_flags": "标记", "route_error": "无法分派原因"}
+FIELD_NOTES = {
+    "route_status": "分派状态：ok 明确；ambiguous 存在歧义（见 route_candidates）；"
+                    "outside 不在辖区内；error 无法分派（原因见 route_error）",
+    "route_county_code": "县（市）、区代码", "route_county_name": "县（市）、区",
+    "route_township_code": "乡镇/街道代码", "route_township_name": "乡镇/街道",
+    "route_grid_code": "网格编码", "route_grid_name": "网格名称",
+    "route_grid_kind": "网格类型：comprehensive 综合；park 园区；dedicated 专属",
+    "route_workers": "网格员及电话", "route_park_code": "园区代码", "route_park_name": "园区",
+    "route_bureau_code": "责任执法机构代码", "route_bureau_name": "责任执法机构",
+    "route_bureau_level": "机构级别：municipal 市级；county 县级；numbered 编号局；park 园区局",
+    "route_chain": "上级链（至市执法局）",
+    "route_flags": "标记：swapped 经纬度已对调；sea 海域；cross_county 跨县 等",
+    "route_reasons": "判定依据", "route_candidates": "存在歧义时的各候选（JSON）",
+    "route_generation": "所用图层版本", "route_routed_lon": "换算后经度（CGCS2000）",
+    "route_routed_lat": "换算后纬度（CGCS2000）", "route_error": "无法分派的原因",
+    "route_category": "识别出的事件类别",
+    "route_referral": "应移交的部门（非生态环境部门办理的类别）",
+    "route_status_zh": "分派状态（中文）",
+}
+
+
+class TopPane(MacroElement):
+    """A map pane above the entity markers and clusters (markerPane is 600), so the routed rows
+    stay visible over the supervised entities."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+        (function (map) {
+            if (map && !map.getPane("gmTop")) { map.createPane("gmTop").style.zIndex = 650; }
+        })(window.map);
+        {% endmacro %}
+    """)
+
+
+@dataclass
+class Batch:
+    name: str
+    result: BatchResult
+    id_column: str | None
+
+
+def run(router: Router, name: str, data: bytes, crs: str | None) -> Batch:
+    """Read an uploaded CSV/Excel file and route every row (BatchInputError when the file as a
+    whole cannot be used: no coordinate columns, no coordinate system…)."""
+    suffix = Path(name).suffix.lower() or ".csv"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        frame = read_rows(path)
+    result = assign(router, frame, crs=crs)
+    table = result.table
+    table.insert(table.columns.get_loc("route_status") + 1, "route_status_zh",
+                 table["route_status"].map(STATUS_ZH).fillna(table["route_status"]))
+    _referrals(table)
+    keys = {header_key(c): c for c in frame.columns}
+    id_col = next((keys[n] for n in ID_NAMES if n in keys), None)
+    return Batch(name, result, id_col)
+
+
+def _referrals(table: pd.DataFrame) -> None:
+    """With a category column: which rows go to a partner agency (grids/categories.csv)."""
+    keys = {header_key(c): c for c in table.columns if not str(c).startswith("route_")}
+    col = next((keys[n] for n in CATEGORY_NAMES if n in keys), None)
+    if col is None:
+        return
+    cats = load_categories()
+    lookup: dict[str, str] = {}
+    for c in cats.values():
+        lookup[c.key.lower()] = c.key
+        lookup[c.label_zh] = c.key
+    for key, short in CATEGORIES_ZH.items():
+        lookup.setdefault(short, key)
+    found = table[col].fillna("").astype(str).str.strip().map(
+        lambda v: lookup.get(v, lookup.get(v.lower(), "")))
+    table["route_category"] = found
+    table["route_referral"] = found.map(
+        lambda k: cats[k].agency_zh if k and cats[k].handler == "partner" else "")
+
+
+def bbox(batch: Batch) -> tuple[float, float, float, float] | None:
+    """The extent of the routed rows inside the jurisdiction (what the map zooms to)."""
+    t = batch.result.table
+    inside = t[t["route_status"].isin(["ok", "ambiguous"])]
+    lon = pd.to_numeric(inside["route_routed_lon"], errors="coerce").dropna()
+    lat = pd.to_numeric(inside["route_routed_lat"], errors="coerce").dropna()
+    if lon.empty:
+        return None
+    return float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())
+
+
+def counts(batch: Batch) -> dict[str, int]:
+    c = batch.result.counts
+    return {STATUS_ZH[k]: int(c.get(k, 0)) for k in STATUS_ZH}
+
+
+def shown_table(batch: Batch, statuses: list[str] | None = None) -> pd.DataFrame:
+    t = batch.result.table
+    if statuses:
+        t = t[t["route_status"].isin(statuses)]
+    cols = [c for c in SHOWN if c in t.columns]
+    out = t[cols].rename(columns=SHOWN)
+    out.insert(0, "序号", t.index + 1)
+    if batch.id_column:
+        out.insert(1, str(batch.id_column), t[batch.id_column].to_numpy())
+    return out
+
+
+def bad_rows(batch: Batch) -> pd.DataFrame:
+    """Rows that could not be routed, with the reason: listed, never dropped."""
+    t = batch.result.table
+    bad = t[t["route_status"] == "error"]
+    out = pd.DataFrame({"序号": bad.index + 1})
+    if batch.id_column:
+        out[str(batch.id_column)] = bad[batch.id_column].to_numpy()
+    inputs = [c for c in t.columns if not str(c).startswith("route_")
+              and c != batch.id_column][:4]
+    for c in inputs:
+        out[str(c)] = bad[c].to_numpy()
+    out["原因"] = bad["route_error"].to_numpy()
+    return out
+
+
+def field_notes(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([(c, FIELD_NOTES.get(c, "原文件中的列")) for c in table.columns],
+                        columns=["列名", "说明"])
+
+
+def excel(batch: Batch) -> bytes:
+    t = batch.result.table
+    return export.xlsx_bytes({"分派结果": t, "字段说明": field_notes(t)})
+
+
+def csv(batch: Batch) -> bytes:
+    return export.csv_bytes(batch.result.table)
+
+
+def overlay(batch: Batch, basemap: Basemap) -> tuple[folium.FeatureGroup, int]:
+    """The routed rows as dots coloured by status (at most MAX_ON_MAP), with their number."""
+    t = batch.result.table
+    placed = t[t["route_status"] != "error"]
+    placed = placed.head(MAX_ON_MAP)
+    group = folium.FeatureGroup(name="批量分派", control=False)
+    if placed.empty:
+        return group, 0
+    lon = pd.to_numeric(placed["route_routed_lon"], errors="coerce").to_numpy(float)
+    lat = pd.to_numeric(placed["route_routed_lat"], errors="coerce").to_numpy(float)
+    x, y = basemap.to_display(lon, lat)
+    ids = (placed[batch.id_column].astype(str).to_numpy() if batch.id_column
+           else (placed.index + 1).astype(str).to_numpy())
+    features = []
+    for i, (px, py, status, rid, grid) in enumerate(zip(
+            np.asarray(x), np.asarray(y), placed["route_status"], ids, placed["route_grid_name"],
+            strict=True)):
+        if not (np.isfinite(px) and np.isfinite(py)):
+            continue
+        tip = f"{rid}｜{STATUS_ZH.get(status, status)}｜{grid or '—'}"
+        features.append({
+            "type": "Feature", "id": i,
+            "geometry": {"type": "Point", "coordinates": [round(float(px), 6),
+                                                          round(float(py), 6)]},
+            "properties": {"s": status,
+                           "t": cards.esc(tip)},
+        })
+    TopPane().add_to(group)  # first: the pane must exist before the dots are added
+    dot = folium.CircleMarker(radius=6, weight=2, color="#ffffff", fill=True, fill_opacity=0.95)
+    dot.options["pane"] = "gmTop"  # folium keeps only the path options it knows
+    folium.GeoJson(
+        {"type": "FeatureCollection", "features": features}, marker=dot,
+        style_function=lambda f: {"fillColor": STATUS_COLORS.get(f["properties"]["s"], "#616161")},
+        tooltip=folium.GeoJsonTooltip(fields=["t"], labels=False),
+        control=False,
+    ).add_to(group)
+    assets.localize(group)
+    return group, len(features)
