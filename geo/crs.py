@@ -89,6 +89,9 @@ _ALIAS_LISTS: dict[str, tuple[str, ...]] = {
     "gcj02": ("gcj02", "gcj", "火星", "高德", "腾讯", "微信", "国测局", "amap", "gaode", "tencent"),
     "bd09": ("bd09", "bd09ll", "百度", "baidu"),
 }
+# Old national datums, often named rather than coded; their EPSG codes are refused with why.
+_OLD_DATUMS = {"北京54": 4214, "北京1954": 4214, "beijing54": 4214, "beijing1954": 4214,
+               "西安80": 4610, "西安1980": 4610, "xian80": 4610, "xian1980": 4610}
 _ALIASES = {alias: key for key, aliases in _ALIAS_LISTS.items() for alias in aliases}
 _STRIP_RE = re.compile(r"[\s\-_/()\[\]【】]+")
 _EPSG_RE = re.compile(r"^(?:urn:ogc:def:crs:)?(?:epsg)?:{0,2}(\d{4,6})$")
@@ -200,6 +203,9 @@ def parse_crs(text: str | int | CoordSystem) -> CoordSystem:
         match = _EPSG_RE.match(norm) or _EPSG_PREFIX_RE.match(norm)
         if match:
             code = int(match.group(1))
+        elif any(name in norm for name in _OLD_DATUMS):
+            # Named by its datum: refused below with the reason, like its EPSG code would be.
+            code = next(c for name, c in _OLD_DATUMS.items() if name in norm)
     if code is None or code <= 0:
         raise CrsError(_UNKNOWN_MSG.format(shown))
     try:

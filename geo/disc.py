@@ -87,3 +87,14 @@ def distance_m(
     shape = arrays[0].shape
     _, _, dist = GEOD.inv(*(a.ravel() for a in arrays))
     return np.asarray(dist, dtype=np.float64).reshape(shape)[()]
+
+
+def distance_to_geometry_m(geom, lons, lats) -> np.ndarray:
+    """Distances in metres from points to a line or area (all in the store CRS), measured in
+    the city's Gauss–Krüger plane (EPSG:4549; scale error well under 0.1 % over Nantong)."""
+    from geo.crs import metric_transformer
+
+    fwd, _ = metric_transformer()
+    metric = shapely.transform(geom, lambda xy: np.column_stack(fwd.transform(xy[:, 0], xy[:, 1])))
+    px, py = fwd.transform(np.asarray(lons, float), np.asarray(lats, float))
+    return np.asarray(shapely.distance(metric, shapely.points(px, py)), dtype=float)

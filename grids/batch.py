@@ -14,6 +14,7 @@ import pandas as pd
 from geo.crs import CrsError, parse_crs
 from geo.sanity import check_points
 from grids.routing import Router
+from layers import spreadsheet
 from layers.finder import Queries
 from layers.readers import LAT_NAMES, LON_NAMES, ReadError, read_table, read_vector
 
@@ -169,10 +170,13 @@ def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> Batch
 
 
 def write_result(result: BatchResult, out: Path) -> None:
+    """Write the table as .xlsx or .csv (UTF-8 with BOM, opens in Excel); text is never
+    written as a formula."""
     out = Path(out)
-    if out.suffix.lower() == ".xlsx":
-        result.table.to_excel(out, index=False, sheet_name="分派结果")
-    elif out.suffix.lower() == ".csv":
-        result.table.to_csv(out, index=False, encoding="utf-8-sig")
+    suffix = out.suffix.lower()
+    if suffix == ".xlsx":
+        out.write_bytes(spreadsheet.xlsx_bytes({"分派结果": result.table}))
+    elif suffix == ".csv":
+        out.write_bytes(spreadsheet.csv_bytes(result.table))
     else:
         raise BatchInputError(f"输出文件只能是 .csv 或 .xlsx：{out.name}")

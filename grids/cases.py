@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import geopandas as gpd
 import pandas as pd
@@ -13,9 +14,12 @@ from grids.routing import Router, RoutingInputError
 from layers.incidents import Event
 from layers.schema import STORE_EPSG
 
+BEIJING = ZoneInfo("Asia/Shanghai")
+
 
 def now_iso() -> str:
-    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+    """Now, in Beijing time: case ids and records are read by people in Nantong."""
+    return datetime.now(BEIJING).isoformat(timespec="seconds")
 
 
 def _code(answer: dict, key: str) -> str | None:
@@ -25,6 +29,7 @@ def _code(answer: dict, key: str) -> str | None:
 def record_from_answer(fields: dict, answer: dict, actor: str, created_at: str) -> dict:
     """One incident record: the location as given and as routed, and the whole answer."""
     lon, lat = answer["point"]["cgcs2000"]
+    given = answer["point"]["input"]
     return {
         "id": str(fields["id"]),
         "reported_at": str(fields["reported_at"]),
@@ -32,10 +37,11 @@ def record_from_answer(fields: dict, answer: dict, actor: str, created_at: str) 
         "category": str(fields["category"]),
         "description": str(fields.get("description", "")),
         "reporter": str(fields.get("reporter", "")),
-        "given_x": answer["point"]["input"]["x"],
-        "given_y": answer["point"]["input"]["y"],
-        "given_crs": answer["point"]["input"]["crs"],
-        "accuracy_m": answer["point"]["input"]["accuracy_m"],
+        # An extent (a line or an area) has no single point as given: its WKT is the record.
+        "given_x": given.get("x"),
+        "given_y": given.get("y"),
+        "given_crs": given.get("crs"),
+        "accuracy_m": given.get("accuracy_m", 0.0),
         "extent_wkt": fields.get("extent_wkt"),
         "generation": answer["version"]["generation"],
         "route_status": answer["status"],

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from geo.disc import accuracy_disc, distance_m
+from geo.disc import accuracy_disc, distance_m, distance_to_geometry_m
 from grids.flow import Category, load_categories
 from grids.routing import Router
 
@@ -131,15 +131,10 @@ def intake(
     nearby_radius_m: float = NEARBY_RADIUS_M,
     now: datetime | None = None,
 ) -> IntakeAnswer:
-    categories = load_categories()
-    if category not in categories:
-        raise ValueError(f"未知的事件类别：{category}")
-    cat = categories[category]
+    cat, referral = _category(category)
     route = router.route(x, y, crs, accuracy_m)
     lon, lat = route["point"]["cgcs2000"]
-    referral = cat.agency_zh if cat.handler == "partner" else None
-    if referral:
-        route["reasons"].insert(0, f"事件类别“{cat.label_zh}”：{cat.note_zh or '移交' + referral}")
+    _refer(route, cat, referral)
     radius = max(nearby_radius_m, accuracy_m)
     return IntakeAnswer(
         route=route,
@@ -155,3 +150,49 @@ def intake(
             now=now,
         ),
     )
+
+
+def _category(key: str) -> tuple[Category, str | None]:
+    categories = load_categories()
+    if key not in categories:
+        raise ValueError(f"未知的事件类别：{key}")
+    cat = categories[key]
+    return cat, (cat.agency_zh if cat.handler == "partner" else None)
+
+
+def _refer(route: dict, cat: Category, referral: str | None) -> None:
+    if referral:
+        route["reasons"].insert(0, f"事件类别“{cat.label_zh}”：{cat.note_zh or '移交' + referral}")
+
+
+def intake_extent(
+    router: Router, store, extent, *, crs: str = "wgs84", category: str = "other",
+    now: datetime | None = None,
+) -> tuple[IntakeAnswer, object]:
+    """The intake answer for a line or an area (WKT/GeoJSON in `crs`): routed as an extent
+    (cross-county → municipal bureau), with the entities and open cases within 1 km of the
+    extent itself. Also returns the extent in the store CRS."""
+    cat, referral = _category(category)
+    route = router.route_extent(extent, crs)
+    _refer(route, cat, referral)
+    geom = router.extent_to_store(extent, crs)
+    lon, lat = route["point"]["cgcs2000"]
+    coords = shapely.get_coordinates(geom)
+    reach = float(distance_m(lon, lat, coords[:, 0], coords[:, 1]).max()) if len(coords) else 0.0
+    # A disc around the centre that holds the whole extent and its margin, then the real
+    # distance to the extent.
+    near = EntityIndex.of(router).near(lon, lat, reach + NEARBY_RADIUS_M, limit=1_000_000)
+    if len(near):
+        dist = np.round(distance_to_geometry_m(geom, near["lon"], near["lat"]), 0)
+        near = near.assign(distance_m=dist)[dist <= NEARBY_RADIUS_M]
+        near = near.sort_values(["distance_m", "id"]).head(30).reset_index(drop=True)
+    dups = possible_duplicates(store, lon, lat, category=category,
+                               radius_m=reach + DUPLICATE_RADIUS_M, now=now)
+    if len(dups):
+        cases = store.incidents().set_index("id").loc[dups["id"]]
+        dist = np.round(distance_to_geometry_m(geom, cases.geometry.x.to_numpy(),
+                                               cases.geometry.y.to_numpy()), 0)
+        dups = dups.assign(distance_m=dist)[dist <= DUPLICATE_RADIUS_M]
+        dups = dups.sort_values(["same_category", "distance_m"], ascending=[False, True])
+        dups = dups.reset_index(drop=True)
+    return IntakeAnswer(route, cat, referral, near, dups), geom

@@ -63,6 +63,24 @@ class Router:
             system = parse_crs(crs)
         except CrsError as exc:
             raise RoutingInputError(str(exc)) from exc
+        geom = self.extent_to_store(geometry, system)
+        res = self.resolver.resolve_extent(geom)
+        centre = shapely.centroid(geom)
+        given = _as_geometry(geometry)
+        point = {
+            "input": {"extent": shapely.to_wkt(given, rounding_precision=8), "crs": system.key},
+            "cgcs2000": [round(centre.x, 8), round(centre.y, 8)],
+            "wgs84": [round(centre.x, 8), round(centre.y, 8)],
+        }
+        return self.writer.answer(res, point)
+
+    @staticmethod
+    def extent_to_store(geometry, crs="wgs84"):
+        """A line or area (WKT, GeoJSON mapping or shapely) in `crs` -> shapely in EPSG:4490."""
+        try:
+            system = parse_crs(crs)
+        except CrsError as exc:
+            raise RoutingInputError(str(exc)) from exc
         geom = _as_geometry(geometry)
         if geom is None or geom.is_empty or not geom.is_valid:
             raise RoutingInputError("事件范围不是有效的线或面")
@@ -70,18 +88,11 @@ class Router:
         def convert(coords: np.ndarray) -> np.ndarray:
             return np.column_stack(to_store(coords[:, 0], coords[:, 1], system))
 
-        geom = shapely.transform(geom, convert)
-        res = self.resolver.resolve_extent(geom)
-        centre = shapely.centroid(geom)
-        point = {
-            "input": {"extent_wkt": geom.wkt[:2000], "crs": system.key},
-            "cgcs2000": [round(centre.x, 8), round(centre.y, 8)],
-            "wgs84": [round(centre.x, 8), round(centre.y, 8)],
-        }
-        return self.writer.answer(res, point)
+        return shapely.transform(geom, convert)
 
 
 def _as_geometry(value):
+    """A geometry from WKT, a GeoJSON mapping or a shapely geometry (None if none of them)."""
     if isinstance(value, shapely.Geometry):
         return value
     try:

@@ -9,6 +9,8 @@ and reason; the current state of a case is its latest event. Nothing is edited i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -64,6 +66,20 @@ CATEGORIES_ZH = {
     "ecology": "生态",
     "other": "其他",
 }
+# The configurable category table (grids/categories.csv) names every category, partner ones
+# included; the short names above are what complaint exports often use.
+CATEGORY_TABLE = Path(__file__).resolve().parent.parent / "grids" / "categories.csv"
+
+
+@lru_cache(maxsize=1)
+def category_labels() -> dict[str, str]:
+    labels = dict(CATEGORIES_ZH)
+    if CATEGORY_TABLE.exists():
+        table = pd.read_csv(CATEGORY_TABLE, dtype=str, keep_default_na=False)
+        labels.update(zip(table["key"], table["label_zh"], strict=True))
+    return labels
+
+
 STATUSES_ZH = {
     "reported": "已受理",
     "dispatched": "已派遣",
@@ -110,7 +126,7 @@ def current_state(incidents: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame
     out["status_since"] = latest(entered, out["reported_at"])
     out["assigned_grid_code"] = latest(grid, out["grid_code"])
     out["assigned_bureau_code"] = latest(bureau, out["bureau_code"])
-    out["category_zh"] = out["category"].map(CATEGORIES_ZH).fillna(out["category"])
+    out["category_zh"] = out["category"].map(category_labels()).fillna(out["category"])
     out["status_zh"] = out["status"].map(STATUSES_ZH).fillna(out["status"])
     return out
 

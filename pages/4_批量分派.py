@@ -12,7 +12,8 @@ import streamlit as st
 
 from geo.crs import CrsError
 from grids.batch import BatchInputError
-from ui import batch, cards, export, intake, page, state
+from layers import spreadsheet
+from ui import batch, cards, intake, page, state
 
 st.set_page_config(page_title="批量分派 · 南通市生态环境执法网格地图", page_icon="🗂️",
                    layout="wide")
@@ -87,10 +88,10 @@ with side:
         st.caption("地图上蓝点为明确、玫红点为存在歧义、灰点为不在辖区内。")
         stem = result.name.rsplit(".", 1)[0]
         st.download_button("下载 Excel（含分派结果）", lambda: batch.excel(result),
-                           file_name=f"{stem}_分派结果.xlsx", mime=export.XLSX_MIME,
+                           file_name=f"{stem}_分派结果.xlsx", mime=spreadsheet.XLSX_MIME,
                            type="primary", width="stretch", key="bt_xlsx")
         st.download_button("下载 CSV", lambda: batch.csv(result),
-                           file_name=f"{stem}_分派结果.csv", mime=export.CSV_MIME,
+                           file_name=f"{stem}_分派结果.csv", mime=spreadsheet.CSV_MIME,
                            width="stretch", key="bt_csv")
 
 if result is not None:

@@ -176,3 +176,18 @@ def test_complaint_batch_with_chinese_headers_and_row_crs(desk):
     assert list(t["route_grid_code"][:3]) == ["320901002800001"] * 3
     assert "swapped" in t.loc[2, "route_flags"]
     assert list(t["route_status"][3:]) == ["error", "error"]
+
+
+def test_extent_intake_and_its_case_record(desk):
+    from grids.intake import intake_extent
+
+    store, router = desk
+    river = "LINESTRING (120.65 32.15, 120.75 32.15)"
+    answer, geom = intake_extent(router, store, river, category="water")
+    assert answer.route["bureau"]["level"] == "municipal"
+    assert geom.geom_type == "LineString"
+    cid = create_incident(store, answer.route, {"category": "water", "extent_wkt": geom.wkt},
+                          "调度员甲")
+    case = store.incidents().set_index("id").loc[cid]
+    assert case["extent_wkt"].startswith("LINESTRING") and pd.isna(case["given_x"])
+    assert case["bureau_code"] == "B-M" and cid.startswith("12369-")

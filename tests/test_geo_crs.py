@@ -264,3 +264,9 @@ def test_coord_system_is_frozen_and_hashable():
         system.key = "x"  # type: ignore[misc]
     assert {system: 1}[CoordSystem("EPSG:4549", system.label_zh, False)] == 1
     assert GCJ02.epsg is None and WGS84.epsg == 4326 and CGCS2000.epsg == 4490
+
+
+@pytest.mark.parametrize("name", ["北京54", "西安80坐标系", "Beijing 1954", "西安1980"])
+def test_old_datums_named_in_words_are_refused_with_the_reason(name):
+    with pytest.raises(CrsError, match="旧大地基准"):
+        parse_crs(name)

@@ -20,11 +20,11 @@ from geo.crs import from_store
 from grids.batch import assign, header_crs, header_key
 from grids.cases import create_incident, transition
 from grids.routing import Router
+from layers import spreadsheet
 from layers.importer import import_path
 from layers.store import open_store
 from tests import world
 from tests.browser import ROOT, XSS_NAME, build_map_world
-from ui import export
 
 INTAKE, CASES, BATCH = "pages/2_受理.py", "pages/3_案件.py", "pages/4_批量分派.py"
 A2_SOUTH = "320901002001001"  # the grid of world.P["a2_plain"]; worker 网格员3, 13800000003
@@ -485,7 +485,7 @@ def test_xlsx_writer_round_trip():
         "小数": [1.5, float("nan"), -2.25, 1e-9, 3.0, float("inf")],
         "布尔": [True, False, True, False, True, False],
     })
-    wb = load_workbook(io.BytesIO(export.xlsx_bytes({"表/1": frame, "表:1": frame})))
+    wb = load_workbook(io.BytesIO(spreadsheet.xlsx_bytes({"表/1": frame, "表:1": frame})))
     assert wb.sheetnames == ["表_1", "表_1(2)"]
     ws = wb.worksheets[0]
     values = [[c.value for c in row] for row in ws.iter_rows(min_row=2)]
@@ -499,7 +499,7 @@ def test_xlsx_writer_round_trip():
 
 def test_csv_guard_leaves_numbers_alone():
     frame = pd.DataFrame({"a": ["=SUM(A1)", "+1", "-x", "@x", "-1.5", "正常"], "n": range(6)})
-    back = pd.read_csv(io.BytesIO(export.csv_bytes(frame)), encoding="utf-8-sig", dtype=str)
+    back = pd.read_csv(io.BytesIO(spreadsheet.csv_bytes(frame)), encoding="utf-8-sig", dtype=str)
     assert list(back["a"]) == ["'=SUM(A1)", "'+1", "'-x", "'@x", "-1.5", "正常"]
 
 

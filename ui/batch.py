@@ -17,8 +17,9 @@ from jinja2 import Template
 from grids.batch import ID_NAMES, BatchResult, assign, header_key, read_rows
 from grids.flow import load_categories
 from grids.routing import Router
+from layers import spreadsheet
 from layers.incidents import CATEGORIES_ZH
-from ui import assets, cards, export
+from ui import assets, cards
 from ui.basemap import Basemap
 
 MAX_ON_MAP = 5000
@@ -161,11 +162,11 @@ def field_notes(table: pd.DataFrame) -> pd.DataFrame:
 
 def excel(batch: Batch) -> bytes:
     t = batch.result.table
-    return export.xlsx_bytes({"分派结果": t, "字段说明": field_notes(t)})
+    return spreadsheet.xlsx_bytes({"分派结果": t, "字段说明": field_notes(t)})
 
 
 def csv(batch: Batch) -> bytes:
-    return export.csv_bytes(batch.result.table)
+    return spreadsheet.csv_bytes(batch.result.table)
 
 
 def overlay(batch: Batch, basemap: Basemap) -> tuple[folium.FeatureGroup, int]:

@@ -21,17 +21,15 @@ import pandas as pd
 import shapely
 import streamlit as st
 
-from geo.crs import CrsError, common_systems, metric_transformer, parse_crs, to_store
-from geo.disc import accuracy_disc, distance_m
+from geo.crs import CrsError, common_systems, parse_crs, to_store
+from geo.disc import accuracy_disc
 from geo.parse import CoordinateParseError, parse_coordinate_text
 from grids.flow import load_categories, load_sources
 from grids.intake import (
-    DUPLICATE_RADIUS_M,
-    NEARBY_RADIUS_M,
-    EntityIndex,
+    NEARBY_RADIUS_M,  # noqa: F401  (the intake page says how far it looked)
     IntakeAnswer,
     intake,
-    possible_duplicates,
+    intake_extent,
 )
 from grids.routing import Router, RoutingInputError
 from layers.search import Hit
@@ -291,7 +289,8 @@ def answer(router: Router, store, loc: Located, accuracy_m: float, category: str
     desk = Desk(loc)
     try:
         if loc.is_extent:
-            desk.answer, desk.extent_store = extent_intake(router, store, loc, category)
+            desk.answer, desk.extent_store = intake_extent(router, store, loc.extent,
+                                                           crs=loc.crs, category=category)
         else:
             desk.answer = intake(router, store, loc.x, loc.y, crs=loc.crs,
                                  accuracy_m=float(accuracy_m), category=category)
@@ -319,54 +318,6 @@ def map_view(basemap: Basemap) -> dict | None:
             ss["_in_view_now"] = new_view(point=wanted["point"], zoom=wanted["zoom"],
                                           basemap=basemap)
     return ss.get("_in_view_now")
-
-
-def extent_to_store(loc: Located):
-    geom = shapely.from_wkt(loc.extent)
-    return shapely.transform(geom, lambda xy: np.column_stack(to_store(xy[:, 0], xy[:, 1],
-                                                                       loc.crs)))
-
-
-def _metres_to(geom_store, lon, lat) -> np.ndarray:
-    """Distances (m) from points to a line/area, in the city's Gauss–Krüger plane."""
-    fwd, _ = metric_transformer()
-    metric = shapely.transform(geom_store, lambda xy: np.column_stack(
-        fwd.transform(xy[:, 0], xy[:, 1])))
-    px, py = fwd.transform(np.asarray(lon, float), np.asarray(lat, float))
-    return np.round(shapely.distance(metric, shapely.points(px, py)), 0)
-
-
-def extent_intake(router: Router, store, loc: Located, category: str
-                  ) -> tuple[IntakeAnswer, object]:
-    """The intake answer for a line or an area: routed as an extent (cross-county → municipal
-    bureau), entities and open cases within 1 km of the extent itself."""
-    cat = load_categories()[category]
-    route = router.route_extent(loc.extent, loc.crs)
-    referral = cat.agency_zh if cat.handler == "partner" else None
-    if referral:
-        route["reasons"].insert(0, f"事件类别“{cat.label_zh}”：{cat.note_zh or '移交' + referral}")
-    geom = extent_to_store(loc)
-    lon, lat = route["point"]["cgcs2000"]
-    coords = shapely.get_coordinates(geom)
-    reach = float(distance_m(lon, lat, coords[:, 0], coords[:, 1]).max()) if len(coords) else 0.0
-    # A disc around the centre that holds the whole extent and its 1 km margin, then the real
-    # distance to the extent.
-    near = EntityIndex.of(router).near(lon, lat, reach + NEARBY_RADIUS_M, limit=1_000_000)
-    if len(near):
-        near = near.assign(distance_m=_metres_to(geom, near["lon"], near["lat"]))
-        near = near[near["distance_m"] <= NEARBY_RADIUS_M]
-        near = near.sort_values(["distance_m", "id"]).head(30).reset_index(drop=True)
-    dups = possible_duplicates(store, lon, lat, category=category,
-                               radius_m=reach + DUPLICATE_RADIUS_M)
-    if len(dups):
-        cases = store.incidents().set_index("id")
-        where = cases.loc[dups["id"]]
-        dups = dups.assign(distance_m=_metres_to(geom, where.geometry.x.to_numpy(),
-                                                 where.geometry.y.to_numpy()))
-        dups = dups[dups["distance_m"] <= DUPLICATE_RADIUS_M]
-        dups = dups.sort_values(["same_category", "distance_m"], ascending=[False, True])
-        dups = dups.reset_index(drop=True)
-    return IntakeAnswer(route, cat, referral, near, dups), geom
 
 
 # -- what the page shows --------------------------------------------------------------------------
