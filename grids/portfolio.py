@@ -106,7 +106,10 @@ def open_incidents(store) -> pd.DataFrame:
         return _empty_incidents()
     frame = frame[frame["status"] != "closed"].copy()
     grid = frame["assigned_grid_code"] if "assigned_grid_code" in frame else frame["grid_code"]
-    frame["grid"] = grid.fillna("").astype(str)
+    grid = grid.fillna("").astype(str)
+    # An ambiguous location has no grid until a dispatcher assigns one: say so, not nothing.
+    pending = (grid == "") & (frame.get("route_status", "") == "ambiguous")
+    frame["grid"] = grid.where(~pending, "待人工确认（位置存在歧义）")
     if "status_zh" not in frame:
         frame["status_zh"] = frame["status"].map(STATUS_ZH).fillna(frame["status"])
     if "category_zh" not in frame:
