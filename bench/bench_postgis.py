@@ -33,6 +33,7 @@ from layers.postgis import (
     _MANY_POINTS_SQL,
     PostgisFinder,
     migrate,
+    set_batch_parallelism,
 )
 from layers.schema import ROUTING_LAYERS
 from layers.store import open_store
@@ -82,12 +83,7 @@ def run(url: str, args) -> None:
     conn = pg.conn
     with conn, conn.cursor() as cur:
         t_load, (points, _) = timed(lambda: PostgisFinder.load_queries(cur, queries))
-        for setting in (
-            "parallel_setup_cost",
-            "parallel_tuple_cost",
-            "min_parallel_table_scan_size",
-        ):
-            cur.execute(f"SET LOCAL {setting} = 0")  # as the batch path does
+        set_batch_parallelism(cur)  # as the batch path does
         sql = "CREATE TEMP TABLE hits AS " + _MANY_POINTS_SQL.format(points=points)
         t_join, _ = timed(lambda: cur.execute(sql, {"gen": gen}))
         sql = "CREATE TEMP TABLE hits_parts AS " + _FEW_POINTS_SQL.format(points=points)
