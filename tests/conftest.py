@@ -104,3 +104,20 @@ def sample_store(tmp_path_factory) -> Path:
 def gridmap_exe() -> str:
     exe = Path(sys.executable).with_name("gridmap")
     return str(exe) if exe.exists() else shutil.which("gridmap") or "gridmap"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright. Missing, it is a failure, never a skip: the
+    test command installs it."""
+    from tests.browser import chromium_missing, launch
+
+    why = chromium_missing()
+    if why:
+        pytest.fail(why)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = launch(pw)
+        yield b
+        b.close()

@@ -14,14 +14,11 @@ from tests.browser import (
     XSS_NAME,
     AppServer,
     build_map_world,
-    chromium_missing,
     is_local,
-    launch,
     page_point,
     wait_for_map,
 )
 
-pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 SHOTS = ARTIFACTS / "browser"
 # Points with no marker on them (a click on a marker opens its popup instead of routing).
 A2_OPEN = (120.665, 32.06)  # grid 320901002001001, county bureau
@@ -32,16 +29,6 @@ ON_COUNTY_BORDER = (120.7, 32.05)
 def server(tmp_path_factory):
     with AppServer(build_map_world(tmp_path_factory.mktemp("browser"))) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
 
 
 class Visit:

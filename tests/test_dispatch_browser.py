@@ -19,15 +19,12 @@ from tests.browser import (
     ARTIFACTS,
     AppServer,
     build_map_world,
-    chromium_missing,
     is_local,
-    launch,
     page_point,
     wait_for_map,
 )
 from tests.test_intake_page import complaint_csv
 
-pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 SHOTS = ARTIFACTS / "dispatch"
 A2_SOUTH = "320901002001001"
 
@@ -36,16 +33,6 @@ A2_SOUTH = "320901002001001"
 def server(tmp_path_factory):
     with AppServer(build_map_world(tmp_path_factory.mktemp("dispatch"))) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
 
 
 class Desk:
