@@ -133,7 +133,7 @@ class AnswerWriter:
             body["reasons"] = [
                 f"位置存在歧义：共有 {len(parts)} 种可能的归属，请逐一核实，不能自动指定。"
             ]
-        all_flags = list(dict.fromkeys([*flags, *res.extra_flags, *body["flags"]]))
+        all_flags = list(dict.fromkeys([*flags, *body["flags"]]))
         out = {
             "status": status,
             "status_zh": STATUS_ZH[status],

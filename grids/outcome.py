@@ -34,15 +34,9 @@ class Resolution:
     """All distinct outcomes for one location; more than one means 'ambiguous'."""
 
     outcomes: tuple[Outcome, ...]
-    extra_flags: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:
         if all(o.outside for o in self.outcomes):
             return "outside"
         return "ok" if len(self.outcomes) == 1 else "ambiguous"
-
-    def common(self, attr: str):
-        """The value every outcome agrees on, else None."""
-        values = {getattr(o, attr) for o in self.outcomes}
-        return values.pop() if len(values) == 1 else None

@@ -42,10 +42,6 @@ KIND_ZH = {
     "dev_zone_national": "国家级开发区",
     "dev_zone_provincial": "省级开发区",
     "other": "园区",
-    "municipal": "市局",
-    "county": "县（市）、区局",
-    "numbered": "编号执法局",
-    "park_level": "园区执法局",
 }
 
 Sets = tuple[tuple[int, ...], ...]
