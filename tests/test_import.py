@@ -265,3 +265,14 @@ def test_entity_without_permit_is_kept_and_a_wrong_class_is_refused(store, files
     ents.to_csv(files / "entities.csv", index=False)
     message = refused(store, files)
     assert "特许经营" in message and "permit_class" in message
+
+
+def test_kml_parks_with_their_name_element(store, files):
+    """KML keeps the name in its <name> element (GDAL: Name): matched case-insensitively."""
+    (files / "parks.geojson").unlink()
+    world.layers()["parks"].to_file(files / "parks.kml", driver="KML")
+    report = import_path(store, files)
+    assert "parks.kml" in report.files["parks"]
+    parks = store.snapshot()["parks"].set_index("code")
+    assert parks.loc["P2", "name"] == "甲化工园区" and parks.loc["P2", "kind"] == "chemical_park"
+    assert Router(store).route(*world.P["chemical"])["park"]["code"] == "P2"
