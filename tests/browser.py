@@ -201,3 +201,46 @@ def is_local(url: str, port: int) -> bool:
 
     parts = urlparse(url)
     return parts.hostname in ("127.0.0.1", "localhost") and parts.port == port
+
+
+class Tab:
+    """A page in a fresh browser context that keeps every request (websocket included), every
+    message sent on the websocket (each one a script rerun), every dialog (a script run from
+    the data) and every script error, so a test can prove none of them happened."""
+
+    def __init__(self, browser, server: AppServer, shots: Path, height: int = 1000) -> None:
+        self.server = server
+        self.shots = shots
+        self.context = browser.new_context(viewport={"width": 1440, "height": height},
+                                           locale="zh-CN", accept_downloads=True)
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.sent: list[float] = []
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("websocket", self._websocket)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", self._dialog)
+
+    def _websocket(self, ws) -> None:
+        self.requests.append(ws.url)
+        ws.on("framesent", lambda _payload: self.sent.append(time.monotonic()))
+
+    def _dialog(self, d) -> None:
+        self.dialogs.append(d.message)
+        d.dismiss()
+
+    def open(self, path: str = ""):
+        self.page.goto(self.server.url + path)
+        return wait_for_map(self.page, timeout_s=60)
+
+    def shot(self, name: str) -> None:
+        self.shots.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(self.shots / f"{name}.png"))
+
+    def check_clean(self) -> None:
+        outside = [u for u in self.requests if not is_local(u, self.server.port)]
+        assert not outside, f"requests leaving the host: {outside}"
+        assert not self.dialogs, f"a script ran from the data: {self.dialogs}"
+        assert not self.errors, self.errors

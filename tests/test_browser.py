@@ -13,10 +13,9 @@ from tests.browser import (
     ARTIFACTS,
     XSS_NAME,
     AppServer,
+    Tab,
     build_map_world,
-    is_local,
     page_point,
-    wait_for_map,
 )
 
 SHOTS = ARTIFACTS / "browser"
@@ -31,46 +30,11 @@ def server(tmp_path_factory):
         yield s
 
 
-class Visit:
-    """A page in a fresh browser context, with every request, dialog and script error kept."""
+class Visit(Tab):
+    """A map page in a fresh browser context."""
 
     def __init__(self, browser, server) -> None:
-        self.server = server
-        self.context = browser.new_context(viewport={"width": 1440, "height": 1000},
-                                           locale="zh-CN")
-        self.page = self.context.new_page()
-        self.requests: list[str] = []
-        self.dialogs: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.sent: list[float] = []  # times of websocket messages to the server (reruns)
-
-        def websocket(ws):
-            self.requests.append(ws.url)
-            ws.on("framesent", lambda _payload: self.sent.append(time.monotonic()))
-
-        self.page.on("websocket", websocket)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-        def dialog(d):
-            self.dialogs.append(d.message)
-            d.dismiss()
-
-        self.page.on("dialog", dialog)
-
-    def open(self, path: str = ""):
-        self.page.goto(self.server.url + path)
-        return wait_for_map(self.page, timeout_s=60)
-
-    def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
-
-    def check_clean(self) -> None:
-        outside = [u for u in self.requests if not is_local(u, self.server.port)]
-        assert not outside, f"requests leaving the host: {outside}"
-        assert not self.dialogs, f"a script ran from the data: {self.dialogs}"
-        assert not self.errors, self.errors
+        super().__init__(browser, server, SHOTS)
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from tests import world
 from tests.browser import (
     ARTIFACTS,
     AppServer,
+    Tab,
     build_map_world,
-    is_local,
     page_point,
     wait_for_map,
 )
@@ -38,30 +38,11 @@ def server(tmp_path_factory):
         yield s
 
 
-class Desk:
-    """A dispatcher's browser tab; every request, dialog and script error is kept."""
+class Desk(Tab):
+    """A dispatcher's browser tab."""
 
     def __init__(self, browser, server) -> None:
-        self.server = server
-        self.context = browser.new_context(viewport={"width": 1440, "height": 1400},
-                                           locale="zh-CN", accept_downloads=True)
-        self.page = self.context.new_page()
-        self.requests: list[str] = []
-        self.dialogs: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("websocket", lambda ws: self.requests.append(ws.url))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-        def dialog(d):
-            self.dialogs.append(d.message)
-            d.dismiss()
-
-        self.page.on("dialog", dialog)
-
-    def open(self, path: str):
-        self.page.goto(self.server.url + path)
-        return wait_for_map(self.page, timeout_s=60)
+        super().__init__(browser, server, SHOTS, height=1400)
 
     def choose(self, label: str, typed: str, option: str) -> None:
         """Pick an option of a Streamlit selectbox by typing part of it."""
@@ -72,16 +53,6 @@ class Desk:
 
     def textbox(self, name: str):
         return self.page.get_by_role("textbox", name=name, exact=True)
-
-    def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
-
-    def check_clean(self) -> None:
-        outside = [u for u in self.requests if not is_local(u, self.server.port)]
-        assert not outside, f"requests leaving the host: {outside}"
-        assert not self.dialogs, self.dialogs
-        assert not self.errors, self.errors
 
 
 @pytest.fixture
