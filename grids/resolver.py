@@ -54,7 +54,7 @@ class Resolver:
         self.precedence = Precedence.from_frame(snapshot.layers.get("precedence"))
         # Plain lists per column: the rules run once per distinct place, pandas lookups would
         # dominate their cost.
-        t = {name: _columns(frame) for name, frame in snapshot.layers.items()}
+        t = {name: _columns(snapshot.layers[name]) for name in (*ROUTING_LAYERS, "bureaus")}
         self.counties, self.townships, self.grids = t["counties"], t["townships"], t["grids"]
         self.parks, self.seas, self.bureaus = t["parks"], t["sea_areas"], t["bureaus"]
         self.jurisdictions = t["jurisdictions"]
