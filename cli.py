@@ -11,13 +11,25 @@ import time
 from pathlib import Path
 
 from geo.crs import CrsError
+from grids.access import ROLES_ZH, Actor, PermissionDenied
+from grids.accounts import AuthError
 from grids.batch import BatchInputError, assign, read_rows, write_result
+from grids.flow import CaseError
 from grids.routing import Router, RoutingInputError
 from layers.problems import ImportFailed
-from layers.store import DEFAULT_STORE, StoreError, is_postgres_url, open_store, store_url
+from layers.store import (
+    DEFAULT_STORE,
+    AuditQuery,
+    StoreError,
+    is_postgres_url,
+    open_store,
+    redact_url,
+    store_url,
+)
 
 SAMPLE_DIR = DEFAULT_STORE.parent / "sample"
-USER_ERRORS = (StoreError, ImportFailed, RoutingInputError, BatchInputError, CrsError)
+USER_ERRORS = (StoreError, ImportFailed, RoutingInputError, BatchInputError, CrsError,
+               PermissionDenied, AuthError, CaseError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
         "（默认取 GRIDMAP_STORE、DATABASE_URL 或 data/gridmap.gpkg）",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    # --store is accepted after the subcommand as well (`gridmap route … --store x.gpkg`).
+    store_opt = argparse.ArgumentParser(add_help=False)
+    store_opt.add_argument("--store", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_parser = sub.add_parser
+
+    def with_store(name: str, **kwargs):
+        return add_parser(name, parents=[store_opt], **kwargs)
+
+    sub.add_parser = with_store  # type: ignore[method-assign]
 
     p = sub.add_parser("demo", help="生成南通示例数据并导入数据库")
     p.add_argument("--out", type=Path, default=SAMPLE_DIR, help="示例数据文件目录")
@@ -84,58 +105,243 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("db", help="PostGIS 数据库管理")
     p.add_argument("action", choices=["init"], help="init：创建或升级数据库结构（可重复执行）")
+    p.add_argument("--app-role", default="gridmap_app",
+                   help="应用运行账号（只能追加记录，不能修改、删除或清空；默认 gridmap_app）")
+    p.add_argument("--app-password-stdin", action="store_true",
+                   help="从标准输入读取运行账号的密码")
     p.set_defaults(func=cmd_db)
 
     p = sub.add_parser("layers", help="列出已加载的图层、数量和版本")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("serve", help="启动网页（登录后使用）")
+    p.add_argument("--host", default="127.0.0.1", help="监听地址（默认仅本机 127.0.0.1）")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("user", help="用户管理：新增、改密、停用、列表")
+    usub = p.add_subparsers(dest="user_command", required=True)
+    q = usub.add_parser("add", help="新增用户（密码从标准输入读取：非终端时第二行为确认）")
+    q.add_argument("login")
+    q.add_argument("--role", required=True, choices=list(ROLES_ZH),
+                   help="；".join(f"{k}：{v}" for k, v in ROLES_ZH.items()))
+    q.add_argument("--worker", default="", help="网格员/网格长的花名册编号")
+    q.add_argument("--bureau", default="", help="执法局人员所属执法机构编码")
+    q.add_argument("--name", default="", help="姓名")
+    q.set_defaults(func=cmd_user_add)
+    q = usub.add_parser("passwd", help="修改密码（从标准输入读取）")
+    q.add_argument("login")
+    q.set_defaults(func=cmd_user_passwd)
+    q = usub.add_parser("disable", help="停用用户（立即退出其所有会话）")
+    q.add_argument("login")
+    q.set_defaults(func=cmd_user_disable)
+    q = usub.add_parser("enable", help="重新启用用户")
+    q.add_argument("login")
+    q.set_defaults(func=cmd_user_enable)
+    q = usub.add_parser("list", help="列出用户")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_user_list)
+
+    p = sub.add_parser("audit", help="审计记录：校验哈希链、查询、导出")
+    asub = p.add_subparsers(dest="audit_command", required=True)
+    q = asub.add_parser("verify", help="校验审计哈希链，指出第一条被修改、删除或重排的记录")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_audit_verify)
+    q = asub.add_parser("list", help="查询审计记录（最新在前）")
+    q.add_argument("--actor")
+    q.add_argument("--action")
+    q.add_argument("--target")
+    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_audit_list)
     return parser
 
 
+def _service(args, create: bool = False):
+    from grids.service import Gridmap
+
+    return Gridmap(args.store, create=create)
+
+
+def _read_password(confirm: bool = True) -> str:
+    """The password from standard input: asked twice on a terminal; from a pipe, the first
+    line (and a second line, when given, must match it). Never echoed, logged or stored."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("密码：")
+        if confirm and getpass.getpass("再次输入密码：") != first:
+            raise AuthError("两次输入的密码不一致")
+        return first
+    lines = sys.stdin.read().splitlines()
+    if not lines:
+        raise AuthError("没有从标准输入读到密码")
+    if len(lines) > 1 and lines[1] and lines[1] != lines[0]:
+        raise AuthError("两次输入的密码不一致")
+    return lines[0]
+
+
+def cmd_user_add(args) -> int:
+    svc = _service(args)
+    try:
+        user = svc.add_user(Actor.local_admin(), args.login, args.role, _read_password(),
+                            name=args.name, worker_id=args.worker, bureau_code=args.bureau)
+    finally:
+        svc.close()
+    print(f"已新增用户 {user.login}（{ROLES_ZH[user.role]}）")
+    return 0
+
+
+def cmd_user_passwd(args) -> int:
+    svc = _service(args)
+    try:
+        svc.set_password(Actor.local_admin(), args.login, _read_password())
+    finally:
+        svc.close()
+    print(f"已修改用户 {args.login} 的密码，其所有会话已退出")
+    return 0
+
+
+def cmd_user_disable(args) -> int:
+    svc = _service(args)
+    try:
+        svc.set_disabled(Actor.local_admin(), args.login, True)
+    finally:
+        svc.close()
+    print(f"已停用用户 {args.login}，其所有会话已退出")
+    return 0
+
+
+def cmd_user_enable(args) -> int:
+    svc = _service(args)
+    try:
+        svc.set_disabled(Actor.local_admin(), args.login, False)
+    finally:
+        svc.close()
+    print(f"已启用用户 {args.login}")
+    return 0
+
+
+def cmd_user_list(args) -> int:
+    svc = _service(args)
+    try:
+        users = svc.users(Actor.local_admin())
+    finally:
+        svc.close()
+    if args.json:
+        print(json.dumps([u.__dict__ for u in users], ensure_ascii=False, indent=2))
+        return 0
+    if not users:
+        print("还没有用户。用 `gridmap user add LOGIN --role admin` 新增第一个管理员。")
+    for u in users:
+        state = "已停用" if u.disabled else ("已锁定" if u.locked_until else "正常")
+        link = f" 花名册 {u.worker_id}" if u.worker_id else (
+            f" 执法机构 {u.bureau_code}" if u.bureau_code else "")
+        print(f"{u.login}\t{ROLES_ZH.get(u.role, u.role)}\t{u.name}\t{state}{link}")
+    return 0
+
+
+def cmd_audit_verify(args) -> int:
+    svc = _service(args)
+    try:
+        result = svc.audit_verify(Actor.local_admin())
+    finally:
+        svc.close()
+    if args.json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    elif result.ok:
+        print(f"审计链完整：共 {result.entries} 条，末条序号 {result.head_seq}，"
+              f"末条哈希 {result.head_hash}（可另行记录以便日后核对）")
+    else:
+        print(f"审计链被破坏：{result.problem_zh}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_audit_list(args) -> int:
+    svc = _service(args)
+    try:
+        rows = svc.audit_entries(Actor.local_admin(), AuditQuery(
+            actor=args.actor, action=args.action, target=args.target, limit=args.limit))
+    finally:
+        svc.close()
+    if args.json:
+        print(rows.to_json(orient="records", force_ascii=False, indent=2))
+        return 0
+    from layers.audit import ACTIONS_ZH, beijing
+
+    for r in rows.itertuples(index=False):
+        print(f"{r.seq:>6}  {beijing(r.at)}  {r.actor}  {ACTIONS_ZH.get(r.action, r.action)}"
+              f"  {r.target}  {r.detail}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from ui.server import serve
+
+    serve(store_url(args.store), host=args.host, port=args.port)
+    return 0
+
+
 def cmd_demo(args) -> int:
+    from grids.demo_users import add_demo_users
+
     from layers.demo import build_sample
-    from layers.importer import import_path
 
     url = store_url(args.store)
+    shown = redact_url(url)
     if is_postgres_url(url):
         store = open_store(url)
         has_data = bool(store.generations())
         store.close()
         if has_data:
-            raise StoreError(f"PostGIS 数据库 {url} 已有数据：示例数据只导入空库，请换一个新库")
+            raise StoreError(f"PostGIS 数据库 {shown} 已有数据：示例数据只导入空库，请换一个新库")
     elif Path(url).exists():
         store = open_store(url)
         has_data = bool(store.generations())
         store.close()
         if has_data and not args.force:
-            raise StoreError(f"数据库 {url} 已有数据；如确要用示例数据重建，请加 --force")
+            raise StoreError(f"数据库 {shown} 已有数据；如确要用示例数据重建，请加 --force")
         Path(url).unlink()
     from grids.cases import load_incident_file
 
     started = time.perf_counter()
     counts = build_sample(args.out, seed=args.seed)
-    store = open_store(url, create=True)
+    # Built under a temporary name and renamed when complete: a killed build never leaves a
+    # half-built store that the next `make run` would take as done.
+    work = url if is_postgres_url(url) else str(Path(url).with_name(Path(url).name + ".building"))
+    if not is_postgres_url(url):
+        Path(work).unlink(missing_ok=True)
+    svc = _service(argparse.Namespace(store=work), create=True)
     try:
-        report = import_path(store, args.out, note="南通示例数据（合成，仅供演示）")
+        report = svc.import_layers(Actor.local_admin(), args.out,
+                                   note="南通示例数据（合成，仅供演示）")
+        store = svc.store()
         loaded, bad = load_incident_file(
             store, Router(store), args.out / "incidents.csv", actor="示例数据"
         )
+        users = add_demo_users(svc, Actor.local_admin())
     finally:
-        store.close()
+        svc.close()
+    if not is_postgres_url(url):
+        os.replace(work, url)
     print(f"已生成示例数据：{args.out}")
     for name, count in counts.items():
         print(f"  {name:14s} {count:>7,d}")
     print(
-        f"已导入 {url}，版本 {report.generation.id}；示例事件 {loaded} 件，"
+        f"已导入 {shown}，版本 {report.generation.id}；示例事件 {loaded} 件，"
         f"用时 {time.perf_counter() - started:.1f} 秒"
     )
+    print("演示账号（仅供演示，正式使用前请用 `gridmap user disable` 停用）：")
+    for login, role, password in users:
+        print(f"  {login:18s} {ROLES_ZH[role]:10s} 密码 {password}")
     for row, reason in bad:
         print(f"  示例事件第 {row + 2} 行未能登记：{reason}", file=sys.stderr)
     return 0
 
 
 def cmd_db(args) -> int:
-    from layers.postgis import migrate
+    from layers.postgis import grant_runtime, migrate
 
     url = store_url(args.store)
     if not is_postgres_url(url):
@@ -145,19 +351,23 @@ def cmd_db(args) -> int:
         print("已执行数据库迁移：" + "、".join(applied))
     else:
         print("数据库结构已是最新，无需迁移")
+    password = _read_password(confirm=False) if args.app_password_stdin else None
+    grant_runtime(url, args.app_role, password)
+    print(f"运行账号 {args.app_role}：可读全部数据，只能追加案件与审计记录（不能修改、删除、"
+          "清空或停用触发器）。网页和命令行请用该账号连接，例如 "
+          f"postgresql://{args.app_role}:***@主机/{url.rsplit('/', 1)[-1].split('?')[0]}")
     return 0
 
 
 def cmd_import(args) -> int:
-    from layers.importer import import_path
-
-    url = store_url(args.store)
-    store = open_store(url, create=True)
+    svc = _service(args, create=True)
     try:
-        report = import_path(store, args.path, crs=args.crs, encoding=args.encoding, note=args.note)
+        report = svc.import_layers(Actor.local_admin(), args.path, crs=args.crs,
+                                   encoding=args.encoding, note=args.note)
     finally:
-        store.close()
-    print(f"导入成功：{url}，新版本 {report.generation.id}（{report.generation.created_at}）")
+        svc.close()
+    print(f"导入成功：{redact_url(svc.url)}，新版本 {report.generation.id}"
+          f"（{report.generation.created_at}）")
     for name, count in report.counts.items():
         print(f"  {name:14s} {count:>7,d}  {report.files[name]}")
     for warning in report.warnings:
@@ -166,8 +376,12 @@ def cmd_import(args) -> int:
 
 
 def cmd_route(args) -> int:
-    store = open_store(args.store)
-    answer = Router(store, args.generation).route(args.lon, args.lat, args.crs, args.accuracy)
+    svc = _service(args)
+    try:
+        answer = svc.route(Actor.local_admin(), args.lon, args.lat, args.crs, args.accuracy,
+                           generation=args.generation)
+    finally:
+        svc.close()
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
@@ -195,20 +409,21 @@ def cmd_assign(args) -> int:
 
 
 def cmd_layers(args) -> int:
-    store = open_store(args.store)
-    gens = store.generations()
-    if not gens:
-        raise StoreError("数据库中还没有图层，请先运行 `gridmap demo` 或 `gridmap import`")
-    snap = store.snapshot()
+    svc = _service(args)
+    try:
+        gens, counts = svc.layer_versions(Actor.local_admin())
+    finally:
+        svc.close()
+    current = gens[-1]
     from layers.schema import LAYERS
 
     if args.json:
         print(
             json.dumps(
                 {
-                    "store": store.url,
-                    "generation": snap.generation.as_dict(),
-                    "counts": snap.counts(),
+                    "store": redact_url(svc.url),
+                    "generation": current.as_dict(),
+                    "counts": counts,
                     "generations": [
                         {**g.as_dict(), "layers": list(g.layers), "note": g.note} for g in gens
                     ],
@@ -218,9 +433,9 @@ def cmd_layers(args) -> int:
             )
         )
         return 0
-    print(f"数据库：{store.url}")
-    print(f"当前版本：{snap.generation.id}（{snap.generation.created_at}）")
-    for name, count in snap.counts().items():
+    print(f"数据库：{redact_url(svc.url)}")
+    print(f"当前版本：{current.id}（{current.created_at}）")
+    for name, count in counts.items():
         changed = max((g.id for g in gens if name in g.layers), default=None)
         print(f"  {name:14s} {LAYERS[name].title_zh:8s} {count:>7,d}  版本 {changed or '-'}")
     print("版本记录：")

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import geopandas as gpd
 import pandas as pd
+import shapely
 
+from grids.acting import Acting
 from grids.flow import CaseError, Flow, load_flow
 from grids.routing import Router, RoutingInputError
+from layers.audit import AuditRecord
 from layers.incidents import Event
 from layers.schema import STORE_EPSG
+from layers.store import IncidentQuery
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 
@@ -115,129 +120,145 @@ def load_incident_file(
     records, events, bad = records_from_table(router, frame, actor)
     known = frame.set_index("id")["status"] if "status" in frame else pd.Series(dtype=str)
     events += sample_events(records, records["id"].map(known).fillna("reported"), actor)
-    store.add_incidents(records, events)
+    audit = AuditRecord(actor=f"system:{actor}", actor_role="admin", via="system",
+                        action="sample", target=str(path.name if hasattr(path, "name") else path),
+                        detail={"incidents": len(records), "events": len(events)})
+    store.add_incidents(records, events, audit=[audit])
     return len(records), bad
 
 
 # -- the workflow ------------------------------------------------------------------------------
-def next_incident_id(store, day: str) -> str:
-    """Readable, unique per day: 12369-20261129-0007."""
-    prefix = f"12369-{day.replace('-', '')}-"
-    existing = [i for i in store.incidents()["id"] if str(i).startswith(prefix)]
-    numbers = [int(i.rsplit("-", 1)[1]) for i in existing if i.rsplit("-", 1)[1].isdigit()]
-    return f"{prefix}{max(numbers, default=0) + 1:04d}"
+def actor_text(acting: Acting) -> str:
+    """How an event names its actor: the name and the login (never typed in by hand)."""
+    a = acting.actor
+    return f"{a.name}（{a.login}）" if a.name else a.login
 
 
-def create_incident(store, answer: dict, fields: dict, actor: str) -> str:
-    """Store a new case with the routing answer it was given at intake; returns its id."""
-    if not actor.strip():
-        raise CaseError("请填写受理人")
+def create_incident(acting: Acting, answer: dict, fields: dict) -> str:
+    """Store a new case with the routing answer it was given at intake; returns its number,
+    allocated inside the store's write transaction (concurrent dispatchers never clash)."""
+    acting.require("case.create")
     if answer["status"] == "outside":
         raise CaseError("该位置不在本市管辖范围内，不能登记为本系统案件，请告知来电人向属地反映")
     created = now_iso()
-    fields = {**fields}
+    fields = {**fields, "id": ""}
     fields.setdefault("reported_at", created)
-    fields.setdefault("id", next_incident_id(store, created[:10]))
-    record = record_from_answer(fields, answer, actor, created)
+    if not str(fields.get("reported_at") or "").strip():
+        fields["reported_at"] = created
+    record = record_from_answer(fields, answer, actor_text(acting), created)
     lon, lat = record.pop("geometry")
-    records = gpd.GeoDataFrame([record], geometry=gpd.points_from_xy([lon], [lat]), crs=STORE_EPSG)
     note = "受理登记" if answer["status"] == "ok" else "受理登记（位置存在歧义，待人工确认归属）"
-    store.add_incidents(
-        records, [Event(record["id"], created, actor, "create", "reported", reason=note)]
-    )
-    return record["id"]
+    audit = acting.record("case.create", "", category=record["category"],
+                          route_status=record["route_status"], grid=record["grid_code"],
+                          bureau=record["bureau_code"], generation=record["generation"],
+                          source=record["source"])
+    return acting.store.create_incident(record, shapely.Point(lon, lat), note,
+                                        day=created[:10], audit=audit)
 
 
-def _current(store, incident_id: str) -> pd.Series:
-    cases = store.incidents()
-    mine = cases[cases["id"] == incident_id]
-    if mine.empty:
+def current_case(acting: Acting, incident_id: str, action: str = "case.read") -> pd.Series:
+    """One case with its current state, if the actor may `action` it."""
+    acting.require(action, incident_id)
+    found = acting.store.query_incidents(IncidentQuery(ids=(str(incident_id),)))
+    if found.empty:
         raise CaseError(f"案件 {incident_id} 不存在")
-    return mine.iloc[0]
+    case = found.iloc[0]
+    acting.require_case(action, case)
+    return case
 
 
-def transition(
-    store, incident_id: str, target: str, actor: str, reason: str = "", flow: Flow | None = None
-) -> Event:
-    """Move a case one step along the workflow; anything else is refused."""
+def transition(acting: Acting, incident_id: str, target: str, reason: str = "",
+               flow: Flow | None = None, expected_status: str | None = None) -> Event:
+    """Move a case one step along the workflow; anything else is refused. A step is taken
+    only by the roles the workflow table names for it, on cases in the actor's scope."""
     flow = flow or load_flow()
-    if not actor.strip():
-        raise CaseError("请填写办理人")
-    case = _current(store, incident_id)
+    case = current_case(acting, incident_id, "case.step")
+    if expected_status is not None and case["status"] != expected_status:
+        raise CaseError(f"案件状态已被他人更新为“{flow.label(case['status'])}”，"
+                        "请查看最新状态后再办理")
     label = flow.check(case["status"], target)
-    event = Event(
-        incident_id, now_iso(), actor, "transition", target, reason=reason.strip() or label
-    )
-    store.append_events([event])
+    if acting.actor.role not in flow.roles.get((case["status"], target), ()):
+        acting.deny("case.step", incident_id,
+                    f"{acting.actor.label} 无权限办理“{label}”这一步")
+    reason = _text(reason, "说明", 2000)
+    event = Event(incident_id, now_iso(), actor_text(acting), "transition", target,
+                  reason=reason or label)
+    audit = acting.record("case.step", incident_id, before=case["status"], after=target,
+                          reason=reason or label)
+    acting.store.append_events([event], audit=[audit])
     return event
 
 
 def reassign(
-    store,
+    acting: Acting,
     incident_id: str,
-    actor: str,
     reason: str,
     *,
     grid_code: str | None = None,
     bureau_code: str | None = None,
 ) -> Event:
     """A manual change of the automatic assignment: who, when and why are kept (干预留痕)."""
-    if not reason.strip():
+    reason = _text(reason, "改派理由", 2000)
+    if not reason:
         raise CaseError("人工改派必须填写理由")
-    if not actor.strip():
-        raise CaseError("请填写办理人")
     if not grid_code and not bureau_code:
         raise CaseError("请选择改派到的网格或执法机构")
-    case = _current(store, incident_id)
+    case = current_case(acting, incident_id, "case.reassign")
     if case["status"] == "closed":
         raise CaseError("已结案的案件不能改派")
-    snapshot = store.snapshot()
+    snapshot = acting.snapshot
     if grid_code and grid_code not in set(snapshot["grids"]["code"]):
         raise CaseError(f"网格 {grid_code} 不存在")
     if bureau_code and bureau_code not in set(snapshot["bureaus"]["code"]):
         raise CaseError(f"执法机构 {bureau_code} 不存在")
-    data = json.dumps(
-        {"from_grid": case["assigned_grid_code"], "from_bureau": case["assigned_bureau_code"]},
-        ensure_ascii=False,
-    )
+    before = {"grid": _str(case["assigned_grid_code"]),
+              "bureau": _str(case["assigned_bureau_code"])}
+    data = json.dumps({"from_grid": before["grid"], "from_bureau": before["bureau"]},
+                      ensure_ascii=False)
     event = Event(
         incident_id,
         now_iso(),
-        actor,
+        actor_text(acting),
         "reassign",
         case["status"],
         grid_code=grid_code,
         bureau_code=bureau_code,
-        reason=reason.strip(),
+        reason=reason,
         data=data,
     )
-    store.append_events([event])
+    after = {"grid": grid_code or before["grid"], "bureau": bureau_code or before["bureau"]}
+    audit = acting.record("case.reassign", incident_id, before=before, after=after,
+                          reason=reason)
+    acting.store.append_events([event], audit=[audit])
     return event
 
 
-def link_duplicate(store, incident_id: str, original_id: str, actor: str) -> Event:
+def link_duplicate(acting: Acting, incident_id: str, original_id: str) -> Event:
     """Record that a new report is the same matter as an open case (no new case is opened)."""
     if incident_id == original_id:
         raise CaseError("不能与自身关联")
-    _current(store, original_id)
+    case = current_case(acting, original_id, "case.link")
     event = Event(
         original_id,
         now_iso(),
-        actor,
+        actor_text(acting),
         "link",
-        _current(store, original_id)["status"],
+        case["status"],
         reason=f"重复举报并入：{incident_id}",
         data=json.dumps({"duplicate": incident_id}, ensure_ascii=False),
     )
-    store.append_events([event])
+    audit = acting.record("case.link", original_id, duplicate=incident_id)
+    acting.store.append_events([event], audit=[audit])
     return event
 
 
-def case_list(store, now: datetime | None = None, flow: Flow | None = None) -> pd.DataFrame:
-    """Every case with its current state, deadline and whether it is overdue."""
+def case_list(acting: Acting, query: IncidentQuery | None = None, now: datetime | None = None,
+              flow: Flow | None = None) -> pd.DataFrame:
+    """The cases the actor may read (filtered in the store), with deadline and overdue."""
     flow = flow or load_flow()
     now = now or datetime.now(UTC)
-    cases = pd.DataFrame(store.incidents().drop(columns="geometry"))
+    found = acting.store.query_incidents(acting.incident_query("case.read", query))
+    cases = pd.DataFrame(found.drop(columns="geometry"))
     if cases.empty:
         return cases.assign(deadline=[], overdue=[])
     since = pd.to_datetime(cases["status_since"], utc=True, format="ISO8601")
@@ -247,3 +268,21 @@ def case_list(store, now: datetime | None = None, flow: Flow | None = None) -> p
     cases["deadline"] = [d.isoformat() if d else "" for d in deadlines]
     cases["overdue"] = [bool(d and d < now) for d in deadlines]
     return cases
+
+
+def case_events(acting: Acting, incident_id: str) -> pd.DataFrame:
+    current_case(acting, incident_id, "case.read")
+    return acting.store.incident_events(incident_id)
+
+
+def _str(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _text(value: object, what: str, limit: int) -> str:
+    text = str(value or "").strip()
+    if len(text) > limit:
+        raise CaseError(f"{what}不能超过 {limit} 个字符（现有 {len(text)} 个）")
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
+        raise CaseError(f"{what}含有控制字符，请删除后重试")
+    return text

@@ -4,7 +4,7 @@ limits, and the steps allowed between them. A deployment edits the table, not th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +24,12 @@ class CaseError(ValueError):
 class Flow:
     states: dict[str, tuple[str, float | None]]  # state -> (label, time limit in hours)
     steps: dict[tuple[str, str], str]  # (from, to) -> label of the step
+    # (from, to) -> the roles that may take the step (the `roles` column; empty = nobody)
+    roles: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+
+    def steps_for(self, state: str, role: str) -> list[str]:
+        """The next states a role may move a case to from `state`."""
+        return [to for to in self.next_states(state) if role in self.roles.get((state, to), ())]
 
     def label(self, state: str) -> str:
         return self.states[state][0]
@@ -55,10 +61,14 @@ def load_flow(path: Path = FLOW_TABLE) -> Flow:
     steps = {
         (r.from_state, r.to_state): r.label_zh for r in table[table["kind"] == "step"].itertuples()
     }
+    roles = {
+        (r.from_state, r.to_state): tuple(str(getattr(r, "roles", "") or "").split())
+        for r in table[table["kind"] == "step"].itertuples()
+    }
     unknown = {s for pair in steps for s in pair} - set(states)
     if unknown:
         raise CaseError(f"流程表中的步骤引用了未定义的状态：{'、'.join(sorted(unknown))}")
-    return Flow(states, steps)
+    return Flow(states, steps, roles)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ import pandas as pd
 import shapely
 
 from geo.disc import accuracy_disc, distance_m, distance_to_geometry_m
+from grids.acting import Acting
 from grids.flow import Category, load_categories
 from grids.routing import Router
+from layers.store import IncidentQuery
 
 NEARBY_RADIUS_M = 1000.0
 DUPLICATE_RADIUS_M = 1000.0
@@ -91,9 +93,9 @@ def possible_duplicates(
     days: int = DUPLICATE_DAYS,
     now: datetime | None = None,
 ) -> pd.DataFrame:
-    """Open cases within radius_m reported in the last `days`, same category first."""
+    """Open cases within radius_m reported in the last `days`, same category first (the store
+    filters by state, time and box; only the few it returns are measured here)."""
     now = now or datetime.now(UTC)
-    cases = store.incidents()
     columns = [
         "id",
         "reported_at",
@@ -104,16 +106,16 @@ def possible_duplicates(
         "status_zh",
         "distance_m",
         "same_category",
+        "lon",
+        "lat",
     ]
-    if cases.empty:
-        return pd.DataFrame(columns=columns)
-    open_ = cases[cases["status"] != "closed"]
-    reported = pd.to_datetime(open_["reported_at"], utc=True, format="ISO8601")
-    recent = open_[(reported >= now - timedelta(days=days)).to_numpy()]
+    recent = store.query_incidents(IncidentQuery(
+        not_statuses=("closed",), reported_since=(now - timedelta(days=days)).isoformat(),
+        near=(lon, lat, radius_m)))
     if recent.empty:
         return pd.DataFrame(columns=columns)
     dist = distance_m(lon, lat, recent["lon"].to_numpy(), recent["lat"].to_numpy())
-    near = recent.assign(distance_m=np.round(dist, 0))[dist <= radius_m]
+    near = recent.assign(distance_m=np.round(dist, 0))
     near = near.assign(same_category=near["category"] == category)
     near = near.sort_values(["same_category", "distance_m"], ascending=[False, True])
     return pd.DataFrame(near[columns]).reset_index(drop=True)
@@ -121,7 +123,7 @@ def possible_duplicates(
 
 def intake(
     router: Router,
-    store,
+    acting: Acting,
     x: float,
     y: float,
     *,
@@ -131,6 +133,7 @@ def intake(
     nearby_radius_m: float = NEARBY_RADIUS_M,
     now: datetime | None = None,
 ) -> IntakeAnswer:
+    acting.require("case.create")
     cat, referral = _category(category)
     route = router.route(x, y, crs, accuracy_m)
     lon, lat = route["point"]["cgcs2000"]
@@ -142,7 +145,7 @@ def intake(
         referral=referral,
         nearby=EntityIndex.of(router).near(lon, lat, radius),
         duplicates=possible_duplicates(
-            store,
+            acting.store,
             lon,
             lat,
             category=category,
@@ -166,12 +169,13 @@ def _refer(route: dict, cat: Category, referral: str | None) -> None:
 
 
 def intake_extent(
-    router: Router, store, extent, *, crs: str = "wgs84", category: str = "other",
+    router: Router, acting: Acting, extent, *, crs: str = "wgs84", category: str = "other",
     now: datetime | None = None,
 ) -> tuple[IntakeAnswer, object]:
     """The intake answer for a line or an area (WKT/GeoJSON in `crs`): routed as an extent
     (cross-county → municipal bureau), with the entities and open cases within 1 km of the
     extent itself. Also returns the extent in the store CRS."""
+    acting.require("case.create")
     cat, referral = _category(category)
     route = router.route_extent(extent, crs)
     _refer(route, cat, referral)
@@ -186,12 +190,11 @@ def intake_extent(
         dist = np.round(distance_to_geometry_m(geom, near["lon"], near["lat"]), 0)
         near = near.assign(distance_m=dist)[dist <= NEARBY_RADIUS_M]
         near = near.sort_values(["distance_m", "id"]).head(30).reset_index(drop=True)
-    dups = possible_duplicates(store, lon, lat, category=category,
+    dups = possible_duplicates(acting.store, lon, lat, category=category,
                                radius_m=reach + DUPLICATE_RADIUS_M, now=now)
     if len(dups):
-        cases = store.incidents().set_index("id").loc[dups["id"]]
-        dist = np.round(distance_to_geometry_m(geom, cases.geometry.x.to_numpy(),
-                                               cases.geometry.y.to_numpy()), 0)
+        dist = np.round(distance_to_geometry_m(geom, dups["lon"].to_numpy(float),
+                                               dups["lat"].to_numpy(float)), 0)
         dups = dups.assign(distance_m=dist)[dist <= DUPLICATE_RADIUS_M]
         dups = dups.sort_values(["same_category", "distance_m"], ascending=[False, True])
         dups = dups.reset_index(drop=True)

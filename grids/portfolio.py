@@ -95,13 +95,10 @@ def worker_index(snapshot: Snapshot) -> pd.DataFrame:
 
 
 # -- incidents ------------------------------------------------------------------------------------
-def open_incidents(store) -> pd.DataFrame:
-    """Incidents not closed, with `grid` (the current assignment), or an empty frame when the
-    store has no incident records."""
-    if not hasattr(store, "incidents"):
-        return _empty_incidents()
-    frame = store.incidents()
-    frame = pd.DataFrame(frame.drop(columns="geometry", errors="ignore"))
+def open_incidents(found: pd.DataFrame) -> pd.DataFrame:
+    """Incidents not closed (as the store's query returned them), with `grid` (the current
+    assignment)."""
+    frame = pd.DataFrame(found.drop(columns="geometry", errors="ignore"))
     if not len(frame):
         return _empty_incidents()
     frame = frame[frame["status"] != "closed"].copy()

@@ -246,9 +246,21 @@ def encode_layer(snapshot: Snapshot, name: str, level: Level | int, shift: Shift
     )
 
 
+# Written as \u escapes (the same JSON): text of the data can then never close a <script>
+# or open a comment if a file is ever inlined in a page, and U+2028/U+2029 never end a line.
+_SCRIPT_SAFE = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                ("\u2029", "\\u2029"))
+
+
 def compact_json(data) -> bytes:
-    """JSON without spaces and with Chinese as UTF-8 (a third of the size of \\u escapes)."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    """JSON without spaces and with Chinese as UTF-8 (a third of the size of \\u escapes);
+    `<`, `>`, `&` (and U+2028/U+2029) as \\u escapes, so it is also safe inside a <script>.
+    The map reads these files with fetch().json(), never as code."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    for char, escaped in _SCRIPT_SAFE:  # str.replace: 10× faster than translate on big layers
+        if char in text:
+            text = text.replace(char, escaped)
+    return text.encode()
 
 
 # -- entities -------------------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,18 +15,51 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from layers import gpkg
+from layers import gpkg, incident_sql
+from layers.audit import (
+    AUDIT_COLUMNS,
+    AUDIT_NAMES,
+    AuditRecord,
+    audit_where,
+    chain,
+    with_target,
+)
 from layers.incidents import (
     EVENT_COLUMNS,
     INCIDENT_COLUMNS,
     INCIDENT_NAMES,
+    STATE_READ,
     Event,
-    incidents_frame,
+    frame_from_state,
 )
 from layers.schema import LAYERS, STORE_EPSG, LayerSpec
-from layers.store import Generation, Snapshot, StoreError
+from layers.store import (
+    SESSION_FIELDS,
+    USER_FIELDS,
+    AuditQuery,
+    ConcurrentChange,
+    Generation,
+    IncidentQuery,
+    SessionRecord,
+    Snapshot,
+    Store,
+    StoreError,
+    UserRecord,
+)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+USER_COLUMNS = (
+    ("login", "TEXT PRIMARY KEY"), ("role", "TEXT NOT NULL"), ("name", "TEXT NOT NULL"),
+    ("worker_id", "TEXT NOT NULL"), ("bureau_code", "TEXT NOT NULL"),
+    ("password_hash", "TEXT NOT NULL"), ("disabled", "INTEGER NOT NULL"),
+    ("failed_count", "INTEGER NOT NULL"), ("locked_until", "TEXT NOT NULL"),
+    ("created_at", "TEXT NOT NULL"), ("updated_at", "TEXT NOT NULL"),
+)
+SESSION_COLUMNS = (
+    ("token_hash", "TEXT PRIMARY KEY"), ("login", "TEXT NOT NULL REFERENCES users (login)"),
+    ("created_at", "TEXT NOT NULL"), ("expires_at", "TEXT NOT NULL"),
+    ("last_seen", "TEXT NOT NULL"), ("client", "TEXT NOT NULL"),
+)
 VERSION_COLUMNS = [("gen_from", "INTEGER NOT NULL"), ("gen_to", "INTEGER")]
 GEOMETRY_TYPES = {"polygon": "MULTIPOLYGON", "point": "POINT"}
 
@@ -38,7 +74,7 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class GeoPackageStore:
+class GeoPackageStore(Store):
     """Store in a GeoPackage file. Writers take sqlite's write lock for the whole import."""
 
     def __init__(self, path: Path, create: bool = False) -> None:
@@ -51,6 +87,10 @@ class GeoPackageStore:
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if not self.path.exists():
+                # Names, phones and cases: readable by the owner only (sqlite's journal files
+                # take the database file's permissions).
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._ensure_schema()
@@ -64,6 +104,11 @@ class GeoPackageStore:
             r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
         if "gridmap_meta" in have:
+            version = self.conn.execute(
+                "SELECT value FROM gridmap_meta WHERE key = 'schema_version'").fetchone()
+            if version and version[0] == "1":
+                with self._transaction():
+                    self._schema_v2()
             return
         if have - {"sqlite_sequence"}:
             raise StoreError(f"{self.path} 不是 gridmap 数据库（已有其他数据表）。")
@@ -129,6 +174,64 @@ class GeoPackageStore:
                     f"CREATE TRIGGER incidents_no_{op.lower()} BEFORE {op} ON incidents "
                     "BEGIN SELECT RAISE(ABORT, '事件登记记录不能修改或删除'); END"
                 )
+            self._schema_v2()
+
+    def _schema_v2(self) -> None:
+        """Accounts, sessions, the audit chain, the incidents' current state, and guards
+        against INSERT OR REPLACE (which deletes the old row without firing DELETE
+        triggers). A version 1 file is upgraded in place, its incidents' state rebuilt."""
+        c = self.conn
+        gpkg.create_attribute_table(c, "users", USER_COLUMNS[1:], "用户（密码仅存哈希）",
+                                    primary_key="login TEXT PRIMARY KEY")
+        gpkg.create_attribute_table(c, "sessions", SESSION_COLUMNS[1:], "登录会话",
+                                    primary_key="token_hash TEXT PRIMARY KEY")
+        gpkg.create_attribute_table(c, "audit_log", AUDIT_COLUMNS, "审计记录（哈希链，只追加）",
+                                    primary_key="seq INTEGER PRIMARY KEY")
+        c.execute("CREATE INDEX audit_log_actor ON audit_log (actor, seq)")
+        c.execute("CREATE INDEX audit_log_target ON audit_log (target, seq)")
+        gpkg.create_attribute_table(c, "incident_state", incident_sql.STATE_COLUMNS[1:],
+                                    "事件当前状态（由处理记录推导，可重建）",
+                                    primary_key="incident_id TEXT PRIMARY KEY")
+        for col in incident_sql.STATE_INDEXES:
+            c.execute(f"CREATE INDEX incident_state_{col} ON incident_state ({col})")
+        for op in ("UPDATE", "DELETE"):
+            c.execute(f"CREATE TRIGGER audit_log_no_{op.lower()} BEFORE {op} ON audit_log "
+                      "BEGIN SELECT RAISE(ABORT, '审计记录只能追加，不能修改或删除'); END")
+        guards = {
+            "incident_events": "seq = NEW.seq",
+            "incidents": "id = NEW.id OR fid = NEW.fid",
+            "audit_log": "seq = NEW.seq",
+        }
+        for table, same in guards.items():
+            c.execute(
+                f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
+                f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {same}) "
+                "BEGIN SELECT RAISE(ABORT, '记录只能追加，不能替换已有记录'); END")
+        c.execute("INSERT OR IGNORE INTO gridmap_meta VALUES ('schema_version', '1')")
+        c.execute("UPDATE gridmap_meta SET value = ? WHERE key = 'schema_version'",
+                  (SCHEMA_VERSION,))
+        self._rebuild_state()
+
+    def _rebuild_state(self) -> None:
+        """incident_state from the append-only record (for an upgraded version 1 file)."""
+        rows = self.conn.execute(
+            f"SELECT {', '.join(INCIDENT_NAMES)}, geom FROM incidents ORDER BY fid").fetchall()
+        if not rows:
+            return
+        geoms = gpkg.decode([r[-1] for r in rows])
+        states = {}
+        for row, geom in zip(rows, geoms, strict=True):
+            record = dict(zip(INCIDENT_NAMES, row[:-1], strict=True))
+            states[record["id"]] = dict(zip(incident_sql.STATE_NAMES, incident_sql.initial_state(
+                record, geom.x, geom.y, None), strict=True))
+        events = self.conn.execute(
+            f"SELECT {', '.join(n for n, _ in EVENT_COLUMNS)} FROM incident_events ORDER BY seq")
+        for values in events.fetchall():
+            event = Event(*values)
+            if event.incident_id in states:
+                states[event.incident_id] = incident_sql.apply_event(
+                    states[event.incident_id], event)
+        self._write_states(list(states.values()), insert=True)
 
     def clear_cache(self) -> None:
         self._snapshots.clear()
@@ -172,7 +275,9 @@ class GeoPackageStore:
             (gen, gen),
         ).fetchall()
         frame = pd.DataFrame([r[: len(cols)] for r in rows], columns=cols)
-        frame["attrs"] = [json.loads(a) if a else {} for a in frame["attrs"]]
+        # A NULL attrs may come back as None or NaN (pandas' string inference): both are {}.
+        frame["attrs"] = [json.loads(a) if isinstance(a, str) and a else {}
+                          for a in frame["attrs"]]
         if spec.geometry:
             geoms = gpkg.decode([r[-1] for r in rows]) if rows else np.array([], dtype=object)
             return gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
@@ -185,12 +290,18 @@ class GeoPackageStore:
 
     # -- writing ----------------------------------------------------------------------------
     def commit_layers(
-        self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = ""
+        self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = "",
+        base_generation: int | None = None, audit: list[AuditRecord] | None = None,
     ) -> Generation:
         """Close the current rows of each given layer and insert the new ones, atomically."""
         created = utc_now()
         with self._transaction():
-            gen = self.current_generation() + 1
+            current = self.current_generation()
+            if base_generation is not None and current != base_generation:
+                raise ConcurrentChange(
+                    f"导入检查期间图层已被他人更新（版本 {base_generation} → {current}），"
+                    "本次导入未写入任何数据，请重新导入以按最新图层检查。")
+            gen = current + 1
             self.conn.execute(
                 "INSERT INTO generations VALUES (?, ?, ?, ?, ?)",
                 (gen, created, json.dumps(sorted(layers)), note, source),
@@ -201,6 +312,7 @@ class GeoPackageStore:
                     f'UPDATE "{name}" SET gen_to = ? WHERE gen_to IS NULL', (gen - 1,)
                 )
                 self._insert(spec, frame, gen)
+            self._append_audit(audit or [])
         self._snapshots.clear()
         return Generation(gen, created, tuple(sorted(layers)), note, source)
 
@@ -229,34 +341,93 @@ class GeoPackageStore:
         )
 
     # -- incidents ------------------------------------------------------------------------------
-    def add_incidents(self, records: pd.DataFrame, events: list[Event]) -> None:
+    def add_incidents(self, records: pd.DataFrame, events: list[Event], *,
+                      audit: list[AuditRecord] | None = None) -> None:
         """Insert new incident records (with a point geometry) and their first events."""
+        with self._transaction():
+            self._insert_incidents(records, events)
+            self._append_audit(audit or [])
+
+    def _insert_incidents(self, records: pd.DataFrame, events: list[Event]) -> None:
         names = [name for name, _ in INCIDENT_COLUMNS]
-        blobs = gpkg.encode(np.asarray(records.geometry.values, dtype=object), STORE_EPSG)
+        geoms = np.asarray(records.geometry.values, dtype=object)
+        blobs = gpkg.encode(geoms, STORE_EPSG)
         rows = [
             (*[_sql_value(v) for v in values], blob)
             for values, blob in zip(records[names].itertuples(index=False), blobs, strict=True)
         ]
         quoted = ", ".join(f'"{n}"' for n in names)
-        with self._transaction():
-            self.conn.executemany(
-                f"INSERT INTO incidents ({quoted}, geom) "
-                f"VALUES ({', '.join('?' * (len(names) + 1))})",
-                rows,
-            )
-            self._insert_events(events)
-            gpkg.touch_contents(self.conn, "incidents", None)
+        self.conn.executemany(
+            f"INSERT INTO incidents ({quoted}, geom) "
+            f"VALUES ({', '.join('?' * (len(names) + 1))})",
+            rows,
+        )
+        states = [
+            dict(zip(incident_sql.STATE_NAMES,
+                     incident_sql.initial_state(rec, g.x, g.y, None), strict=True))
+            for rec, g in zip(records[names].to_dict("records"), geoms, strict=True)
+        ]
+        self._write_states(states, insert=True)
+        self._insert_events(events)
+        gpkg.touch_contents(self.conn, "incidents", None)
 
-    def append_events(self, events: list[Event]) -> None:
+    def create_incident(self, record: dict, geometry, note: str, *, day: str,
+                        audit: AuditRecord) -> str:
+        with self._transaction():
+            prefix = f"12369-{day.replace('-', '')}-"
+            row = self.conn.execute(
+                "SELECT max(CAST(substr(id, ?) AS INTEGER)) FROM incidents "
+                "WHERE id LIKE ? AND substr(id, ?) GLOB '[0-9]*'",
+                (len(prefix) + 1, prefix + "%", len(prefix) + 1),
+            ).fetchone()
+            number = f"{prefix}{int(row[0] or 0) + 1:04d}"
+            rec = {**record, "id": number}
+            frame = gpd.GeoDataFrame([rec], geometry=[geometry], crs=STORE_EPSG)
+            event = Event(number, rec["created_at"], rec["created_by"], "create", "reported",
+                          reason=note)
+            self._insert_incidents(frame, [event])
+            self._append_audit([with_target(audit, number)])
+        return number
+
+    def append_events(self, events: list[Event], *,
+                      audit: list[AuditRecord] | None = None) -> None:
         with self._transaction():
             self._insert_events(events)
+            self._append_audit(audit or [])
 
     def _insert_events(self, events: list[Event]) -> None:
+        if not events:
+            return
         names = ", ".join(f'"{n}"' for n, _ in EVENT_COLUMNS)
         self.conn.executemany(
             f"INSERT INTO incident_events ({names}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})",
             [e.row() for e in events],
         )
+        ids = sorted({e.incident_id for e in events})
+        marks = ", ".join("?" * len(ids))
+        cur = self.conn.execute(
+            f"SELECT {', '.join(incident_sql.STATE_NAMES)} FROM incident_state "
+            f"WHERE incident_id IN ({marks})", ids)
+        states = {r[0]: dict(zip(incident_sql.STATE_NAMES, r, strict=True))
+                  for r in cur.fetchall()}
+        for event in events:
+            if event.incident_id not in states:
+                raise StoreError(f"案件 {event.incident_id} 不存在")
+            states[event.incident_id] = incident_sql.apply_event(states[event.incident_id], event)
+        self._write_states(list(states.values()), insert=False)
+
+    def _write_states(self, states: list[dict], insert: bool) -> None:
+        names = incident_sql.STATE_NAMES
+        if insert:
+            self.conn.executemany(
+                f"INSERT INTO incident_state ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))})",
+                [tuple(_sql_value(s[n]) for n in names) for s in states])
+        else:
+            sets = ", ".join(f"{n} = ?" for n in names[1:])
+            self.conn.executemany(
+                f"UPDATE incident_state SET {sets} WHERE incident_id = ?",
+                [(*[s[n] for n in names[1:]], s["incident_id"]) for s in states])
 
     def incident_events(self, incident_id: str | None = None) -> pd.DataFrame:
         cols = ["seq", *(n for n, _ in EVENT_COLUMNS)]
@@ -267,18 +438,143 @@ class GeoPackageStore:
             args = (incident_id,)
         return pd.DataFrame(self.conn.execute(sql + " ORDER BY seq", args).fetchall(), columns=cols)
 
-    def incidents(self, status: list[str] | None = None) -> gpd.GeoDataFrame:
-        """Every incident with its current status and assignment (from its events)."""
+    def query_incidents(self, query: IncidentQuery | None = None) -> gpd.GeoDataFrame:
+        """Incidents with their current state, filtered and paged by sqlite."""
+        query = query or IncidentQuery()
+        where, params = incident_sql.where(query, "?")
+        page, more = incident_sql.paging(query, "?")
+        select = ", ".join([*(f"i.{n}" for n in INCIDENT_NAMES),
+                            *(f"s.{n}" for n in STATE_READ), "i.geom"])
         rows = self.conn.execute(
-            f"SELECT {', '.join(INCIDENT_NAMES)}, geom FROM incidents ORDER BY reported_at, id"
-        ).fetchall()
+            f"SELECT {select} FROM incidents i JOIN incident_state s ON s.incident_id = i.id"
+            f"{where} ORDER BY s.reported_utc, i.id{page}", params + more).fetchall()
         geoms = gpkg.decode([r[-1] for r in rows]) if rows else []
-        return incidents_frame(
-            [r[:-1] for r in rows], geoms, self.incident_events(), status, STORE_EPSG
-        )
+        frame = frame_from_state([r[:-1] for r in rows], geoms, STORE_EPSG)
+        return incident_sql.within(frame, query)
+
+    # -- users and sessions ---------------------------------------------------------------------
+    def user(self, login: str) -> UserRecord | None:
+        row = self.conn.execute(
+            f"SELECT {', '.join(USER_FIELDS)} FROM users WHERE login = ?", (login,)).fetchone()
+        return _user(row) if row else None
+
+    def users(self) -> list[UserRecord]:
+        rows = self.conn.execute(
+            f"SELECT {', '.join(USER_FIELDS)} FROM users ORDER BY login").fetchall()
+        return [_user(r) for r in rows]
+
+    def add_user(self, user: UserRecord, *, audit: AuditRecord) -> None:
+        with self._transaction():
+            if self.conn.execute("SELECT 1 FROM users WHERE login = ?", (user.login,)).fetchone():
+                raise StoreError(f"用户 {user.login} 已存在")
+            values = [_sql_value(getattr(user, f)) for f in USER_FIELDS]
+            self.conn.execute(
+                f"INSERT INTO users ({', '.join(USER_FIELDS)}) "
+                f"VALUES ({', '.join('?' * len(USER_FIELDS))})",
+                [int(v) if isinstance(v, bool) else v for v in values])
+            self._append_audit([audit])
+
+    def update_user(self, login: str, changes: dict, *,
+                    audit: AuditRecord | None = None) -> None:
+        bad = set(changes) - set(USER_FIELDS) | ({"login"} & set(changes))
+        if bad:
+            raise StoreError(f"不能修改用户字段：{'、'.join(sorted(bad))}")
+        with self._transaction():
+            sets = ", ".join(f"{k} = ?" for k in changes)
+            values = [int(v) if isinstance(v, bool) else v for v in changes.values()]
+            cur = self.conn.execute(f"UPDATE users SET {sets} WHERE login = ?", [*values, login])
+            if cur.rowcount != 1:
+                raise StoreError(f"用户 {login} 不存在")
+            self._append_audit([audit] if audit else [])
+
+    def count_failure(self, login: str, *, lock_after: int, lock_until: str,
+                      audit: AuditRecord) -> int:
+        with self._transaction():
+            self.conn.execute(
+                "UPDATE users SET failed_count = failed_count + 1, locked_until = CASE "
+                "WHEN failed_count + 1 >= ? THEN ? ELSE locked_until END WHERE login = ?",
+                (lock_after, lock_until, login))
+            row = self.conn.execute(
+                "SELECT failed_count FROM users WHERE login = ?", (login,)).fetchone()
+            self._append_audit([audit])
+        return int(row[0]) if row else 0
+
+    def add_session(self, session: SessionRecord, *, audit: AuditRecord) -> None:
+        with self._transaction():
+            self.conn.execute(
+                f"INSERT INTO sessions ({', '.join(SESSION_FIELDS)}) "
+                f"VALUES ({', '.join('?' * len(SESSION_FIELDS))})",
+                [getattr(session, f) for f in SESSION_FIELDS])
+            self._append_audit([audit])
+
+    def session(self, token_hash: str) -> SessionRecord | None:
+        row = self.conn.execute(
+            f"SELECT {', '.join(SESSION_FIELDS)} FROM sessions WHERE token_hash = ?",
+            (token_hash,)).fetchone()
+        return SessionRecord(*row) if row else None
+
+    def touch_session(self, token_hash: str, last_seen: str) -> None:
+        with self._transaction():
+            self.conn.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?",
+                              (last_seen, token_hash))
+
+    def end_sessions(self, *, token_hash: str | None = None, login: str | None = None,
+                     audit: AuditRecord | None = None) -> int:
+        with self._transaction():
+            if token_hash is not None:
+                cur = self.conn.execute("DELETE FROM sessions WHERE token_hash = ?",
+                                        (token_hash,))
+            else:
+                cur = self.conn.execute("DELETE FROM sessions WHERE login = ?", (login,))
+            self._append_audit([audit] if audit else [])
+            return cur.rowcount
+
+    # -- audit ------------------------------------------------------------------------------------
+    def append_audit(self, records: list[AuditRecord]) -> None:
+        with self._transaction():
+            self._append_audit(records)
+
+    def _append_audit(self, records: list[AuditRecord]) -> None:
+        """Chain `records` onto the head; the caller holds the write lock (BEGIN IMMEDIATE)."""
+        if not records:
+            return
+        head = self.conn.execute(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        rows = chain(records, int(head[0]) if head else 0, head[1] if head else "")
+        self.conn.executemany(
+            f"INSERT INTO audit_log (seq, {', '.join(AUDIT_NAMES)}) "
+            f"VALUES ({', '.join('?' * (len(AUDIT_NAMES) + 1))})", rows)
+
+    def audit_rows(self, query: AuditQuery | None = None) -> pd.DataFrame:
+        query = query or AuditQuery()
+        where, params = audit_where(query, "?")
+        order = "DESC" if query.newest_first else "ASC"
+        sql = (f"SELECT seq, {', '.join(AUDIT_NAMES)} FROM audit_log{where} "
+               f"ORDER BY seq {order}")
+        if query.limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [int(query.limit), int(query.offset)]
+        rows = self.conn.execute(sql, params).fetchall()
+        return pd.DataFrame(rows, columns=["seq", *AUDIT_NAMES])
+
+    def audit_chain(self) -> Iterator[dict]:
+        cur = self.conn.execute(f"SELECT seq, {', '.join(AUDIT_NAMES)} FROM audit_log "
+                                "ORDER BY seq")
+        names = ["seq", *AUDIT_NAMES]
+        while batch := cur.fetchmany(5000):
+            for row in batch:
+                yield dict(zip(names, row, strict=True))
 
     def close(self) -> None:
-        self.conn.close()
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+
+def _user(row) -> UserRecord:
+    values = dict(zip(USER_FIELDS, row, strict=True))
+    values["disabled"] = bool(values["disabled"])
+    values["failed_count"] = int(values["failed_count"])
+    return UserRecord(**values)
 
 
 def _sql_value(value):

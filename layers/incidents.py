@@ -132,6 +132,26 @@ def current_state(incidents: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame
 
 
 INCIDENT_NAMES = [name for name, _ in INCIDENT_COLUMNS]
+# The current state columns read with each incident (layers/incident_sql.py keeps them).
+STATE_READ = ("status", "status_since", "updated_at", "grid_code", "bureau_code")
+
+
+def frame_from_state(rows: list[tuple], geoms, store_epsg: int) -> gpd.GeoDataFrame:
+    """Incident rows (INCIDENT_NAMES then STATE_READ) and their points -> the incidents frame
+    every caller reads: the record, its current status and assignment, labels, lon/lat."""
+    names = [*INCIDENT_NAMES, *(f"state_{n}" for n in STATE_READ)]
+    frame = pd.DataFrame(rows, columns=names)
+    geoms = np.asarray(geoms, dtype=object) if len(rows) else np.array([], dtype=object)
+    frame["status"] = frame.pop("state_status")
+    frame["status_since"] = frame.pop("state_status_since")
+    frame["updated_at"] = frame.pop("state_updated_at")
+    frame["assigned_grid_code"] = frame.pop("state_grid_code")
+    frame["assigned_bureau_code"] = frame.pop("state_bureau_code")
+    frame["category_zh"] = frame["category"].map(category_labels()).fillna(frame["category"])
+    frame["status_zh"] = frame["status"].map(STATUSES_ZH).fillna(frame["status"])
+    frame["lon"] = shapely.get_x(geoms) if len(geoms) else []
+    frame["lat"] = shapely.get_y(geoms) if len(geoms) else []
+    return gpd.GeoDataFrame(frame, geometry=geoms, crs=store_epsg)
 
 
 def incidents_frame(

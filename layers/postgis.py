@@ -21,19 +21,38 @@ import psycopg2
 import psycopg2.extras
 import shapely
 
+from layers import incident_sql
+from layers.audit import AUDIT_NAMES, AuditRecord, audit_where, chain, with_target
 from layers.finder import Hits, Queries
 from layers.incidents import (
     EVENT_COLUMNS,
     INCIDENT_COLUMNS,
     INCIDENT_NAMES,
+    STATE_READ,
     Event,
-    incidents_frame,
+    frame_from_state,
 )
 from layers.schema import LAYERS, ROUTING_LAYERS, STORE_EPSG, LayerSpec
-from layers.store import Generation, Snapshot, StoreError
+from layers.store import (
+    SESSION_FIELDS,
+    USER_FIELDS,
+    AuditQuery,
+    ConcurrentChange,
+    Generation,
+    IncidentQuery,
+    SessionRecord,
+    Snapshot,
+    Store,
+    StoreError,
+    UserRecord,
+)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA = "gridmap"
+# Batch lookups create their unlogged work tables here: the runtime role may create tables in
+# this schema only, never in the schema of the record.
+WORK_SCHEMA = "gridmap_work"
+APP_ROLE = "gridmap_app"
 # Layer -> identity table of its key; codes referenced by other layers live there.
 IDENTITY = {
     "counties": "county_codes",
@@ -86,6 +105,9 @@ def migrate(url: str) -> list[str]:
                     f"INSERT INTO {SCHEMA}.schema_migrations (version) VALUES (%s)", (path.stem,)
                 )
                 applied_now.append(path.stem)
+                if path.stem.startswith("0002"):
+                    _rebuild_state(cur)
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {WORK_SCHEMA}")
     except psycopg2.Error as exc:
         raise StoreError(f"数据库初始化失败：{exc}") from exc
     finally:
@@ -93,7 +115,67 @@ def migrate(url: str) -> list[str]:
     return applied_now
 
 
-class PostgisStore:
+# What the runtime role may do: read everything; append to the record; close layer rows
+# (gen_to) when a new generation replaces them; keep accounts, sessions and the state
+# projection. No TRUNCATE, no ALTER (it owns nothing), no UPDATE/DELETE of the record.
+_APPEND = ("generations", "county_codes", "township_codes", "park_codes", "grid_codes",
+           "bureau_codes", "routing_parts", "incidents", "incident_events", "audit_log",
+           "users", "sessions", "incident_state", *LAYERS)
+_CLOSE_ROWS = ("routing_parts", *LAYERS)
+
+
+def grant_runtime(url: str, role: str = APP_ROLE, password: str | None = None) -> None:
+    """Create (or update) the login role the app runs as, with only the privileges above.
+    The tables stay owned by the role that ran `gridmap db init`."""
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('gridmap migrations'))")
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            ident = psycopg2.extensions.quote_ident(role, cur)
+            if cur.fetchone() is None:
+                cur.execute(f"CREATE ROLE {ident} LOGIN")
+            if password is not None:
+                cur.execute(f"ALTER ROLE {ident} PASSWORD %s", (password,))
+            cur.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE "
+                        f"{psycopg2.extensions.quote_ident(conn.info.dbname, cur)} TO {ident}")
+            cur.execute(f"GRANT USAGE ON SCHEMA {SCHEMA} TO {ident}")
+            cur.execute(f"GRANT USAGE, CREATE ON SCHEMA {WORK_SCHEMA} TO {ident}")
+            cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {SCHEMA} TO {ident}")
+            cur.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {SCHEMA} TO {ident}")
+            cur.execute(f"GRANT INSERT ON {', '.join(_APPEND)} TO {ident}")
+            for table in _CLOSE_ROWS:
+                cur.execute(f"GRANT UPDATE (gen_to) ON {table} TO {ident}")
+            cur.execute(f"GRANT UPDATE ON users, sessions, incident_state TO {ident}")
+            cur.execute(f"GRANT DELETE ON sessions TO {ident}")
+            cur.execute(f"GRANT EXECUTE ON FUNCTION {SCHEMA}.analyze_routing_parts() TO {ident}")
+    except psycopg2.Error as exc:
+        raise StoreError(f"创建运行账号失败：{exc}") from exc
+    finally:
+        conn.close()
+
+
+def _rebuild_state(cur) -> None:
+    """incident_state from the record of a database migrated from version 0001."""
+    cur.execute(f"SELECT {', '.join(INCIDENT_NAMES)}, ST_X(geom), ST_Y(geom) FROM incidents "
+                "ORDER BY fid")
+    states = {}
+    for row in cur.fetchall():
+        record = dict(zip(INCIDENT_NAMES, row[:-2], strict=True))
+        states[record["id"]] = dict(zip(incident_sql.STATE_NAMES, incident_sql.initial_state(
+            record, row[-2], row[-1], None), strict=True))
+    if not states:
+        return
+    cur.execute(f"SELECT {', '.join(n for n, _ in EVENT_COLUMNS)} FROM incident_events "
+                "ORDER BY seq")
+    for values in cur.fetchall():
+        event = Event(*values)
+        if event.incident_id in states:
+            states[event.incident_id] = incident_sql.apply_event(states[event.incident_id], event)
+    _write_states(cur, list(states.values()), insert=True)
+
+
+class PostgisStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.conn = connect(url)
@@ -151,14 +233,20 @@ class PostgisStore:
 
     # -- writing ----------------------------------------------------------------------------
     def commit_layers(
-        self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = ""
+        self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = "",
+        base_generation: int | None = None, audit: list[AuditRecord] | None = None,
     ) -> Generation:
         try:
             with self.conn, self.conn.cursor() as cur:
                 # Imports are serialised: the second waits for the first to commit.
-                cur.execute("LOCK TABLE generations IN EXCLUSIVE MODE")
-                cur.execute("SELECT coalesce(max(id), 0) + 1 FROM generations")
-                gen = cur.fetchone()[0]
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('gridmap layers'))")
+                cur.execute("SELECT coalesce(max(id), 0) FROM generations")
+                current = cur.fetchone()[0]
+                if base_generation is not None and current != base_generation:
+                    raise ConcurrentChange(
+                        f"导入检查期间图层已被他人更新（版本 {base_generation} → {current}），"
+                        "本次导入未写入任何数据，请重新导入以按最新图层检查。")
+                gen = current + 1
                 cur.execute(
                     "INSERT INTO generations (id, layers, note, source) VALUES (%s, %s, %s, %s)",
                     (gen, sorted(layers), note, source),
@@ -171,23 +259,47 @@ class PostgisStore:
                     _copy_rows(cur, spec, layers[name], gen)
                     if name in ROUTING_LAYERS:
                         _refresh_parts(cur, name, gen)
+                _append_audit(cur, audit or [])
         except psycopg2.Error as exc:
             raise StoreError(f"写入 PostGIS 失败，已全部回滚：{exc}") from exc
         self._snapshots.clear()
         return next(g for g in self.generations() if g.id == gen)
 
     # -- incidents ------------------------------------------------------------------------------
-    def add_incidents(self, records: pd.DataFrame, events: list[Event]) -> None:
-        names = [n for n, _ in INCIDENT_COLUMNS]
-        frame = records[names].copy()
-        frame["geom"] = _ewkb(np.asarray(records.geometry.values, dtype=object))
-        with self.conn, self.conn.cursor() as cur:
-            _copy(cur, "incidents", [*names, "geom"], frame.itertuples(index=False))
-            _insert_events(cur, events)
+    def _write(self):
+        """A write transaction on the main connection; driver errors become StoreError."""
+        return _Write(self.conn)
 
-    def append_events(self, events: list[Event]) -> None:
-        with self.conn, self.conn.cursor() as cur:
+    def add_incidents(self, records: pd.DataFrame, events: list[Event], *,
+                      audit: list[AuditRecord] | None = None) -> None:
+        with self._write() as cur:
+            _insert_incidents(cur, records, events)
+            _append_audit(cur, audit or [])
+
+    def create_incident(self, record: dict, geometry, note: str, *, day: str,
+                        audit: AuditRecord) -> str:
+        prefix = f"12369-{day.replace('-', '')}-"
+        with self._write() as cur:
+            # One allocator at a time per database; released at commit.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('gridmap case numbers'))")
+            cur.execute(
+                "SELECT max(substr(id, %s)::int) FROM incidents "
+                "WHERE id LIKE %s AND substr(id, %s) ~ '^[0-9]+$'",
+                (len(prefix) + 1, prefix + "%", len(prefix) + 1))
+            number = f"{prefix}{int(cur.fetchone()[0] or 0) + 1:04d}"
+            rec = {**record, "id": number}
+            frame = gpd.GeoDataFrame([rec], geometry=[geometry], crs=STORE_EPSG)
+            event = Event(number, rec["created_at"], rec["created_by"], "create", "reported",
+                          reason=note)
+            _insert_incidents(cur, frame, [event])
+            _append_audit(cur, [with_target(audit, number)])
+        return number
+
+    def append_events(self, events: list[Event], *,
+                      audit: list[AuditRecord] | None = None) -> None:
+        with self._write() as cur:
             _insert_events(cur, events)
+            _append_audit(cur, audit or [])
 
     def incident_events(self, incident_id: str | None = None) -> pd.DataFrame:
         cols = ["seq", *(n for n, _ in EVENT_COLUMNS)]
@@ -200,18 +312,124 @@ class PostgisStore:
             cur.execute(sql + " ORDER BY seq", args)
             return pd.DataFrame(cur.fetchall(), columns=cols)
 
-    def incidents(self, status: list[str] | None = None) -> gpd.GeoDataFrame:
-        """Every incident with its current status and assignment (from its events)."""
-        select = ", ".join("answer::text" if n == "answer" else n for n in INCIDENT_NAMES)
+    def query_incidents(self, query: IncidentQuery | None = None) -> gpd.GeoDataFrame:
+        query = query or IncidentQuery()
+        where, params = incident_sql.where(query, "%s")
+        page, more = incident_sql.paging(query, "%s")
+        select = ", ".join([*("i.answer::text" if n == "answer" else f"i.{n}"
+                              for n in INCIDENT_NAMES),
+                            *(f"s.{n}" for n in STATE_READ), "ST_AsBinary(i.geom)"])
         with self.conn, self.conn.cursor() as cur:
             cur.execute(
-                f"SELECT {select}, ST_AsBinary(geom) FROM incidents ORDER BY reported_at, id"
-            )
+                f"SELECT {select} FROM incidents i JOIN incident_state s "
+                f"ON s.incident_id = i.id{where} ORDER BY s.reported_utc, i.id{page}",
+                params + more)
             rows = cur.fetchall()
         geoms = shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else []
-        return incidents_frame(
-            [r[:-1] for r in rows], geoms, self.incident_events(), status, STORE_EPSG
-        )
+        frame = frame_from_state([r[:-1] for r in rows], geoms, STORE_EPSG)
+        return incident_sql.within(frame, query)
+
+    # -- users and sessions ---------------------------------------------------------------------
+    def user(self, login: str) -> UserRecord | None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(USER_FIELDS)} FROM users WHERE login = %s", (login,))
+            row = cur.fetchone()
+        return UserRecord(*row) if row else None
+
+    def users(self) -> list[UserRecord]:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(USER_FIELDS)} FROM users ORDER BY login")
+            return [UserRecord(*r) for r in cur.fetchall()]
+
+    def add_user(self, user: UserRecord, *, audit: AuditRecord) -> None:
+        with self._write() as cur:
+            cur.execute(
+                f"INSERT INTO users ({', '.join(USER_FIELDS)}) VALUES "
+                f"({', '.join(['%s'] * len(USER_FIELDS))}) ON CONFLICT (login) DO NOTHING",
+                [getattr(user, f) for f in USER_FIELDS])
+            if cur.rowcount != 1:
+                raise StoreError(f"用户 {user.login} 已存在")
+            _append_audit(cur, [audit])
+
+    def update_user(self, login: str, changes: dict, *,
+                    audit: AuditRecord | None = None) -> None:
+        bad = set(changes) - set(USER_FIELDS) | ({"login"} & set(changes))
+        if bad:
+            raise StoreError(f"不能修改用户字段：{'、'.join(sorted(bad))}")
+        with self._write() as cur:
+            sets = ", ".join(f"{k} = %s" for k in changes)
+            cur.execute(f"UPDATE users SET {sets} WHERE login = %s", [*changes.values(), login])
+            if cur.rowcount != 1:
+                raise StoreError(f"用户 {login} 不存在")
+            _append_audit(cur, [audit] if audit else [])
+
+    def count_failure(self, login: str, *, lock_after: int, lock_until: str,
+                      audit: AuditRecord) -> int:
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE users SET failed_count = failed_count + 1, locked_until = CASE "
+                "WHEN failed_count + 1 >= %s THEN %s ELSE locked_until END WHERE login = %s "
+                "RETURNING failed_count", (lock_after, lock_until, login))
+            row = cur.fetchone()
+            _append_audit(cur, [audit])
+        return int(row[0]) if row else 0
+
+    def add_session(self, session: SessionRecord, *, audit: AuditRecord) -> None:
+        with self._write() as cur:
+            cur.execute(
+                f"INSERT INTO sessions ({', '.join(SESSION_FIELDS)}) "
+                f"VALUES ({', '.join(['%s'] * len(SESSION_FIELDS))})",
+                [getattr(session, f) for f in SESSION_FIELDS])
+            _append_audit(cur, [audit])
+
+    def session(self, token_hash: str) -> SessionRecord | None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(SESSION_FIELDS)} FROM sessions "
+                        "WHERE token_hash = %s", (token_hash,))
+            row = cur.fetchone()
+        return SessionRecord(*row) if row else None
+
+    def touch_session(self, token_hash: str, last_seen: str) -> None:
+        with self._write() as cur:
+            cur.execute("UPDATE sessions SET last_seen = %s WHERE token_hash = %s",
+                        (last_seen, token_hash))
+
+    def end_sessions(self, *, token_hash: str | None = None, login: str | None = None,
+                     audit: AuditRecord | None = None) -> int:
+        with self._write() as cur:
+            if token_hash is not None:
+                cur.execute("DELETE FROM sessions WHERE token_hash = %s", (token_hash,))
+            else:
+                cur.execute("DELETE FROM sessions WHERE login = %s", (login,))
+            count = cur.rowcount
+            _append_audit(cur, [audit] if audit else [])
+        return count
+
+    # -- audit ------------------------------------------------------------------------------------
+    def append_audit(self, records: list[AuditRecord]) -> None:
+        with self._write() as cur:
+            _append_audit(cur, records)
+
+    def audit_rows(self, query: AuditQuery | None = None) -> pd.DataFrame:
+        query = query or AuditQuery()
+        where, params = audit_where(query, "%s")
+        order = "DESC" if query.newest_first else "ASC"
+        sql = f"SELECT seq, {', '.join(AUDIT_NAMES)} FROM audit_log{where} ORDER BY seq {order}"
+        if query.limit is not None:
+            sql += " LIMIT %s OFFSET %s"
+            params += [int(query.limit), int(query.offset)]
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return pd.DataFrame(cur.fetchall(), columns=["seq", *AUDIT_NAMES])
+
+    def audit_chain(self):
+        names = ["seq", *AUDIT_NAMES]
+        # A named (server-side) cursor streams the chain instead of loading it whole.
+        with self.conn, self.conn.cursor(name=f"audit_{uuid.uuid4().hex[:8]}") as cur:
+            cur.itersize = 5000
+            cur.execute(f"SELECT {', '.join(names)} FROM audit_log ORDER BY seq")
+            for row in cur:
+                yield dict(zip(names, row, strict=True))
 
     def close(self) -> None:
         if self._read_conn is not None:
@@ -284,7 +502,7 @@ def _refresh_parts(cur, name: str, gen: int) -> None:
         f"SELECT %s, fid, gen_from, ST_Subdivide(geom, %s) FROM {name} WHERE gen_from = %s",
         (layer, SUBDIVIDE_VERTICES, gen),
     )
-    cur.execute("ANALYZE routing_parts")
+    cur.execute("SELECT analyze_routing_parts()")
 
 
 def _ewkb(geoms: np.ndarray) -> list[str]:
@@ -306,7 +524,43 @@ def _is_null(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
+class _Write:
+    """`with conn, conn.cursor()` for a write, with the driver's errors as StoreError (a
+    refusal by a trigger or a missing privilege is the user's message, in Chinese first)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def __enter__(self):
+        self.cur = self.conn.__enter__().cursor()
+        return self.cur
+
+    def __exit__(self, exc_type, exc, tb):
+        self.cur.close()
+        self.conn.__exit__(exc_type, exc, tb)
+        if isinstance(exc, psycopg2.Error):
+            raise StoreError(f"写入数据库失败，已全部回滚：{str(exc).strip()}") from exc
+        return False
+
+
+def _insert_incidents(cur, records: pd.DataFrame, events: list[Event]) -> None:
+    names = [n for n, _ in INCIDENT_COLUMNS]
+    frame = records[names].copy()
+    geoms = np.asarray(records.geometry.values, dtype=object)
+    frame["geom"] = _ewkb(geoms)
+    _copy(cur, "incidents", [*names, "geom"], frame.itertuples(index=False))
+    states = [
+        dict(zip(incident_sql.STATE_NAMES,
+                 incident_sql.initial_state(rec, g.x, g.y, None), strict=True))
+        for rec, g in zip(records[names].to_dict("records"), geoms, strict=True)
+    ]
+    _write_states(cur, states, insert=True)
+    _insert_events(cur, events)
+
+
 def _insert_events(cur, events: list[Event]) -> None:
+    if not events:
+        return
     names = [n for n, _ in EVENT_COLUMNS]
     psycopg2.extras.execute_values(
         cur,
@@ -314,6 +568,43 @@ def _insert_events(cur, events: list[Event]) -> None:
         [e.row() for e in events],
         page_size=2000,
     )
+    ids = sorted({e.incident_id for e in events})
+    cur.execute(f"SELECT {', '.join(incident_sql.STATE_NAMES)} FROM incident_state "
+                "WHERE incident_id = ANY(%s) FOR UPDATE", (ids,))
+    states = {r[0]: dict(zip(incident_sql.STATE_NAMES, r, strict=True)) for r in cur.fetchall()}
+    for event in events:
+        if event.incident_id not in states:
+            raise StoreError(f"案件 {event.incident_id} 不存在")
+        states[event.incident_id] = incident_sql.apply_event(states[event.incident_id], event)
+    _write_states(cur, list(states.values()), insert=False)
+
+
+def _write_states(cur, states: list[dict], insert: bool) -> None:
+    names = incident_sql.STATE_NAMES
+    if not states:
+        return
+    if insert:
+        psycopg2.extras.execute_values(
+            cur, f"INSERT INTO incident_state ({', '.join(names)}) VALUES %s",
+            [tuple(s[n] for n in names) for s in states], page_size=2000)
+    else:
+        sets = ", ".join(f"{n} = %s" for n in names[1:])
+        psycopg2.extras.execute_batch(
+            cur, f"UPDATE incident_state SET {sets} WHERE incident_id = %s",
+            [(*[s[n] for n in names[1:]], s["incident_id"]) for s in states])
+
+
+def _append_audit(cur, records: list[AuditRecord]) -> None:
+    """Chain `records` onto the head, one writer at a time (the lock ends with the
+    transaction, so the entry commits or rolls back with the change it records)."""
+    if not records:
+        return
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext('gridmap audit'))")
+    cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+    head = cur.fetchone()
+    rows = chain(records, int(head[0]) if head else 0, head[1] if head else "")
+    psycopg2.extras.execute_values(
+        cur, f"INSERT INTO audit_log (seq, {', '.join(AUDIT_NAMES)}) VALUES %s", rows)
 
 
 # -- the lookup for routing -------------------------------------------------------------------
@@ -485,7 +776,7 @@ class PostgisFinder:
         """Two unlogged tables (points, discs) with GiST indexes; returns their names.
         Unlogged rather than temporary: parallel workers can scan them, and they live in
         shared buffers. Two tables, so that the planner sees the real number of each."""
-        name = f"batch_{uuid.uuid4().hex[:16]}"
+        name = f"{WORK_SCHEMA}.batch_{uuid.uuid4().hex[:16]}"
         points, discs = f"{name}_points", f"{name}_discs"
         n = len(queries)
         rows = np.empty(n, dtype=_COPY_ROW)

@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# Characters that must never reach a terminal, a log or a web page unescaped: C0 and C1 controls
+# (NUL, ESC, CR, LF, TAB, DEL…), bidirectional formatting (U+202E makes "exe.txt" read "txt.exe")
+# and lone surrogates (not encodable, a database refuses them).
+UNSAFE_CHARS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+MAX_MESSAGE = 500  # characters of one problem's message shown, the rest cut
+
+
+def escaped(text: str) -> str:
+    """`text` with every unsafe character written as a visible escape (\\x1b, \\u202e)."""
+    return UNSAFE_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A user's value as it may appear in a message: unsafe characters escaped, cut to `limit`."""
+    text = str(value)
+    cut = len(text) > limit
+    text = escaped(text[:limit])
+    return f"{text}…（共 {len(str(value))} 个字符）" if cut else text
 
 
 @dataclass(frozen=True)
@@ -13,12 +35,12 @@ class Problem:
     field: str = ""
 
     def __str__(self) -> str:
-        parts = [self.file]
+        parts = [shown(self.file, 200)]
         if self.where:
-            parts.append(self.where)
+            parts.append(shown(self.where, 200))
         if self.field:
-            parts.append(f"字段 {self.field}")
-        return "，".join(parts) + "：" + self.message
+            parts.append(f"字段 {shown(self.field, 80)}")
+        return "，".join(parts) + "：" + shown(self.message, MAX_MESSAGE)
 
 
 class ImportFailed(Exception):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 
-from layers.problems import Problem
+from layers.problems import Problem, shown
 
 VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".kml")
 TABLE_SUFFIXES = (".csv", ".xlsx", ".xls")
@@ -64,6 +64,7 @@ def read_vector(path: Path, display: str, layer: str | None, encoding: str | Non
         raise ReadError(Problem(display, f"无法读取：{exc}")) from exc
     geometry = np.asarray(frame.geometry.values, dtype=object) if "geometry" in frame else None
     attrs = pd.DataFrame(frame.drop(columns="geometry", errors="ignore"))
+    _refuse_duplicate_columns(attrs, display)
     crs = meta.get("crs")
     if crs is None and path.suffix.lower() in (".geojson", ".json", ".kml"):
         crs = "EPSG:4326"  # RFC 7946 / KML define WGS84 lon/lat
@@ -108,7 +109,7 @@ def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            enc = csv_encoding(path, encoding)
+            enc = csv_encoding(path, encoding, display)
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=enc)
         else:
             enc = "xlsx"
@@ -118,15 +119,19 @@ def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
     except Exception as exc:
         raise ReadError(Problem(display, f"无法读取表格：{exc}")) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame = frame.map(lambda v: v.strip() if isinstance(v, str) else v)
+    _refuse_duplicate_columns(frame, display)
+    # A row shorter than the header (and an empty Excel cell) reads as NaN: it is blank text.
+    frame = frame.astype(object).where(frame.notna(), "")
+    frame = frame.map(lambda v: v.strip() if isinstance(v, str) else str(v).strip())
     blank = (frame == "").all(axis=1)
     frame = frame[~blank]  # keep original row numbers in the index for messages
     return RawLayer(display, frame, None, None, enc, is_table=True)
 
 
-def csv_encoding(path: Path, preferred: str | None = None) -> str:
+def csv_encoding(path: Path, preferred: str | None = None, display: str | None = None) -> str:
     """UTF-8 when the bytes are valid UTF-8 (GBK text practically never is), else the given
     encoding, else GB18030 (a superset of GBK)."""
+    display = display or path.name
     data = path.read_bytes()
     for candidate in ("utf-8-sig", preferred or "gb18030"):
         try:
@@ -134,9 +139,23 @@ def csv_encoding(path: Path, preferred: str | None = None) -> str:
             return candidate
         except UnicodeDecodeError:
             continue
+        except LookupError:
+            raise ReadError(
+                Problem(display, f"无法识别的文字编码：{shown(candidate)}（可用 utf-8 或 gbk）")
+            ) from None
     raise ReadError(
-        Problem(path.name, "无法判断文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定")
+        Problem(display, "无法判断文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定")
     )
+
+
+def _refuse_duplicate_columns(frame: pd.DataFrame, display: str) -> None:
+    """Two columns of one name (e.g. "name" and "name " once trimmed) would be read as one."""
+    names = [str(c) for c in frame.columns]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ReadError(
+            Problem(display, "字段名重复：" + "、".join(shown(n) for n in dup[:10]), field=dup[0])
+        )
 
 
 def lonlat_columns(frame: pd.DataFrame) -> tuple[str, str] | None:
@@ -153,15 +172,19 @@ def points_from_columns(
     problems = []
     xs = pd.to_numeric(raw.frame[lon_col], errors="coerce").to_numpy(dtype=float)
     ys = pd.to_numeric(raw.frame[lat_col], errors="coerce").to_numpy(dtype=float)
-    for i in np.flatnonzero(~np.isfinite(xs) | ~np.isfinite(ys)):
+    bad = np.flatnonzero(~np.isfinite(xs) | ~np.isfinite(ys))
+    for i in bad[:20]:
+        lon_v, lat_v = shown(raw.frame[lon_col].iat[i]), shown(raw.frame[lat_col].iat[i])
         problems.append(
             Problem(
                 raw.file,
-                f"坐标不是数字：{lon_col}={raw.frame[lon_col].iat[i]!r}，{lat_col}={raw.frame[lat_col].iat[i]!r}",
-                raw.where(i),
+                f"坐标不是有限的数字：{lon_col}='{lon_v}'，{lat_col}='{lat_v}'",
+                raw.where(int(i)),
                 f"{lon_col}/{lat_col}",
             )
         )
+    if len(bad) > 20:
+        problems.append(Problem(raw.file, f"……同类问题另有 {len(bad) - 20} 处"))
     return xs, ys, problems
 
 

@@ -18,6 +18,19 @@ BUREAU_LEVELS = ("municipal", "county", "numbered", "park")
 WORKER_ROLES = ("worker", "leader")
 PERMIT_CLASSES = ("重点管理", "简化管理", "登记管理", "")
 
+# Longest text accepted in a required column (codes, names, kinds) and in any extra column.
+MAX_NAME_CHARS = 200
+MAX_TEXT_CHARS = 2000
+# Phone numbers as a worker's card shows them: a mainland mobile (13800000000, 138-0000-0000,
+# +86 13800000000) or a landline with its area code (0513-12345678, 051312345678,
+# (0513)12345678), optionally with an extension (-123, 转123, #123, ext 123). ASCII digits only.
+PHONE_PATTERN = (
+    r"(?:\+?86[- ]?)?1[3-9][0-9](?:[- ]?[0-9]{4}){2}"
+    r"|(?:\(0[0-9]{2,3}\)|0[0-9]{2,3})[- ]?[1-9][0-9]{6,7}"
+    r"(?:(?:-|转|#|[ ]?(?:ext|EXT)\.?[ ]?)[0-9]{1,6})?"
+)
+PHONE_HINT = "应为手机号（如 13800000000）或带区号的座机号（如 0513-12345678，可带分机号 -123）"
+
 
 @dataclass(frozen=True)
 class LayerSpec:
@@ -37,6 +50,8 @@ class LayerSpec:
     nullable: tuple[str, ...] = ()
     # Point layers may come as a table with longitude/latitude columns instead of geometries.
     lonlat: bool = False
+    # Columns whose non-empty values must match a pattern: column -> (regex, hint in Chinese).
+    patterns: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 LAYERS: dict[str, LayerSpec] = {
@@ -100,6 +115,7 @@ LAYERS: dict[str, LayerSpec] = {
             key="",
             choices={"role": WORKER_ROLES},
             refs={"grid_code": "grids"},
+            patterns={"phone": (PHONE_PATTERN, PHONE_HINT)},
         ),
         LayerSpec(
             "entities",

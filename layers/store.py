@@ -9,11 +9,18 @@ can be reproduced with the layers it was given with.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+    from layers.audit import AuditRecord
 
 DEFAULT_STORE = Path(__file__).resolve().parent.parent / "data" / "gridmap.gpkg"
 
@@ -55,27 +62,196 @@ class CandidateFinder(Protocol):
     def find(self, queries) -> object: ...
 
 
-class Store(Protocol):
+class ConcurrentChange(StoreError):
+    """The layers changed between the check of an import and its commit: nothing was written."""
+
+
+@dataclass
+class UserRecord:
+    """An account. The password is only ever kept as its KDF hash (grids/accounts.py)."""
+
+    login: str
+    role: str
+    name: str = ""
+    worker_id: str = ""
+    bureau_code: str = ""
+    password_hash: str = ""
+    disabled: bool = False
+    failed_count: int = 0
+    locked_until: str = ""  # UTC ISO; empty when not locked
+    created_at: str = ""
+    updated_at: str = ""
+
+    def public(self) -> dict:
+        """Everything but the password hash (for lists and the audit's before/after)."""
+        return {k: v for k, v in self.__dict__.items() if k != "password_hash"}
+
+
+USER_FIELDS = tuple(UserRecord.__dataclass_fields__)
+
+
+@dataclass
+class SessionRecord:
+    token_hash: str  # sha256 of the cookie value: a stolen database holds no usable token
+    login: str
+    created_at: str
+    expires_at: str  # absolute limit
+    last_seen: str  # idle limit counts from here
+    client: str = ""
+
+
+SESSION_FIELDS = tuple(SessionRecord.__dataclass_fields__)
+
+
+@dataclass
+class IncidentQuery:
+    """Which incidents to read, filtered in the store (never read in full and filtered here).
+    Every field left at its default does not filter."""
+
+    ids: tuple[str, ...] | None = None
+    statuses: tuple[str, ...] | None = None
+    not_statuses: tuple[str, ...] | None = None
+    grid_codes: tuple[str, ...] | None = None  # the current (assigned) grid
+    bureau_codes: tuple[str, ...] | None = None  # the current (assigned) bureau
+    reported_since: str | None = None  # ISO 8601, compared as UTC instants
+    reported_until: str | None = None
+    bbox: tuple[float, float, float, float] | None = None  # lon/lat EPSG:4490
+    near: tuple[float, float, float] | None = None  # lon, lat, radius in metres
+    category: str | None = None
+    limit: int | None = None
+    offset: int = 0
+
+    def near_bbox(self) -> tuple[float, float, float, float] | None:
+        """A lon/lat box that holds the `near` disc (a prefilter the store can index)."""
+        if self.near is None:
+            return None
+        import math
+
+        lon, lat, radius = self.near
+        dlat = radius / 110_574.0 + 1e-6
+        dlon = radius / (111_320.0 * max(math.cos(math.radians(lat)), 0.01)) + 1e-6
+        return (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+
+
+@dataclass
+class AuditQuery:
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None  # a case id, a login, a generation …
+    since: str | None = None  # UTC ISO
+    until: str | None = None
+    limit: int | None = 500
+    offset: int = 0
+    newest_first: bool = True
+
+
+class Store(ABC):
+    """The whole contract of a store (like pygeoapi's provider base): layers and their
+    generations, incidents and their events, users and sessions, and the audit trail. Both
+    backends implement every method and are proven by one suite (tests/test_store_contract.py).
+
+    Every write that a person causes takes the audit records of it and writes them in the same
+    transaction: the change and its audit entry are committed together or not at all."""
+
     url: str
 
+    # -- layers ---------------------------------------------------------------------------------
+    @abstractmethod
     def generations(self) -> list[Generation]:
         """All generations, oldest first."""
-        ...
 
+    @abstractmethod
     def snapshot(self, generation: int | None = None) -> Snapshot:
         """Every layer as of `generation` (default: the current one)."""
-        ...
 
+    @abstractmethod
     def commit_layers(
-        self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = ""
+        self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = "",
+        base_generation: int | None = None, audit: list[AuditRecord] | None = None,
     ) -> Generation:
-        """Replace the given layers in one transaction; returns the new generation."""
-        ...
+        """Replace the given layers in one transaction; returns the new generation. With
+        `base_generation`, refuses (ConcurrentChange) when the current generation is no longer
+        the one the layers were checked against."""
 
+    @abstractmethod
     def finder(self, snapshot: Snapshot) -> CandidateFinder:
         """The spatial lookup for routing against `snapshot`."""
+
+    # -- incidents --------------------------------------------------------------------------------
+    @abstractmethod
+    def add_incidents(self, records: pd.DataFrame, events: list, *,
+                      audit: list[AuditRecord] | None = None) -> None:
+        """Insert incident records (with ids) and their first events."""
+
+    @abstractmethod
+    def create_incident(self, record: dict, geometry, note: str, *, day: str,
+                        audit: AuditRecord) -> str:
+        """Insert one new case, its case number allocated inside the write transaction
+        (12369-YYYYMMDD-NNNN, the next free number of `day`); returns the number."""
+
+    @abstractmethod
+    def append_events(self, events: list, *, audit: list[AuditRecord] | None = None) -> None:
         ...
 
+    @abstractmethod
+    def incident_events(self, incident_id: str | None = None) -> pd.DataFrame:
+        ...
+
+    @abstractmethod
+    def query_incidents(self, query: IncidentQuery | None = None) -> gpd.GeoDataFrame:
+        """Incidents with their current status and assignment, filtered in the store."""
+
+    def incidents(self, status: list[str] | None = None) -> gpd.GeoDataFrame:
+        return self.query_incidents(IncidentQuery(statuses=tuple(status) if status else None))
+
+    # -- users and sessions -------------------------------------------------------------------
+    @abstractmethod
+    def user(self, login: str) -> UserRecord | None: ...
+
+    @abstractmethod
+    def users(self) -> list[UserRecord]: ...
+
+    @abstractmethod
+    def add_user(self, user: UserRecord, *, audit: AuditRecord) -> None:
+        """Insert an account; StoreError when the login exists."""
+
+    @abstractmethod
+    def update_user(self, login: str, changes: dict, *,
+                    audit: AuditRecord | None = None) -> None: ...
+
+    @abstractmethod
+    def count_failure(self, login: str, *, lock_after: int, lock_until: str,
+                      audit: AuditRecord) -> int:
+        """Atomically count a failed login (locking the account at `lock_after` failures);
+        returns the new count."""
+
+    @abstractmethod
+    def add_session(self, session: SessionRecord, *, audit: AuditRecord) -> None: ...
+
+    @abstractmethod
+    def session(self, token_hash: str) -> SessionRecord | None: ...
+
+    @abstractmethod
+    def touch_session(self, token_hash: str, last_seen: str) -> None: ...
+
+    @abstractmethod
+    def end_sessions(self, *, token_hash: str | None = None, login: str | None = None,
+                     audit: AuditRecord | None = None) -> int: ...
+
+    # -- audit ------------------------------------------------------------------------------------
+    @abstractmethod
+    def append_audit(self, records: list[AuditRecord]) -> None:
+        """Append entries to the hash chain (in a transaction of their own)."""
+
+    @abstractmethod
+    def audit_rows(self, query: AuditQuery | None = None) -> pd.DataFrame:
+        """Entries (seq and AUDIT_NAMES), filtered and paged in the store."""
+
+    @abstractmethod
+    def audit_chain(self) -> Iterator[dict]:
+        """Every entry in sequence order, streamed (for verification)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 
@@ -89,17 +265,55 @@ def store_url(explicit: str | None = None) -> str:
     )
 
 
+def redact_url(url: str) -> str:
+    """A store URL fit to print: the password of a postgresql:// URL replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "（无法解析的数据库地址）"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
+
+
+def _open_postgis(url: str, create: bool) -> Store:
+    from layers.postgis import PostgisStore
+
+    return PostgisStore(url)
+
+
+def _open_geopackage(url: str, create: bool) -> Store:
+    from layers.embedded import GeoPackageStore
+
+    return GeoPackageStore(Path(url), create=create)
+
+
+# The backends, chosen by the form of the URL (the one place that knows them all).
+BACKENDS: dict[str, tuple[str, object]] = {
+    "postgresql://": ("PostGIS", _open_postgis),
+    "postgres://": ("PostGIS", _open_postgis),
+}
+FILE_BACKEND = ("GeoPackage", _open_geopackage)
 
 
 def open_store(url: str | None = None, *, create: bool = False) -> Store:
     """Open the store at `url` (a GeoPackage path or a postgresql:// URL)."""
     url = store_url(url)
-    if is_postgres_url(url):
-        from layers.postgis import PostgisStore
-
-        return PostgisStore(url)
-    from layers.embedded import GeoPackageStore
-
-    return GeoPackageStore(Path(url), create=create)
+    for prefix, (_label, opener) in BACKENDS.items():
+        if url.startswith(prefix):
+            return opener(url, create)  # type: ignore[operator]
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme:
+        raise StoreError(f"不支持的数据库地址“{scheme}://…”：请用 GeoPackage 文件路径或 "
+                         "postgresql:// 连接串")
+    return FILE_BACKEND[1](url, create)  # type: ignore[operator]

@@ -193,8 +193,9 @@ def overlay(batch: Batch, basemap: Basemap) -> tuple[folium.FeatureGroup, int]:
             "type": "Feature", "id": i,
             "geometry": {"type": "Point", "coordinates": [round(float(px), 6),
                                                           round(float(py), 6)]},
-            "properties": {"s": status,
-                           "t": cards.esc(tip)},
+            # Shown as HTML by the tooltip; js_html so no `${`, backtick or `</script` of
+            # the file's text is in the map script at all.
+            "properties": {"s": str(status), "t": cards.js_html(tip)},
         })
     TopPane().add_to(group)  # first: the pane must exist before the dots are added
     dot = folium.CircleMarker(radius=6, weight=2, color="#ffffff", fill=True, fill_opacity=0.95)

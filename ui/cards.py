@@ -2,6 +2,10 @@
 
 Every piece of text from the data (names, addresses, descriptions, reasons) goes through
 `esc`: a company called `<img src=x onerror=alert(1)>` is shown as those characters.
+
+Text for the map goes through `js_html` instead: folium writes tooltip (and popup) HTML into a
+JavaScript template literal, where HTML escaping alone does not help — a name with a backtick
+or `${…}` would run as script when the map is drawn.
 """
 
 from __future__ import annotations
@@ -42,7 +46,29 @@ CSS = """<style>
 
 
 def esc(value: object) -> str:
+    """Text as HTML (element content or a quoted attribute value). Only for HTML that stays
+    HTML (st.html cards): text that reaches folium/JavaScript goes through `js_html`."""
     return escape("" if value is None else str(value), quote=True)
+
+
+# Characters that mean something in JavaScript source but not in HTML text, as the HTML
+# character references that render the same: the backtick ends a template literal, `${` starts
+# code in one, a backslash starts an escape (`\u0060`…), and line breaks end a quoted string.
+_JS_SPECIAL = str.maketrans({"`": "&#96;", "$": "&#36;", "\\": "&#92;", "\n": "&#10;",
+                             "\r": "&#13;", "\u2028": "&#8232;", "\u2029": "&#8233;"})
+
+
+def js_html(value: object) -> str:
+    """HTML that is safe inside a JS template literal: text escaped for HTML (`esc`) and with
+    every character JavaScript would act on (backtick, `$`, backslash, line breaks) written as
+    a character reference, which the browser shows as the same character.
+
+    Use it for every text that reaches folium: `folium.Tooltip`/`folium.Popup` text (folium puts
+    it between backticks in the map script, and streamlit-folium `eval`s the highlight layer),
+    `DivIcon` html, GeoJson properties shown by `GeoJsonTooltip`, and layer names. The result
+    contains no `<`, `>`, quote, backtick, `$` or backslash, so it cannot end the template
+    literal, start `${…}`, close the `<script>` or leave a quoted string or attribute."""
+    return esc(value).translate(_JS_SPECIAL)
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")

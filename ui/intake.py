@@ -419,7 +419,8 @@ def duplicates_table(frame: pd.DataFrame) -> pd.DataFrame:
 def overlay(router: Router, basemap: Basemap, desk: Desk | None) -> folium.FeatureGroup:
     """What the map highlights: the point and its accuracy disc (or the extent), the grid it is
     routed to — or every candidate's grid in its own colour with its number — the nearest
-    supervised entities and the possible duplicates."""
+    supervised entities and the possible duplicates. Every text on it goes through
+    `cards.js_html` (folium writes tooltips into a JavaScript template literal)."""
     group = folium.FeatureGroup(name="受理", control=False)
     if desk is None or desk.answer is None:
         return group
@@ -433,7 +434,7 @@ def overlay(router: Router, basemap: Basemap, desk: Desk | None) -> folium.Featu
             geom = shapely.transform(geom, lambda xy: np.column_stack(show(xy[:, 0], xy[:, 1])))
         folium.GeoJson(shapely.to_geojson(shapely.set_precision(geom, 1e-6)),
                        style_function=lambda _f, s=style: dict(s), control=False,
-                       tooltip=folium.Tooltip(cards.esc(tip)) if tip else None).add_to(group)
+                       tooltip=folium.Tooltip(cards.js_html(tip)) if tip else None).add_to(group)
 
     def at(lon, lat) -> list[float]:
         x, y = show([lon], [lat])
@@ -443,7 +444,7 @@ def overlay(router: Router, basemap: Basemap, desk: Desk | None) -> folium.Featu
         folium.Marker(at(lon, lat), icon=folium.DivIcon(
             html=f'<div style="background:{color};color:#fff;font:bold 12px sans-serif;'
                  'padding:1px 6px;border-radius:3px;white-space:nowrap;'
-                 f'box-shadow:0 0 2px #000;display:inline-block">{cards.esc(text)}</div>',
+                 f'box-shadow:0 0 2px #000;display:inline-block">{cards.js_html(text)}</div>',
             icon_size=(60, 18), icon_anchor=(30, 9)), interactive=False).add_to(group)
 
     cands = route.get("candidates") or []
@@ -476,7 +477,7 @@ def overlay(router: Router, basemap: Basemap, desk: Desk | None) -> folium.Featu
         folium.CircleMarker(
             at(row.lon, row.lat), radius=9, color="#ff6f00", weight=3, fill=False,
             tooltip=folium.Tooltip(
-                cards.esc(f"附近监管对象：{row.name}（{row.distance_m:.0f} 米）")),
+                cards.js_html(f"附近监管对象：{row.name}（{row.distance_m:.0f} 米）")),
         ).add_to(group)
     if len(desk.answer.duplicates):
         cases = desk.extra.get("duplicate_points", {})
@@ -487,7 +488,7 @@ def overlay(router: Router, basemap: Basemap, desk: Desk | None) -> folium.Featu
                 html='<div style="width:16px;height:16px;border:3px solid #6a1b9a;'
                      'transform:rotate(45deg);box-sizing:border-box"></div>',
                 icon_size=(16, 16), icon_anchor=(8, 8)),
-                tooltip=folium.Tooltip(cards.esc(f"可能重复：{cid}"))).add_to(group)
+                tooltip=folium.Tooltip(cards.js_html(f"可能重复：{cid}"))).add_to(group)
     assets.localize(group)
     return group
 

@@ -19,7 +19,7 @@ from branca.element import MacroElement
 from jinja2 import Template
 
 from layers.display import ENTITY_CHUNK, LEVELS
-from ui import assets
+from ui import assets, cards
 from ui.basemap import MAX_ZOOM, Basemap
 from ui.mapdata import MapData
 
@@ -216,8 +216,10 @@ POINT = {"radius": 8, "color": "#ffffff", "weight": 3, "fill_color": "#e53935", 
 def highlight_group(basemap: Basemap, geoms=(), points=(), name: str = "选中"
                     ) -> folium.FeatureGroup:
     """Outlined polygons and marked points, shifted like the layers. `points`: (lon, lat).
-    Vector shapes only: the map loads no icon libraries (see assets.trim_map_assets)."""
-    group = folium.FeatureGroup(name=name, control=False)
+    Vector shapes only: the map loads no icon libraries (see assets.trim_map_assets). No text
+    of the data is on it; its name would reach a layer control's script, so it is
+    `cards.js_html`."""
+    group = folium.FeatureGroup(name=cards.js_html(name), control=False)
     for geom in geoms:
         if geom is None or geom.is_empty:
             continue

@@ -2,7 +2,10 @@
  *
  * Loaded by the streamlit-folium iframe after Leaflet and Leaflet.markercluster; ui/mapview.py
  * calls gridmap.mount(map, config). Formats: layers/display.py ("gridmap-polygons/1",
- * "gridmap-points/1"). Every text from the data goes through esc() before it becomes HTML.
+ * "gridmap-points/1"). Every text from the data goes through esc() before it becomes HTML
+ * (Leaflet sets tooltip and popup strings as innerHTML); nothing from the data is ever run as
+ * code, and a key from the data is looked up only among an object's own properties (own()),
+ * so a grid coded "constructor" or a status "__proto__" finds nothing instead of Object's.
  * When the layers are drawn the map container gets data-gridmap="ready" (or "error") and
  * window.gridmapStats tells what was drawn, for tests and the benchmark.
  */
@@ -15,6 +18,10 @@
       return ESC[c];
     });
   }
+  // obj[key] when it is obj's own property (key from the data), else undefined.
+  function own(obj, key) {
+    return obj && Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+  }
 
   /* Boot: streamlit-folium loads its scripts one after another and runs the map script only
    * after the last. This file comes first (ui/mapview.py puts it before Leaflet), so it starts
@@ -24,9 +31,13 @@
   function abs(url) { return new URL(url, document.baseURI).href; }
   function boot(cfg) {
     (cfg.css || []).forEach(function (href) {
-      if (document.querySelector("link[data-gm=\"" + abs(href) + "\"]")) { return; }
+      var url = abs(href);
+      var have = Array.prototype.some.call(document.querySelectorAll("link[data-gm]"), function (l) {
+        return l.getAttribute("data-gm") === url;  // no selector built from a URL
+      });
+      if (have) { return; }
       var link = document.createElement("link");
-      link.rel = "stylesheet"; link.href = href; link.setAttribute("data-gm", abs(href));
+      link.rel = "stylesheet"; link.href = href; link.setAttribute("data-gm", url);
       document.head.appendChild(link);
     });
     (cfg.js || []).forEach(function (src) {
@@ -96,7 +107,7 @@
   function prop(data, key, i) {
     var col = data.props[key];
     if (!col) { return ""; }
-    var d = data.dicts && data.dicts[key];
+    var d = own(data.dicts, key);
     return d ? d[col[i]] : col[i];
   }
 
@@ -111,23 +122,23 @@
   function tooltipFor(cfg, spec, data, i, workers) {
     var name = esc(prop(data, "n", i)), code = esc(prop(data, "c", i));
     var html = "<b>" + name + "</b> <span class=\"gm-code\">" + code + "</span>";
-    var kinds = cfg.kindNames[spec.name];
+    var kinds = own(cfg.kindNames, spec.name);
     if (kinds && data.props.k) {
       var k = data.props.k[i];
       var cls = spec.name === "parks" && k === 0 ? " class=\"gm-chem\"" : "";
-      html += "<br><span" + cls + ">" + esc(kinds[k]) + "</span>";
+      html += "<br><span" + cls + ">" + esc(own(kinds, k)) + "</span>";
     }
     if (data.props.t) { html += " · " + esc(prop(data, "t", i)); }
     if (data.props.m && prop(data, "m", i)) { html += " · " + esc(prop(data, "m", i)); }
     if (data.props.p) { html += " · " + esc(prop(data, "p", i)); }
-    if (spec.name === "jurisdictions") { html += "<br>" + esc(cfg.levelNames[prop(data, "l", i)] || ""); }
+    if (spec.name === "jurisdictions") { html += "<br>" + esc(own(cfg.levelNames, prop(data, "l", i)) || ""); }
     if (spec.name === "grids") {
-      var list = workers && workers[prop(data, "c", i)];
+      var list = workers && own(workers, prop(data, "c", i));
       if (list === undefined && !workers) {
         html += "<br><span class=\"gm-muted\">" + esc(cfg.labels.loading) + "</span>";
-      } else if (list) {
+      } else if (Array.isArray(list)) {
         html += list.map(function (w) {
-          return "<br>" + esc(cfg.roleNames[w[2]] || w[2]) + " " + esc(w[0]) + " " + esc(w[1]);
+          return "<br>" + esc(own(cfg.roleNames, w[2]) || w[2]) + " " + esc(w[0]) + " " + esc(w[1]);
         }).join("");
       }
     }
@@ -191,10 +202,10 @@
       var group = groups[spec.name];
       group.clearLayers();
       var base = assign({}, spec.style, { renderer: spec.canvas ? canvas : svg });
-      var kindStyles = cfg.kindStyles[spec.name];
+      var kindStyles = own(cfg.kindStyles, spec.name);
       for (var i = 0; i < data.count; i++) {
         if (!data.geoms[i].length) { continue; }
-        var style = kindStyles && data.props.k ? assign({}, base, kindStyles[data.props.k[i]]) : base;
+        var style = kindStyles && data.props.k ? assign({}, base, own(kindStyles, data.props.k[i])) : base;
         var poly = L.polygon(decodeGeom(data.geoms[i], data.scale), style);
         poly.gmData = data; poly.gmIndex = i;
         group.addLayer(poly);
@@ -270,7 +281,7 @@
       }, { maxWidth: 360, className: "gm-popup" });
       entityDone = load(cfg.base + "entities.json").then(function (d) {
         var icons = d.permit.map(function (p) {
-          var color = cfg.entities.permitColors[p] || cfg.entities.permitColors[""];
+          var color = own(cfg.entities.permitColors, p) || cfg.entities.permitColors[""];
           return L.divIcon({ className: "gm-ent", iconSize: [12, 12],
             html: "<span style=\"background:" + esc(color) + "\"></span>" });
         });
@@ -305,7 +316,7 @@
       if (cfg.incidents.on) { incidents.addTo(map); }
       incidentDone = cfg.incidents.file ? load(cfg.base + cfg.incidents.file).then(function (d) {
         for (var i = 0; i < d.count; i++) {
-          var color = cfg.incidents.statusColors[d.status[i]] || cfg.incidents.statusColors[""];
+          var color = own(cfg.incidents.statusColors, d.status[i]) || cfg.incidents.statusColors[""];
           var m = L.marker([d.y[i], d.x[i]], { keyboard: false, icon: L.divIcon({
             className: "gm-inc", iconSize: [14, 14],
             html: "<span style=\"background:" + esc(color) + "\"></span>" }) });

@@ -1,0 +1,250 @@
+"""Accounts: password hashing, sign-in with lock-out, sessions that expire, and the rules for
+logins and passwords. The functions here take the store; grids/service.py wraps them with
+the permission checks (who may add a user) and is what the pages and the CLI call.
+
+Passwords are hashed with scrypt (memory-hard, in the standard library): 2^15 × 8 × 128 B =
+32 MiB per hash, ~0.1 s here. Only the hash is stored; a password is never logged, printed or
+put in the audit. Session tokens are random (256 bits); the store keeps their SHA-256 only, so
+a copy of the database holds no usable session.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from grids.access import ROLES, ROLES_ZH, WORKER_ROLES, Actor
+from layers.audit import AuditRecord, utc_now
+from layers.store import SessionRecord, Store, StoreError, UserRecord
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+LOCK_AFTER = 5  # failed attempts in a row
+LOCK_MINUTES = 15
+SESSION_IDLE = timedelta(minutes=30)
+SESSION_MAX = timedelta(hours=12)
+TOUCH_EVERY = timedelta(seconds=60)  # how often a busy session's last_seen is written
+LOGIN_RE = re.compile(r"^[A-Za-z0-9_.-]{2,32}$")
+MIN_PASSWORD = 10
+NAME_MAX = 50
+
+
+class AuthError(ValueError):
+    """A sign-in that did not succeed, or an account rule broken; the message is Chinese and
+    says no more than the user may know (never whether a login exists)."""
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    token: str  # the cookie value: shown to nobody, stored nowhere
+    actor: Actor
+    expires_at: str
+
+
+# -- passwords ------------------------------------------------------------------------------------
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return "$".join(["scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P),
+                     _b64(salt), _b64(digest)])
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        if kind != "scrypt":
+            return False
+        got = _scrypt(password, _unb64(salt), int(n), int(r), int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, _unb64(digest))
+
+
+_DUMMY_HASH: str | None = None
+
+
+def _burn_time(password: str) -> None:
+    """Hash anyway when the login is unknown or locked, so the answer takes as long as a
+    wrong password: timing tells an attacker nothing about which logins exist."""
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = hash_password(secrets.token_hex(8))
+    check_password(password, _DUMMY_HASH)
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+                          maxmem=2 * 128 * n * r + 1_048_576, dklen=32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password is not acceptable, or None (等保 practice: length and mixed kinds)."""
+    if len(password) < MIN_PASSWORD:
+        return f"密码至少 {MIN_PASSWORD} 位"
+    if len(password) > 128:
+        return "密码不能超过 128 位"
+    if any(unicodedata.category(c).startswith("C") for c in password):
+        return "密码不能包含控制字符"
+    kinds = sum(bool(re.search(p, password)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^A-Za-z0-9]"))
+    if kinds < 3:
+        return "密码须包含大写字母、小写字母、数字、符号中的至少三类"
+    return None
+
+
+def clean_login(login: str) -> str:
+    """A login as the audit may record it when it is not a valid one (hostile input)."""
+    text = "".join(c for c in str(login) if not unicodedata.category(c).startswith("C"))
+    return text[:40]
+
+
+# -- accounts -------------------------------------------------------------------------------------
+def new_user(login: str, role: str, password: str, *, name: str = "", worker_id: str = "",
+             bureau_code: str = "") -> UserRecord:
+    """A checked account record (the password hashed); AuthError says what is wrong."""
+    if not LOGIN_RE.match(login or ""):
+        raise AuthError("登录名须为 2–32 位字母、数字、点、下划线或连字符")
+    if role not in ROLES:
+        raise AuthError(f"未知角色：{clean_login(role)}；可选：" + "、".join(
+            f"{r}（{z}）" for r, z in ROLES_ZH.items()))
+    if role in WORKER_ROLES and not worker_id:
+        raise AuthError(f"{ROLES_ZH[role]}账号须用 --worker 关联网格员花名册编号")
+    if role == "bureau" and not bureau_code:
+        raise AuthError("执法局人员账号须用 --bureau 关联执法机构编码")
+    name = (name or "").strip()
+    if len(name) > NAME_MAX or any(unicodedata.category(c).startswith("C") for c in name):
+        raise AuthError(f"姓名不能超过 {NAME_MAX} 个字符，且不能含控制字符")
+    problem = password_problem(password)
+    if problem:
+        raise AuthError(problem)
+    now = utc_now()
+    return UserRecord(login=login, role=role, name=name, worker_id=worker_id,
+                      bureau_code=bureau_code, password_hash=hash_password(password),
+                      created_at=now, updated_at=now)
+
+
+def actor_of(user: UserRecord, via: str = "session") -> Actor:
+    return Actor(login=user.login, role=user.role, name=user.name, worker_id=user.worker_id,
+                 bureau_code=user.bureau_code, via=via)
+
+
+def _record(actor_login: str, role: str, action: str, target: str = "", via: str = "session",
+            **detail) -> AuditRecord:
+    return AuditRecord(actor=actor_login, actor_role=role, via=via, action=action,
+                       target=target, detail=detail)
+
+
+# -- sign-in and sessions -------------------------------------------------------------------------
+def sign_in(store: Store, login: str, password: str, client: str = "",
+            now: datetime | None = None) -> SignedIn:
+    """Check the password; count failures and lock after LOCK_AFTER; open a session."""
+    now = now or datetime.now(UTC)
+    stamp = _iso(now)
+    user = store.user(login) if LOGIN_RE.match(login or "") else None
+    if user is None or user.disabled:
+        _burn_time(password)
+        store.append_audit([_record(clean_login(login) or "?", "", "login_failed",
+                                    clean_login(login), client=client[:64],
+                                    why="unknown" if user is None else "disabled")])
+        raise AuthError("登录名或密码错误")
+    if user.locked_until and user.locked_until > stamp:
+        _burn_time(password)
+        store.append_audit([_record(login, user.role, "login_failed", login, client=client[:64],
+                                    why="locked", locked_until=user.locked_until)])
+        raise AuthError(f"连续登录失败次数过多，账号已锁定至 {_beijing(user.locked_until)}，"
+                        "请稍后再试或联系系统管理员")
+    if not check_password(password, user.password_hash):
+        until = _iso(now + timedelta(minutes=LOCK_MINUTES))
+        count = store.count_failure(
+            login, lock_after=LOCK_AFTER, lock_until=until,
+            audit=_record(login, user.role, "login_failed", login, client=client[:64],
+                          why="password"))
+        if count >= LOCK_AFTER:
+            store.append_audit([_record(login, user.role, "login_locked", login,
+                                        failures=count, locked_until=until)])
+            raise AuthError(f"连续 {count} 次密码错误，账号已锁定 {LOCK_MINUTES} 分钟")
+        raise AuthError("登录名或密码错误")
+    token = secrets.token_urlsafe(32)
+    expires = _iso(now + SESSION_MAX)
+    session = SessionRecord(token_hash=token_hash(token), login=login, created_at=stamp,
+                            expires_at=expires, last_seen=stamp, client=client[:64])
+    store.add_session(session, audit=_record(login, user.role, "login", login,
+                                             client=client[:64]))
+    if user.failed_count or user.locked_until:
+        store.update_user(login, {"failed_count": 0, "locked_until": ""})
+    return SignedIn(token, actor_of(user), expires)
+
+
+def session_actor(store: Store, token: str | None, now: datetime | None = None) -> Actor | None:
+    """The actor of a live session, or None (no token, unknown, expired, user disabled)."""
+    if not token or len(token) > 200:
+        return None
+    now = now or datetime.now(UTC)
+    digest = token_hash(token)
+    session = store.session(digest)
+    if session is None:
+        return None
+    stamp = _iso(now)
+    idle_limit = _iso(_parse(session.last_seen) + SESSION_IDLE)
+    if session.expires_at <= stamp or idle_limit <= stamp:
+        store.end_sessions(token_hash=digest, audit=_record(
+            session.login, "", "session_expired", session.login,
+            why="absolute" if session.expires_at <= stamp else "idle"))
+        return None
+    user = store.user(session.login)
+    if user is None or user.disabled:
+        store.end_sessions(token_hash=digest)
+        return None
+    if _parse(session.last_seen) + TOUCH_EVERY <= now:
+        store.touch_session(digest, stamp)
+    return actor_of(user)
+
+
+def sign_out(store: Store, token: str | None) -> bool:
+    if not token or len(token) > 200:
+        return False
+    digest = token_hash(token)
+    session = store.session(digest)
+    if session is None:
+        return False
+    user = store.user(session.login)
+    store.end_sessions(token_hash=digest, audit=_record(
+        session.login, user.role if user else "", "logout", session.login))
+    return True
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _beijing(text: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    return _parse(text).astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+
+
+def require_user(store: Store, login: str) -> UserRecord:
+    user = store.user(login)
+    if user is None:
+        raise StoreError(f"用户 {clean_login(login)} 不存在")
+    return user

@@ -1,0 +1,345 @@
+"""The service layer: every action of gridmap as a method that takes the acting user.
+
+The web pages, the command line and the HTTP API call these methods and nothing below them:
+no page opens the store. Each method checks the actor's permission itself (grids/access.py,
+grids/permissions.csv) and records what it changed in the audit trail, in the same transaction
+as the change; a page that forgets to check is still refused here.
+
+A `Gridmap` is cheap to keep for the life of a process: stores are opened per thread (a sqlite
+connection belongs to the thread that opened it) and routers are kept per generation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from grids import accounts, cases, intake, portfolio
+from grids.access import Actor
+from grids.acting import Acting
+from grids.routing import Router
+from layers.audit import AuditRecord, Verification, verify
+from layers.store import (
+    AuditQuery,
+    IncidentQuery,
+    Store,
+    StoreError,
+    UserRecord,
+    open_store,
+    store_url,
+)
+
+
+@dataclass(frozen=True)
+class UserView:
+    """An account as the user list shows it (never the password hash)."""
+
+    login: str
+    role: str
+    name: str
+    worker_id: str
+    bureau_code: str
+    disabled: bool
+    locked_until: str
+    failed_count: int
+    created_at: str
+    updated_at: str
+
+
+class Gridmap:
+    def __init__(self, url: str | None = None, *, create: bool = False) -> None:
+        self.url = store_url(url)
+        self._create = create
+        self._local = threading.local()
+        self._routers: dict[tuple, Router] = {}
+        self._router_lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def store(self) -> Store:
+        """This thread's store (opened on first use)."""
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = open_store(self.url, create=self._create)
+            self._local.store = store
+        return store
+
+    def close(self) -> None:
+        store = getattr(self._local, "store", None)
+        if store is not None:
+            store.close()
+            self._local.store = None
+
+    def current_generation(self) -> int:
+        gens = self.store().generations()
+        if not gens:
+            raise StoreError(
+                "数据库中还没有任何图层，请先运行 `gridmap demo` 或 `gridmap import`。")
+        return gens[-1].id
+
+    def _router(self, generation: int | None = None) -> Router:
+        """The router of a generation (default: the current one), shared across threads."""
+        gen = generation if generation is not None else self.current_generation()
+        created = next((g.created_at for g in self.store().generations() if g.id == gen), None)
+        if created is None:
+            raise StoreError(f"版本 {gen} 不存在")
+        key = (gen, created)
+        with self._router_lock:
+            if key not in self._routers:
+                if len(self._routers) >= 4:
+                    self._routers.pop(next(iter(self._routers)))
+                # A store of its own: routing reads happen from many threads (PostGIS routes
+                # on an autocommit connection; the embedded finder is in memory).
+                self._routers[key] = Router(open_store(self.url), gen)
+            return self._routers[key]
+
+    def acting(self, actor: Actor, generation: int | None = None, **context) -> Acting:
+        return Acting(actor, self.store(), lambda: self._router(generation).snapshot, context)
+
+    # -- signing in -------------------------------------------------------------------------------
+    def sign_in(self, login: str, password: str, client: str = "") -> accounts.SignedIn:
+        return accounts.sign_in(self.store(), login, password, client)
+
+    def actor_for(self, token: str | None) -> Actor | None:
+        return accounts.session_actor(self.store(), token)
+
+    def sign_out(self, token: str | None) -> bool:
+        return accounts.sign_out(self.store(), token)
+
+    # -- layers and routing -----------------------------------------------------------------------
+    def map_router(self, actor: Actor) -> Router:
+        """The current layers for the city map (every layer, every worker's phone)."""
+        self.acting(actor).require("map.city")
+        return self._router()
+
+    def batch_router(self, actor: Actor, generation: int | None = None) -> Router:
+        """The router a batch is routed with (the batch page and `gridmap assign`)."""
+        self.acting(actor).require("batch.assign")
+        return self._router(generation)
+
+    def route(self, actor: Actor, x: float, y: float, crs: str = "wgs84",
+              accuracy_m: float = 0.0, generation: int | None = None) -> dict:
+        self.acting(actor).require("route")
+        return self._router(generation).route(x, y, crs, accuracy_m)
+
+    def layer_versions(self, actor: Actor) -> tuple[list, dict]:
+        """(generations, counts of the current snapshot)."""
+        self.acting(actor).require("layers.read")
+        gens = self.store().generations()
+        if not gens:
+            raise StoreError("数据库中还没有图层，请先运行 `gridmap demo` 或 `gridmap import`")
+        return gens, self._router().snapshot.counts()
+
+    def import_layers(self, actor: Actor, path: Path, *, crs: str | None = None,
+                      encoding: str | None = None, note: str = ""):
+        """Import a layer set (all or nothing), audited with what it replaced."""
+        from layers.importer import import_path
+
+        acting = self.acting(actor)
+        acting.require("layers.import", str(path))
+        audit = acting.record("import", Path(path).name, note=note)
+        return import_path(self.store(), path, crs=crs, encoding=encoding, note=note,
+                           audit=audit)
+
+    def record_batch(self, actor: Actor, name: str, counts: dict) -> None:
+        acting = self.acting(actor)
+        acting.require("batch.assign", name)
+        self.store().append_audit([acting.record("batch.assign", name, counts=counts)])
+
+    # -- intake and cases -------------------------------------------------------------------------
+    def intake(self, actor: Actor, x: float, y: float, **kwargs) -> intake.IntakeAnswer:
+        acting = self.acting(actor)
+        return intake.intake(self._router(), acting, x, y, **kwargs)
+
+    def intake_extent(self, actor: Actor, extent, **kwargs):
+        acting = self.acting(actor)
+        return intake.intake_extent(self._router(), acting, extent, **kwargs)
+
+    def create_case(self, actor: Actor, answer: dict, fields: dict) -> str:
+        return cases.create_incident(self.acting(actor), answer, fields)
+
+    def step_case(self, actor: Actor, incident_id: str, target: str, reason: str = "",
+                  expected_status: str | None = None):
+        return cases.transition(self.acting(actor), incident_id, target, reason,
+                                expected_status=expected_status)
+
+    def reassign_case(self, actor: Actor, incident_id: str, reason: str, *,
+                      grid_code: str | None = None, bureau_code: str | None = None):
+        return cases.reassign(self.acting(actor), incident_id, reason, grid_code=grid_code,
+                              bureau_code=bureau_code)
+
+    def link_duplicate(self, actor: Actor, report: str, original_id: str):
+        return cases.link_duplicate(self.acting(actor), report, original_id)
+
+    def cases(self, actor: Actor, query: IncidentQuery | None = None,
+              now: datetime | None = None) -> pd.DataFrame:
+        return cases.case_list(self.acting(actor), query, now)
+
+    def case(self, actor: Actor, incident_id: str) -> pd.Series:
+        return cases.current_case(self.acting(actor), incident_id)
+
+    def case_events(self, actor: Actor, incident_id: str) -> pd.DataFrame:
+        return cases.case_events(self.acting(actor), incident_id)
+
+    def case_router(self, actor: Actor, incident_id: str) -> Router:
+        """The router of the generation a case was routed with (to reproduce its answer)."""
+        case = cases.current_case(self.acting(actor), incident_id)
+        return self._router(int(case["generation"]))
+
+    def open_incidents(self, actor: Actor) -> pd.DataFrame:
+        """Open incidents the actor may read (for maps and lists)."""
+        acting = self.acting(actor)
+        query = acting.incident_query("case.read", IncidentQuery(not_statuses=("closed",)))
+        return portfolio.open_incidents(self.store().query_incidents(query))
+
+    def can_take(self, actor: Actor, case: pd.Series | dict) -> bool:
+        """Whether the actor may act on this case at all (to show or hide buttons; the
+        actions check again themselves)."""
+        from grids.access import can
+
+        acting = self.acting(actor)
+        return can(actor, "case.step") and (
+            acting.scope_of("case.step") == "all" or acting.owns_case(case))
+
+    # -- grid workers -----------------------------------------------------------------------------
+    def workers(self, actor: Actor) -> pd.DataFrame:
+        """The workers the actor may open (a grid worker: themselves; a leader: their units'),
+        phones shown only where the actor may see them."""
+        acting = self.acting(actor)
+        found = acting.require("worker.view")
+        index = portfolio.worker_index(acting.snapshot)
+        if found == "own":
+            index = index[index["id"].isin(acting.own_workers)]
+        return _mask_phones(acting, index).reset_index(drop=True)
+
+    def worker_portfolio(self, actor: Actor, worker_id: str) -> portfolio.Portfolio:
+        acting = self.acting(actor)
+        acting.require_worker("worker.view", worker_id)
+        router = self._router()
+        workers = router.snapshot["workers"]
+        grids = tuple(sorted(set(workers[workers["id"].astype(str) == worker_id]["grid_code"])))
+        found = self.store().query_incidents(IncidentQuery(not_statuses=("closed",),
+                                                           grid_codes=grids))
+        mine = portfolio.build_portfolio(router, worker_id, portfolio.open_incidents(found))
+        if not acting.sees_all_phones():
+            mine.grids["others"] = [_colleague_text(acting, router, c) for c in mine.grids["code"]]
+        return mine
+
+    def roster_excel(self, actor: Actor, worker_id: str) -> bytes:
+        acting = self.acting(actor)
+        acting.require_worker("roster.export", worker_id)
+        data = portfolio.roster_excel(self.worker_portfolio(actor, worker_id))
+        self.store().append_audit([acting.record("roster.export", worker_id)])
+        return data
+
+    # -- users ------------------------------------------------------------------------------------
+    def add_user(self, actor: Actor, login: str, role: str, password: str, *, name: str = "",
+                 worker_id: str = "", bureau_code: str = "") -> UserView:
+        acting = self.acting(actor)
+        acting.require("users.manage", login)
+        user = accounts.new_user(login, role, password, name=name, worker_id=worker_id,
+                                 bureau_code=bureau_code)
+        self._check_links(acting, user)
+        self.store().add_user(user, audit=acting.record("user.add", login, after=user.public()))
+        return _view(user)
+
+    def set_password(self, actor: Actor, login: str, password: str) -> None:
+        acting = self.acting(actor)
+        if actor.login != login:  # everyone may change their own password
+            acting.require("users.manage", login)
+        accounts.require_user(self.store(), login)
+        problem = accounts.password_problem(password)
+        if problem:
+            raise accounts.AuthError(problem)
+        self.store().update_user(
+            login, {"password_hash": accounts.hash_password(password), "failed_count": 0,
+                    "locked_until": "", "updated_at": _now()},
+            audit=acting.record("user.passwd", login))
+        self.store().end_sessions(login=login)  # a new password signs every session out
+
+    def set_disabled(self, actor: Actor, login: str, disabled: bool = True) -> None:
+        acting = self.acting(actor)
+        acting.require("users.manage", login)
+        user = accounts.require_user(self.store(), login)
+        self.store().update_user(
+            login, {"disabled": disabled, "updated_at": _now()},
+            audit=acting.record("user.disable" if disabled else "user.enable", login,
+                                before={"disabled": user.disabled},
+                                after={"disabled": disabled}))
+        if disabled:
+            self.store().end_sessions(login=login)
+
+    def users(self, actor: Actor) -> list[UserView]:
+        self.acting(actor).require("users.manage")
+        return [_view(u) for u in self.store().users()]
+
+    def _check_links(self, acting: Acting, user: UserRecord) -> None:
+        """A worker account names a roster id, a bureau account a bureau code, that exist."""
+        if not (user.worker_id or user.bureau_code):
+            return
+        try:
+            snap = acting.snapshot
+        except StoreError as exc:
+            raise accounts.AuthError(f"关联花名册或执法机构前需先导入图层：{exc}") from exc
+        if user.worker_id and user.worker_id not in set(snap["workers"]["id"].astype(str)):
+            raise accounts.AuthError(f"花名册中没有编号为 {user.worker_id} 的网格员")
+        if user.bureau_code and user.bureau_code not in set(snap["bureaus"]["code"].astype(str)):
+            raise accounts.AuthError(f"没有编码为 {user.bureau_code} 的执法机构")
+
+    # -- audit ------------------------------------------------------------------------------------
+    def audit_entries(self, actor: Actor, query: AuditQuery | None = None) -> pd.DataFrame:
+        self.acting(actor).require("audit.read")
+        return self.store().audit_rows(query)
+
+    def audit_verify(self, actor: Actor) -> Verification:
+        self.acting(actor).require("audit.verify")
+        return verify(self.store().audit_chain())
+
+    def audit_export(self, actor: Actor, query: AuditQuery | None,
+                     write: Callable[[pd.DataFrame], bytes]) -> bytes:
+        acting = self.acting(actor)
+        acting.require("audit.read")
+        rows = self.store().audit_rows(query)
+        data = write(rows)
+        self.store().append_audit([acting.record("audit.export", "", rows=len(rows))])
+        return data
+
+    def record(self, actor: Actor, action: str, target: str = "", **detail) -> None:
+        """Audit something that is not a change of the store (a sample build)."""
+        self.store().append_audit([AuditRecord(actor.login, actor.role, actor.via, action,
+                                               target, detail)])
+
+
+def _now() -> str:
+    from layers.audit import utc_now
+
+    return utc_now()
+
+
+def _view(user: UserRecord) -> UserView:
+    return UserView(**{k: v for k, v in user.public().items()})
+
+
+def _mask_phones(acting: Acting, index: pd.DataFrame) -> pd.DataFrame:
+    if acting.sees_all_phones():
+        return index
+    out = index.copy()
+    out["phone"] = [p if i in acting.colleagues else "（仅同乡镇同事可见）"
+                    for i, p in zip(out["id"], out["phone"], strict=True)]
+    return out
+
+
+def _colleague_text(acting: Acting, router: Router, grid_code: str) -> str:
+    """Other people of a grid, phones of colleagues only (a grid worker's view)."""
+    workers = router.snapshot["workers"]
+    rows = workers[(workers["grid_code"] == grid_code)
+                   & (workers["id"].astype(str) != acting.actor.worker_id)]
+    parts = []
+    for wid, name, role, phone in rows[["id", "name", "role", "phone"]].itertuples(index=False):
+        shown = phone if str(wid) in acting.colleagues else "—"
+        parts.append(f"{name}（{portfolio.ROLE_ZH.get(role, role)}）{shown}")
+    return "；".join(parts)

@@ -1,0 +1,117 @@
+"""What both stores share about incidents in SQL: the current-state table and the filters.
+
+The record of a case is append-only (incidents + incident_events). Its current state — status,
+since when, assigned grid and bureau — is a projection of the events, kept in `incident_state`
+in the same transaction as each event, so that lists and maps filter in the store (by state,
+bureau, grid, time, box, distance) instead of replaying every event in Python. It can always be
+rebuilt from the events (`state_rows`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import geopandas as gpd
+import pandas as pd
+
+from geo.disc import distance_m
+from layers.incidents import Event
+from layers.store import IncidentQuery
+
+STATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("incident_id", "TEXT PRIMARY KEY"),
+    ("status", "TEXT NOT NULL"),
+    ("status_since", "TEXT NOT NULL"),
+    ("updated_at", "TEXT NOT NULL"),
+    ("grid_code", "TEXT"),
+    ("bureau_code", "TEXT"),
+    ("reported_utc", "TEXT NOT NULL"),
+    ("category", "TEXT NOT NULL"),
+    ("lon", "REAL NOT NULL"),
+    ("lat", "REAL NOT NULL"),
+)
+STATE_NAMES = [n for n, _ in STATE_COLUMNS]
+STATE_INDEXES = ("status", "grid_code", "bureau_code", "reported_utc", "lon")
+
+
+def utc_text(value: object) -> str:
+    """An ISO time (any offset, or none = Beijing time) as a sortable UTC string."""
+    ts = pd.Timestamp(str(value))
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("Asia/Shanghai")
+    return ts.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def initial_state(record: dict, lon: float, lat: float, event: Event | None) -> tuple:
+    """The state row of a new incident (before any event but its creation)."""
+    status = event.status if event else "reported"
+    at = event.at if event else record["created_at"]
+    return (record["id"], status, str(record["reported_at"]), str(at),
+            record.get("grid_code"), record.get("bureau_code"),
+            utc_text(record["reported_at"]), str(record["category"]), float(lon), float(lat))
+
+
+def apply_event(state: dict, event: Event) -> dict:
+    """The state after `event` (status since changes only when the status does)."""
+    out = dict(state)
+    if event.status != state["status"]:
+        out["status_since"] = event.at
+    out["status"] = event.status
+    out["updated_at"] = event.at
+    if event.grid_code:
+        out["grid_code"] = event.grid_code
+    if event.bureau_code:
+        out["bureau_code"] = event.bureau_code
+    return out
+
+
+def where(query: IncidentQuery, ph: str) -> tuple[str, list]:
+    """The WHERE clause over `s` (incident_state) for `query`; `ph` is the placeholder."""
+    clauses: list[str] = []
+    params: list = []
+
+    def among(column: str, values: Iterable[str] | None, negate: bool = False) -> None:
+        if values is None:
+            return
+        values = list(values)
+        if not values:
+            clauses.append("1 = 1" if negate else "1 = 0")
+            return
+        marks = ", ".join([ph] * len(values))
+        clauses.append(f"{column} {'NOT IN' if negate else 'IN'} ({marks})")
+        params.extend(values)
+
+    among("s.incident_id", query.ids)
+    among("s.status", query.statuses)
+    among("s.status", query.not_statuses, negate=True)
+    among("s.grid_code", query.grid_codes)
+    among("s.bureau_code", query.bureau_codes)
+    if query.category:
+        clauses.append(f"s.category = {ph}")
+        params.append(query.category)
+    if query.reported_since:
+        clauses.append(f"s.reported_utc >= {ph}")
+        params.append(utc_text(query.reported_since))
+    if query.reported_until:
+        clauses.append(f"s.reported_utc <= {ph}")
+        params.append(utc_text(query.reported_until))
+    for box in (query.bbox, query.near_bbox()):
+        if box is not None:
+            clauses.append(f"s.lon BETWEEN {ph} AND {ph} AND s.lat BETWEEN {ph} AND {ph}")
+            params.extend([box[0], box[2], box[1], box[3]])
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def paging(query: IncidentQuery, ph: str) -> tuple[str, list]:
+    if query.limit is None:
+        return "", []
+    return f" LIMIT {ph} OFFSET {ph}", [int(query.limit), int(query.offset)]
+
+
+def within(frame: gpd.GeoDataFrame, query: IncidentQuery) -> gpd.GeoDataFrame:
+    """The exact distance filter of `near` on the few rows the store's box let through."""
+    if query.near is None or not len(frame):
+        return frame
+    lon, lat, radius = query.near
+    dist = distance_m(lon, lat, frame["lon"].to_numpy(float), frame["lat"].to_numpy(float))
+    return frame[dist <= radius]
