@@ -23,7 +23,7 @@ demo: setup
 	$(VENV)/bin/gridmap --store $(STORE) demo --force
 
 run: setup $(STORE)
-	GRIDMAP_STORE=$(STORE) $(VENV)/bin/streamlit run app.py --server.port $(PORT)
+	$(VENV)/bin/gridmap --store $(STORE) serve --port $(PORT)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -14,31 +14,36 @@ import hashlib
 
 import streamlit as st
 
-from ui import cards, page, selection, state
+from grids.access import can
+from ui import auth, cards, page, selection, state
 
 # An emoji icon, not a :material: one: Streamlit fetches those from fonts.gstatic.com.
 st.set_page_config(page_title="南通市生态环境执法网格地图", page_icon="🗺️",
                    layout="wide")
 
-url, router = state.load()
-generation = router.snapshot.generation.id
+svc, actor = auth.signed_in()
+if not can(actor, "map.city"):  # a grid worker lands on their own units
+    first = auth.landing(actor)
+    if first is not None:
+        st.switch_page(first[0])
+svc, actor, router = state.load("map.city")
 options = page.options()
 
 query = str(st.session_state.get("query", "") or "")
-hits = state.search_index(url, generation).search(query) if query.strip() else []
+hits = svc.search_index(actor).search(query) if query.strip() else []
 # A new list of hits starts at its first hit.
 choice_key = "hit_" + hashlib.sha1(query.strip().encode()).hexdigest()[:12]
 choice = int(st.session_state.get(choice_key, 0) or 0)
 hit = hits[min(choice, len(hits) - 1)] if hits else None
 
 view = selection.track(hit, page.last_click(), options)
-chosen = selection.current(router, options, state.bureau_names(url, generation))
+chosen = selection.current(svc, actor, router, options, svc.bureau_names(actor))
 
 top = st.container()
 map_col, card_col = st.columns([3, 1.25], gap="small")
 with map_col:
-    page.city_map(url, router, options, highlight=chosen.highlight if chosen else None,
-                  view=view)
+    page.city_map(svc, actor, router, options,
+                  highlight=chosen.highlight if chosen else None, view=view)
 
 with top:
     st.markdown("#### 南通市生态环境综合执法 · 网格地图")
@@ -62,11 +67,11 @@ with card_col:
                 "网格员和责任执法机构。")
     else:
         st.html(chosen.card)
-        if chosen.worker_id:
+        if chosen.worker_id and can(actor, "worker.view"):
             st.page_link(page.WORKER_PAGE, label="打开该网格员的工作台",
                          query_params={"worker": chosen.worker_id})
         if chosen.answer is not None:
             with st.expander("原始 JSON（与 gridmap route --json 相同）"):
                 st.json(chosen.answer)
 
-page.sidebar(router)
+page.sidebar(router, actor)

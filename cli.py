@@ -13,7 +13,7 @@ from pathlib import Path
 from geo.crs import CrsError
 from grids.access import ROLES_ZH, Actor, PermissionDenied
 from grids.accounts import AuthError
-from grids.batch import BatchInputError, assign, read_rows, write_result
+from grids.batch import BatchInputError, assign_file
 from grids.flow import CaseError
 from grids.routing import Router, RoutingInputError
 from layers.problems import ImportFailed
@@ -285,7 +285,6 @@ def cmd_serve(args) -> int:
 
 def cmd_demo(args) -> int:
     from grids.demo_users import add_demo_users
-
     from layers.demo import build_sample
 
     url = store_url(args.store)
@@ -392,18 +391,17 @@ def cmd_route(args) -> int:
 def cmd_assign(args) -> int:
     store = open_store(args.store)
     router = Router(store, args.generation)
-    result = assign(router, read_rows(args.file), crs=args.crs)
     out = args.out or args.file.with_name(args.file.stem + "_分派结果.csv")
-    write_result(result, out)
-    total = len(result.table)
-    counts = "，".join(f"{k} {v}" for k, v in sorted(result.counts.items()))
-    print(f"共 {total} 行（{counts}），版本 {router.snapshot.generation.id}，结果已写入 {out}")
-    errors = result.errors
-    for i, row in errors.head(50).iterrows():
-        print(f"  第 {i + 2} 行无法分派：{row['route_error']}", file=sys.stderr)
-    if len(errors) > 50:
+    # Read, routed and written a chunk at a time: memory does not grow with the file.
+    summary = assign_file(router, args.file, out, crs=args.crs)
+    counts = "，".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+    print(f"共 {summary.total} 行（{counts}），版本 {summary.generation}，结果已写入 {out}")
+    for bad in summary.bad_rows[:50]:
+        print(f"  {bad.where}无法分派：{bad.reason}", file=sys.stderr)
+    if summary.errors > 50:
         print(
-            f"  ……另有 {len(errors) - 50} 行无法分派，见结果文件的 route_error 列", file=sys.stderr
+            f"  ……另有 {summary.errors - 50} 行无法分派，见结果文件的 route_error 列",
+            file=sys.stderr,
         )
     return 0
 

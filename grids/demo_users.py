@@ -4,7 +4,7 @@ is created with `gridmap user add` and there is no default password."""
 
 from __future__ import annotations
 
-from grids.access import Actor
+from grids.access import ROLES_ZH, Actor
 
 DEMO_PASSWORDS = {
     "grid_worker": "Demo#worker2026",
@@ -61,7 +61,7 @@ def add_demo_users(svc, actor: Actor) -> list[tuple[str, str, str]]:
     links = demo_links(svc)
     made = []
     for role, login in DEMO_LOGINS.items():
-        extra = links.get(role, {"name": f"{role} 演示账号"})
+        extra = links.get(role, {"name": f"{ROLES_ZH[role].split('（')[0]}演示账号"})
         svc.add_user(actor, login, role, DEMO_PASSWORDS[role], **extra)
         made.append((login, role, DEMO_PASSWORDS[role]))
     return made

@@ -57,6 +57,7 @@ class Gridmap:
         self._create = create
         self._local = threading.local()
         self._routers: dict[tuple, Router] = {}
+        self._derived: dict[tuple, object] = {}
         self._router_lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -125,6 +126,28 @@ class Gridmap:
               accuracy_m: float = 0.0, generation: int | None = None) -> dict:
         self.acting(actor).require("route")
         return self._router(generation).route(x, y, crs, accuracy_m)
+
+    def search_index(self, actor: Actor):
+        """Search over entities, codes, townships and workers (names and phones): the city
+        map's roles only."""
+        from layers import search
+
+        self.acting(actor).require("map.city")
+        router = self._router()
+        key = ("search", router.snapshot.generation.id, router.snapshot.generation.created_at)
+        with self._router_lock:
+            found = self._derived.get(key)
+        if found is None:
+            found = search.index_for(router.snapshot)
+            with self._router_lock:
+                self._derived = {k: v for k, v in self._derived.items() if k[0] != "search"}
+                self._derived[key] = found
+        return found
+
+    def bureau_names(self, actor: Actor) -> dict[str, str]:
+        self.acting(actor).require("layers.read")
+        b = self._router().snapshot["bureaus"]
+        return dict(zip(b["code"].astype(str), b["name"].astype(str), strict=True))
 
     def layer_versions(self, actor: Actor) -> tuple[list, dict]:
         """(generations, counts of the current snapshot)."""

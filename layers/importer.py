@@ -453,9 +453,10 @@ def check_layer(
     problems += _check_headers(raw)
     if problems:
         return None, problems, ""
-    if len(raw.frame) == 0 and not spec.optional:
+    if len(raw.frame) == 0:  # almost surely the wrong file; the stores write no empty layer
         what = "数据行" if raw.is_table else "要素"
-        return None, [Problem(raw.file, f"文件中没有任何{what}：{spec.name} 图层不能为空")], ""
+        empty = Problem(raw.file, f"文件中没有任何{what}：导入的 {spec.name} 图层不能为空")
+        return None, [empty], ""
     frame = pd.DataFrame(
         {col: [_text(v) for v in raw.frame[src]] for col, src in columns.items()},
         index=pd.RangeIndex(len(raw.frame)),

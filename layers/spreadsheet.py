@@ -2,26 +2,33 @@
 
 The .xlsx is written directly as SpreadsheetML (a zip of a few XML parts) instead of through
 openpyxl: 10,000 complaints with their answer columns take ~0.4 s this way against 3–5 s with
-openpyxl, which alone would break the 5 s target of a batch (bench/bench_dispatch.py).
+openpyxl, which alone would break the 5 s target of a batch (bench/bench_dispatch.py). Rows are
+appended a chunk at a time (`XlsxWriter`, `CsvWriter`) and go straight into the compressed zip
+member or the file, so writing a million rows takes no more memory than writing one chunk.
 
 Text is always written as text: a complaint whose description starts with "=" never becomes an
 Excel formula (inline strings are never evaluated). In CSV, which Excel would evaluate, such
-cells get a leading apostrophe.
+cells get a leading apostrophe (`guard`, OWASP's advice on CSV injection).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
 import zipfile
+from collections.abc import Sequence
 from html import escape
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 CSV_MIME = "text/csv"
+XLSX_MAX_ROWS = 1_048_576  # rows of one Excel sheet, the header row included
 # Characters XML 1.0 does not allow (Excel refuses the whole file when one appears).
 _ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
@@ -29,8 +36,9 @@ _NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 _PKG_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
 _CT = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+_XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
 _STYLES = (
-    f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<styleSheet {_NS}>'
+    f'{_XML_DECL}<styleSheet {_NS}>'
     '<fonts count="2"><font><sz val="11"/><name val="等线"/></font>'
     '<font><b/><sz val="11"/><name val="等线"/></font></fonts>'
     '<fills count="2"><fill><patternFill patternType="none"/></fill>'
@@ -42,6 +50,11 @@ _STYLES = (
     '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
     "</styleSheet>"
 )
+_ROWS_PER_WRITE = 4096  # rows turned into XML at a time (a few MB of text)
+
+
+class SheetFull(ValueError):
+    """More rows than an Excel sheet holds."""
 
 
 def _letters(n: int) -> str:
@@ -58,14 +71,14 @@ def _text(value: str) -> str:
     return f'<is><t xml:space="preserve">{value}</t></is>'
 
 
-def _column_cells(values: pd.Series, letter: str) -> list[str]:
-    """The <c> elements of one column, rows 2… (row 1 is the header)."""
+def _column_cells(values: pd.Series, letter: str, first_row: int = 2) -> list[str]:
+    """The <c> elements of one column, from sheet row `first_row` on (row 1 is the header)."""
     cells: list[str] = []
     kind = values.dtype.kind
     items = values.tolist()
     if kind in "iu":
-        return [f'<c r="{letter}{i}"><v>{v}</v></c>' for i, v in enumerate(items, start=2)]
-    for i, v in enumerate(items, start=2):
+        return [f'<c r="{letter}{i}"><v>{v}</v></c>' for i, v in enumerate(items, first_row)]
+    for i, v in enumerate(items, start=first_row):
         ref = f"{letter}{i}"
         if v is None or v is pd.NA or v is pd.NaT:
             cells.append("")
@@ -88,30 +101,11 @@ def _width(values: pd.Series, header: str) -> float:
     return float(min(max(longest + 2, 6), 60))
 
 
-def _sheet_xml(frame: pd.DataFrame) -> str:
-    letters = [_letters(j) for j in range(len(frame.columns))]
-    header = "".join(
-        f'<c r="{letter}1" t="inlineStr" s="1">{_text(str(name))}</c>'
-        for letter, name in zip(letters, frame.columns, strict=True)
-    )
-    columns = [_column_cells(frame.iloc[:, j], letters[j]) for j in range(len(letters))]
-    rows = [f'<row r="1">{header}</row>']
-    rows += [
+def _rows_xml(frame: pd.DataFrame, letters: list[str], first_row: int) -> str:
+    columns = [_column_cells(frame.iloc[:, j], letters[j], first_row) for j in range(len(letters))]
+    return "".join(
         f'<row r="{i}">{"".join(cells)}</row>'
-        for i, cells in enumerate(zip(*columns, strict=True), start=2)
-    ]
-    cols = "".join(
-        f'<col min="{j + 1}" max="{j + 1}" width="{_width(frame.iloc[:, j], str(name))}" '
-        'customWidth="1"/>'
-        for j, name in enumerate(frame.columns)
-    )
-    return (
-        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet {_NS}>'
-        '<sheetViews><sheetView workbookViewId="0">'
-        '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
-        "</sheetView></sheetViews>"
-        + (f"<cols>{cols}</cols>" if cols else "")
-        + f"<sheetData>{''.join(rows)}</sheetData></worksheet>"
+        for i, cells in enumerate(zip(*columns, strict=True), start=first_row)
     )
 
 
@@ -124,19 +118,94 @@ def _sheet_name(name: str, used: set[str]) -> str:
     return out
 
 
-def xlsx_bytes(sheets: dict[str, pd.DataFrame]) -> bytes:
-    """An .xlsx workbook with one sheet per (name, table), header row bold and frozen."""
-    used: set[str] = set()
-    names = [_sheet_name(n, used) for n in sheets]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+class SheetWriter:
+    """One worksheet of an `XlsxWriter`: rows appended chunk by chunk, header bold and frozen.
+
+    The header and the column widths come from the first chunk (its first 200 rows), so every
+    chunk must have the same columns. The XML goes straight into the compressed zip member."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._columns: list | None = None
+        self._letters: list[str] = []
+        self.rows = 0  # data rows written so far
+
+    def append(self, frame: pd.DataFrame) -> None:
+        if self._columns is None:
+            self._start(frame)
+        elif list(frame.columns) != self._columns:
+            raise ValueError("every chunk of a sheet must have the same columns")
+        if self.rows + len(frame) + 1 > XLSX_MAX_ROWS:
+            raise SheetFull(f"an Excel sheet holds at most {XLSX_MAX_ROWS - 1:,} rows of data")
+        for start in range(0, len(frame), _ROWS_PER_WRITE):
+            part = frame.iloc[start : start + _ROWS_PER_WRITE]
+            self._stream.write(_rows_xml(part, self._letters, self.rows + 2).encode("utf-8"))
+            self.rows += len(part)
+
+    def _start(self, frame: pd.DataFrame) -> None:
+        self._columns = list(frame.columns)
+        self._letters = [_letters(j) for j in range(len(self._columns))]
+        header = "".join(
+            f'<c r="{letter}1" t="inlineStr" s="1">{_text(str(name))}</c>'
+            for letter, name in zip(self._letters, self._columns, strict=True)
+        )
+        cols = "".join(
+            f'<col min="{j + 1}" max="{j + 1}" width="{_width(frame.iloc[:, j], str(name))}" '
+            'customWidth="1"/>'
+            for j, name in enumerate(self._columns)
+        )
+        self._stream.write(
+            (
+                f"{_XML_DECL}<worksheet {_NS}>"
+                '<sheetViews><sheetView workbookViewId="0">'
+                '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
+                "</sheetView></sheetViews>"
+                + (f"<cols>{cols}</cols>" if cols else "")
+                + f'<sheetData><row r="1">{header}</row>'
+            ).encode("utf-8")
+        )
+
+    def close(self) -> None:
+        if self._stream.closed:
+            return
+        if self._columns is None:  # nothing appended: an empty sheet
+            self._start(pd.DataFrame())
+        self._stream.write(b"</sheetData></worksheet>")
+        self._stream.close()
+
+
+class XlsxWriter:
+    """An .xlsx workbook written sheet by sheet in the order of `sheet_names`:
+
+        with XlsxWriter(path, ["分派结果"]) as book:
+            sheet = book.sheet()
+            for chunk in chunks:
+                sheet.append(chunk)
+
+    `zip64` is needed only when one sheet's XML passes 2 GiB (about a million rows of a wide
+    table); Excel may then offer to "repair" the file, so it is off unless asked for."""
+
+    def __init__(
+        self, target: str | Path | IO[bytes], sheet_names: Sequence[str], zip64: bool = False
+    ) -> None:
+        used: set[str] = set()
+        self.names = [_sheet_name(n, used) for n in sheet_names]
+        self._zip64 = zip64
+        self._zip = zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
+        self._current: SheetWriter | None = None
+        self._opened = 0
+        self._package()
+
+    def _package(self) -> None:
+        n = len(self.names)
+        z = self._zip
         overrides = "".join(
             f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{_CT}.worksheet+xml"/>'
-            for i in range(1, len(names) + 1)
+            for i in range(1, n + 1)
         )
         z.writestr(
             "[Content_Types].xml",
-            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            f"{_XML_DECL}"
             '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
             '<Default Extension="rels" '
             'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
@@ -147,51 +216,156 @@ def xlsx_bytes(sheets: dict[str, pd.DataFrame]) -> bytes:
         )
         z.writestr(
             "_rels/.rels",
-            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<Relationships xmlns="{_PKG_REL_NS}"><Relationship Id="rId1" '
+            f'{_XML_DECL}<Relationships xmlns="{_PKG_REL_NS}"><Relationship Id="rId1" '
             f'Type="{_REL_NS}/officeDocument" Target="xl/workbook.xml"/></Relationships>',
         )
         sheet_list = "".join(
-            f'<sheet name="{escape(n)}" sheetId="{i}" r:id="rId{i}"/>'
-            for i, n in enumerate(names, start=1)
+            f'<sheet name="{escape(name)}" sheetId="{i}" r:id="rId{i}"/>'
+            for i, name in enumerate(self.names, start=1)
         )
         z.writestr(
             "xl/workbook.xml",
-            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<workbook {_NS} xmlns:r="{_REL_NS}"><sheets>{sheet_list}</sheets></workbook>',
+            f'{_XML_DECL}<workbook {_NS} xmlns:r="{_REL_NS}"><sheets>{sheet_list}</sheets>'
+            "</workbook>",
         )
         rels = "".join(
             f'<Relationship Id="rId{i}" Type="{_REL_NS}/worksheet" '
             f'Target="worksheets/sheet{i}.xml"/>'
-            for i in range(1, len(names) + 1)
+            for i in range(1, n + 1)
         )
-        rels += (
-            f'<Relationship Id="rId{len(names) + 1}" Type="{_REL_NS}/styles" '
-            'Target="styles.xml"/>'
-        )
+        rels += f'<Relationship Id="rId{n + 1}" Type="{_REL_NS}/styles" Target="styles.xml"/>'
         z.writestr(
             "xl/_rels/workbook.xml.rels",
-            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<Relationships xmlns="{_PKG_REL_NS}">{rels}</Relationships>',
+            f'{_XML_DECL}<Relationships xmlns="{_PKG_REL_NS}">{rels}</Relationships>',
         )
         z.writestr("xl/styles.xml", _STYLES)
-        for i, frame in enumerate(sheets.values(), start=1):
-            z.writestr(f"xl/worksheets/sheet{i}.xml", _sheet_xml(frame))
+
+    def sheet(self) -> SheetWriter:
+        """The next sheet (the one before it is finished)."""
+        if self._current is not None:
+            self._current.close()
+        if self._opened >= len(self.names):
+            raise ValueError(f"the workbook was opened for {len(self.names)} sheets")
+        self._opened += 1
+        stream = self._zip.open(
+            f"xl/worksheets/sheet{self._opened}.xml", "w", force_zip64=self._zip64
+        )
+        self._current = SheetWriter(stream)
+        return self._current
+
+    def close(self) -> None:
+        """Finish the workbook; sheets never asked for are written empty."""
+        if self._zip.fp is None:
+            return
+        try:
+            while self._opened < len(self.names):
+                self.sheet()
+            if self._current is not None:
+                self._current.close()
+        except RuntimeError as exc:  # zipfile: a part over 2 GiB without zip64
+            raise SheetFull(f"the sheet is too large for a workbook without ZIP64: {exc}") from exc
+        finally:
+            self._zip.close()
+
+    def abort(self) -> None:
+        """Stop writing (after an error): whatever was written is not a valid workbook."""
+        if self._current is not None and not self._current._stream.closed:
+            with contextlib.suppress(RuntimeError):  # a part too large: dropped anyway
+                self._current._stream.close()
+        self._zip.close()
+
+    def __enter__(self) -> XlsxWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def xlsx_bytes(sheets: dict[str, pd.DataFrame]) -> bytes:
+    """An .xlsx workbook with one sheet per (name, table), header row bold and frozen."""
+    buf = io.BytesIO()
+    with XlsxWriter(buf, list(sheets)) as book:
+        for frame in sheets.values():
+            book.sheet().append(frame)
     return buf.getvalue()
 
 
-_FORMULA_START = re.compile(r"^[=+@\t\r]|^-(?![\d.])")
+# -- CSV -------------------------------------------------------------------------------------
+# OWASP, CSV injection: a cell starting with = + - @, a tab or a carriage return is taken for a
+# formula by Excel or LibreOffice (the full-width ＝＋－＠ too, which some versions fold), also
+# after leading spaces. Such cells are written with a leading apostrophe, which makes the cell
+# text. The one exception is a plain number ("-32.5", "-1e-3"): nothing in it can be evaluated,
+# and a negative coordinate read as text from an upload must stay a number in Excel.
+_FORMULA_START = re.compile(r"[\t\r]|\s*[=+\-@\uff1d\uff0b\uff0d\uff20]")
+_PLAIN_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def guard(value: object) -> object:
+    """`value` as a CSV cell that no spreadsheet evaluates (only text is ever changed)."""
+    if (
+        isinstance(value, str)
+        and _FORMULA_START.match(value)
+        and not _PLAIN_NUMBER.fullmatch(value)
+    ):
+        return "'" + value
+    return value
+
+
+def _is_text_column(values: pd.Series) -> bool:
+    """Columns of numbers, booleans and dates are written as such; any other may hold text."""
+    dtype = values.dtype
+    return not (
+        pd.api.types.is_numeric_dtype(dtype)  # int, float, bool (never a formula)
+        or pd.api.types.is_datetime64_any_dtype(dtype)
+        or isinstance(dtype, pd.PeriodDtype | pd.IntervalDtype)
+        or pd.api.types.is_timedelta64_dtype(dtype)
+    )
+
+
+def guarded(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` whose text cells and column names are guarded. Number columns are left
+    as numbers (-32.5 in a float column is written -32.5); object columns can mix numbers and
+    text, and only their text is guarded."""
+    safe = frame.copy(deep=False)
+    for j in range(safe.shape[1]):
+        values = safe.iloc[:, j]
+        if _is_text_column(values):
+            safe.isetitem(j, values.map(guard))
+    safe.columns = [guard(str(c)) for c in safe.columns]
+    return safe
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:
     """UTF-8 CSV with a BOM (so Excel opens Chinese text correctly); text cells that Excel would
     take for a formula are prefixed with an apostrophe. Numbers are left alone."""
+    return guarded(frame).to_csv(index=False, lineterminator="\n").encode("utf-8-sig")
 
-    def guard(v):
-        return "'" + v if isinstance(v, str) and _FORMULA_START.match(v) else v
 
-    safe = frame.copy()
-    for col in safe.columns:
-        if safe[col].dtype == object or pd.api.types.is_string_dtype(safe[col]):
-            safe[col] = safe[col].map(guard)
-    return safe.to_csv(index=False).encode("utf-8-sig")
+class CsvWriter:
+    """The CSV of `csv_bytes` written chunk by chunk: header with the first chunk, then rows."""
+
+    def __init__(self, target: str | Path) -> None:
+        self._file = open(target, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115
+        self._columns: list | None = None
+        self.rows = 0
+
+    def append(self, frame: pd.DataFrame) -> None:
+        first = self._columns is None
+        if first:
+            self._columns = list(frame.columns)
+        elif list(frame.columns) != self._columns:
+            raise ValueError("every chunk of a CSV file must have the same columns")
+        guarded(frame).to_csv(self._file, index=False, header=first, lineterminator="\n")
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> CsvWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()

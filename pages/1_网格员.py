@@ -1,24 +1,30 @@
 """网格员工作台 — one grid worker's view: their grid units on the map, their supervised
 entities, the open incidents in their units, and the Excel roster of all of it.
 
-Choosing a worker stands in for a login (which comes later). ?worker=<id> preselects one.
+A grid worker opens on their own units (and cannot choose another worker); a leader may choose
+the workers of the units they lead; dispatchers, bureaus, admins and leadership any worker.
+?worker=<id> preselects one.
 """
 
 from __future__ import annotations
 
 import streamlit as st
+from streamlit_folium import st_folium
 
 from grids import portfolio
-from ui import cards, mapview, page, state
+from grids.access import can
+from ui import assets, cards, mapview, page, state
 
 st.set_page_config(page_title="网格员工作台 · 南通市生态环境执法网格地图",
                    page_icon="🪪", layout="wide")
-url, router = state.load()
-generation = router.snapshot.generation.id
+svc, actor, router = state.load("worker.view")
 options = page.options()
-workers = state.worker_index(url, generation)
+city = can(actor, "map.city")  # roles without the city map see their own units only
+workers = svc.workers(actor)
 if not len(workers):
-    st.warning("当前图层中没有网格员。")
+    st.warning("当前图层中没有可查看的网格员（账号关联的花名册编号可能已不在当前花名册中，"
+               "请联系系统管理员）。")
+    page.sidebar(None, actor)
     st.stop()
 
 ids = workers["id"].tolist()
@@ -32,7 +38,7 @@ if "worker" not in st.session_state or (
 worker_id = st.session_state["worker"]
 st.query_params["worker"] = worker_id  # the address names the worker shown: a shareable link
 
-mine = portfolio.build_portfolio(router, worker_id, state.open_incidents(url, generation))
+mine = svc.worker_portfolio(actor, worker_id)
 w = mine.worker
 if st.session_state.get("_worker_view_for") != worker_id:  # move the map once per worker
     st.session_state["_worker_view_for"] = worker_id
@@ -42,14 +48,22 @@ if st.session_state.get("_worker_view_for") != worker_id:  # move the map once p
 top = st.container()
 map_col, info_col = st.columns([3, 1.25], gap="small")
 with map_col:
-    page.city_map(url, router, options, key="workermap", clicks=False,
-                  highlight=mapview.highlight_group(options.basemap, mine.grids.geometry.values),
-                  view=st.session_state.get("_worker_view"))
+    if city:
+        page.city_map(svc, actor, router, options, key="workermap", clicks=False,
+                      highlight=mapview.highlight_group(options.basemap,
+                                                        mine.grids.geometry.values),
+                      view=st.session_state.get("_worker_view"))
+    else:
+        units = mapview.units_map(options.basemap, mine.grids, mine.entities, mine.incidents)
+        assets.ensure_offline(units, allowed_hosts=options.basemap.hosts)
+        st_folium(units, key="unitsmap", height=mapview.MAP_HEIGHT, use_container_width=True,
+                  returned_objects=[])
 
 with top:
     st.markdown("#### 网格员工作台")
-    st.selectbox("网格员（可输入姓名、编号或乡镇筛选）", ids, key="worker",
-                 format_func=lambda i: labels.get(i, i))
+    if len(ids) > 1:
+        st.selectbox("网格员（可输入姓名、编号或乡镇筛选）", ids, key="worker",
+                     format_func=lambda i: labels.get(i, i))
 
 with info_col:
     st.markdown(f"**{cards.md(w['name'])}**（{cards.md(w['roles'])}，编号 {cards.md(w['id'])}）"
@@ -61,7 +75,8 @@ with info_col:
     st.caption(f"图层版本 {mine.generation['generation']}（{mine.generation['created_at']}）。"
                "地图上青色轮廓为其负责的网格。")
     st.download_button(  # the workbook is written when the button is pressed
-        "下载 Excel 花名册（网格、监管对象、未结事件）", lambda: portfolio.roster_excel(mine),
+        "下载 Excel 花名册（网格、监管对象、未结事件）",
+        lambda: svc.roster_excel(actor, worker_id),
         file_name=f"网格员花名册_{w['name']}_{w['id']}.xlsx",
         mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         width="stretch",
@@ -93,4 +108,4 @@ with incidents_tab:
     else:
         st.info("其负责的网格内没有未结事件。")
 
-page.sidebar(router)
+page.sidebar(router if city else None, actor)

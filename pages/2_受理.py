@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from grids.cases import create_incident, link_duplicate
+from grids.access import PermissionDenied
 from grids.flow import CaseError, load_sources
+from layers.store import StoreError
 from ui import cards, intake, page, state
 
 st.set_page_config(page_title="投诉受理 · 南通市生态环境执法网格地图", page_icon="☎️",
                    layout="wide")
-url, router = state.load()
-generation = router.snapshot.generation.id
+svc, actor, router = state.load("case.create")
 options = page.options()
-index = state.search_index(url, generation)
-names = state.bureau_names(url, generation)
+index = svc.search_index(actor)
+names = svc.bureau_names(actor)
 ss = st.session_state
 KEEP = "session"  # a half-typed call survives a look at the case list and back
 
@@ -47,14 +47,14 @@ loc = intake.current()
 category = ss.get("in_cat") or "other"
 desk = None
 if loc is not None:
-    with intake.opened(url) as store:
-        desk = intake.answer(router, store, loc, float(ss.get("in_acc") or 0), category)
+    desk = intake.answer(svc, actor, loc, float(ss.get("in_acc") or 0), category)
     intake.fit_ambiguous(desk, options.basemap)
 
 top = st.container()
 map_col, side = st.columns([2.5, 1.5], gap="small")
 with map_col:
-    page.city_map(url, router, options, key=map_key, clicks=not extent_mode, draw=extent_mode,
+    page.city_map(svc, actor, router, options, key=map_key, clicks=not extent_mode,
+                  draw=extent_mode,
                   highlight=intake.overlay(router, options.basemap, desk),
                   view=intake.map_view(options.basemap))
 
@@ -139,13 +139,12 @@ with side:
     st.text_input("举报人及联系方式（可不填）", key="in_reporter", persist_state=KEEP)
     st.text_area("事件描述", key="in_desc", persist_state=KEEP, height=90,
                  placeholder="例：石港镇印染厂后面冒黑烟，气味刺鼻")
-    st.text_input("受理人", key="in_actor", persist_state=KEEP, placeholder="您的姓名或工号")
+    st.caption(f"受理人：{cards.md(actor.label)}（按登录账号记录）")
     ready = desk is not None and desk.answer is not None
     if st.button("登记为新案件", type="primary", disabled=not ready, width="stretch"):
         problems = [msg for ok, msg in (
             (ss.get("in_cat"), "请选择事件类别"),
             (str(ss.get("in_desc") or "").strip(), "请填写事件描述"),
-            (str(ss.get("in_actor") or "").strip(), "请填写受理人"),
         ) if not ok]
         if problems:
             st.error("；".join(problems))
@@ -153,13 +152,10 @@ with side:
             fields = intake.case_fields(desk, ss["in_cat"], ss["in_desc"], ss["in_time"],
                                         ss["in_channel"], str(ss.get("in_reporter") or ""))
             try:
-                with intake.opened(url) as store:
-                    cid = create_incident(store, intake.record_answer(desk), fields,
-                                          ss["in_actor"].strip())
-            except CaseError as exc:
+                cid = svc.create_case(actor, intake.record_answer(desk), fields)
+            except (CaseError, PermissionDenied, StoreError) as exc:
                 st.error(cards.md(exc))
             else:
-                state.open_incidents.clear()  # the map and the duplicates show it at once
                 ss["_in_created"] = cid
                 ss["_in_reset"] = True
                 st.rerun()
@@ -193,17 +189,15 @@ with map_col:
                 ids = a.duplicates["id"].astype(str).tolist()
                 original = st.selectbox("并入的原案件", ids, key="in_dup")
                 if st.button("作为重复举报并入所选案件（不新建案件）"):
-                    actor = str(ss.get("in_actor") or "").strip()
-                    if not actor or not str(ss.get("in_desc") or "").strip():
-                        st.error("请先在右侧填写事件描述和受理人")
+                    if not str(ss.get("in_desc") or "").strip():
+                        st.error("请先在右侧填写事件描述")
                     else:
                         ref = intake.duplicate_reference(ss["in_channel"], ss["in_time"],
                                                          str(ss.get("in_reporter") or ""),
                                                          ss["in_desc"])
                         try:
-                            with intake.opened(url) as store:
-                                link_duplicate(store, ref, original, actor)
-                        except CaseError as exc:
+                            svc.link_duplicate(actor, ref, original)
+                        except (CaseError, PermissionDenied, StoreError) as exc:
                             st.error(cards.md(exc))
                         else:
                             ss["_in_linked"] = original
@@ -212,4 +206,4 @@ with map_col:
             else:
                 st.info("附近最近 7 天内没有未结案件。")
 
-page.sidebar(router, accuracy=False)
+page.sidebar(router, actor, accuracy=False)

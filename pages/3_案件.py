@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import streamlit as st
 
+from grids.access import can
 from grids.flow import load_flow
 from ui import cards, cases, page, state
 
 st.set_page_config(page_title="案件办理 · 南通市生态环境执法网格地图", page_icon="📋",
                    layout="wide")
-url, router = state.load()
+svc, actor, router = state.load("case.read")
 generation = router.snapshot.generation.id
-names = state.bureau_names(url, generation)
+names = svc.bureau_names(actor)
 flow = load_flow()
 ss = st.session_state
 
 st.markdown("#### 案件办理")
 message = ss.pop(cases.MSG, None)
 
-everything = cases.load_cases(url, router)
+everything = cases.load_cases(svc, actor, router)
 if everything.empty:
     st.info("还没有案件。可在“投诉受理”页面登记，或用“批量分派”导入。")
-    page.sidebar(router, accuracy=False)
+    page.sidebar(None, actor)
     st.stop()
 
 open_ = everything[everything["status"] != "closed"]
@@ -55,7 +56,7 @@ if wanted and wanted in set(everything["id"]) and wanted not in ids:
     ids = [wanted, *ids]
 if not ids:
     st.info("没有符合条件的案件。")
-    page.sidebar(router, accuracy=False)
+    page.sidebar(None, actor)
     st.stop()
 if wanted in ids and ss.get("_cs_from_url") != wanted:
     ss["cs_case"] = wanted
@@ -85,16 +86,16 @@ with left:
         st.caption(f"当前图层版本为 {generation}；本案件按版本 {gen} 分派，以上为当时的答案。")
     if st.button("按登记时的图层版本复核", key="cs_reproduce",
                  help="用登记时的图层版本重新计算，核对与存档答案是否一致。"):
-        same, diffs = cases.reproduce(url, case)
+        same, diffs = cases.reproduce(svc, actor, case)
         if same:
             st.success(f"复核一致：按图层版本 {gen} 重新计算，与存档答案相同。")
         else:
             st.error("复核不一致：" + cards.md("；".join(diffs)))
 
 with right:
-    st.text_input("办理人", key="cs_actor", persist_state="session",
-                  placeholder="您的姓名或工号（记入办理记录）")
-    steps = flow.next_states(case["status"])
+    st.caption(f"办理人：{cards.md(actor.label)}（按登录账号自动记入办理记录）")
+    mine = svc.can_take(actor, case)
+    steps = flow.steps_for(case["status"], actor.role) if mine else []
     if steps:
         st.markdown("**下一步**")
         st.text_input("说明（可不填）", key="cs_reason",
@@ -102,14 +103,20 @@ with right:
         cols = st.columns(len(steps))
         for col, target in zip(cols, steps, strict=True):
             col.button(flow.steps[(case["status"], target)], key=f"cs_step_{target}",
-                       on_click=cases.do_step, args=(url, case_id, target, case["status"]),
+                       on_click=cases.do_step,
+                       args=(svc, actor, case_id, target, case["status"]),
                        type="primary" if target != "reported" else "secondary",
                        width="stretch")
-    else:
+    elif case["status"] == "closed":
         st.info("案件已结案，办理流程结束。")
+    else:
+        waiting = [flow.steps[(case["status"], t)] for t in flow.next_states(case["status"])]
+        st.info("当前环节由其他岗位办理：" + "、".join(waiting))
     cases.show_message(message, "steps")
 
-    if case["status"] != "closed":
+    if case["status"] != "closed" and can(actor, "case.reassign") and (
+            svc.acting(actor).scope_of("case.reassign") == "all"
+            or svc.acting(actor).owns_case(case)):
         reassigning = bool(message and message[2] == "reassign")
         with st.expander("人工改派（须填写理由，记入办理记录）", expanded=reassigning,
                          key="cs_reassign_box"):
@@ -133,12 +140,11 @@ with right:
             st.text_area("改派理由（必填）", key="cs_why", height=70,
                          placeholder="如：企业实际位于相邻网格；属园区执法局管辖")
             st.button("确认改派", key="cs_reassign", on_click=cases.do_reassign,
-                      args=(url, case_id, grid_now, bureau_now))
+                      args=(svc, actor, case_id, grid_now, bureau_now))
             cases.show_message(message, "reassign")
 
 st.markdown("**办理记录**（只追加，不可修改；人工改派的理由、原承办均在其中）")
-with cases.opened(url) as store:
-    events = store.incident_events(case_id)
+events = svc.case_events(actor, case_id)
 st.dataframe(cases.events_table(events, router), hide_index=True, width="stretch")
 
-page.sidebar(router, accuracy=False)
+page.sidebar(None, actor)

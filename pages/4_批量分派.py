@@ -17,7 +17,8 @@ from ui import batch, cards, intake, page, state
 
 st.set_page_config(page_title="批量分派 · 南通市生态环境执法网格地图", page_icon="🗂️",
                    layout="wide")
-url, router = state.load()
+svc, actor, router = state.load("batch.assign")
+router = svc.batch_router(actor)
 generation = router.snapshot.generation.id
 options = page.options()
 ss = st.session_state
@@ -53,6 +54,7 @@ if upload is not None:
             try:
                 with st.spinner("正在分派…"):
                     ss["_bt_result"] = batch.run(router, upload.name, data, crs)
+                svc.record_batch(actor, upload.name, batch.counts(ss["_bt_result"]))
                 box = batch.bbox(ss["_bt_result"])
                 if box:  # zoom to the file's rows once
                     ss["_bt_view"] = page.new_view(bbox=box, basemap=options.basemap)
@@ -69,7 +71,7 @@ if result is not None:
 
 map_col, side = st.columns([2.5, 1.5], gap="small")
 with map_col:
-    page.city_map(url, router, options, key="batchmap", clicks=False, highlight=group,
+    page.city_map(svc, actor, router, options, key="batchmap", clicks=False, highlight=group,
                   hidden=("incidents",), view=ss.get("_bt_view") if result else None)
 
 with side:
@@ -106,4 +108,4 @@ if result is not None:
     st.dataframe(batch.shown_table(result, statuses), hide_index=True, width="stretch",
                  height=420)
 
-page.sidebar(router, accuracy=False)
+page.sidebar(router, actor, accuracy=False)

@@ -286,7 +286,9 @@ OPEN_ALL = """async () => {
         for (const owner of owners) {
             const members = owner.getLayers ? owner.getLayers().filter(l => l._map) : [owner];
             for (const member of members) {
-                if (owner.getTooltip && owner.getTooltip()) { await open(owner, member, "tooltip"); }
+                if (owner.getTooltip && owner.getTooltip()) {
+                    await open(owner, member, "tooltip");
+                }
                 if (owner.getPopup && owner.getPopup()) { await open(owner, member, "popup"); }
             }
         }

@@ -14,7 +14,17 @@ import pandas as pd
 from branca.element import MacroElement
 from jinja2 import Template
 
-from grids.batch import ID_NAMES, BatchResult, assign, header_key, read_rows
+from grids.batch import (
+    ID_NAMES,
+    MAX_ROWS_INTERACTIVE,
+    MAX_UPLOAD_BYTES,
+    BatchInputError,
+    BatchResult,
+    assign,
+    extent,
+    header_key,
+    read_rows,
+)
 from grids.flow import load_categories
 from grids.routing import Router
 from layers import spreadsheet
@@ -76,12 +86,20 @@ class Batch:
 
 def run(router: Router, name: str, data: bytes, crs: str | None) -> Batch:
     """Read an uploaded CSV/Excel file and route every row (BatchInputError when the file as a
-    whole cannot be used: no coordinate columns, no coordinate system…)."""
+    whole cannot be used: no coordinate columns, no coordinate system…, or when it is larger than
+    the page handles: MAX_UPLOAD_BYTES, MAX_ROWS_INTERACTIVE rows; those go to `gridmap assign`,
+    which streams)."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BatchInputError(
+            f"文件大小 {len(data) / 2**20:.1f} MB，超过网页批量分派的上限 "
+            f"{MAX_UPLOAD_BYTES // 2**20} MB；请在命令行用 "
+            "`gridmap assign 文件 --out 结果.csv` 分派（不限大小）"
+        )
     suffix = Path(name).suffix.lower() or ".csv"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(data)
-        frame = read_rows(path)
+        frame = read_rows(path, max_rows=MAX_ROWS_INTERACTIVE)  # TooManyRows: a BatchInputError
     result = assign(router, frame, crs=crs)
     table = result.table
     table.insert(table.columns.get_loc("route_status") + 1, "route_status_zh",
@@ -114,13 +132,7 @@ def _referrals(table: pd.DataFrame) -> None:
 
 def bbox(batch: Batch) -> tuple[float, float, float, float] | None:
     """The extent of the routed rows inside the jurisdiction (what the map zooms to)."""
-    t = batch.result.table
-    inside = t[t["route_status"].isin(["ok", "ambiguous"])]
-    lon = pd.to_numeric(inside["route_routed_lon"], errors="coerce").dropna()
-    lat = pd.to_numeric(inside["route_routed_lat"], errors="coerce").dropna()
-    if lon.empty:
-        return None
-    return float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())
+    return extent(batch.result.table)
 
 
 def counts(batch: Batch) -> dict[str, int]:

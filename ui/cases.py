@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 
-from grids.cases import case_list, reassign, transition
+from grids.access import Actor, PermissionDenied
 from grids.flow import CaseError, load_categories, load_flow
 from grids.routing import Router, RoutingInputError
+from grids.service import Gridmap
 from layers.incidents import CATEGORIES_ZH
-from ui import cards, state
-from ui.intake import TZ, opened
+from layers.store import StoreError
+from ui import cards
+from ui.intake import TZ
 
 ACTION_ZH = {"create": "受理登记", "transition": "状态变更", "reassign": "人工改派（干预留痕）",
              "link": "重复举报并入"}
@@ -44,10 +46,11 @@ def local_time(value: object) -> str:
     return t.tz_convert(TZ).strftime("%Y-%m-%d %H:%M")
 
 
-def load_cases(url: str, router: Router, now: datetime | None = None) -> pd.DataFrame:
-    """Every case with what the list shows (labels, names, Beijing times)."""
-    with opened(url) as store:
-        cases = case_list(store, now)
+def load_cases(svc: Gridmap, actor: Actor, router: Router,
+               now: datetime | None = None) -> pd.DataFrame:
+    """The cases the actor may read (filtered in the store) with what the list shows
+    (labels, names, Beijing times)."""
+    cases = svc.cases(actor, now=now)
     if cases.empty:
         return cases
     flow = load_flow()
@@ -197,11 +200,11 @@ def stored_answer(case: pd.Series) -> dict:
     return json.loads(case["answer"]) if isinstance(case["answer"], str) else dict(case["answer"])
 
 
-def reproduce(url: str, case: pd.Series) -> tuple[bool, list[str]]:
+def reproduce(svc: Gridmap, actor: Actor, case: pd.Series) -> tuple[bool, list[str]]:
     """Route the case again with the layer generation it was routed with; (same?, differences).
     Shows that a stored answer can be reproduced, whatever was imported since."""
     old = stored_answer(case)
-    router = state.router(url, int(case["generation"]))
+    router = svc.case_router(actor, str(case["id"]))
     try:
         if isinstance(case.get("extent_wkt"), str) and case["extent_wkt"]:
             new = router.route_extent(case["extent_wkt"], "cgcs2000")
@@ -234,38 +237,33 @@ def show_message(message, where: str) -> None:
         (st.error if message[0] == "error" else st.success)(cards.md(message[1]))
 
 
-def do_step(url: str, case_id: str, target: str, shown_status: str) -> None:
+def do_step(svc: Gridmap, actor: Actor, case_id: str, target: str, shown_status: str) -> None:
     """One step of the workflow, as offered for the state the page showed. If someone else has
-    moved the case meanwhile, the workflow refuses the step and the page says why."""
+    moved the case meanwhile, the step is refused and the page says why."""
     ss = st.session_state
     flow = load_flow()
-    actor = str(ss.get("cs_actor") or "")
     reason = str(ss.get("cs_reason") or "")
     try:
-        with opened(url) as store:
-            transition(store, case_id, target, actor, reason)
-    except CaseError as exc:
+        svc.step_case(actor, case_id, target, reason, expected_status=shown_status)
+    except (CaseError, PermissionDenied, StoreError) as exc:
         _say("error", f"未办理：{exc}")
         return
     step = flow.steps.get((shown_status, target), flow.label(target))
-    _say("success", f"案件 {case_id}：{step}（{actor.strip()}）")
+    _say("success", f"案件 {case_id}：{step}（{actor.name or actor.login}）")
     ss["cs_reason"] = ""
-    state.open_incidents.clear()
 
 
-def do_reassign(url: str, case_id: str, grid_now: str | None, bureau_now: str | None) -> None:
+def do_reassign(svc: Gridmap, actor: Actor, case_id: str, grid_now: str | None,
+                bureau_now: str | None) -> None:
     ss = st.session_state
     grid = ss.get("cs_grid") or None
     bureau = ss.get("cs_bureau") or None
     try:
-        with opened(url) as store:
-            reassign(store, case_id, str(ss.get("cs_actor") or ""),
-                     str(ss.get("cs_why") or ""),
-                     grid_code=grid if grid != grid_now else None,
-                     bureau_code=bureau if bureau != bureau_now else None)
-    except CaseError as exc:
+        svc.reassign_case(actor, case_id, str(ss.get("cs_why") or ""),
+                          grid_code=grid if grid != grid_now else None,
+                          bureau_code=bureau if bureau != bureau_now else None)
+    except (CaseError, PermissionDenied, StoreError) as exc:
         _say("error", f"未改派：{exc}", "reassign")
         return
     _say("success", f"案件 {case_id} 已改派，理由已记入办理记录", "reassign")
     ss["cs_why"] = ""
-    state.open_incidents.clear()

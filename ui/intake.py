@@ -10,7 +10,6 @@ click, then type, then search, and the card always shows the last thing they did
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -28,12 +27,9 @@ from grids.flow import load_categories, load_sources
 from grids.intake import (
     NEARBY_RADIUS_M,  # noqa: F401  (the intake page says how far it looked)
     IntakeAnswer,
-    intake,
-    intake_extent,
 )
 from grids.routing import Router, RoutingInputError
 from layers.search import Hit
-from layers.store import open_store
 from ui import assets, cards, mapview
 from ui.basemap import Basemap
 from ui.page import new_view
@@ -275,30 +271,24 @@ def current() -> Located | None:
 
 
 # -- answering ------------------------------------------------------------------------------------
-@contextmanager
-def opened(url: str):
-    """A store for this run's few queries (sqlite connections belong to one thread)."""
-    store = open_store(url)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def answer(router: Router, store, loc: Located, accuracy_m: float, category: str) -> Desk:
+def answer(svc, actor, loc: Located, accuracy_m: float, category: str) -> Desk:
+    """The intake answer through the service (which checks the actor may take complaints)."""
     desk = Desk(loc)
     try:
         if loc.is_extent:
-            desk.answer, desk.extent_store = intake_extent(router, store, loc.extent,
-                                                           crs=loc.crs, category=category)
+            desk.answer, desk.extent_store = svc.intake_extent(actor, loc.extent, crs=loc.crs,
+                                                               category=category)
         else:
-            desk.answer = intake(router, store, loc.x, loc.y, crs=loc.crs,
-                                 accuracy_m=float(accuracy_m), category=category)
+            desk.answer = svc.intake(actor, loc.x, loc.y, crs=loc.crs,
+                                     accuracy_m=float(accuracy_m), category=category)
     except (RoutingInputError, CrsError, ValueError) as exc:
         desk.error = str(exc)
         return desk
     if len(desk.answer.duplicates):
-        desk.extra["duplicate_points"] = duplicate_points(store, desk.answer.duplicates["id"])
+        dups = desk.answer.duplicates
+        desk.extra["duplicate_points"] = {
+            str(i): (float(x), float(y))
+            for i, x, y in zip(dups["id"], dups["lon"], dups["lat"], strict=True)}
     return desk
 
 
@@ -533,15 +523,6 @@ def _candidate_area(router: Router, part: dict):
             if len(rows):
                 return rows.geometry.values[0], str(ref["name"])
     return None, ""
-
-
-def duplicate_points(store, ids) -> dict[str, tuple[float, float]]:
-    if not len(ids):
-        return {}
-    cases = store.incidents()
-    cases = cases[cases["id"].isin(list(ids))]
-    return {str(i): (float(g.x), float(g.y)) for i, g in zip(cases["id"], cases.geometry,
-                                                             strict=True)}
 
 
 # -- recording ------------------------------------------------------------------------------------

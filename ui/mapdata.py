@@ -34,6 +34,7 @@ CACHE_DIR = STATIC_DIR / "cache"
 KEEP_DIRS = 8  # older generations' directories beyond this many are removed
 _LOCK = threading.Lock()
 _DONE: dict[str, threading.Event] = {}
+_AUDIENCE: dict[str, str] = {}  # incidents file name -> the audience it was written for
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,24 @@ def data_key(store_url: str, router: Router, basemap: Basemap) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def audience(actor) -> str:
+    """Who an incidents file is for: everyone who reads all cases, or one role's own scope."""
+    from grids.access import scope
+
+    if scope(actor, "case.read") == "all":
+        return "all"
+    return f"{actor.role}:{actor.bureau_code or actor.worker_id}"
+
+
+def audience_of(name: str) -> str | None:
+    """The audience an incidents file was written for (None: not written by this process)."""
+    with _LOCK:
+        return _AUDIENCE.get(name)
+
+
 def publish(store_url: str, router: Router, basemap: Basemap,
-            incidents: pd.DataFrame | None = None, background: bool = True) -> MapData:
+            incidents: pd.DataFrame | None = None, background: bool = True,
+            audience: str = "all") -> MapData:
     """Write the map's data files for this generation and datum (once), and the incidents file
     for the current incidents; returns where the browser finds them."""
     snap = router.snapshot
@@ -83,7 +100,7 @@ def publish(store_url: str, router: Router, basemap: Basemap,
         rest.start()
         if not background:
             rest.join()
-    incidents_file = _incidents(folder, incidents, shift)
+    incidents_file = _incidents(folder, incidents, shift, audience)
     return MapData(key, f"{STATIC_URL}cache/{key}/", incidents_file, len(snap["entities"]),
                    display.entity_chunks(snap))
 
@@ -115,7 +132,7 @@ INCIDENT_FIELDS = ("id", "reported_at", "source", "category_zh", "status", "stat
                    "description", "grid")
 
 
-def _incidents(folder: Path, incidents: pd.DataFrame | None, shift) -> str:
+def _incidents(folder: Path, incidents: pd.DataFrame | None, shift, audience: str) -> str:
     if incidents is None or not len(incidents):
         return ""
     lon = incidents["lon"].to_numpy(float)
@@ -128,7 +145,11 @@ def _incidents(folder: Path, incidents: pd.DataFrame | None, shift) -> str:
         data[col] = incidents[col].fillna("").astype(str).tolist() if col in incidents else (
             [""] * len(incidents))
     body = display.compact_json(data)
-    name = f"incidents-{hashlib.sha256(body).hexdigest()[:12]}.json"
+    # The audience is part of the name: two audiences never share a file.
+    digest = hashlib.sha256(body + audience.encode()).hexdigest()[:16]
+    name = f"incidents-{digest}.json"
+    with _LOCK:
+        _AUDIENCE[name] = audience
     path = folder / name
     if not path.exists():
         tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")

@@ -238,3 +238,39 @@ def highlight_group(basemap: Basemap, geoms=(), points=(), name: str = "选中"
         ).add_to(group)
     assets.localize(group)
     return group
+
+
+def units_map(basemap: Basemap, grids, entities, incidents) -> folium.Map:
+    """A worker's own units only (for roles that may not see the city map): their grid
+    outlines, their entities and their open incidents, drawn from the page itself — no city
+    data file is fetched. Every text is `cards.js_html` (it lands in folium's scripts)."""
+    bounds = shapely.total_bounds(np.asarray(grids.geometry.values, dtype=object)) if len(
+        grids) else (120.5, 31.6, 121.9, 32.7)
+    minx, miny, maxx, maxy = (float(v) for v in bounds)
+    m = folium.Map(location=[(miny + maxy) / 2, (minx + maxx) / 2], zoom_start=13, tiles=None,
+                   control_scale=True)
+    m.options.update(maxZoom=MAX_ZOOM, minZoom=MIN_ZOOM)
+    for t in basemap.tiles:
+        folium.TileLayer(tiles=t.url, attr=t.attr, name=t.name, subdomains=t.subdomains,
+                         overlay=t.overlay, control=False, max_zoom=MAX_ZOOM,
+                         max_native_zoom=t.max_native_zoom).add_to(m)
+    highlight_group(basemap, grids.geometry.values, name="负责网格").add_to(m)
+    for layer, rows, color in (("监管对象", entities, "#1565c0"),
+                               ("未结事件", incidents, "#d81b60")):
+        group = folium.FeatureGroup(name=cards.js_html(layer))
+        for row in rows.itertuples(index=False):
+            x, y = basemap.to_display([float(row.lon)], [float(row.lat)])
+            label = (f"{row.name}（{row.industry}）" if layer == "监管对象"
+                     else f"{row.id} {row.category_zh}：{str(row.description)[:60]}")
+            folium.CircleMarker(
+                [float(np.asarray(y).ravel()[0]), float(np.asarray(x).ravel()[0])], radius=6,
+                color="#ffffff", weight=2, fill_color=color, fill_opacity=1,
+                tooltip=folium.Tooltip(cards.js_html(label)),
+            ).add_to(group)
+        group.add_to(m)
+    sw = basemap.to_display([minx], [miny])
+    ne = basemap.to_display([maxx], [maxy])
+    m.fit_bounds([[float(np.ravel(sw[1])[0]), float(np.ravel(sw[0])[0])],
+                  [float(np.ravel(ne[1])[0]), float(np.ravel(ne[0])[0])]])
+    assets.localize(m)
+    return m

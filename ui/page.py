@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import streamlit as st
 from streamlit_folium import st_folium
 
+from grids.access import Actor
 from grids.routing import Router
+from grids.service import Gridmap
 from layers.display import city_bounds
-from ui import assets, mapdata, mapview, state
+from ui import assets, auth, mapdata, mapview
 from ui.basemap import Basemap, load_settings
 
 MAP_KEY = "citymap"
@@ -36,18 +38,17 @@ def options() -> Options:
     return Options(settings.get(key), float(st.session_state.get("accuracy", 0)))
 
 
-def sidebar(router: Router, accuracy: bool = True) -> None:
-    """The settings widgets (their values are read by `options` at the next run). The
-    dispatcher pages have an accuracy of their own (`accuracy=False`)."""
+def sidebar(router: Router | None, actor: Actor, accuracy: bool = True) -> None:
+    """The signed-in user, the pages they may open, and the settings widgets (their values
+    are read by `options` at the next run). The dispatcher pages have an accuracy of their own
+    (`accuracy=False`); pages without a map pass no router."""
     settings = load_settings()
     keys = [b.key for b in settings.basemaps]
     with st.sidebar:
         # Our own links: Streamlit's automatic ones would be labelled with the file names.
-        st.page_link(MAP_PAGE, label="网格地图", icon=":material/map:")
-        st.page_link(WORKER_PAGE, label="网格员工作台", icon=":material/badge:")
-        st.page_link(INTAKE_PAGE, label="投诉受理（12369）", icon=":material/support_agent:")
-        st.page_link(CASES_PAGE, label="案件办理", icon=":material/assignment:")
-        st.page_link(BATCH_PAGE, label="批量分派", icon=":material/upload_file:")
+        auth.sidebar_links(actor)
+        if router is None:
+            return
         st.divider()
         st.subheader("地图设置")
         for problem in settings.problems:
@@ -101,18 +102,19 @@ def new_view(bbox=None, point=None, zoom: int = 16, basemap: Basemap | None = No
     return {"center": [centre[0] + jitter, centre[1]], "zoom": zoom}
 
 
-def city_map(url: str, router: Router, options: Options, highlight=None, view: dict | None = None,
-             key: str = MAP_KEY, clicks: bool = True, draw: bool = False,
-             hidden: tuple[str, ...] = ()):
+def city_map(svc: Gridmap, actor: Actor, router: Router, options: Options, highlight=None,
+             view: dict | None = None, key: str = MAP_KEY, clicks: bool = True,
+             draw: bool = False, hidden: tuple[str, ...] = ()):
     """Publish the map data (once per generation), build the map, refuse anything that would
     load from another host, and show it. Only clicks come back (`clicks`), so panning and
     zooming never rerun the script; with `draw` the line/area tools are on and only a finished
     drawing comes back (`last_active_drawing`, in the basemap's coordinates). `hidden` layers
     start switched off (the batch page hides the open incidents among its own dots)."""
-    gen = router.snapshot.generation.id
-    incidents = state.open_incidents(url, gen)
+    svc.map_router(actor)  # the city map's data files are for the roles that may see it
+    incidents = svc.open_incidents(actor)
     try:
-        data = mapdata.publish(url, router, options.basemap, incidents)
+        data = mapdata.publish(svc.url, router, options.basemap, incidents,
+                               audience=mapdata.audience(actor))
     except OSError as exc:
         st.error(f"无法写入地图数据文件（{mapdata.CACHE_DIR}）：{exc}")
         st.stop()

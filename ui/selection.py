@@ -62,7 +62,8 @@ def track(hit: Hit | None, click: tuple[float, float] | None, options: Options) 
     return ss.get("_view")
 
 
-def current(router: Router, options: Options, bureau_names: dict[str, str]) -> Selection | None:
+def current(svc, actor, router: Router, options: Options,
+            bureau_names: dict[str, str]) -> Selection | None:
     chosen = st.session_state.get("_selected")
     if chosen is None:
         return None
@@ -70,7 +71,7 @@ def current(router: Router, options: Options, bureau_names: dict[str, str]) -> S
     if kind == "click":
         lat, lng = what
         try:
-            answer = router.route(lng, lat, options.basemap.click_crs, options.accuracy_m)
+            answer = svc.route(actor, lng, lat, options.basemap.click_crs, options.accuracy_m)
         except RoutingInputError as exc:
             return Selection(cards.error_card(str(exc)), None,
                              mapview.highlight_group(options.basemap))
@@ -81,7 +82,7 @@ def current(router: Router, options: Options, bureau_names: dict[str, str]) -> S
         codes = worker_grids(router, hit.code)
         group = mapview.highlight_group(options.basemap, geometries(router, "grids", codes))
         return Selection(cards.hit_card(hit), None, group, worker_id=hit.code)
-    answer = router.route(hit.lon, hit.lat, "wgs84", 0.0)
+    answer = svc.route(actor, hit.lon, hit.lat, "wgs84", 0.0)
     if hit.kind == "entity":
         group = _highlight(router, options, answer)
     else:

@@ -1,0 +1,69 @@
+"""The pages' side of signing in: who is using this page, and what they may open.
+
+The session cookie is set by the login form of ui/server.py (never by a page) and checked in
+the store on every script run, so a logout, an expiry or a disabled account ends the page at
+its next run. The checks here only decide what to show; the service layer checks again.
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from grids.access import ROLES_ZH, Actor, can
+from grids.service import Gridmap
+from ui import server
+
+# The pages and the permission that opens each (the sidebar shows only what may be opened).
+PAGES = (
+    ("app.py", "网格地图", ":material/map:", "map.city"),
+    ("pages/1_网格员.py", "网格员工作台", ":material/badge:", "worker.view"),
+    ("pages/2_受理.py", "投诉受理（12369）", ":material/support_agent:", "case.create"),
+    ("pages/3_案件.py", "案件办理", ":material/assignment:", "case.read"),
+    ("pages/4_批量分派.py", "批量分派", ":material/upload_file:", "batch.assign"),
+    ("pages/5_用户管理.py", "用户管理", ":material/manage_accounts:", "users.manage"),
+    ("pages/6_审计记录.py", "审计记录", ":material/policy:", "audit.read"),
+)
+
+
+def session_token() -> str | None:
+    return st.context.cookies.get(server.SESSION_COOKIE)
+
+
+def signed_in(action: str | None = None) -> tuple[Gridmap, Actor]:
+    """The service and the signed-in actor; stops the page (showing nothing of the data)
+    when there is no live session, or when the actor may not `action`."""
+    if os.environ.get(server.SERVED_FLAG) != "1":
+        st.error("请用 `gridmap serve`（或 `make run`）启动本系统：它在页面前提供登录。")
+        st.stop()
+    svc = server.service()
+    actor = svc.actor_for(session_token())
+    if actor is None:
+        st.warning("未登录或登录已过期（30 分钟无操作自动退出）。")
+        st.link_button("重新登录", "/login", type="primary")
+        st.stop()
+    if action is not None and not can(actor, action):
+        st.warning(f"{actor.label} 无权打开此页面。")
+        first = landing(actor)
+        if first:
+            st.page_link(first[0], label=f"打开{first[1]}", icon=first[2])
+        st.stop()
+    return svc, actor
+
+
+def landing(actor: Actor) -> tuple[str, str, str] | None:
+    """The first page the actor may open (a grid worker lands on their own units)."""
+    for path, label, icon, action in PAGES:
+        if can(actor, action):
+            return path, label, icon
+    return None
+
+
+def sidebar_links(actor: Actor) -> None:
+    """Who is signed in, the pages they may open, and logout."""
+    st.caption(f"当前用户：{actor.name or actor.login}（{ROLES_ZH.get(actor.role, actor.role)}）")
+    for path, label, icon, action in PAGES:
+        if can(actor, action):
+            st.page_link(path, label=label, icon=icon)
+    st.link_button("退出登录", "/logout", icon=":material/logout:")

@@ -1,0 +1,300 @@
+"""The web server: Streamlit (st.App, on Starlette/uvicorn) behind our own sign-in.
+
+Nothing but the login form is served without a session: a pure-ASGI gate in front of every
+route — pages, Streamlit's own scripts, its websocket, uploads, media and the map's static data
+files — lets a request through only with a live session cookie. The session is checked in the
+store (grids/service.py), so a logout, an expiry or a disabled account ends it everywhere. The
+map's data files are further limited to the roles that may see the city map, and a file of
+open incidents to the audience it was written for (ui/mapdata.py).
+
+`gridmap serve` runs it (README); `streamlit run app.py` alone refuses to show anything.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import secrets
+import time
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from grids.access import Actor, can
+from grids.accounts import AuthError
+from grids.service import Gridmap
+
+ROOT = Path(__file__).resolve().parent.parent
+SESSION_COOKIE = "gridmap_session"
+CSRF_COOKIE = "gridmap_login_csrf"
+SERVED_FLAG = "GRIDMAP_SERVED"  # set by serve(): the pages refuse to run without it
+OPEN_PATHS = ("/login", "/logout", "/_stcore/health", "/_stcore/script-health-check")
+STATIC_DATA = "/app/static/cache/"
+CHECK_TTL_S = 5.0  # a session checked this recently is not checked again for static files
+MAX_FORM_BYTES = 4096
+
+_checked: dict[str, tuple[float, Actor | None]] = {}
+_service: Gridmap | None = None
+
+
+def service() -> Gridmap:
+    """The process's service object (also used by the pages, see ui/state.py)."""
+    global _service
+    if _service is None:
+        _service = Gridmap(os.environ.get("GRIDMAP_STORE"))
+    return _service
+
+
+def cookies_of(scope) -> dict[str, str]:
+    jar = SimpleCookie()
+    for key, value in scope.get("headers", []):
+        if key == b"cookie":
+            try:
+                jar.load(value.decode("latin-1"))
+            except Exception:  # a malformed cookie header counts as no cookie
+                return {}
+    return {k: m.value for k, m in jar.items()}
+
+
+def _actor(token: str | None) -> Actor | None:
+    """The session's actor (cached for a few seconds: a page load fetches ~150 files)."""
+    if not token:
+        return None
+    now = time.monotonic()
+    hit = _checked.get(token)
+    if hit and now - hit[0] < CHECK_TTL_S:
+        return hit[1]
+    svc = service()
+    try:
+        actor = svc.actor_for(token)
+    finally:
+        svc.close()
+    if len(_checked) > 10_000:
+        _checked.clear()
+    _checked[token] = (now, actor)
+    return actor
+
+
+class SessionGate:
+    """Pure ASGI middleware: no session, no content (and no websocket)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        token = cookies_of(scope).get(SESSION_COOKIE)
+        actor = await run_in_threadpool(_actor, token)
+        if actor is None:
+            await self._refuse(scope, receive, send, path)
+            return
+        if path.startswith(STATIC_DATA) and not _may_fetch(actor, path):
+            await PlainTextResponse("无权访问该文件", status_code=403)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, path: str) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4401, "reason": "login required"})
+            return
+        method = scope.get("method", "GET")
+        accept = dict(scope.get("headers", [])).get(b"accept", b"").decode("latin-1")
+        if method == "GET" and ("text/html" in accept or path in ("/", "")):
+            target = path if _safe_next(path) else "/"
+            response: Response = RedirectResponse(f"/login?next={quote(target)}",
+                                                  status_code=303)
+        else:
+            response = PlainTextResponse("请先登录", status_code=401)
+        await response(scope, receive, send)
+
+
+def _may_fetch(actor: Actor, path: str) -> bool:
+    """Map data files: the city map's roles only; an incidents file only for its audience."""
+    from ui import mapdata
+
+    if not can(actor, "map.city"):
+        return False
+    name = path.rsplit("/", 1)[-1]
+    if name.startswith("incidents-"):
+        return mapdata.audience_of(name) == mapdata.audience(actor)
+    return True
+
+
+def _safe_next(target: str) -> bool:
+    """Only a path of this site (no scheme, no host, no //): no open redirect."""
+    parts = urlsplit(target)
+    return (target.startswith("/") and not target.startswith("//") and not parts.scheme
+            and not parts.netloc and "\\" not in target and len(target) < 300)
+
+
+# -- the login form -------------------------------------------------------------------------------
+def _sample_store() -> bool:
+    from grids.demo_users import DEMO_MARK
+
+    svc = service()
+    try:
+        return svc.store().user(DEMO_MARK) is not None
+    except Exception:
+        return False
+    finally:
+        svc.close()
+
+
+def login_page(message: str = "", next_path: str = "/", csrf: str = "", login: str = "",
+               status: int = 200) -> HTMLResponse:
+    sample = _sample_store()
+    notice = ("<p class='demo'>这是示例数据库：演示账号及密码见 README，仅供演示，"
+              "正式使用前请停用。</p>") if sample else ""
+    error = f"<p class='err' role='alert'>{html.escape(message)}</p>" if message else ""
+    body = f"""<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>登录 · 南通市生态环境执法网格地图</title>
+<style>
+body {{ font-family: "Microsoft YaHei", "PingFang SC", "WenQuanYi Micro Hei", sans-serif;
+       background: #f3f6f4; margin: 0; display: flex; min-height: 100vh;
+       align-items: center; justify-content: center; }}
+form {{ background: #fff; padding: 28px 28px 20px; border-radius: 10px; width: min(360px, 88vw);
+       box-shadow: 0 2px 12px rgba(0,0,0,.08); }}
+h1 {{ font-size: 19px; margin: 0 0 4px; color: #1d4f3a; }}
+.sub {{ color: #667; font-size: 14px; margin: 0 0 18px; }}
+label {{ display: block; font-size: 15px; margin: 12px 0 4px; color: #333; }}
+input {{ width: 100%; box-sizing: border-box; font-size: 16px; padding: 10px; min-height: 44px;
+        border: 1px solid #bbb; border-radius: 6px; }}
+button {{ width: 100%; margin-top: 18px; min-height: 46px; font-size: 16px; border: 0;
+         border-radius: 6px; background: #1f7a53; color: #fff; cursor: pointer; }}
+.err {{ color: #b00020; font-size: 14px; }}
+.demo {{ color: #8a5a00; background: #fff6e0; padding: 8px; font-size: 13px; border-radius: 6px; }}
+.foot {{ color: #889; font-size: 12px; margin-top: 14px; }}
+</style></head>
+<body><form method="post" action="/login" autocomplete="on">
+<h1>南通市生态环境综合执法网格地图</h1>
+<p class="sub">请使用本人账号登录</p>
+{notice}{error}
+<label for="login">登录名</label>
+<input id="login" name="login" value="{html.escape(login)}" autocomplete="username"
+       maxlength="32" required autofocus>
+<label for="password">密码</label>
+<input id="password" name="password" type="password" autocomplete="current-password"
+       maxlength="128" required>
+<input type="hidden" name="csrf" value="{html.escape(csrf)}">
+<input type="hidden" name="next" value="{html.escape(next_path)}">
+<button type="submit">登录</button>
+<p class="foot">连续 5 次密码错误将锁定账号 15 分钟。登录、操作均记入审计记录。</p>
+</form></body></html>"""
+    response = HTMLResponse(body, status_code=status)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
+    return response
+
+
+def _with_csrf(response: HTMLResponse, csrf: str, secure: bool) -> HTMLResponse:
+    response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", secure=secure,
+                        path="/login")
+    return response
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https" or os.environ.get("GRIDMAP_COOKIE_SECURE") == "1"
+
+
+async def login(request: Request) -> Response:
+    secure = _secure(request)
+    if request.method == "GET":
+        next_path = request.query_params.get("next", "/")
+        csrf = secrets.token_urlsafe(24)
+        return _with_csrf(login_page(next_path=next_path if _safe_next(next_path) else "/",
+                                     csrf=csrf), csrf, secure)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return PlainTextResponse("请求过大", status_code=413)
+    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+    next_path = form.get("next", "/")
+    next_path = next_path if _safe_next(next_path) else "/"
+    csrf_new = secrets.token_urlsafe(24)
+    given = form.get("csrf", "")
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(given.encode(), expected.encode()):
+        return _with_csrf(login_page("页面已过期，请重新输入登录名和密码", next_path, csrf_new,
+                                     status=400), csrf_new, secure)
+    client = request.client.host if request.client else ""
+    svc = service()
+    try:
+        signed = await run_in_threadpool(svc.sign_in, form.get("login", "")[:64],
+                                         form.get("password", "")[:256], client)
+    except AuthError as exc:
+        return _with_csrf(login_page(str(exc), next_path, csrf_new, form.get("login", "")[:32],
+                                     status=401), csrf_new, secure)
+    finally:
+        svc.close()
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(SESSION_COOKIE, signed.token, httponly=True, samesite="lax",
+                        secure=secure, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/login")
+    return response
+
+
+async def logout(request: Request) -> Response:
+    token = request.cookies.get(SESSION_COOKIE)
+    _checked.pop(token or "", None)
+    svc = service()
+    try:
+        await run_in_threadpool(svc.sign_out, token)
+    finally:
+        svc.close()
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def forget(token: str | None) -> None:
+    """Drop a session from the gate's short cache (after a logout from a page)."""
+    _checked.pop(token or "", None)
+
+
+def create_app():
+    import streamlit as st
+
+    os.environ[SERVED_FLAG] = "1"
+    return st.App(str(ROOT / "app.py"),
+                  routes=[Route("/login", login, methods=["GET", "POST"]),
+                          Route("/logout", logout, methods=["GET", "POST"])],
+                  middleware=[Middleware(SessionGate)])
+
+
+# Streamlit settings of the served app (the same as .streamlit/config.toml, so that the app
+# behaves the same whatever directory it is started from).
+SERVER_CONFIG = {
+    "server.headless": True,
+    "server.enableStaticServing": True,
+    "server.fileWatcherType": "none",
+    "server.maxUploadSize": 50,
+    "browser.gatherUsageStats": False,
+    "client.toolbarMode": "minimal",
+    "client.showSidebarNavigation": False,
+    # Tracebacks (with server paths) are for the log, not for visitors.
+    "client.showErrorDetails": "none",
+    "theme.base": "light",
+}
+
+
+def serve(store: str, host: str = "127.0.0.1", port: int = 8501) -> None:
+    os.environ["GRIDMAP_STORE"] = store
+    app = create_app()
+    app.run(config={**SERVER_CONFIG, "server.address": host, "server.port": port})
