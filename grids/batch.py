@@ -35,7 +35,7 @@ from layers.finder import Queries
 from layers.problems import shown
 from layers.readers import LAT_NAMES, LON_NAMES, ReadError, read_table, read_vector
 
-CHUNK_ROWS = 50_000  # rows read, routed and written at a time by `assign_file`
+CHUNK_ROWS = 20_000  # rows read, routed and written at a time by `assign_file` (~5 KB each)
 # The web page (pages/4_批量分派.py, ui/batch.py) holds a whole upload and its result in memory:
 # larger files are for `gridmap assign`. .streamlit/config.toml's server.maxUploadSize is the
 # same limit in MB (Streamlit counts 1 MB = 1024 × 1024 bytes).

@@ -663,6 +663,7 @@ def _geometry(spec: LayerSpec, raw: RawLayer, crs_override: str | None):
             )
             return None, problems, "", used
         for value in systems:
+            first = raw.where(int(np.flatnonzero(row_crs == value)[0]))  # even if no row is usable
             rows = np.flatnonzero((row_crs == value) & np.isfinite(x) & np.isfinite(y))
             if not value:
                 problems += [
@@ -673,9 +674,7 @@ def _geometry(spec: LayerSpec, raw: RawLayer, crs_override: str | None):
             try:
                 lo, la, status = check_points(x[rows], y[rows], value)
             except CrsError as exc:
-                problems.append(
-                    Problem(raw.file, str(exc), raw.where(int(rows[0])), crs_col or "crs")
-                )
+                problems.append(Problem(raw.file, str(exc), first, crs_col or "crs"))
                 continue
             lon[rows], lat[rows] = lo, la
             problems += _point_status(raw, rows, status, x, y)

@@ -7,6 +7,7 @@ columns plus geometries in the file's own CRS; checking and converting is the im
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,23 @@ def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
     except ReadError:
         raise
     except Exception as exc:
+        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if ragged:
+            n, line, saw = ragged.groups()
+            raise ReadError(
+                Problem(
+                    display,
+                    f"有 {saw} 个字段，表头只有 {n} 个：请检查分隔符和引号",
+                    f"第 {line} 行",
+                )
+            ) from exc
         raise ReadError(Problem(display, f"无法读取表格：{exc}")) from exc
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas takes the first column as row labels when the data rows have one field more
+        # than the header: every column would be read one to the left.
+        raise ReadError(
+            Problem(display, "数据行的字段比表头多一个：请检查分隔符、引号，或表头是否少了一列")
+        )
     frame.columns = [str(c).strip() for c in frame.columns]
     _refuse_duplicate_columns(frame, display)
     # A row shorter than the header (and an empty Excel cell) reads as NaN: it is blank text.

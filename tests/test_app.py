@@ -18,6 +18,7 @@ from grids.routing import Router
 from layers.store import open_store
 from tests import world
 from tests.browser import ROOT, XSS_NAME, build_map_world
+from tests.signin import sign_in_page
 from ui import assets, basemap, cards
 
 URL_IN_TEXT = re.compile(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}", re.IGNORECASE)
@@ -30,7 +31,7 @@ def store_path(tmp_path_factory):
 
 @pytest.fixture
 def app(store_path, monkeypatch):
-    monkeypatch.setenv("GRIDMAP_STORE", str(store_path))
+    sign_in_page(monkeypatch, store_path)
     for name in ("GRIDMAP_BASEMAP", "GRIDMAP_TIANDITU_KEY", "GRIDMAP_TILE_URL"):
         monkeypatch.delenv(name, raising=False)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
@@ -115,7 +116,7 @@ def test_worker_hit_links_to_the_worker_page(app):
 
 
 def test_cdn_link_is_an_error_not_a_blank_map(store_path, monkeypatch):
-    monkeypatch.setenv("GRIDMAP_STORE", str(store_path))
+    sign_in_page(monkeypatch, store_path)
     monkeypatch.delitem(assets.VENDORED, "leaflet")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
     assert any("外部网站" in e.value and "cdn.jsdelivr.net" in e.value for e in at.error)
@@ -192,13 +193,14 @@ def test_cards_escape_everything():
 
 def test_missing_store_is_a_message(monkeypatch, tmp_path):
     monkeypatch.setenv("GRIDMAP_STORE", str(tmp_path / "none.gpkg"))
+    monkeypatch.setenv("GRIDMAP_SERVED", "1")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
     assert any("数据库文件不存在" in e.value for e in at.error)
 
 
 def test_worker_page(store_path, monkeypatch):
-    monkeypatch.setenv("GRIDMAP_STORE", str(store_path))
+    sign_in_page(monkeypatch, store_path)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
     at.query_params["worker"] = "W003"  # A2 south
     at.switch_page("pages/1_网格员.py").run()
@@ -225,7 +227,7 @@ def test_worker_page(store_path, monkeypatch):
 def test_gcj02_basemap_shifts_layers_and_clicks(store_path, monkeypatch):
     from geo.china_offsets import wgs84_to_gcj02
 
-    monkeypatch.setenv("GRIDMAP_STORE", str(store_path))
+    sign_in_page(monkeypatch, store_path)
     monkeypatch.setenv("GRIDMAP_TILE_URL",
                        "https://webrd0{s}.is.autonavi.com/appmaptile?style=8&x={x}&y={y}&z={z}")
     monkeypatch.setenv("GRIDMAP_TILE_SUBDOMAINS", "1234")

@@ -18,7 +18,7 @@ from layers.postgis import migrate
 from layers.problems import ImportFailed
 from layers.store import open_store
 from tests import world
-from tests.conftest import gridmap_exe
+from tests.conftest import STORES, gridmap_exe
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +108,11 @@ def test_uninitialised_database_is_a_clear_error(pg_cluster):
     assert out.returncode == 2 and "gridmap db init" in out.stderr
 
 
-def test_concurrent_imports_do_not_interleave(new_store, world_dir, tmp_path):
-    store = new_store("postgis")
+@pytest.mark.parametrize("kind", STORES)
+def test_concurrent_imports_do_not_interleave(kind, new_store, world_dir, tmp_path):
+    """Two imports checked against the same generation: the second to commit is refused
+    (its check is stale) instead of committing over the first, and says so."""
+    store = new_store(kind)
     import_path(store, world_dir)
     variants = []
     for k in range(2):
@@ -133,19 +136,32 @@ def test_concurrent_imports_do_not_interleave(new_store, world_dir, tmp_path):
         finally:
             s.close()
 
-    threads = [threading.Thread(target=run, args=(d,)) for d in variants]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    # Both check against generation 1 before either commits: hold the commits until both
+    # checks are done.
+    barrier = threading.Barrier(2, timeout=60)
+    real_commit = type(store).commit_layers
+
+    def commit_after_both_checked(self, *args, **kwargs):
+        barrier.wait()
+        return real_commit(self, *args, **kwargs)
+
+    type(store).commit_layers = commit_after_both_checked
+    try:
+        threads = [threading.Thread(target=run, args=(d,)) for d in variants]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        type(store).commit_layers = real_commit
+    assert len(errors) == 1 and "已被他人更新" in str(errors[0])
+    assert "未写入" in str(errors[0])
     store.clear_cache()
     gens = store.generations()
-    assert [g.id for g in gens] == [1, 2, 3]
-    for g in (2, 3):  # each generation holds one import whole, never a mix
-        snap = store.snapshot(g)
-        names = set(snap["workers"]["name"]) | set(snap["grids"]["name"])
-        assert len(names) == 1
+    assert [g.id for g in gens] == [1, 2]
+    snap = store.snapshot(2)  # the generation holds one import whole, never a mix
+    names = set(snap["workers"]["name"]) | set(snap["grids"]["name"])
+    assert len(names) == 1
 
 
 def test_failed_import_rolls_back_in_postgis(new_store, world_dir, tmp_path):

@@ -159,10 +159,11 @@ CREDIT_IDS = tuple(generate(_RNG, "320901") for _ in range(8))
 
 
 @st.composite
-def csv_bytes(draw, header: list[str], rows: list[list[str]]) -> bytes:
+def csv_bytes(draw, header: list[str], rows: list[list[str]], clean: bool = False) -> bytes:
     """A table as a government office might send it, or worse: random delimiter, quoting,
-    line ends, ragged rows, encoding (unencodable characters replaced) and a few flipped bytes."""
-    delim = draw(st.sampled_from([",", ",", ",", ";", "\t", "|"]))
+    line ends, ragged rows, encoding (unencodable characters replaced) and a few flipped bytes.
+    `clean`: comma-separated, UTF-8 or GBK, nothing flipped or ragged."""
+    delim = "," if clean else draw(st.sampled_from([",", ",", ",", ";", "\t", "|"]))
     quote_all = draw(st.booleans())
     end = draw(st.sampled_from(["\n", "\r\n", "\r"]))
 
@@ -171,15 +172,18 @@ def csv_bytes(draw, header: list[str], rows: list[list[str]]) -> bytes:
             return '"' + v.replace('"', '""') + '"'
         return v
 
+    ragged = "none" if clean else draw(st.sampled_from(["none", "none", "some", "one more"]))
     lines = [delim.join(cell(v) for v in header)]
     for row in rows:
-        cut = draw(st.integers(-2, 2)) if draw(st.integers(0, 9)) == 0 else 0
+        cut = 0 if ragged == "none" else draw(st.integers(-2, 2))
+        cut = 1 if ragged == "one more" else cut
         row = row[:cut] if cut < 0 else row + ["多余"] * cut
         lines.append(delim.join(cell(v) for v in row))
     text = end.join(lines) + end
-    encoding = draw(st.sampled_from(ENCODINGS))
+    encoding = draw(st.sampled_from(("utf-8", "utf-8-sig", "gb18030") if clean else ENCODINGS))
     data = bytearray(text.encode(encoding, errors="replace"))
-    for _ in range(draw(st.integers(0, 2)) if draw(st.integers(0, 4)) == 0 else 0):
+    flips = 0 if clean or draw(st.integers(0, 4)) else draw(st.integers(1, 2))
+    for _ in range(flips):
         if data:
             data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
     return bytes(data)
@@ -311,26 +315,40 @@ def check_import(files: dict[str, bytes], zipped: bool = False, links: tuple = (
 
 @st.composite
 def entity_files(draw) -> dict[str, bytes]:
+    clean = draw(st.integers(0, 2)) == 0  # a table that should import (extras blank or plain)
     pairs = [("lon", "lat"), ("经度", "纬度"), ("LNG", "LAT"), ("x", "y"), ("lon", "lon")]
-    lon_name, lat_name = draw(st.sampled_from(pairs))
+    lon_name, lat_name = ("lon", "lat") if clean else draw(st.sampled_from(pairs))
     header = ["id", "name", lon_name, lat_name, "industry", "permit_class", "crs"]
-    if draw(st.integers(0, 9)) == 0:
+    if not clean and draw(st.integers(0, 9)) == 0:
         header.pop(draw(st.integers(0, len(header) - 1)))
-    header += draw(st.lists(header_text(), max_size=3))
+    extra = st.sampled_from(["备注", "地址", "remark", "负责人"]) if clean else header_text()
+    header += draw(st.lists(extra, max_size=3, unique=True))
     rows = []
-    for _ in range(draw(st.integers(0, 5))):
-        values = {
-            "id": draw(st.one_of(st.sampled_from(CREDIT_IDS), hostile_text())),
-            "name": draw(hostile_text()),
-            lon_name: draw(lon_text()),
-            lat_name: draw(lat_text()),
-            "industry": draw(hostile_text()),
-            "permit_class": draw(st.sampled_from([*PERMIT_CLASSES, "特许经营", "重点管理 "])),
-            "crs": draw(st.sampled_from(CRS_VALUES)),
-        }
+    for i in range(draw(st.integers(1 if clean else 0, 5))):
+        if clean:
+            values = {
+                "id": CREDIT_IDS[i],
+                "name": f"第{i}公司",
+                lon_name: f"{draw(st.floats(120.5, 120.9)):.6f}",
+                lat_name: f"{draw(st.floats(32.0, 32.2)):.6f}",
+                "industry": "化工",
+                "permit_class": draw(st.sampled_from(PERMIT_CLASSES)),
+                "crs": draw(st.sampled_from(["wgs84", "gcj02", "cgcs2000", " WGS84 "])),
+            }
+        else:
+            values = {
+                "id": draw(st.one_of(st.sampled_from(CREDIT_IDS), hostile_text())),
+                "name": draw(hostile_text()),
+                lon_name: draw(lon_text()),
+                lat_name: draw(lat_text()),
+                "industry": draw(hostile_text()),
+                "permit_class": draw(st.sampled_from([*PERMIT_CLASSES, "特许经营", "重点管理 "])),
+                "crs": draw(st.sampled_from(CRS_VALUES)),
+            }
         blank = draw(st.booleans())  # extra columns all blank: attrs must be {}
-        rows.append([values.get(h, "" if blank else draw(hostile_text())) for h in header])
-    return {"entities.csv": draw(csv_bytes(header, rows))}
+        filler = st.sampled_from(["x", "备注文字", "12", "3.5"]) if clean else hostile_text()
+        rows.append([values.get(h, "" if blank else draw(filler)) for h in header])
+    return {"entities.csv": draw(csv_bytes(header, rows, clean))}
 
 
 PHONES = st.one_of(
@@ -391,7 +409,7 @@ def _geometry_mutation(draw, geometry: dict | None):
             if kind == "nan"
             else st.sampled_from([1e308, -1e308, 1e20, 5e-324])
         )
-        coords[0][draw(st.integers(0, 1))] = value
+        coords[draw(st.integers(0, 1))] = value
         return geometry
     return {
         "unclosed": {"type": "Polygon", "coordinates": [ring[:-1]]},
@@ -449,18 +467,26 @@ def grid_files(draw) -> dict[str, bytes]:
 @st.composite
 def entity_point_files(draw) -> dict[str, bytes]:
     features = []
-    for _ in range(draw(st.integers(0, 4))):
-        lon = draw(st.one_of(st.floats(120.45, 120.95), st.floats(allow_nan=True)))
-        lat = draw(st.one_of(st.floats(31.95, 32.25), st.floats(allow_nan=True)))
+    clean = draw(st.integers(0, 2)) == 0  # valid but for the odd extra attribute
+    for i in range(draw(st.integers(1 if clean else 0, 4))):
+        lon, lat = draw(st.floats(120.5, 120.9)), draw(st.floats(32.0, 32.2))
         geometry = {"type": "Point", "coordinates": [lon, lat]}
-        if draw(st.integers(0, 5)) == 0:
-            geometry = _geometry_mutation(draw, geometry)
         props = {
-            "id": draw(st.one_of(st.sampled_from(CREDIT_IDS), hostile_text())),
-            "name": draw(hostile_text()),
-            "industry": draw(hostile_text()),
-            "permit_class": draw(st.sampled_from([*PERMIT_CLASSES, None, 1])),
+            "id": CREDIT_IDS[i],
+            "name": f"第{i}公司",
+            "industry": "化工",
+            "permit_class": draw(st.sampled_from(PERMIT_CLASSES)),
         }
+        if not clean:
+            geometry["coordinates"] = [draw(st.floats()), draw(st.floats())]
+            if draw(st.integers(0, 5)) == 0:
+                geometry = _geometry_mutation(draw, geometry)
+            props = {
+                "id": draw(st.one_of(st.sampled_from(CREDIT_IDS), hostile_text())),
+                "name": draw(hostile_text()),
+                "industry": draw(hostile_text()),
+                "permit_class": draw(st.sampled_from([*PERMIT_CLASSES, None, 1])),
+            }
         if draw(st.booleans()):
             props["备注"] = draw(st.sampled_from([None, "", " ", math.nan, "2024-01-01", 3.5]))
         features.append({"type": "Feature", "properties": props, "geometry": geometry})

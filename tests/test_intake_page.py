@@ -17,14 +17,16 @@ from streamlit.testing.v1 import AppTest
 
 from geo.china_offsets import wgs84_to_bd09, wgs84_to_gcj02
 from geo.crs import from_store
+from grids.access import Actor
 from grids.batch import assign, header_crs, header_key
-from grids.cases import create_incident, transition
 from grids.routing import Router
+from grids.service import Gridmap
 from layers import spreadsheet
 from layers.importer import import_path
 from layers.store import open_store
 from tests import world
 from tests.browser import ROOT, XSS_NAME, build_map_world
+from tests.signin import sign_in_page
 
 INTAKE, CASES, BATCH = "pages/2_受理.py", "pages/3_案件.py", "pages/4_批量分派.py"
 A2_SOUTH = "320901002001001"  # the grid of world.P["a2_plain"]; worker 网格员3, 13800000003
@@ -44,7 +46,7 @@ def store_path(map_world, tmp_path):
 
 
 def open_page(path: str, store, monkeypatch, query: dict | None = None) -> AppTest:
-    monkeypatch.setenv("GRIDMAP_STORE", str(store))
+    sign_in_page(monkeypatch, store)
     for name in ("GRIDMAP_BASEMAP", "GRIDMAP_TIANDITU_KEY", "GRIDMAP_TILE_URL"):
         monkeypatch.delenv(name, raising=False)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
@@ -78,10 +80,14 @@ def type_coordinates(at, value: str, crs: str = "wgs84") -> AppTest:
     return at.text_input(key="in_coord").input(value).run()
 
 
-def register(at, category="air", description="印染厂后面冒黑烟", actor="调度员甲") -> AppTest:
+# The signed-in dispatcher of tests/signin.py, as events name them.
+ME = "调度员甲（t-dispatcher）"
+OTHER = Actor("t-dispatcher2", "dispatcher", "调度员丙")
+
+
+def register(at, category="air", description="印染厂后面冒黑烟") -> AppTest:
     at.selectbox(key="in_cat").set_value(category).run()
     at.text_area(key="in_desc").input(description).run()
-    at.text_input(key="in_actor").input(actor).run()
     [button] = [b for b in at.button if b.label == "登记为新案件"]
     return button.click().run()
 
@@ -120,7 +126,7 @@ def test_typed_gcj02_coordinate_routes_and_registers(store_path, monkeypatch):
     assert len(cases_in(store_path)) == before + 1
     assert case["given_crs"] == "gcj02" and case["given_x"] == pytest.approx(gx, abs=1e-6)
     assert case["lon"] == pytest.approx(lon, abs=1e-6) and case["grid_code"] == A2_SOUTH
-    assert case["generation"] == 1 and case["created_by"] == "调度员甲"
+    assert case["generation"] == 1 and case["created_by"] == ME
     assert case["status"] == "reported" and case["source"] == "12369热线"
     assert case["reported_at"].endswith("+08:00")  # typed in Beijing time
     # The next call starts clean; the link opens the case.
@@ -226,7 +232,6 @@ def test_duplicate_is_linked_not_created(store_path, monkeypatch):
     assert first in set(at.dataframe[1].value["案件编号"])
     at.selectbox(key="in_cat").set_value("air").run()
     at.text_area(key="in_desc").input("第二次来电：还在冒黑烟").run()
-    at.text_input(key="in_actor").input("调度员乙").run()
     [link] = [b for b in at.button if b.label.startswith("作为重复举报并入")]
     at = link.click().run()
     assert any(first in s.value.replace("\\", "") and "未新建" in s.value for s in at.success)
@@ -234,7 +239,7 @@ def test_duplicate_is_linked_not_created(store_path, monkeypatch):
     store = open_store(str(store_path))
     last = store.incident_events(first).iloc[-1]
     store.close()
-    assert last["action"] == "link" and last["actor"] == "调度员乙"
+    assert last["action"] == "link" and last["actor"] == ME
     assert "第二次来电：还在冒黑烟" in last["reason"]  # the caller's words are kept
 
 
@@ -270,13 +275,13 @@ def test_drawn_area_is_routed(store_path, monkeypatch):
 
 # -- cases -----------------------------------------------------------------------------------
 def new_case(store_path, point=world.P["a2_plain"]) -> str:
-    store = open_store(str(store_path))
+    svc = Gridmap(str(store_path))
     try:
-        answer = Router(store).route(*point)
-        return create_incident(store, answer, {"category": "air", "description": "黑烟"},
-                               "调度员甲")
+        answer = svc.route(OTHER, *point)
+        return svc.create_case(Actor("t-dispatcher", "dispatcher", "调度员甲"), answer,
+                               {"category": "air", "description": "黑烟"})
     finally:
-        store.close()
+        svc.close()
 
 
 def test_case_steps_and_a_stale_step_is_refused(store_path, monkeypatch):
@@ -285,22 +290,23 @@ def test_case_steps_and_a_stale_step_is_refused(store_path, monkeypatch):
     assert at.selectbox(key="cs_case").value == cid
     assert cid in set(at.dataframe[0].value["案件编号"])
     assert "登记时的责任归属（图层版本 1）" in html(at) and A2_SOUTH in html(at)
-    at.text_input(key="cs_actor").input("调度员乙").run()
     step = at.button(key="cs_step_dispatched")
     assert step.label == "派遣至网格员"
     # Meanwhile another dispatcher dispatches it: the page still offers the old step.
-    store = open_store(str(store_path))
-    transition(store, cid, "dispatched", "调度员丙")
-    store.close()
+    svc = Gridmap(str(store_path))
+    svc.step_case(OTHER, cid, "dispatched")
+    svc.close()
     at = step.click().run()
-    assert any("不允许" in e.value for e in at.error)
-    # Now the page offers the steps of the new state; a legal one is taken.
-    at.text_input(key="cs_reason").input("已电话通知").run()
-    at = at.button(key="cs_step_verified").click().run()
-    assert any("网格员现场核实" in s.value for s in at.success)
+    assert any("已被他人更新" in e.value for e in at.error)
+    # Now the page offers the dispatcher's steps of the new state (the on-site check is the
+    # grid worker's, not offered); a legal one is taken.
+    assert not [b for b in at.button if b.key == "cs_step_verified"]
+    at.text_input(key="cs_reason").input("网格员请假，重新派遣").run()
+    at = at.button(key="cs_step_reported").click().run()
+    assert any("退回重新派遣" in s.value for s in at.success)
     trail = at.dataframe[-1].value
-    assert list(trail["办理人"]) == ["调度员甲", "调度员丙", "调度员乙"]
-    assert trail["理由/说明"].iloc[-1] == "已电话通知"
+    assert list(trail["办理人"]) == [ME, "调度员丙（t-dispatcher2）", ME]
+    assert trail["理由/说明"].iloc[-1] == "网格员请假，重新派遣"
     assert at.text_input(key="cs_reason").value == ""
     # The stored answer is reproduced with its generation.
     at = at.button(key="cs_reproduce").click().run()
@@ -310,7 +316,6 @@ def test_case_steps_and_a_stale_step_is_refused(store_path, monkeypatch):
 def test_reassignment_needs_a_reason(store_path, monkeypatch):
     cid = new_case(store_path)
     at = open_page(CASES, store_path, monkeypatch, {"case": cid})
-    at.text_input(key="cs_actor").input("调度员乙").run()
     at.selectbox(key="cs_grid").set_value("320901002001002").run()
     at = at.button(key="cs_reassign").click().run()
     assert any("理由" in e.value for e in at.error)
@@ -357,7 +362,6 @@ def test_postgis_store_intake_and_case(new_store, tmp_path, monkeypatch):
     at.query_params["case"] = cid
     at.switch_page(CASES).run()
     assert not at.exception
-    at.text_input(key="cs_actor").input("调度员乙").run()
     at = at.button(key="cs_step_dispatched").click().run()
     assert any("派遣至网格员" in s.value for s in at.success)
     assert list(store.incident_events(cid)["status"]) == ["reported", "dispatched"]

@@ -10,7 +10,7 @@ from openpyxl import load_workbook
 
 from grids import portfolio
 from grids.routing import Router
-from layers.store import open_store
+from layers.store import IncidentQuery, open_store
 from tests.browser import FORMULA_NAME, XSS_NAME, build_map_world
 
 A2_SOUTH = "320901002001001"
@@ -54,7 +54,8 @@ def test_worker_index(router):
 
 
 def test_portfolio_of_a_worker(store, router):
-    incidents = portfolio.open_incidents(store)
+    incidents = portfolio.open_incidents(store.query_incidents(
+        IncidentQuery(not_statuses=("closed",))))
     mine = portfolio.build_portfolio(router, worker_of(router, A2_SOUTH), incidents)
     assert mine.grid_codes == [A2_SOUTH]
     names = set(mine.entities["name"])
@@ -63,7 +64,7 @@ def test_portfolio_of_a_worker(store, router):
     # An entity exactly on the grid's border is listed, with a note, not silently assigned.
     border = mine.entities[mine.entities["name"] == "界线上的汽修厂"]
     assert len(border) == 1 and "歧义" in border["note"].iat[0]
-    if hasattr(store, "incidents"):
+    if True:
         assert mine.incidents["id"].tolist() == ["T0001"]  # T0003 is closed
         assert mine.grids["open_incidents"].iat[0] == 1
     assert "网格长" in mine.grids["others"].iat[0]
@@ -86,7 +87,8 @@ def test_filters(router):
 
 def test_roster_workbook(store, router):
     wid = worker_of(router, "320901002001002")  # A2 north: holds the formula-named entity
-    mine = portfolio.build_portfolio(router, wid, portfolio.open_incidents(store))
+    mine = portfolio.build_portfolio(router, wid, portfolio.open_incidents(
+        store.query_incidents(IncidentQuery(not_statuses=("closed",)))))
     wb = load_workbook(io.BytesIO(portfolio.roster_excel(mine)))
     assert wb.sheetnames == ["网格员", "负责网格", "监管对象", "未结事件"]
     info = {r[0]: r[1] for r in wb["网格员"].iter_rows(values_only=True)}
@@ -98,9 +100,7 @@ def test_roster_workbook(store, router):
     assert cells and all(c.data_type == "s" for c in cells)  # text, never a formula
 
 
-def test_no_incident_records():
-    class Bare:
-        pass
-
-    frame = portfolio.open_incidents(Bare())
+def test_no_incident_records(store):
+    none = store.query_incidents(IncidentQuery(ids=("no-such-case",)))
+    frame = portfolio.open_incidents(none)
     assert isinstance(frame, pd.DataFrame) and frame.empty and "grid" in frame

@@ -13,6 +13,7 @@ import streamlit as st
 
 from grids.access import ROLES_ZH, Actor, can
 from grids.service import Gridmap
+from layers.store import StoreError
 from ui import server
 
 # The pages and the permission that opens each (the sidebar shows only what may be opened).
@@ -38,7 +39,11 @@ def signed_in(action: str | None = None) -> tuple[Gridmap, Actor]:
         st.error("请用 `gridmap serve`（或 `make run`）启动本系统：它在页面前提供登录。")
         st.stop()
     svc = server.service()
-    actor = svc.actor_for(session_token())
+    try:
+        actor = svc.actor_for(session_token())
+    except StoreError as exc:
+        st.error(str(exc))
+        st.stop()
     if actor is None:
         st.warning("未登录或登录已过期（30 分钟无操作自动退出）。")
         st.link_button("重新登录", "/login", type="primary")

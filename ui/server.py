@@ -46,8 +46,12 @@ _service: Gridmap | None = None
 def service() -> Gridmap:
     """The process's service object (also used by the pages, see ui/state.py)."""
     global _service
-    if _service is None:
-        _service = Gridmap(os.environ.get("GRIDMAP_STORE"))
+    from layers.store import store_url
+
+    wanted = store_url(os.environ.get("GRIDMAP_STORE"))
+    if _service is None or _service.url != wanted:
+        _service = Gridmap(wanted)
+        _checked.clear()
     return _service
 
 
