@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -74,10 +73,11 @@ def world_incidents() -> pd.DataFrame:
     ])
 
 
-def build_map_world(directory: Path) -> Path:
-    """A GeoPackage store of the hand-drawn world with entities and incidents; its path."""
+def build_map_world(directory: Path, overrides: dict | None = None) -> Path:
+    """A GeoPackage store of the hand-drawn world with entities, incidents and one account
+    per role (tests/signin.py); its path."""
     directory = Path(directory)
-    files = world.write(directory / "files")
+    files = world.write(directory / "files", overrides)
     world_entities().to_csv(files / "entities.csv", index=False)
     path = directory / "mapworld.gpkg"
     store = open_store(str(path), create=True)
@@ -91,6 +91,9 @@ def build_map_world(directory: Path) -> Path:
             load_incident_file(store, Router(store), directory / "incidents.csv", actor="测试")
     finally:
         store.close()
+    from tests.signin import add_world_users
+
+    add_world_users(path)
     return path
 
 
@@ -112,8 +115,8 @@ def free_port() -> int:
 
 
 class AppServer:
-    """`streamlit run app.py` on a free port against `store`; stopped (with its process group)
-    on exit. The log is kept in test-artifacts/ for when something fails."""
+    """`gridmap serve` (the sign-in gate in front of the Streamlit app) on a free port against
+    `store`; stopped (with its process group) on exit. The log is kept in test-artifacts/."""
 
     def __init__(self, store: Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
         self.store = store
@@ -127,10 +130,11 @@ class AppServer:
 
     def __enter__(self) -> AppServer:
         log = self.log_path.open("wb")
+        from tests.conftest import gridmap_exe
+
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            [gridmap_exe(), "--store", str(self.store), "serve", "--host", "127.0.0.1",
+             "--port", str(self.port)],
             cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -208,7 +212,8 @@ class Tab:
     message sent on the websocket (each one a script rerun), every dialog (a script run from
     the data) and every script error, so a test can prove none of them happened."""
 
-    def __init__(self, browser, server: AppServer, shots: Path, height: int = 1000) -> None:
+    def __init__(self, browser, server: AppServer, shots: Path, height: int = 1000,
+                 role: str | None = "dispatcher") -> None:
         self.server = server
         self.shots = shots
         self.context = browser.new_context(viewport={"width": 1440, "height": height},
@@ -222,6 +227,18 @@ class Tab:
         self.page.on("websocket", self._websocket)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("dialog", self._dialog)
+        if role is not None:
+            self.sign_in(role)
+
+    def sign_in(self, role: str, password: str | None = None) -> None:
+        """Through the real login form, as the world's account of `role`."""
+        from tests.signin import PASSWORD, WORLD_USERS
+
+        self.page.goto(self.server.url + "login")
+        self.page.fill("#login", WORLD_USERS[role][0])
+        self.page.fill("#password", password or PASSWORD)
+        with self.page.expect_navigation():
+            self.page.click("button[type=submit]")
 
     def _websocket(self, ws) -> None:
         self.requests.append(ws.url)
