@@ -493,7 +493,7 @@ def assign_file(
     summary = BatchSummary(out_path, generation=router.snapshot.generation.id)
     part = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
     try:
-        with _writer(part, suffix, source) as write:
+        with _writer(part, out_path, source) as write, contextlib.closing(chunks):
             for chunk in chunks:
                 table = assign(router, chunk, crs=crs).table
                 write(table)
@@ -501,8 +501,8 @@ def assign_file(
         os.replace(part, out_path)
     except spreadsheet.SheetFull as exc:
         raise BatchInputError(
-            f"结果超过 Excel 单个工作表的上限（{spreadsheet.XLSX_MAX_ROWS - 1:,} 行），"
-            "请输出为 .csv"
+            f"结果超过 Excel 单个工作表的容量（至多 {spreadsheet.XLSX_MAX_ROWS - 1:,} 行、"
+            "约 2 GB），请输出为 .csv"
         ) from exc
     finally:
         with contextlib.suppress(OSError):
@@ -511,8 +511,9 @@ def assign_file(
 
 
 @contextlib.contextmanager
-def _writer(part: Path, suffix: str, source: _Source) -> Iterator:
-    """A function appending a result table to the output file being written."""
+def _writer(part: Path, out: Path, source: _Source) -> Iterator:
+    """A function appending a result table to `part`, the output file being written."""
+    suffix = out.suffix.lower()
     try:
         if suffix == ".csv":
             sink = spreadsheet.CsvWriter(part)
@@ -520,7 +521,7 @@ def _writer(part: Path, suffix: str, source: _Source) -> Iterator:
             guess = source.bytes_hint * 2 + min(source.lines_hint, spreadsheet.XLSX_MAX_ROWS) * 2048
             sink = spreadsheet.XlsxWriter(part, [RESULT_SHEET], zip64=guess > _ZIP64_FROM)
     except OSError as exc:
-        raise BatchInputError(f"无法写入结果文件 {shown(part.name, 200)}：{exc.strerror}") from exc
+        raise BatchInputError(f"无法写入结果文件 {shown(out, 200)}：{exc.strerror}") from exc
     with sink:
         append = sink.append if suffix == ".csv" else sink.sheet().append
         yield append

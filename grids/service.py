@@ -145,7 +145,12 @@ class Gridmap:
         return found
 
     def bureau_names(self, actor: Actor) -> dict[str, str]:
-        self.acting(actor).require("layers.read")
+        """Bureau names (reference data for whoever reads layers or cases)."""
+        from grids.access import can
+
+        acting = self.acting(actor)
+        if not can(actor, "case.read"):
+            acting.require("layers.read")
         b = self._router().snapshot["bureaus"]
         return dict(zip(b["code"].astype(str), b["name"].astype(str), strict=True))
 

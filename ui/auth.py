@@ -46,7 +46,7 @@ def signed_in(action: str | None = None) -> tuple[Gridmap, Actor]:
         st.stop()
     if actor is None:
         st.warning("未登录或登录已过期（30 分钟无操作自动退出）。")
-        st.link_button("重新登录", "/login", type="primary")
+        same_tab_link("/login", "重新登录")
         st.stop()
     if action is not None and not can(actor, action):
         st.warning(f"{actor.label} 无权打开此页面。")
@@ -71,4 +71,12 @@ def sidebar_links(actor: Actor) -> None:
     for path, label, icon, action in PAGES:
         if can(actor, action):
             st.page_link(path, label=label, icon=icon)
-    st.link_button("退出登录", "/logout", icon=":material/logout:")
+    same_tab_link("/logout", "退出登录")
+
+
+def same_tab_link(href: str, text: str) -> None:
+    """A button-like link that opens in this tab (st.link_button opens a new one, which would
+    leave this tab as it was). `href` and `text` are constants of ours, never data."""
+    st.html(f'<a href="{href}" target="_self" style="display:inline-block;padding:0.45rem '
+            '0.9rem;border:1px solid #ccd;border-radius:0.5rem;text-decoration:none;'
+            f'color:inherit;min-height:2rem">{text}</a>')

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import streamlit as st
 from streamlit_folium import st_folium
 
-from grids.access import Actor
+from grids.access import Actor, can
 from grids.routing import Router
 from grids.service import Gridmap
 from layers.display import city_bounds
@@ -111,7 +111,8 @@ def city_map(svc: Gridmap, actor: Actor, router: Router, options: Options, highl
     drawing comes back (`last_active_drawing`, in the basemap's coordinates). `hidden` layers
     start switched off (the batch page hides the open incidents among its own dots)."""
     svc.map_router(actor)  # the city map's data files are for the roles that may see it
-    incidents = svc.open_incidents(actor)
+    # Open incidents on the map: those the actor may read (none for a planner).
+    incidents = svc.open_incidents(actor) if can(actor, "case.read") else None
     try:
         data = mapdata.publish(svc.url, router, options.basemap, incidents,
                                audience=mapdata.audience(actor))
