@@ -389,11 +389,16 @@ def cmd_route(args) -> int:
 
 
 def cmd_assign(args) -> int:
-    store = open_store(args.store)
-    router = Router(store, args.generation)
-    out = args.out or args.file.with_name(args.file.stem + "_分派结果.csv")
-    # Read, routed and written a chunk at a time: memory does not grow with the file.
-    summary = assign_file(router, args.file, out, crs=args.crs)
+    svc = _service(args)
+    actor = Actor.local_admin()
+    try:
+        router = svc.batch_router(actor, args.generation)
+        out = args.out or args.file.with_name(args.file.stem + "_分派结果.csv")
+        # Read, routed and written a chunk at a time: memory does not grow with the file.
+        summary = assign_file(router, args.file, out, crs=args.crs)
+        svc.record_batch(actor, args.file.name, {**summary.counts, "total": summary.total})
+    finally:
+        svc.close()
     counts = "，".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     print(f"共 {summary.total} 行（{counts}），版本 {summary.generation}，结果已写入 {out}")
     for bad in summary.bad_rows[:50]:

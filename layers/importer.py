@@ -298,6 +298,8 @@ def _check_archive(
         where = f"压缩包内的文件 {shown(name, 120)}"
         parts = re.split(r"[\\/]", name)
         kept = tuple(p for p in parts if p not in ("", "."))
+        if not info.is_dir():
+            declared += info.file_size  # of every member: a refused one still counts
         refuse = None
         if UNSAFE_CHARS.search(name):
             refuse = "文件名含有控制字符"
@@ -327,7 +329,6 @@ def _check_archive(
         if not kept:
             continue
         if not info.is_dir():
-            declared += info.file_size
             seen.add("/".join(kept))
         plan.append((info, kept, name))
     if declared > ZIP_TOTAL_LIMIT:

@@ -301,6 +301,10 @@ def xlsx_bytes(sheets: dict[str, pd.DataFrame]) -> bytes:
 # and a negative coordinate read as text from an upload must stay a number in Excel.
 _FORMULA_START = re.compile(r"[\t\r]|\s*[=+\-@\uff1d\uff0b\uff0d\uff20]")
 _PLAIN_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# Rows end in CRLF (RFC 4180, what Excel writes). With a bare "\n" Python's csv module (3.11)
+# leaves a cell holding a lone "\r" unquoted, and Excel starts a new row there: "x\r=1+1" would
+# put the formula "=1+1" at the start of a row, past the guard. With CRLF such cells are quoted.
+_EOL = "\r\n"
 
 
 def guard(value: object) -> object:
@@ -339,9 +343,9 @@ def guarded(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:
-    """UTF-8 CSV with a BOM (so Excel opens Chinese text correctly); text cells that Excel would
-    take for a formula are prefixed with an apostrophe. Numbers are left alone."""
-    return guarded(frame).to_csv(index=False, lineterminator="\n").encode("utf-8-sig")
+    """UTF-8 CSV with a BOM (so Excel opens Chinese text correctly) and CRLF line ends; text cells
+    that Excel would take for a formula are prefixed with an apostrophe. Numbers are left alone."""
+    return guarded(frame).to_csv(index=False, lineterminator=_EOL).encode("utf-8-sig")
 
 
 class CsvWriter:
@@ -358,7 +362,7 @@ class CsvWriter:
             self._columns = list(frame.columns)
         elif list(frame.columns) != self._columns:
             raise ValueError("every chunk of a CSV file must have the same columns")
-        guarded(frame).to_csv(self._file, index=False, header=first, lineterminator="\n")
+        guarded(frame).to_csv(self._file, index=False, header=first, lineterminator=_EOL)
         self.rows += len(frame)
 
     def close(self) -> None:

@@ -185,3 +185,15 @@ def test_lists_are_scoped_in_the_store(svc):
     assert len(everyone) > 10 and not everyone["phone"].str.contains("仅同乡镇").any()
     portfolio = svc.worker_portfolio(actor("grid_worker"), "W003")
     assert "13900000001" in portfolio.grids["others"].iat[0]  # the leader: a colleague
+
+
+def test_readme_matrix_is_the_table():
+    """The README's role matrix says what grids/permissions.csv says (the docs cannot drift)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    words = {"all": "全部", "own": "本人范围", "-": "—"}
+    for perm in load_permissions().values():
+        row = f"| `{perm.action}` | {perm.label_zh} | " + " | ".join(
+            words[perm.scopes[r]] for r in ROLES) + " |"
+        assert row in readme, row

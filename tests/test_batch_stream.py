@@ -178,8 +178,10 @@ def test_empty_and_unusable_files(sample_router, tmp_path):
     target = tmp_path / "never.csv"
     with pytest.raises(BatchInputError, match="找不到经纬度列"):
         assign_file(sample_router, no_coords, target)
-    with pytest.raises(BatchInputError, match="坐标系"):
-        assign_file(sample_router, header, target)  # neither a column nor --crs
+    no_crs = tmp_path / "no_crs.csv"
+    no_crs.write_text("编号,经度,纬度\n1,120.6,32.1\n", encoding="utf-8")
+    with pytest.raises(BatchInputError, match="--crs"):
+        assign_file(sample_router, no_crs, target)  # neither a column nor --crs
     with pytest.raises(BatchInputError, match=r"\.csv 或 \.xlsx"):
         assign_file(sample_router, header, tmp_path / "out.txt", crs="wgs84")
     binary = tmp_path / "binary.csv"
@@ -187,6 +189,35 @@ def test_empty_and_unusable_files(sample_router, tmp_path):
     with pytest.raises(BatchInputError, match="编码"):
         assign_file(sample_router, binary, target, crs="wgs84")
     assert not target.exists() and not list(tmp_path.glob(".*.part"))  # nothing half-written
+
+
+def test_more_rows_than_a_sheet_holds_is_refused_for_xlsx(sample_router, tmp_path, monkeypatch):
+    src = tmp_path / "rows.csv"
+    src.write_text("编号,经度,纬度\n" + "".join(f"{i},120.6,32.1\n" for i in range(30)),
+                   encoding="utf-8")
+    monkeypatch.setattr(spreadsheet, "XLSX_MAX_ROWS", 21)
+    out = tmp_path / "rows.xlsx"
+    with pytest.raises(BatchInputError, match=r"\.csv"):
+        assign_file(sample_router, src, out, crs="wgs84", chunk_rows=7)
+    assert not out.exists() and not list(tmp_path.glob(".*.part"))
+    assign_file(sample_router, src, tmp_path / "rows.csv.out.csv", crs="wgs84", chunk_rows=7)
+
+
+def test_point_files_are_numbered_by_feature(sample_router, tmp_path):
+    import json
+
+    features = [
+        {"type": "Feature", "properties": {"编号": f"P{i}"},
+         "geometry": {"type": "Point", "coordinates": xy}}
+        for i, xy in enumerate([[120.86, 32.01], [200.0, 95.0], [120.6, 32.1]], start=1)
+    ]
+    src = tmp_path / "points.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    whole = assign(sample_router, read_rows(src)).table
+    out = tmp_path / "points_out.csv"
+    summary = assign_file(sample_router, src, out, chunk_rows=2)
+    assert out.read_bytes() == spreadsheet.csv_bytes(whole)
+    assert [b.where for b in summary.bad_rows] == ["第 2 个要素"]
 
 
 def test_reader_skips_leading_blank_lines_and_keeps_line_numbers(tmp_path):
@@ -215,10 +246,10 @@ def test_page_refuses_what_it_cannot_hold(sample_router, monkeypatch):
 
 
 # -- memory ------------------------------------------------------------------------------------
-# Measured on the sample store, 150,000 rows (CSV in, .csv / .xlsx out), peak RSS of `gridmap
-# assign`: before streaming 0.75 GB to CSV and 2.2 GB to .xlsx (3.6 and 14 KB a row on top of
-# ~0.2 GB of interpreter, libraries and layers); streaming, ~0.33 GB either way and the same for
-# 300,000 rows. The bound sits between the two.
+# Peak RSS of `gridmap assign` on the sample store, these 150,000 rows, CSV in: before streaming
+# 0.79 GB to .csv and 2.0 GB to .xlsx (about 3.8 and 12 KB a row on top of ~0.2 GB of interpreter,
+# libraries and layers); streaming 0.33 GB to .csv and 0.34 GB to .xlsx, the same for 300,000
+# rows. The bound sits between the two.
 MEMORY_ROWS = 150_000
 MEMORY_BOUND_MB = 500
 

@@ -370,6 +370,7 @@ def table_files(draw) -> dict[str, bytes]:
         frame = world.layers()[which].astype(str)
     header, rows = frame_rows(frame)
     codes = list(frame.iloc[:, 0])
+    clean = draw(st.integers(0, 2)) == 0  # the tables as they are, but for a few cells
     for _ in range(draw(st.integers(0, 3))):
         i = draw(st.integers(0, len(rows) - 1))
         j = draw(st.integers(0, len(header) - 1))
@@ -385,7 +386,7 @@ def table_files(draw) -> dict[str, bytes]:
     if draw(st.integers(0, 4)) == 0:
         header = [*header, draw(header_text())]
         rows = [[*r, draw(st.sampled_from(["", "", "x", "\x00"]))] for r in rows]
-    return {f"{which}.csv": draw(csv_bytes(header, rows))}
+    return {f"{which}.csv": draw(csv_bytes(header, rows, clean))}
 
 
 WORLD_GRIDS = json.loads(world.layers()["grids"].to_json())

@@ -1,0 +1,112 @@
+"""CSV downloads never carry a formula (OWASP, CSV injection): every text cell that starts with
+= + - @, a tab or a carriage return (or full-width ＝＋－＠) gets a leading apostrophe, while
+numbers, negative ones included, stay numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from openpyxl import load_workbook
+
+from layers import spreadsheet
+from layers.spreadsheet import CsvWriter, csv_bytes, guard
+
+ATTACKS = [
+    "-1+1",
+    "-2+3+cmd|' /C calc'!A0",
+    "-.5+1",
+    "@SUM(1)",
+    "\t=1",
+    "\r=1",
+    "＝1+1",
+    "=cmd|' /C calc'!A0",
+    "+1",
+    "+41 22 555",
+    "＋1",
+    "－1",
+    "＠SUM(1)",
+    " =1+1",  # leading spaces are skipped by some importers
+    "\n=1+1",
+    "-",
+    "=",
+    "-1-",
+    "-1e5+1",
+    "-0x10",
+]
+PLAIN = ["-32.5", "-1", "-0.5", "-.5", "-1e-3", "-1E+5", "-7.", "12", "0", "正常", "a=b", "",
+         "1-2", "北京-上海", "'=1"]
+
+
+def cells(data: bytes) -> list[list[str]]:
+    """The CSV as a spreadsheet importer sees it: rows of raw cell texts."""
+    return list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+
+
+@pytest.mark.parametrize("text", ATTACKS)
+def test_formula_text_gets_an_apostrophe(text):
+    assert guard(text) == "'" + text
+    out = cells(csv_bytes(pd.DataFrame({"内容": [text]})))
+    assert out[1] == ["'" + text]
+
+
+@pytest.mark.parametrize("text", PLAIN)
+def test_plain_text_and_plain_numbers_as_text_are_left_alone(text):
+    assert guard(text) == text
+    out = cells(csv_bytes(pd.DataFrame({"内容": [text], "n": [1]})))
+    assert out[1][0] == text
+
+
+def test_number_columns_stay_numbers():
+    frame = pd.DataFrame({
+        "float": [-32.5, 120.5, np.nan],
+        "int": [-3, 0, 7],
+        "bool": [True, False, True],
+        "mixed": [-32.5, "=1+1", None],  # object column: numbers stay, text is guarded
+        "text_number": ["-32.5", "-1+1", "32.5"],  # an upload's coordinate column, read as text
+    })
+    out = cells(csv_bytes(frame))
+    assert out[0] == ["float", "int", "bool", "mixed", "text_number"]
+    assert out[1] == ["-32.5", "-3", "True", "-32.5", "-32.5"]
+    assert out[2] == ["120.5", "0", "False", "'=1+1", "'-1+1"]
+    back = pd.read_csv(io.BytesIO(csv_bytes(frame)), encoding="utf-8-sig")
+    assert back["float"].dtype.kind == "f" and back["float"][0] == -32.5
+    assert back["int"].tolist() == [-3, 0, 7]
+    assert back["text_number"][0] == "-32.5"
+
+
+def test_a_carriage_return_inside_a_cell_cannot_start_a_row():
+    """Excel ends a row at a bare CR: "x\r=1+1" unquoted would put "=1+1" first in a new row."""
+    data = csv_bytes(pd.DataFrame({"内容": ["x\r=1+1", "y\n@SUM(1)"], "n": [1, 2]}))
+    text = data.decode("utf-8-sig")
+    assert '"x\r=1+1"' in text and '"y\n@SUM(1)"' in text  # quoted: one cell each
+    assert text.endswith("\r\n") and cells(data)[1:] == [["x\r=1+1", "1"], ["y\n@SUM(1)", "2"]]
+
+
+def test_headers_are_guarded_too():
+    out = cells(csv_bytes(pd.DataFrame({"=HYPERLINK(\"x\")": ["a"], "-1+1": ["b"], "ok": ["c"]})))
+    assert out[0] == ["'=HYPERLINK(\"x\")", "'-1+1", "ok"]
+
+
+def test_streamed_csv_is_guarded_like_csv_bytes(tmp_path):
+    frame = pd.DataFrame({"内容": ATTACKS + PLAIN, "n": np.arange(len(ATTACKS) + len(PLAIN))})
+    out = tmp_path / "out.csv"
+    with CsvWriter(out) as w:
+        w.append(frame.iloc[:7])
+        w.append(frame.iloc[7:])
+    assert out.read_bytes() == csv_bytes(frame)
+    rows = cells(out.read_bytes())
+    assert [r[0] for r in rows[1:]] == [guard(t) for t in ATTACKS + PLAIN]
+
+
+def test_excel_keeps_the_text_as_typed():
+    """In .xlsx every string is an inline string, never evaluated: no apostrophe is added."""
+    texts = [t for t in ATTACKS if "\r" not in t]  # Excel stores CR as _x000D_; not the point
+    frame = pd.DataFrame({"内容": texts, "x": [-32.5] * len(texts)})
+    ws = load_workbook(io.BytesIO(spreadsheet.xlsx_bytes({"表": frame}))).active
+    got = list(ws.iter_rows(min_row=2, values_only=True))
+    assert [r[0] for r in got] == texts and all(r[1] == -32.5 for r in got)
+    assert all(ws.cell(row=i, column=1).data_type == "s" for i in range(2, len(texts) + 2))
