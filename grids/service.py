@@ -112,6 +112,11 @@ class Gridmap:
         return accounts.sign_out(self.store(), token)
 
     # -- layers and routing -----------------------------------------------------------------------
+    def router_for(self, actor: Actor, action: str) -> Router:
+        """The current layers, for a page that the actor may open for `action`."""
+        self.acting(actor).require(action)
+        return self._router()
+
     def map_router(self, actor: Actor) -> Router:
         """The current layers for the city map (every layer, every worker's phone)."""
         self.acting(actor).require("map.city")

@@ -19,7 +19,7 @@ def load(action: str = "map.city") -> tuple[Gridmap, Actor, Router]:
     layers; stops the page with a message (in Chinese) when any of them is missing."""
     svc, actor = auth.signed_in(action)
     try:
-        router = svc._router()  # the page's permission was checked by signed_in
+        router = svc.router_for(actor, action)
     except StoreError as exc:
         st.error(str(exc))
         st.stop()
