@@ -176,6 +176,8 @@ def sign_in(store: Store, login: str, password: str, client: str = "",
                                         failures=count, locked_until=until)])
             raise AuthError(f"连续 {count} 次密码错误，账号已锁定 {LOCK_MINUTES} 分钟")
         raise AuthError("登录名或密码错误")
+    # Sessions that were abandoned (never used again) end here, not only when next used.
+    store.end_sessions(idle_before=_iso(now - SESSION_IDLE))
     token = secrets.token_urlsafe(32)
     expires = _iso(now + SESSION_MAX)
     session = SessionRecord(token_hash=token_hash(token), login=login, created_at=stamp,

@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import re
 import unicodedata
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -127,9 +128,11 @@ class _Source:
     def _csv(self) -> Iterator[pd.DataFrame]:
         enc, lead = self._csv_encoding()
         try:
+            # index_col=False: a row longer than the header must not turn its first cells into
+            # row labels (every column would shift); pandas warns instead, refused below.
             reader = pd.read_csv(
                 self.path, dtype=str, keep_default_na=False, encoding=enc, skiprows=lead,
-                skip_blank_lines=False, chunksize=self.chunk_rows,
+                skip_blank_lines=False, chunksize=self.chunk_rows, index_col=False,
             )
         except Exception as exc:
             raise self._fail(exc) from exc
@@ -137,15 +140,26 @@ class _Source:
 
     def _csv_chunks(self, reader, lead: int) -> Iterator[pd.DataFrame]:
         with reader:
+            first = True
             while True:
                 try:
-                    chunk = next(reader)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("error", pd.errors.ParserWarning)
+                        chunk = next(reader)
                 except StopIteration:
                     return
+                except pd.errors.ParserWarning as exc:
+                    raise BatchInputError(
+                        f"{shown(self.path.name, 200)}：有的行字段比表头多"
+                        "（多出的值会使各列错位），请检查分隔符、引号或是否缺少表头列") from exc
                 except Exception as exc:  # a malformed line, far down the file
                     raise self._fail(exc) from exc
                 chunk.index = chunk.index + 2 + lead
-                yield _clean(chunk)
+                cleaned = _clean(chunk)
+                if first:
+                    _unique_headers(self.path.name, cleaned.columns)
+                    first = False
+                yield cleaned
 
     def _csv_encoding(self) -> tuple[str, int]:
         """UTF-8 when the bytes are valid UTF-8 (GBK text practically never is), else GB18030
@@ -295,6 +309,17 @@ def _dedup(names: list[str]) -> list[str]:
         seen.setdefault(cur, 0)
         out.append(cur)
     return out
+
+
+def _unique_headers(name: str, columns) -> None:
+    """Two headers that are the same once trimmed ("经度" and "经度 ") would make every later
+    lookup ambiguous: refused, naming them."""
+    seen: set[str] = set()
+    for col in columns:
+        if col in seen:
+            raise BatchInputError(f"{shown(name, 200)}：表头“{shown(col, 50)}”出现了不止一次"
+                                  "（去掉首尾空格后相同），请删除或改名")
+        seen.add(col)
 
 
 def _clean(chunk: pd.DataFrame) -> pd.DataFrame:

@@ -519,11 +519,15 @@ class GeoPackageStore(Store):
                               (last_seen, token_hash))
 
     def end_sessions(self, *, token_hash: str | None = None, login: str | None = None,
-                     audit: AuditRecord | None = None) -> int:
+                     idle_before: str | None = None, audit: AuditRecord | None = None) -> int:
         with self._transaction():
             if token_hash is not None:
                 cur = self.conn.execute("DELETE FROM sessions WHERE token_hash = ?",
                                         (token_hash,))
+            elif idle_before is not None:
+                cur = self.conn.execute(
+                    "DELETE FROM sessions WHERE last_seen < ? OR expires_at < ?",
+                    (idle_before, utc_now()))
             else:
                 cur = self.conn.execute("DELETE FROM sessions WHERE login = ?", (login,))
             self._append_audit([audit] if audit else [])

@@ -22,7 +22,14 @@ import psycopg2.extras
 import shapely
 
 from layers import incident_sql
-from layers.audit import AUDIT_NAMES, AuditRecord, audit_where, chain, with_target
+from layers.audit import (
+    AUDIT_NAMES,
+    AuditRecord,
+    audit_where,
+    chain,
+    utc_now,
+    with_target,
+)
 from layers.finder import Hits, Queries
 from layers.incidents import (
     EVENT_COLUMNS,
@@ -395,10 +402,13 @@ class PostgisStore(Store):
                         (last_seen, token_hash))
 
     def end_sessions(self, *, token_hash: str | None = None, login: str | None = None,
-                     audit: AuditRecord | None = None) -> int:
+                     idle_before: str | None = None, audit: AuditRecord | None = None) -> int:
         with self._write() as cur:
             if token_hash is not None:
                 cur.execute("DELETE FROM sessions WHERE token_hash = %s", (token_hash,))
+            elif idle_before is not None:
+                cur.execute("DELETE FROM sessions WHERE last_seen < %s OR expires_at < %s",
+                            (idle_before, utc_now()))
             else:
                 cur.execute("DELETE FROM sessions WHERE login = %s", (login,))
             count = cur.rowcount

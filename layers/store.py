@@ -236,7 +236,9 @@ class Store(ABC):
 
     @abstractmethod
     def end_sessions(self, *, token_hash: str | None = None, login: str | None = None,
-                     audit: AuditRecord | None = None) -> int: ...
+                     idle_before: str | None = None, audit: AuditRecord | None = None) -> int:
+        """End one session, every session of a login, or every session idle since before
+        `idle_before` or past its absolute limit; returns how many ended."""
 
     # -- audit ------------------------------------------------------------------------------------
     @abstractmethod

@@ -16,18 +16,29 @@ Properties:
 Every run is reproducible (derandomize, no example database). `pytest tests/test_fuzz.py -s`
 prints the number of inputs tried per target.
 
-Results when the hardening was written (default settings, 2 cores, about 60 s):
-  inputs tried: parse 900 (text 300, tokens 300, float pairs 300); import 1,050 (entities csv
-  200, workers/bureaus/precedence csv 200, grids geojson 200, entity points geojson 150,
-  random bytes 150, zip names 150); read_rows 300.
-  Crashes found in the code before the hardening, with the fuzzer and the property harness run
-  longer (all fixed, each also has a regression test in tests/test_hostile_import.py):
-  import 4 (duplicate headers once trimmed; a non-ASCII "digit" rank such as "²"; a table
-  whose crs cell is NaN after a ragged row; a zip that claims more bytes than it holds),
-  read_rows 1 (duplicate headers once trimmed), parse 0.
-  Partial writes found: 0 (imports commit in one transaction); but, before the hardening,
-  NaN/inf/NaT attributes were stored as "NaN"/Infinity/"NaT" and control characters,
-  1 MB names, non-phone phones and looping bureau hierarchies were stored without complaint.
+Results when the hardening was written (this file: about 75 s on 2 cores):
+  inputs tried per run: parse 900 (arbitrary text 300, coordinate tokens 300, float pairs 300);
+  import 1,050 (entities CSV 200: ~100 imported, ~100 refused; workers/bureaus/precedence CSV
+  200: 17/183; grids GeoJSON 200: 28/172; entity points GeoJSON 150: 16/134; random bytes under
+  every layer suffix 150: 0/150; zip member names and links 150: 5/145); read_rows 300.
+  The same strategies were also run longer outside the suite: 1,500 inputs per import and
+  read_rows target, 60,000 for the parser.
+  Crashes found in the code before the hardening (HEAD 6a93c75), all fixed and each with a
+  regression test in tests/test_hostile_import.py:
+    import: 6 by the fuzzer (crs cell invalid with no usable coordinate in its rows; data rows
+    one or two fields longer than the header, which pandas reads as row labels; an empty layer
+    file, which the GeoPackage store cannot write; a layer whose attributes are all blank,
+    read back as NaN by the old GeoPackage reader (fixed there; the importer writes {}); a
+    zip member name too long for the file system; a zip holding a file and a directory of
+    one name) and 2 by hand (headers equal once trimmed; a rank of "²").
+    parse: 0 (60,000 inputs). read_rows: 0 in the old reader; the streaming rewrite of
+    grids/batch.py (in progress) crashes on data rows longer than the header (see
+    test_read_rows_random_csv).
+  Partial writes found: 0: a refused import never changed generations or layer counts. Before
+  the hardening, though, many hostile inputs were *accepted*: infinite and missing attribute
+  values (stored as Infinity, "NaT", "<NA>"), control and bidi characters, 1 MB names, phone
+  numbers that are not, looping bureau hierarchies, overlapping comprehensive grids, and zips
+  with symbolic links, backslash paths or bombs.
 """
 
 from __future__ import annotations
@@ -57,6 +68,9 @@ from layers.problems import ImportFailed
 from layers.schema import GRID_KINDS, PERMIT_CLASSES
 from layers.store import open_store
 from tests import world
+
+# Hostile files make GDAL and shapely warn (unparsable JSON columns, NaN coordinates): expected.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
 
 COUNTS: Counter[str] = Counter()
 CHINESE = re.compile("[\u4e00-\u9fff]")
@@ -519,7 +533,8 @@ MEMBER_NAMES = st.one_of(
          "C:\\fuzz-escape.csv", "a/../../fuzz-escape.csv", "__MACOSX/workers.csv", "dir/",
          "workers.csv/", "w\x1borkers.csv", "\u202ecsv.workers", "名" * 300 + ".csv"]
     ),
-    st.text(min_size=1, max_size=20),
+    # zipfile cuts a name at NUL: keep something before it
+    st.text(min_size=1, max_size=20).filter(lambda name: name.split("\x00")[0]),
 )  # fmt: skip
 
 
@@ -596,7 +611,6 @@ def check_read_rows(data: bytes, suffix: str = ".csv") -> None:
             assert str(exc)
             return
         assert isinstance(frame, pd.DataFrame)
-        assert frame.columns.is_unique
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

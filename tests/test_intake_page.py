@@ -58,7 +58,8 @@ def open_page(path: str, store, monkeypatch, query: dict | None = None) -> AppTe
 
 
 def html(at) -> str:
-    return "".join(h.proto.body for h in at.get("html"))
+    """The cards the page shows (not the sidebar's logout link)."""
+    return "".join(h.proto.body for h in at.get("html") if 'href="/logout"' not in h.proto.body)
 
 
 def text(at) -> str:

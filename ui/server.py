@@ -225,9 +225,12 @@ async def login(request: Request) -> Response:
         csrf = secrets.token_urlsafe(24)
         return _with_csrf(login_page(next_path=next_path if _safe_next(next_path) else "/",
                                      csrf=csrf), csrf, secure)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
+    body = await _small_body(request)
+    if body is None:
         return PlainTextResponse("请求过大", status_code=413)
+    client = request.client.host if request.client else ""
+    if _throttled(client):
+        return PlainTextResponse("该地址登录失败次数过多，请 10 分钟后再试", status_code=429)
     form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
     next_path = form.get("next", "/")
     next_path = next_path if _safe_next(next_path) else "/"
@@ -237,12 +240,12 @@ async def login(request: Request) -> Response:
     if not expected or not secrets.compare_digest(given.encode(), expected.encode()):
         return _with_csrf(login_page("页面已过期，请重新输入登录名和密码", next_path, csrf_new,
                                      status=400), csrf_new, secure)
-    client = request.client.host if request.client else ""
     svc = service()
     try:
         signed = await run_in_threadpool(svc.sign_in, form.get("login", "")[:64],
                                          form.get("password", "")[:256], client)
     except AuthError as exc:
+        _failed(client)
         return _with_csrf(login_page(str(exc), next_path, csrf_new, form.get("login", "")[:32],
                                      status=401), csrf_new, secure)
     finally:
@@ -252,6 +255,42 @@ async def login(request: Request) -> Response:
                         secure=secure, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/login")
     return response
+
+
+async def _small_body(request: Request) -> bytes | None:
+    """The request body, or None as soon as it is larger than a login form can be (a huge
+    body is never read into memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# Per client address: accounts lock after 5 failures, but one address trying many logins is
+# slowed down too (in this process; behind a reverse proxy, the proxy's own limits apply).
+IP_FAILURES = 30
+IP_WINDOW_S = 600.0
+_failures: dict[str, list[float]] = {}
+
+
+def _failed(client: str) -> None:
+    now = time.monotonic()
+    recent = [t for t in _failures.get(client, []) if now - t < IP_WINDOW_S]
+    recent.append(now)
+    if len(_failures) > 10_000:
+        _failures.clear()
+    _failures[client] = recent
+
+
+def _throttled(client: str) -> bool:
+    now = time.monotonic()
+    return len([t for t in _failures.get(client, []) if now - t < IP_WINDOW_S]) >= IP_FAILURES
 
 
 async def logout(request: Request) -> Response:

@@ -1,0 +1,120 @@
+"""The sign-in gate over HTTP, as an attacker would try it (against a real `gridmap serve`):
+forged and oversized forms, hostile logins, open redirects, a session after logout."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from grids.access import Actor
+from grids.service import Gridmap
+from tests.browser import AppServer, build_map_world
+from tests.signin import PASSWORD
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with AppServer(build_map_world(tmp_path_factory.mktemp("server"))) as s:
+        yield s
+
+
+def form(session: requests.Session, url: str) -> dict:
+    page = session.get(url + "login?next=/案件", timeout=20)
+    assert page.status_code == 200
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+    return {"csrf": csrf, "next": "/"}
+
+
+def test_sign_in_sets_a_guarded_cookie_and_no_open_redirect(server):
+    s = requests.Session()
+    data = {**form(s, server.url), "login": "t-dispatcher", "password": PASSWORD,
+            "next": "//evil.example/x"}
+    r = s.post(server.url + "login", data=data, allow_redirects=False, timeout=20)
+    assert r.status_code == 303 and r.headers["Location"] == "/"
+    cookie = r.headers["Set-Cookie"]
+    assert "gridmap_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert s.get(server.url + "static/js/index.js", timeout=20).status_code in (200, 404)
+    s.get(server.url + "logout", timeout=20)
+    old = requests.get(server.url + "static/js/index.js", timeout=20,
+                       cookies={"gridmap_session": cookie.split(";")[0].split("=", 1)[1]})
+    assert old.status_code == 401
+
+
+def test_forged_and_oversized_forms_are_refused(server):
+    s = requests.Session()
+    r = s.post(server.url + "login", data={"login": "t-dispatcher", "password": PASSWORD},
+               allow_redirects=False, timeout=20)
+    assert r.status_code == 400 and "页面已过期" in r.text  # no CSRF token: no sign-in
+    assert "gridmap_session" not in r.headers.get("Set-Cookie", "")
+    data = {**form(s, server.url), "login": "t-dispatcher", "password": "x" * 100_000}
+    assert s.post(server.url + "login", data=data, timeout=20).status_code == 413
+    r = s.post(server.url + "login", data=b"login=a", timeout=20,
+               headers={"Content-Length": "7", "Content-Type":
+                        "application/x-www-form-urlencoded"})
+    assert r.status_code in (400, 401)
+
+
+@pytest.mark.parametrize("login", ["'; DROP TABLE users;--", "a" * 1_000, "t-admin\x00",
+                                   "<script>alert(1)</script>", "${7*7}", "t-admin\u202e"])
+def test_hostile_logins_are_plain_failures(server, login):
+    s = requests.Session()
+    data = {**form(s, server.url), "login": login, "password": PASSWORD}
+    r = s.post(server.url + "login", data=data, allow_redirects=False, timeout=20)
+    assert r.status_code == 401 and "登录名或密码错误" in r.text
+    assert "<script>alert(1)</script>" not in r.text  # echoed back escaped, if at all
+    svc = Gridmap(str(server.store))
+    try:
+        assert len(svc.users(Actor.local_admin())) == 7  # the users table is intact
+        assert svc.audit_verify(Actor.local_admin()).ok
+    finally:
+        svc.close()
+
+
+def test_map_data_files_need_a_session(server):
+    """The map's data files (every worker's name and phone) are behind the gate too, with no
+    CORS opening."""
+    from ui.mapdata import CACHE_DIR
+
+    s = requests.Session()
+    data = {**form(s, server.url), "login": "t-dispatcher", "password": PASSWORD}
+    s.post(server.url + "login", data=data, timeout=20)
+    page = s.get(server.url, timeout=20)
+    assert page.status_code == 200
+    folders = [p.name for p in CACHE_DIR.iterdir() if p.is_dir()] if CACHE_DIR.exists() else []
+    for folder in folders:
+        url = f"{server.url}app/static/cache/{folder}/grid_workers.json"
+        anonymous = requests.get(url, timeout=20)
+        assert anonymous.status_code == 401 and "1380000" not in anonymous.text
+        assert anonymous.headers.get("Access-Control-Allow-Origin") is None
+
+
+def test_no_tracebacks_for_visitors():
+    import tomllib
+    from pathlib import Path
+
+    from ui.server import SERVER_CONFIG
+
+    assert SERVER_CONFIG["client.showErrorDetails"] == "none"
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" /
+                            "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] == "none"
+
+
+def test_database_passwords_are_never_printed(pg_cluster, tmp_path):
+    import subprocess
+
+    from layers.store import redact_url
+    from tests.conftest import gridmap_exe
+
+    assert redact_url("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    url = pg_cluster.new_database("t_redact")
+    with_password = url.replace("://gridmap@", "://gridmap:s3cret-pw@")
+    out = subprocess.run([gridmap_exe(), "--store", with_password, "layers"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "s3cret-pw" not in out.stdout + out.stderr
+    out = subprocess.run([gridmap_exe(), "--store", "mysql://x@h/db", "layers"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "不支持的数据库地址" in out.stderr
