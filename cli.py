@@ -164,6 +164,16 @@ def _service(args, create: bool = False):
     return Gridmap(args.store, create=create)
 
 
+def _as_admin(args, action, create: bool = False):
+    """Run `action(service, actor)` as the local administrator (the command line holds the
+    store's credentials; the audit names the operating-system user)."""
+    svc = _service(args, create)
+    try:
+        return action(svc, Actor.local_admin())
+    finally:
+        svc.close()
+
+
 def _read_password(confirm: bool = True) -> str:
     """The password from standard input: asked twice on a terminal; from a pipe, the first
     line (and a second line, when given, must match it). Never echoed, logged or stored."""
@@ -183,52 +193,35 @@ def _read_password(confirm: bool = True) -> str:
 
 
 def cmd_user_add(args) -> int:
-    svc = _service(args)
-    try:
-        user = svc.add_user(Actor.local_admin(), args.login, args.role, _read_password(),
-                            name=args.name, worker_id=args.worker, bureau_code=args.bureau)
-    finally:
-        svc.close()
+    password = _read_password()
+    user = _as_admin(args, lambda svc, me: svc.add_user(
+        me, args.login, args.role, password, name=args.name, worker_id=args.worker,
+        bureau_code=args.bureau))
     print(f"已新增用户 {user.login}（{ROLES_ZH[user.role]}）")
     return 0
 
 
 def cmd_user_passwd(args) -> int:
-    svc = _service(args)
-    try:
-        svc.set_password(Actor.local_admin(), args.login, _read_password())
-    finally:
-        svc.close()
+    password = _read_password()
+    _as_admin(args, lambda svc, me: svc.set_password(me, args.login, password))
     print(f"已修改用户 {args.login} 的密码，其所有会话已退出")
     return 0
 
 
 def cmd_user_disable(args) -> int:
-    svc = _service(args)
-    try:
-        svc.set_disabled(Actor.local_admin(), args.login, True)
-    finally:
-        svc.close()
+    _as_admin(args, lambda svc, me: svc.set_disabled(me, args.login, True))
     print(f"已停用用户 {args.login}，其所有会话已退出")
     return 0
 
 
 def cmd_user_enable(args) -> int:
-    svc = _service(args)
-    try:
-        svc.set_disabled(Actor.local_admin(), args.login, False)
-    finally:
-        svc.close()
+    _as_admin(args, lambda svc, me: svc.set_disabled(me, args.login, False))
     print(f"已启用用户 {args.login}")
     return 0
 
 
 def cmd_user_list(args) -> int:
-    svc = _service(args)
-    try:
-        users = svc.users(Actor.local_admin())
-    finally:
-        svc.close()
+    users = _as_admin(args, lambda svc, me: svc.users(me))
     if args.json:
         print(json.dumps([u.__dict__ for u in users], ensure_ascii=False, indent=2))
         return 0
@@ -243,11 +236,7 @@ def cmd_user_list(args) -> int:
 
 
 def cmd_audit_verify(args) -> int:
-    svc = _service(args)
-    try:
-        result = svc.audit_verify(Actor.local_admin())
-    finally:
-        svc.close()
+    result = _as_admin(args, lambda svc, me: svc.audit_verify(me))
     if args.json:
         print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
     elif result.ok:
@@ -259,12 +248,9 @@ def cmd_audit_verify(args) -> int:
 
 
 def cmd_audit_list(args) -> int:
-    svc = _service(args)
-    try:
-        rows = svc.audit_entries(Actor.local_admin(), AuditQuery(
-            actor=args.actor, action=args.action, target=args.target, limit=args.limit))
-    finally:
-        svc.close()
+    query = AuditQuery(actor=args.actor, action=args.action, target=args.target,
+                       limit=args.limit)
+    rows = _as_admin(args, lambda svc, me: svc.audit_entries(me, query))
     if args.json:
         print(rows.to_json(orient="records", force_ascii=False, indent=2))
         return 0
@@ -375,12 +361,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_route(args) -> int:
-    svc = _service(args)
-    try:
-        answer = svc.route(Actor.local_admin(), args.lon, args.lat, args.crs, args.accuracy,
-                           generation=args.generation)
-    finally:
-        svc.close()
+    answer = _as_admin(args, lambda svc, me: svc.route(
+        me, args.lon, args.lat, args.crs, args.accuracy, generation=args.generation))
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
