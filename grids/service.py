@@ -111,6 +111,13 @@ class Gridmap:
     def sign_out(self, token: str | None) -> bool:
         return accounts.sign_out(self.store(), token)
 
+    def is_sample_store(self) -> bool:
+        """Whether this is the demo sample (the login page then says its accounts are demo
+        accounts); nothing else is told before signing in."""
+        from grids.demo_users import DEMO_MARK
+
+        return self.store().user(DEMO_MARK) is not None
+
     # -- layers and routing -----------------------------------------------------------------------
     def router_for(self, actor: Actor, action: str) -> Router:
         """The current layers, for a page that the actor may open for `action`."""
