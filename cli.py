@@ -143,6 +143,30 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_user_list)
 
+    p = sub.add_parser("apikey", help="其他系统（12369 平台等）调用接口的密钥")
+    ksub = p.add_subparsers(dest="apikey_command", required=True)
+    q = ksub.add_parser("add", help="新增密钥（密钥只显示一次，在输出的最后一行；只存其哈希）")
+    q.add_argument("name", help="调用方名称，如 12369平台")
+    q.add_argument("--role", required=True,
+                   choices=[r for r in ROLES_ZH if r not in ("grid_worker", "grid_leader",
+                                                              "bureau")],
+                   help="密钥的角色（权限同该角色的用户），"
+                        "如 dispatcher（受理投诉）、viewer（只查询）")
+    q.set_defaults(func=cmd_apikey_add)
+    q = ksub.add_parser("list", help="列出密钥（不显示密钥本身）")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_apikey_list)
+    q = ksub.add_parser("revoke", help="吊销密钥（立即失效）")
+    q.add_argument("key_id", help="密钥编号（gridmap apikey list 中的 api-…）")
+    q.set_defaults(func=cmd_apikey_revoke)
+
+    p = sub.add_parser("api", help="启动 HTTP 接口（Open311 GeoReport v2 与位置查询）")
+    p.add_argument("--host", default="127.0.0.1", help="监听地址（默认仅本机）")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1,
+                   help="工作进程数（生产环境可设为 CPU 核数）")
+    p.set_defaults(func=cmd_api)
+
     p = sub.add_parser("audit", help="审计记录：校验哈希链、查询、导出")
     asub = p.add_subparsers(dest="audit_command", required=True)
     q = asub.add_parser("verify", help="校验审计哈希链，指出第一条被修改、删除或重排的记录")
@@ -259,6 +283,40 @@ def cmd_audit_list(args) -> int:
     for r in rows.itertuples(index=False):
         print(f"{r.seq:>6}  {beijing(r.at)}  {r.actor}  {ACTIONS_ZH.get(r.action, r.action)}"
               f"  {r.target}  {r.detail}")
+    return 0
+
+
+def cmd_apikey_add(args) -> int:
+    key, view = _as_admin(args, lambda svc, me: svc.add_api_key(me, args.name, args.role))
+    print(f"已新增接口密钥 {view.login}（{args.name}，角色 {ROLES_ZH[view.role]}）。"
+          "密钥只显示这一次，请妥善交给调用方：")
+    print(key)
+    return 0
+
+
+def cmd_apikey_list(args) -> int:
+    keys = _as_admin(args, lambda svc, me: svc.api_keys(me))
+    if args.json:
+        print(json.dumps([k.__dict__ for k in keys], ensure_ascii=False, indent=2))
+        return 0
+    if not keys:
+        print("还没有接口密钥。用 `gridmap apikey add 名称 --role dispatcher` 新增。")
+    for k in keys:
+        state = "已吊销" if k.disabled else "有效"
+        print(f"{k.login}\t{k.name}\t{ROLES_ZH.get(k.role, k.role)}\t{state}")
+    return 0
+
+
+def cmd_apikey_revoke(args) -> int:
+    _as_admin(args, lambda svc, me: svc.revoke_api_key(me, args.key_id))
+    print(f"已吊销接口密钥 {args.key_id}")
+    return 0
+
+
+def cmd_api(args) -> int:
+    from ui.api.server import run
+
+    run(store_url(args.store), host=args.host, port=args.port, workers=args.workers)
     return 0
 
 

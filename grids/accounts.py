@@ -250,3 +250,48 @@ def require_user(store: Store, login: str) -> UserRecord:
     if user is None:
         raise StoreError(f"用户 {clean_login(login)} 不存在")
     return user
+
+
+# -- API keys -------------------------------------------------------------------------------------
+# An API key is an account of a role like any other (the same permission table and audit), with
+# login `api-<id>` and its secret hashed with SHA-256: a key has 256 random bits, so a fast hash
+# is as safe as a slow one, and every request can afford it. The key is shown once.
+API_PREFIX = "api-"
+
+
+def new_api_key(name: str, role: str) -> tuple[str, UserRecord]:
+    """(the key, its account record); the key is `gmk_<id>_<secret>`."""
+    name = (name or "").strip()
+    if not name or len(name) > NAME_MAX or any(
+            unicodedata.category(c).startswith("C") for c in name):
+        raise AuthError(f"接口密钥名称须为 1–{NAME_MAX} 个字符，且不能含控制字符")
+    if role not in ROLES:
+        raise AuthError(f"未知角色：{clean_login(role)}")
+    if role in WORKER_ROLES or role == "bureau":
+        raise AuthError("接口密钥不能是网格员、网格长或执法局人员角色（它们需关联花名册或机构）")
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    now = utc_now()
+    user = UserRecord(login=API_PREFIX + key_id, role=role, name=name,
+                      password_hash="sha256$" + hashlib.sha256(secret.encode()).hexdigest(),
+                      created_at=now, updated_at=now)
+    return f"gmk_{key_id}_{secret}", user
+
+
+def api_key_actor(store: Store, key: str | None) -> Actor | None:
+    """The actor of a valid, enabled API key, or None."""
+    if not key or len(key) > 100 or not key.startswith("gmk_"):
+        return None
+    try:
+        _, key_id, secret = key.split("_", 2)
+    except ValueError:
+        return None
+    if not re.fullmatch(r"[0-9a-f]{12}", key_id):
+        return None
+    user = store.user(API_PREFIX + key_id)
+    if user is None or user.disabled or not user.password_hash.startswith("sha256$"):
+        return None
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    if not hmac.compare_digest(digest, user.password_hash.split("$", 1)[1]):
+        return None
+    return actor_of(user, via="api")

@@ -134,7 +134,8 @@ def actor_text(acting: Acting) -> str:
     return f"{a.name}（{a.login}）" if a.name else a.login
 
 
-def create_incident(acting: Acting, answer: dict, fields: dict) -> str:
+def create_incident(acting: Acting, answer: dict, fields: dict,
+                    request_id: str | None = None) -> str:
     """Store a new case with the routing answer it was given at intake; returns its number,
     allocated inside the store's write transaction (concurrent dispatchers never clash)."""
     acting.require("case.create")
@@ -152,8 +153,10 @@ def create_incident(acting: Acting, answer: dict, fields: dict) -> str:
                           route_status=record["route_status"], grid=record["grid_code"],
                           bureau=record["bureau_code"], generation=record["generation"],
                           source=record["source"])
+    # A client's request id is the actor's own: two systems may use the same ids.
+    key = f"{acting.actor.login}:{request_id}" if request_id else None
     return acting.store.create_incident(record, shapely.Point(lon, lat), note,
-                                        day=created[:10], audit=audit)
+                                        day=created[:10], audit=audit, request_key=key)
 
 
 def current_case(acting: Acting, incident_id: str, action: str = "case.read") -> pd.Series:

@@ -166,6 +166,36 @@ class Gridmap:
         b = self._router().snapshot["bureaus"]
         return dict(zip(b["code"].astype(str), b["name"].astype(str), strict=True))
 
+    def area(self, actor: Actor, code: str) -> dict | None:
+        """One unit of the current layers (a grid, township, county, park or sea area) as a
+        GeoJSON Feature with its attributes (a grid with its workers), or None."""
+        import shapely
+
+        self.acting(actor).require("layers.read", code)
+        snap = self._router().snapshot
+        for layer in ("grids", "townships", "counties", "parks", "sea_areas"):
+            if layer not in snap.layers:
+                continue
+            frame = snap[layer]
+            rows = frame[frame["code"].astype(str) == str(code)]
+            if not len(rows):
+                continue
+            row = rows.iloc[0]
+            props = {k: (None if v is None or v == "" else v) for k, v in row.items()
+                     if k not in ("geometry", "fid", "attrs")}
+            props.update(row["attrs"] or {})
+            props["layer"] = layer
+            if layer == "grids":
+                workers = snap["workers"]
+                mine = workers[workers["grid_code"] == code]
+                props["workers"] = [{"id": str(w.id), "name": w.name, "phone": w.phone,
+                                     "role": w.role} for w in mine.itertuples(index=False)]
+            gen = snap.generation
+            props["version"] = {"generation": gen.id, "created_at": gen.created_at}
+            return {"type": "Feature", "id": str(code), "properties": props,
+                    "geometry": shapely.geometry.mapping(row.geometry)}
+        return None
+
     def layer_versions(self, actor: Actor) -> tuple[list, dict]:
         """(generations, counts of the current snapshot)."""
         self.acting(actor).require("layers.read")
@@ -199,8 +229,10 @@ class Gridmap:
         acting = self.acting(actor)
         return intake.intake_extent(self._router(), acting, extent, **kwargs)
 
-    def create_case(self, actor: Actor, answer: dict, fields: dict) -> str:
-        return cases.create_incident(self.acting(actor), answer, fields)
+    def create_case(self, actor: Actor, answer: dict, fields: dict,
+                    request_id: str | None = None) -> str:
+        """A new case; with the client's `request_id`, a retry returns the same case."""
+        return cases.create_incident(self.acting(actor), answer, fields, request_id)
 
     def step_case(self, actor: Actor, incident_id: str, target: str, reason: str = "",
                   expected_status: str | None = None):
@@ -314,8 +346,36 @@ class Gridmap:
             self.store().end_sessions(login=login)
 
     def users(self, actor: Actor) -> list[UserView]:
+        """People's accounts (API keys are listed by `api_keys`)."""
         self.acting(actor).require("users.manage")
-        return [_view(u) for u in self.store().users()]
+        return [_view(u) for u in self.store().users()
+                if not u.login.startswith(accounts.API_PREFIX)]
+
+    # -- API keys ---------------------------------------------------------------------------------
+    def add_api_key(self, actor: Actor, name: str, role: str) -> tuple[str, UserView]:
+        """A new key for another system (the key itself is returned once, never stored)."""
+        acting = self.acting(actor)
+        acting.require("users.manage", name)
+        key, user = accounts.new_api_key(name, role)
+        self.store().add_user(user, audit=acting.record("apikey.add", user.login,
+                                                        after=user.public()))
+        return key, _view(user)
+
+    def api_keys(self, actor: Actor) -> list[UserView]:
+        self.acting(actor).require("users.manage")
+        return [_view(u) for u in self.store().users()
+                if u.login.startswith(accounts.API_PREFIX)]
+
+    def revoke_api_key(self, actor: Actor, key_id: str) -> None:
+        login = key_id if key_id.startswith(accounts.API_PREFIX) else accounts.API_PREFIX + key_id
+        acting = self.acting(actor)
+        acting.require("users.manage", login)
+        accounts.require_user(self.store(), login)
+        self.store().update_user(login, {"disabled": True, "updated_at": _now()},
+                                 audit=acting.record("apikey.revoke", login))
+
+    def actor_for_key(self, key: str | None) -> Actor | None:
+        return accounts.api_key_actor(self.store(), key)
 
     def _check_links(self, acting: Acting, user: UserRecord) -> None:
         """A worker account names a roster id, a bureau account a bureau code, that exist."""

@@ -49,6 +49,8 @@ ACTIONS_ZH = {
     "user.disable": "停用用户",
     "user.enable": "启用用户",
     "audit.export": "导出审计记录",
+    "apikey.add": "新增接口密钥",
+    "apikey.revoke": "吊销接口密钥",
     "sample": "生成示例数据",
 }
 

@@ -47,7 +47,7 @@ from layers.store import (
     UserRecord,
 )
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 USER_COLUMNS = (
     ("login", "TEXT PRIMARY KEY"), ("role", "TEXT NOT NULL"), ("name", "TEXT NOT NULL"),
     ("worker_id", "TEXT NOT NULL"), ("bureau_code", "TEXT NOT NULL"),
@@ -106,9 +106,11 @@ class GeoPackageStore(Store):
         if "gridmap_meta" in have:
             version = self.conn.execute(
                 "SELECT value FROM gridmap_meta WHERE key = 'schema_version'").fetchone()
-            if version and version[0] == "1":
+            if version and version[0] in ("1", "2"):
                 with self._transaction():
-                    self._schema_v2()
+                    if version[0] == "1":
+                        self._schema_v2()
+                    self._schema_v3()
             return
         if have - {"sqlite_sequence"}:
             raise StoreError(f"{self.path} 不是 gridmap 数据库（已有其他数据表）。")
@@ -175,6 +177,14 @@ class GeoPackageStore(Store):
                     "BEGIN SELECT RAISE(ABORT, '事件登记记录不能修改或删除'); END"
                 )
             self._schema_v2()
+            self._schema_v3()
+
+    def _schema_v3(self) -> None:
+        """Client request ids (the API's idempotent POST): a retried request finds its case."""
+        gpkg.create_attribute_table(
+            self.conn, "request_keys", [("incident_id", "TEXT NOT NULL")],
+            "客户端请求编号（重试返回同一案件）", primary_key="request_key TEXT PRIMARY KEY")
+        self.conn.execute("UPDATE gridmap_meta SET value = '3' WHERE key = 'schema_version'")
 
     def _schema_v2(self) -> None:
         """Accounts, sessions, the audit chain, the incidents' current state, and guards
@@ -208,8 +218,7 @@ class GeoPackageStore(Store):
                 f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {same}) "
                 "BEGIN SELECT RAISE(ABORT, '记录只能追加，不能替换已有记录'); END")
         c.execute("INSERT OR IGNORE INTO gridmap_meta VALUES ('schema_version', '1')")
-        c.execute("UPDATE gridmap_meta SET value = ? WHERE key = 'schema_version'",
-                  (SCHEMA_VERSION,))
+        c.execute("UPDATE gridmap_meta SET value = '2' WHERE key = 'schema_version'")
         self._rebuild_state()
 
     def _rebuild_state(self) -> None:
@@ -372,8 +381,14 @@ class GeoPackageStore(Store):
         gpkg.touch_contents(self.conn, "incidents", None)
 
     def create_incident(self, record: dict, geometry, note: str, *, day: str,
-                        audit: AuditRecord) -> str:
+                        audit: AuditRecord, request_key: str | None = None) -> str:
         with self._transaction():
+            if request_key is not None:
+                known = self.conn.execute(
+                    "SELECT incident_id FROM request_keys WHERE request_key = ?",
+                    (request_key,)).fetchone()
+                if known:
+                    return str(known[0])
             prefix = f"12369-{day.replace('-', '')}-"
             row = self.conn.execute(
                 "SELECT max(CAST(substr(id, ?) AS INTEGER)) FROM incidents "
@@ -386,6 +401,9 @@ class GeoPackageStore(Store):
             event = Event(number, rec["created_at"], rec["created_by"], "create", "reported",
                           reason=note)
             self._insert_incidents(frame, [event])
+            if request_key is not None:
+                self.conn.execute("INSERT INTO request_keys VALUES (?, ?)",
+                                  (request_key, number))
             self._append_audit([with_target(audit, number)])
         return number
 

@@ -127,7 +127,7 @@ def migrate(url: str) -> list[str]:
 # projection. No TRUNCATE, no ALTER (it owns nothing), no UPDATE/DELETE of the record.
 _APPEND = ("generations", "county_codes", "township_codes", "park_codes", "grid_codes",
            "bureau_codes", "routing_parts", "incidents", "incident_events", "audit_log",
-           "users", "sessions", "incident_state", *LAYERS)
+           "users", "sessions", "incident_state", "request_keys", *LAYERS)
 _CLOSE_ROWS = ("routing_parts", *LAYERS)
 
 
@@ -284,11 +284,17 @@ class PostgisStore(Store):
             _append_audit(cur, audit or [])
 
     def create_incident(self, record: dict, geometry, note: str, *, day: str,
-                        audit: AuditRecord) -> str:
+                        audit: AuditRecord, request_key: str | None = None) -> str:
         prefix = f"12369-{day.replace('-', '')}-"
         with self._write() as cur:
             # One allocator at a time per database; released at commit.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('gridmap case numbers'))")
+            if request_key is not None:
+                cur.execute("SELECT incident_id FROM request_keys WHERE request_key = %s",
+                            (request_key,))
+                known = cur.fetchone()
+                if known:
+                    return str(known[0])
             cur.execute(
                 "SELECT max(substr(id, %s)::int) FROM incidents "
                 "WHERE id LIKE %s AND substr(id, %s) ~ '^[0-9]+$'",
@@ -299,6 +305,8 @@ class PostgisStore(Store):
             event = Event(number, rec["created_at"], rec["created_by"], "create", "reported",
                           reason=note)
             _insert_incidents(cur, frame, [event])
+            if request_key is not None:
+                cur.execute("INSERT INTO request_keys VALUES (%s, %s)", (request_key, number))
             _append_audit(cur, [with_target(audit, number)])
         return number
 

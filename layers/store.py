@@ -185,9 +185,11 @@ class Store(ABC):
 
     @abstractmethod
     def create_incident(self, record: dict, geometry, note: str, *, day: str,
-                        audit: AuditRecord) -> str:
+                        audit: AuditRecord, request_key: str | None = None) -> str:
         """Insert one new case, its case number allocated inside the write transaction
-        (12369-YYYYMMDD-NNNN, the next free number of `day`); returns the number."""
+        (12369-YYYYMMDD-NNNN, the next free number of `day`); returns the number. With a
+        `request_key` already used, nothing is inserted and that request's case is returned
+        (a retried API request never makes a second case)."""
 
     @abstractmethod
     def append_events(self, events: list, *, audit: list[AuditRecord] | None = None) -> None:
