@@ -29,6 +29,7 @@ import openpyxl
 import pandas as pd
 
 from geo.crs import CrsError, parse_crs
+from geo.plausibility import implausible_many
 from geo.sanity import check_points
 from grids.routing import Router
 from layers import spreadsheet
@@ -409,6 +410,13 @@ def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> Batch
         lon[rows], lat[rows] = lo, la
         error[rows[status == "out_of_range"]] = f"坐标在 {system.label_zh} 中不是有效坐标"
         swapped[rows[status == "swapped"]] = True
+        # The same plausibility as a single route: a row in the wrong system says so.
+        suspect = rows[np.isin(status, ("out_of_range", "outside_region"))]
+        if len(suspect):
+            for row, why in zip(suspect, implausible_many(x[suspect], y[suspect], system),
+                                strict=True):
+                if why:
+                    error[row] = why
     bad_acc = (acc < 0) | (acc > 50_000)
     error[bad_acc & (error == "")] = "精度半径应在 0–50000 米之间"
 

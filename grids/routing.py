@@ -7,6 +7,7 @@ import shapely
 import shapely.geometry
 
 from geo.crs import CrsError, parse_crs, to_store
+from geo.plausibility import implausible
 from geo.sanity import check_points
 from grids.answer import AnswerWriter
 from grids.resolver import Resolver
@@ -37,6 +38,12 @@ class Router:
             raise RoutingInputError(f"精度半径应在 0–50000 米之间，收到 {accuracy_m}")
         lon, lat, status = check_points(np.array([x]), np.array([y]), system)
         state = str(status[0])
+        if state in ("out_of_range", "outside_region"):
+            # Degrees with a metric system, a zone prefix for the wrong EPSG code…: refused
+            # with what the numbers look like, never answered "outside".
+            why = implausible(float(x), float(y), system)
+            if why:
+                raise RoutingInputError(why)
         if state == "out_of_range":
             raise RoutingInputError(f"坐标 ({x}, {y}) 在 {system.label_zh} 中不是有效坐标")
         flags = ("swapped",) if state == "swapped" else ()
