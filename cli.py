@@ -16,6 +16,7 @@ from grids.accounts import AuthError
 from grids.batch import BatchInputError, assign_file
 from grids.flow import CaseError
 from grids.routing import Router, RoutingInputError
+from layers.audit import beijing
 from layers.problems import ImportFailed
 from layers.store import (
     DEFAULT_STORE,
@@ -26,6 +27,7 @@ from layers.store import (
     redact_url,
     store_url,
 )
+from ui import terminal
 
 SAMPLE_DIR = DEFAULT_STORE.parent / "sample"
 USER_ERRORS = (StoreError, ImportFailed, RoutingInputError, BatchInputError, CrsError,
@@ -33,12 +35,21 @@ USER_ERRORS = (StoreError, ImportFailed, RoutingInputError, BatchInputError, Crs
 
 
 def main(argv: list[str] | None = None) -> int:
+    terminal.install()
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:
         print(f"错误：{exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `gridmap … | head`: the reader has gone; end quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        print(f"错误：{terminal.os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -53,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = terminal.ChineseArgumentParser(
         prog="gridmap", description="南通市生态环境综合执法网格化监管：图层导入、位置分派与查询"
     )
     parser.add_argument(
@@ -63,12 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     # --store is accepted after the subcommand as well (`gridmap route … --store x.gpkg`).
-    store_opt = argparse.ArgumentParser(add_help=False)
+    store_opt = terminal.ChineseArgumentParser(add_help=False)
     store_opt.add_argument("--store", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     add_parser = sub.add_parser
 
     def with_store(name: str, **kwargs):
         return add_parser(name, parents=[store_opt], **kwargs)
+
+    sub._parser_class = terminal.ChineseArgumentParser  # type: ignore[attr-defined]
 
     sub.add_parser = with_store  # type: ignore[method-assign]
 
@@ -370,7 +383,7 @@ def cmd_demo(args) -> int:
         os.replace(work, url)
     print(f"已生成示例数据：{args.out}")
     for name, count in counts.items():
-        print(f"  {name:14s} {count:>7,d}")
+        print(f"  {terminal.pad(name, 14)} {count:>7,d}")
     print(
         f"已导入 {shown}，版本 {report.generation.id}；示例事件 {loaded} 件，"
         f"用时 {time.perf_counter() - started:.1f} 秒"
@@ -410,7 +423,7 @@ def cmd_import(args) -> int:
     finally:
         svc.close()
     print(f"导入成功：{redact_url(svc.url)}，新版本 {report.generation.id}"
-          f"（{report.generation.created_at}）")
+          f"（{beijing(report.generation.created_at)}）")
     for name, count in report.counts.items():
         print(f"  {name:14s} {count:>7,d}  {report.files[name]}")
     for warning in report.warnings:
@@ -439,7 +452,8 @@ def cmd_assign(args) -> int:
         svc.record_batch(actor, args.file.name, {**summary.counts, "total": summary.total})
     finally:
         svc.close()
-    counts = "，".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+    counts = "，".join(f"{terminal.STATUS_ZH.get(k, k)} {v}"
+                      for k, v in sorted(summary.counts.items()))
     print(f"共 {summary.total} 行（{counts}），版本 {summary.generation}，结果已写入 {out}")
     for bad in summary.bad_rows[:50]:
         print(f"  {bad.where}无法分派：{bad.reason}", file=sys.stderr)
@@ -477,13 +491,14 @@ def cmd_layers(args) -> int:
         )
         return 0
     print(f"数据库：{redact_url(svc.url)}")
-    print(f"当前版本：{current.id}（{current.created_at}）")
+    print(f"当前版本：{current.id}（{beijing(current.created_at)}，北京时间）")
     for name, count in counts.items():
         changed = max((g.id for g in gens if name in g.layers), default=None)
-        print(f"  {name:14s} {LAYERS[name].title_zh:8s} {count:>7,d}  版本 {changed or '-'}")
+        print(f"  {terminal.pad(name, 14)} {terminal.pad(LAYERS[name].title_zh, 14)} "
+              f"{count:>7,d}  版本 {changed or '-'}")
     print("版本记录：")
     for g in gens:
-        print(f"  {g.id:>3d}  {g.created_at}  {','.join(g.layers)}  {g.note}")
+        print(f"  {g.id:>3d}  {beijing(g.created_at)}  {','.join(g.layers)}  {g.note}")
     return 0
 
 
@@ -498,7 +513,7 @@ def format_answer(a: dict) -> str:
         lon, lat = a["point"]["cgcs2000"]
         lines.append(f"位置（CGCS2000/WGS84）：{lon:.6f}, {lat:.6f}")
     if a.get("flags"):
-        lines.append("标记：" + "、".join(a["flags"]))
+        lines.append("标记：" + terminal.flags_zh(a["flags"]))
     lines += [
         f"县（市）、区：{ref(a['county'])}",
         f"乡镇/街道：{ref(a['township'])}",

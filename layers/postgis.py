@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -52,6 +53,7 @@ from layers.store import (
     Store,
     StoreError,
     UserRecord,
+    redact_url,
 )
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -80,12 +82,35 @@ SUBDIVIDE_VERTICES = 128
 INLINE_LIMIT = 2_000
 
 
+# psycopg2's connection failures, in words (the driver's text is English and may hold a URL).
+PG_ERRORS_ZH = (
+    (re.compile(r"connection refused", re.I), "连接被拒绝（数据库服务未启动或端口不对）"),
+    (re.compile(r"timeout|timed out", re.I), "连接超时（网络不通或防火墙拦截）"),
+    (re.compile(r"password authentication failed|no password supplied", re.I),
+     "用户名或密码错误"),
+    (re.compile(r"does not exist", re.I), "数据库或用户不存在"),
+    (re.compile(r"could not translate host name|name or service not known", re.I),
+     "无法解析数据库主机名"),
+    (re.compile(r"no pg_hba.conf entry", re.I), "数据库不允许从本机连接（pg_hba.conf）"),
+)
+
+
+def _pg_error(text: str) -> str:
+    for pattern, zh in PG_ERRORS_ZH:
+        if pattern.search(text):
+            return zh
+    return "连接失败"
+
+
+
 def connect(url: str):
     try:
         # JIT compiles the big routing statements for longer than they run.
         conn = psycopg2.connect(url, options=f"-c search_path={SCHEMA},public -c jit=off")
     except psycopg2.OperationalError as exc:
-        raise StoreError(f"无法连接 PostGIS 数据库：{exc}".strip()) from exc
+        # The driver's text is English and may quote the address: said in words instead.
+        raise StoreError(f"无法连接 PostGIS 数据库 {redact_url(url)}：{_pg_error(str(exc))}"
+                         ) from exc
     return conn
 
 
