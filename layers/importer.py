@@ -144,6 +144,7 @@ def import_path(
                 )
         frames: dict[str, pd.DataFrame] = {}
         files: dict[str, str] = {}
+        places: dict[str, tuple[str, object]] = {}  # layer -> (file shown, row -> place)
         for name in LAYER_ORDER:
             if name not in sources:
                 continue
@@ -158,8 +159,11 @@ def import_path(
             if frame is not None:
                 frames[name] = frame
                 files[name] = f"{src.display}（{described}）"
-        if not problems:
-            problems += check_references(frames, current)
+                places[name] = (raw.file, raw.where)
+        # References are checked in the same run (every problem reported at once), except
+        # those to a layer of this import that failed its own checks: its codes are unknown.
+        failed = {n for n in sources if n not in frames}
+        problems += check_references(frames, current, skip=failed, places=places)
         if current is None and "precedence" not in frames:
             # The rules live in the store, versioned with the layers they were applied to.
             from grids.precedence import default_frame
@@ -954,8 +958,13 @@ def _check_hierarchy(raw: RawLayer, frame: pd.DataFrame) -> list[Problem]:
     return problems[:MAX_PER_CHECK] + _more(raw, len(problems))
 
 
-def check_references(frames: dict[str, pd.DataFrame], current) -> list[Problem]:
-    """Every code referenced exists, in this import or (for layers not imported) in the store."""
+def check_references(frames: dict[str, pd.DataFrame], current, skip: set[str] | None = None,
+                     places: dict | None = None) -> list[Problem]:
+    """Every code referenced exists, in this import or (for layers not imported) in the store.
+    References to layers in `skip` are not checked; `places` names the rows of imported files
+    as their other problems do (file line for tables, feature number for vector files)."""
+    skip = skip or set()
+    places = places or {}
 
     def codes(layer: str) -> set[str]:
         key = LAYERS[layer].key
@@ -978,13 +987,17 @@ def check_references(frames: dict[str, pd.DataFrame], current) -> list[Problem]:
                 continue
             frame = current[name]
         for col, target in spec.refs.items():
+            if target in skip:
+                continue
             valid = codes(target)
             bad = [(i, v) for i, v in enumerate(frame[col]) if v and v not in valid]
-            where_file = f"数据库中现有的 {name}" if stored else name
+            where_file, place = (f"数据库中现有的 {name}", None) if stored else places.get(
+                name, (name, None))
             for i, v in bad[:MAX_PER_CHECK]:
                 problems.append(
                     Problem(
-                        where_file, f"引用的 {target} 编码 {shown(v)} 不存在", f"第 {i + 1} 条", col
+                        where_file, f"引用的 {target} 编码 {shown(v)} 不存在",
+                        place(i) if place else f"第 {i + 1} 条", col
                     )
                 )
             if len(bad) > MAX_PER_CHECK:

@@ -276,3 +276,23 @@ def test_kml_parks_with_their_name_element(store, files):
     parks = store.snapshot()["parks"].set_index("code")
     assert parks.loc["P2", "name"] == "甲化工园区" and parks.loc["P2", "kind"] == "chemical_park"
     assert Router(store).route(*world.P["chemical"])["park"]["code"] == "P2"
+
+
+def test_every_problem_in_one_run_numbered_by_file_line(tmp_path, new_store):
+    """A bad value in one file and an unknown reference in another are both reported in the
+    same run; a table's rows are named by their line in the file."""
+    store = new_store("gpkg")
+    d = world.write(tmp_path / "files")
+    workers = pd.read_csv(d / "workers.csv", dtype=str)
+    workers.loc[2, "grid_code"] = "NO-SUCH-GRID"  # file line 4
+    workers.to_csv(d / "workers.csv", index=False)
+    bureaus = pd.read_csv(d / "bureaus.csv", dtype=str, keep_default_na=False)
+    bureaus.loc[1, "level"] = "galactic"  # an unknown level: a value problem
+    bureaus.to_csv(d / "bureaus.csv", index=False)
+    with pytest.raises(ImportFailed) as failed:
+        import_path(store, d)
+    text = str(failed.value)
+    assert "NO-SUCH-GRID" in text and "galactic" in text  # one run, both problems
+    ref = next(p for p in failed.value.problems if "NO-SUCH-GRID" in str(p))
+    assert "第 4 行" in str(ref)  # the file line, like every other problem of a table
+    assert store.generations() == []
