@@ -13,7 +13,6 @@ from pathlib import Path
 from geo.crs import CrsError
 from grids.access import ROLES_ZH, Actor, PermissionDenied
 from grids.accounts import AuthError
-from grids.batch import BatchInputError, assign_file
 from grids.flow import CaseError
 from grids.routing import Router, RoutingInputError
 from layers.audit import beijing
@@ -30,8 +29,16 @@ from layers.store import (
 from ui import terminal
 
 SAMPLE_DIR = DEFAULT_STORE.parent / "sample"
-USER_ERRORS = (StoreError, ImportFailed, RoutingInputError, BatchInputError, CrsError,
-               PermissionDenied, AuthError, CaseError)
+USER_ERRORS = (StoreError, ImportFailed, RoutingInputError, CrsError, PermissionDenied,
+               AuthError, CaseError)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix (evaluated only when one is raised: the batch
+    module, with Excel and vector readers, is not imported by `gridmap route`)."""
+    from grids.batch import BatchInputError
+
+    return (*USER_ERRORS, BatchInputError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
         return code
-    except USER_ERRORS as exc:
+    except _user_errors() as exc:
         print(f"错误：{exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
@@ -444,6 +451,8 @@ def cmd_route(args) -> int:
 
 
 def cmd_assign(args) -> int:
+    from grids.batch import assign_file
+
     svc = _service(args)
     actor = Actor.local_admin()
     try:
