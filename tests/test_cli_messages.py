@@ -56,3 +56,23 @@ def test_a_closed_pipe_ends_quietly(sample_store):
             "| head -c 1", shell=True, capture_output=True, timeout=120)
         err = proc.stderr.decode("utf-8", "replace")
         assert "BrokenPipe" not in err and "内部错误" not in err and "Exception" not in err
+
+
+def test_a_killed_sample_build_leaves_no_store(tmp_path):
+    """`make run` builds the sample when the store is missing: a build killed half-way must not
+    leave a store that the next `make run` would take as done."""
+    import signal
+    import time
+
+    store = tmp_path / "gridmap.gpkg"
+    proc = subprocess.Popen([gridmap_exe(), "--store", str(store), "demo", "--out",
+                             str(tmp_path / "files")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "gridmap.gpkg.building").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # killed while the store is being written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not store.exists()
+    out = run("--store", str(store), "layers")
+    assert out.returncode == 2 and "数据库文件不存在" in out.stderr
