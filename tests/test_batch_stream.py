@@ -293,6 +293,6 @@ def test_assign_memory_does_not_grow_with_rows(sample_store, tmp_path_factory, s
     out = base / f"big_out{suffix}"
     mb, stdout = peak_rss_mb([gridmap_exe(), "--store", str(sample_store), "assign", str(src),
                               "--out", str(out), "--crs", "wgs84"])
-    assert f"共 {MEMORY_ROWS} 行" in stdout and "error 151" in stdout
+    assert f"共 {MEMORY_ROWS} 行" in stdout and "无法分派 151" in stdout
     assert out.stat().st_size > 1_000_000
     assert mb < MEMORY_BOUND_MB, f"gridmap assign to {suffix} peaked at {mb:.0f} MB"
