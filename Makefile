@@ -36,3 +36,4 @@ bench: setup $(STORE)
 	$(VENV)/bin/python bench/bench_postgis.py
 	$(VENV)/bin/python bench/bench_map.py --store $(STORE)
 	$(VENV)/bin/python bench/bench_dispatch.py --store $(STORE)
+	$(VENV)/bin/python bench/bench_api.py --store $(STORE) --workers 2

@@ -18,6 +18,7 @@ declare -A FILES=(
   [jquery@3.7.1]="dist/jquery.min.js LICENSE.txt"
   [bootstrap@5.2.2]="dist/js/bootstrap.bundle.min.js dist/css/bootstrap.min.css LICENSE"
   [bootstrap@3.4.1]="dist/fonts/glyphicons-halflings-regular.eot dist/fonts/glyphicons-halflings-regular.svg dist/fonts/glyphicons-halflings-regular.ttf dist/fonts/glyphicons-halflings-regular.woff dist/fonts/glyphicons-halflings-regular.woff2 dist/css/bootstrap.css LICENSE"
+  [swagger-ui-dist@5.35.0]="swagger-ui.css swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt LICENSE NOTICE"
   [@fortawesome/fontawesome-free@6.2.0]="css/all.min.css webfonts/fa-brands-400.ttf webfonts/fa-brands-400.woff2 webfonts/fa-regular-400.ttf webfonts/fa-regular-400.woff2 webfonts/fa-solid-900.ttf webfonts/fa-solid-900.woff2 webfonts/fa-v4compatibility.ttf webfonts/fa-v4compatibility.woff2 LICENSE.txt"
 )
 
