@@ -234,6 +234,12 @@ class Gridmap:
         """A new case; with the client's `request_id`, a retry returns the same case."""
         return cases.create_incident(self.acting(actor), answer, fields, request_id)
 
+    def case_for_request(self, actor: Actor, request_id: str) -> pd.Series | None:
+        """The case this actor's client request id already made (a retried request), read
+        like any case (`case.read`), or None."""
+        incident_id = self.store().request_case(f"{actor.login}:{request_id}")
+        return None if incident_id is None else self.case(actor, incident_id)
+
     def step_case(self, actor: Actor, incident_id: str, target: str, reason: str = "",
                   expected_status: str | None = None):
         return cases.transition(self.acting(actor), incident_id, target, reason,

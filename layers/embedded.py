@@ -407,6 +407,11 @@ class GeoPackageStore(Store):
             self._append_audit([with_target(audit, number)])
         return number
 
+    def request_case(self, request_key: str) -> str | None:
+        row = self.conn.execute("SELECT incident_id FROM request_keys WHERE request_key = ?",
+                                (request_key,)).fetchone()
+        return str(row[0]) if row else None
+
     def append_events(self, events: list[Event], *,
                       audit: list[AuditRecord] | None = None) -> None:
         with self._transaction():

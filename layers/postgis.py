@@ -335,6 +335,13 @@ class PostgisStore(Store):
             _append_audit(cur, [with_target(audit, number)])
         return number
 
+    def request_case(self, request_key: str) -> str | None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute("SELECT incident_id FROM request_keys WHERE request_key = %s",
+                        (request_key,))
+            row = cur.fetchone()
+        return str(row[0]) if row else None
+
     def append_events(self, events: list[Event], *,
                       audit: list[AuditRecord] | None = None) -> None:
         with self._write() as cur:

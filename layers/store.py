@@ -192,6 +192,11 @@ class Store(ABC):
         (a retried API request never makes a second case)."""
 
     @abstractmethod
+    def request_case(self, request_key: str) -> str | None:
+        """The case a client request id already made, if any (a retry's fast path; the
+        guarantee stays in `create_incident`)."""
+
+    @abstractmethod
     def append_events(self, events: list, *, audit: list[AuditRecord] | None = None) -> None:
         ...
 

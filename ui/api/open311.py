@@ -234,6 +234,11 @@ def create_request(svc, actor, form: dict[str, str], idempotency_key: str | None
                         if p)
 
     def register() -> list[dict]:
+        if request_id is not None:  # a retry that another process registered: no new intake
+            known = svc.case_for_request(actor, request_id)
+            if known is not None:
+                return [{"service_request_id": str(known["id"]),
+                         "service_notice": known_notice(known), "account_id": None}]
         # The same intake as the dispatcher's page; the entities nearby are not sent back.
         answer = svc.intake(actor, lon, lat, crs=crs, accuracy_m=accuracy, category=code,
                             nearby_radius_m=0.0)
@@ -348,6 +353,16 @@ def split_description(stored: str) -> tuple[str, str | None, str | None]:
 # -- the notices -----------------------------------------------------------------------------------
 def _ref(item: dict | None) -> str:
     return f"{item['name']}（{item['code']}）" if item else "—"
+
+
+def known_notice(case) -> str:
+    """The notice of a case registered by an earlier attempt of the same request."""
+    import json
+
+    route = json.loads(case["answer"]) if isinstance(case["answer"], str) else case["answer"]
+    category = load_categories()[case["category"]]
+    referral = category.agency_zh if category.handler == "partner" else None
+    return intake_notice(str(case["id"]), route, category, referral)
 
 
 def intake_notice(case_id: str, route: dict, category: Category, referral: str | None) -> str:
