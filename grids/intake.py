@@ -114,11 +114,13 @@ def possible_duplicates(
         near=(lon, lat, radius_m)))
     if recent.empty:
         return pd.DataFrame(columns=columns)
-    dist = distance_m(lon, lat, recent["lon"].to_numpy(), recent["lat"].to_numpy())
-    near = recent.assign(distance_m=np.round(dist, 0))
-    near = near.assign(same_category=near["category"] == category)
-    near = near.sort_values(["same_category", "distance_m"], ascending=[False, True])
-    return pd.DataFrame(near[columns]).reset_index(drop=True)
+    dist = np.round(distance_m(lon, lat, recent["lon"].to_numpy(), recent["lat"].to_numpy()), 0)
+    same = recent["category"].to_numpy() == category
+    order = np.lexsort((dist, ~same))  # same category first, then nearest
+    out = {c: recent[c].to_numpy()[order] for c in columns
+           if c not in ("distance_m", "same_category")}
+    out["distance_m"], out["same_category"] = dist[order], same[order]
+    return pd.DataFrame(out, columns=columns)
 
 
 def intake(

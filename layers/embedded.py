@@ -359,11 +359,17 @@ class GeoPackageStore(Store):
 
     def _insert_incidents(self, records: pd.DataFrame, events: list[Event]) -> None:
         names = [name for name, _ in INCIDENT_COLUMNS]
-        geoms = np.asarray(records.geometry.values, dtype=object)
+        self._insert_rows(records[names].to_dict("records"),
+                          np.asarray(records.geometry.values, dtype=object), events)
+
+    def _insert_rows(self, records: list[dict], geoms, events: list[Event]) -> None:
+        """Incident records (dicts of INCIDENT_COLUMNS), their points and first events."""
+        names = [name for name, _ in INCIDENT_COLUMNS]
+        geoms = np.asarray(geoms, dtype=object)
         blobs = gpkg.encode(geoms, STORE_EPSG)
         rows = [
-            (*[_sql_value(v) for v in values], blob)
-            for values, blob in zip(records[names].itertuples(index=False), blobs, strict=True)
+            (*[_sql_value(rec[n]) for n in names], blob)
+            for rec, blob in zip(records, blobs, strict=True)
         ]
         quoted = ", ".join(f'"{n}"' for n in names)
         self.conn.executemany(
@@ -374,7 +380,7 @@ class GeoPackageStore(Store):
         states = [
             dict(zip(incident_sql.STATE_NAMES,
                      incident_sql.initial_state(rec, g.x, g.y, None), strict=True))
-            for rec, g in zip(records[names].to_dict("records"), geoms, strict=True)
+            for rec, g in zip(records, geoms, strict=True)
         ]
         self._write_states(states, insert=True)
         self._insert_events(events)
@@ -397,10 +403,9 @@ class GeoPackageStore(Store):
             ).fetchone()
             number = f"{prefix}{int(row[0] or 0) + 1:04d}"
             rec = {**record, "id": number}
-            frame = gpd.GeoDataFrame([rec], geometry=[geometry], crs=STORE_EPSG)
             event = Event(number, rec["created_at"], rec["created_by"], "create", "reported",
                           reason=note)
-            self._insert_incidents(frame, [event])
+            self._insert_rows([rec], [geometry], [event])
             if request_key is not None:
                 self.conn.execute("INSERT INTO request_keys VALUES (?, ?)",
                                   (request_key, number))

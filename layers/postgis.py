@@ -326,10 +326,9 @@ class PostgisStore(Store):
                 (len(prefix) + 1, prefix + "%", len(prefix) + 1))
             number = f"{prefix}{int(cur.fetchone()[0] or 0) + 1:04d}"
             rec = {**record, "id": number}
-            frame = gpd.GeoDataFrame([rec], geometry=[geometry], crs=STORE_EPSG)
             event = Event(number, rec["created_at"], rec["created_by"], "create", "reported",
                           reason=note)
-            _insert_incidents(cur, frame, [event])
+            _insert_rows(cur, [rec], [geometry], [event])
             if request_key is not None:
                 cur.execute("INSERT INTO request_keys VALUES (%s, %s)", (request_key, number))
             _append_audit(cur, [with_target(audit, number)])
@@ -595,14 +594,21 @@ class _Write:
 
 def _insert_incidents(cur, records: pd.DataFrame, events: list[Event]) -> None:
     names = [n for n, _ in INCIDENT_COLUMNS]
-    frame = records[names].copy()
-    geoms = np.asarray(records.geometry.values, dtype=object)
-    frame["geom"] = _ewkb(geoms)
-    _copy(cur, "incidents", [*names, "geom"], frame.itertuples(index=False))
+    _insert_rows(cur, records[names].to_dict("records"),
+                 np.asarray(records.geometry.values, dtype=object), events)
+
+
+def _insert_rows(cur, records: list[dict], geoms, events: list[Event]) -> None:
+    """Incident records (dicts of INCIDENT_COLUMNS), their points and first events."""
+    names = [n for n, _ in INCIDENT_COLUMNS]
+    geoms = np.asarray(geoms, dtype=object)
+    rows = [(*[rec[n] for n in names], wkb)
+            for rec, wkb in zip(records, _ewkb(geoms), strict=True)]
+    _copy(cur, "incidents", [*names, "geom"], rows)
     states = [
         dict(zip(incident_sql.STATE_NAMES,
                  incident_sql.initial_state(rec, g.x, g.y, None), strict=True))
-        for rec, g in zip(records[names].to_dict("records"), geoms, strict=True)
+        for rec, g in zip(records, geoms, strict=True)
     ]
     _write_states(cur, states, insert=True)
     _insert_events(cur, events)
