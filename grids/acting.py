@@ -53,6 +53,8 @@ class Acting:
 
     def record(self, action: str, target: str = "", **detail) -> AuditRecord:
         """An audit record of this actor."""
+        if self.actor.via == "api":  # the key's name, as the caller knows it
+            detail = {**detail, "key_name": self.actor.name}
         return AuditRecord(actor=self.actor.login, actor_role=self.actor.role,
                            via=self.actor.via, action=action, target=str(target),
                            detail=detail)

@@ -252,6 +252,7 @@ def test_post_request_registers_a_case_through_the_intake(api, api_world):
         assert len(audit) == 1
         login = svc.actor_for_key(key).login
         assert audit["actor"].iat[0] == login and audit["via"].iat[0] == "api"
+        assert '"key_name": "12369平台"' in audit["detail"].iat[0]  # the key's name
     finally:
         svc.close()
 
@@ -707,3 +708,28 @@ def test_docs_page_works_offline_in_chromium(api, browser):
     assert any(u.endswith("/openapi.json") for u in seen)
     assert any("swagger-ui-bundle.js" in u for u in seen)
     assert not errors, errors
+
+
+def test_route_on_the_sample_store_answers_as_the_command_line(sample_store, tmp_path):
+    """The Nantong sample (real county and township outlines, 2,544 grids): random points,
+    with and without an accuracy, in WGS84 and GCJ-02, answered as `gridmap route --json`."""
+    import random
+    import shutil
+
+    store = tmp_path / "sample.gpkg"
+    shutil.copy(sample_store, store)
+    svc = Gridmap(str(store))
+    key, _ = svc.add_api_key(ADMIN, "抽样核对", "viewer")
+    svc.close()
+    rnd = random.Random(20261202)
+    points = [(round(rnd.uniform(120.3, 121.9), 6), round(rnd.uniform(31.7, 32.7), 6),
+               rnd.choice(["wgs84", "gcj02"]), rnd.choice([0, 0, 300])) for _ in range(12)]
+    with ApiServer(str(store)) as server:
+        for lon, lat, crs, acc in points:
+            out = subprocess.run([gridmap_exe(), "--store", str(store), "route", str(lon),
+                                  str(lat), "--crs", crs, "--accuracy", str(acc), "--json"],
+                                 capture_output=True, text=True, timeout=120)
+            expected = json.loads(out.stdout)
+            got = requests.get(f"{server.url}/route", headers={"X-API-Key": key}, timeout=30,
+                               params={"lon": lon, "lat": lat, "crs": crs, "accuracy": acc})
+            assert got.status_code == 200 and got.json() == expected, (lon, lat, crs, acc)
