@@ -147,6 +147,11 @@ def overlays(w: World) -> list[folium.FeatureGroup]:
     assert grids and len(w.desk.answer.nearby) == len(w.texts)
     assert len(w.desk.answer.duplicates) == len(w.texts)
     out += [mapview.highlight_group(NONE, geoms, [AT], name=t) for t in w.texts]
+    # The grid worker's own-units map (pages/1_网格员.py for roles without the city map).
+    entities = pd.DataFrame({"name": w.texts, "industry": w.texts,
+                             "lon": w.incidents["lon"], "lat": w.incidents["lat"] + 0.002})
+    out += mapview.units_groups(NONE, w.router.snapshot["grids"].iloc[:2], entities,
+                                w.incidents)
     return out
 
 
@@ -179,6 +184,8 @@ def test_hostile_names_stay_out_of_the_map_script(hostile, harmless):
     for text in HOSTILE:
         assert cards.js_html(f"附近监管对象：{text[:STORED_CHARS]}") in page
         assert cards.js_html(f"可能重复：{text}") in page
+        assert cards.js_html(f"{text}（{text}）") in page  # the own-units map's entities
+        assert cards.js_html(f"{text} {text}：{text[:60]}") in page  # …and incidents
     for i, cand in enumerate(hostile.desk.answer.route["candidates"], start=1):
         assert cards.js_html(f"候选 {i}：{cand['grid']['name']}") in page
     # The cards (st.html, never folium) stay HTML-escaped.
@@ -360,8 +367,11 @@ def test_hostile_names_are_text_in_a_real_browser(hostile, browser, tmp_path):
         # The folium layers, once in the page script and once eval'd: the intake overlay…
         assert seen(folium_text, f"附近监管对象：{text[:STORED_CHARS]}（", 2), short
         assert seen(folium_text, f"可能重复：{text}", 2), short
-        # …and the batch rows (GeoJsonTooltip).
+        # …and the batch rows (GeoJsonTooltip)…
         assert seen(folium_text, f"{text}｜", 2), short
+        # …and a grid worker's own-units map: entities and incidents.
+        assert seen(folium_text, f"{text}（{text}）", 2), short
+        assert seen(folium_text, f"{text} {text}：{text[:60]}", 2), short
         # gridmap.js: grid names and their workers, every polygon layer, entities, incidents.
         assert seen(by_layer["grids"], text[:STORED_CHARS]), short
         assert seen(by_layer["entities"], text[:STORED_CHARS]), short

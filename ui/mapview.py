@@ -187,18 +187,8 @@ def build_map(data: MapData, basemap: Basemap, city_bbox, fast_click: bool = Tru
     minx, miny, maxx, maxy = city_bbox
     cx, cy = basemap.to_display([(minx + maxx) / 2], [(miny + maxy) / 2])
     _, zoom = view_for_bbox(city_bbox)
-    m = folium.Map(
-        location=[float(np.asarray(cy).ravel()[0]), float(np.asarray(cx).ravel()[0])],
-        zoom_start=zoom, tiles=None, control_scale=True,
-    )
-    # folium gives max_zoom only to a tile layer it creates; with no tiles Leaflet (and the
-    # marker cluster) would have no maximum zoom at all.
-    m.options.update(maxZoom=MAX_ZOOM, minZoom=MIN_ZOOM)
-    for t in basemap.tiles:
-        folium.TileLayer(
-            tiles=t.url, attr=t.attr, name=t.name, subdomains=t.subdomains, overlay=t.overlay,
-            control=False, max_zoom=MAX_ZOOM, max_native_zoom=t.max_native_zoom,
-        ).add_to(m)
+    m = _base_map(basemap, float(np.asarray(cy).ravel()[0]), float(np.asarray(cx).ravel()[0]),
+                  zoom)
     layers = GridmapLayers(map_config(data, fast_click, hidden))
     layers.add_to(m)
     assets.localize(m)
@@ -243,18 +233,26 @@ def highlight_group(basemap: Basemap, geoms=(), points=(), name: str = "选中"
 def units_map(basemap: Basemap, grids, entities, incidents) -> folium.Map:
     """A worker's own units only (for roles that may not see the city map): their grid
     outlines, their entities and their open incidents, drawn from the page itself — no city
-    data file is fetched. Every text is `cards.js_html` (it lands in folium's scripts)."""
+    data file is fetched."""
     bounds = shapely.total_bounds(np.asarray(grids.geometry.values, dtype=object)) if len(
         grids) else (120.5, 31.6, 121.9, 32.7)
     minx, miny, maxx, maxy = (float(v) for v in bounds)
-    m = folium.Map(location=[(miny + maxy) / 2, (minx + maxx) / 2], zoom_start=13, tiles=None,
-                   control_scale=True)
-    m.options.update(maxZoom=MAX_ZOOM, minZoom=MIN_ZOOM)
-    for t in basemap.tiles:
-        folium.TileLayer(tiles=t.url, attr=t.attr, name=t.name, subdomains=t.subdomains,
-                         overlay=t.overlay, control=False, max_zoom=MAX_ZOOM,
-                         max_native_zoom=t.max_native_zoom).add_to(m)
-    highlight_group(basemap, grids.geometry.values, name="负责网格").add_to(m)
+    m = _base_map(basemap, (miny + maxy) / 2, (minx + maxx) / 2, 13)
+    for group in units_groups(basemap, grids, entities, incidents):
+        group.add_to(m)
+    sw = basemap.to_display([minx], [miny])
+    ne = basemap.to_display([maxx], [maxy])
+    m.fit_bounds([[float(np.ravel(sw[1])[0]), float(np.ravel(sw[0])[0])],
+                  [float(np.ravel(ne[1])[0]), float(np.ravel(ne[0])[0])]])
+    assets.localize(m)
+    return m
+
+
+def units_groups(basemap: Basemap, grids, entities, incidents) -> list[folium.FeatureGroup]:
+    """The layers of `units_map`: grid outlines, entities (name, industry) and open incidents
+    (number, category, description). Every text is `cards.js_html`: it lands in folium's
+    scripts as a JavaScript template literal."""
+    groups = [highlight_group(basemap, grids.geometry.values, name="负责网格")]
     for layer, rows, color in (("监管对象", entities, "#1565c0"),
                                ("未结事件", incidents, "#d81b60")):
         group = folium.FeatureGroup(name=cards.js_html(layer))
@@ -267,10 +265,18 @@ def units_map(basemap: Basemap, grids, entities, incidents) -> folium.Map:
                 color="#ffffff", weight=2, fill_color=color, fill_opacity=1,
                 tooltip=folium.Tooltip(cards.js_html(label)),
             ).add_to(group)
-        group.add_to(m)
-    sw = basemap.to_display([minx], [miny])
-    ne = basemap.to_display([maxx], [maxy])
-    m.fit_bounds([[float(np.ravel(sw[1])[0]), float(np.ravel(sw[0])[0])],
-                  [float(np.ravel(ne[1])[0]), float(np.ravel(ne[0])[0])]])
-    assets.localize(m)
+        groups.append(group)
+    return groups
+
+
+def _base_map(basemap: Basemap, lat: float, lon: float, zoom: int) -> folium.Map:
+    """A map with no tiles of folium's own: the basemap's tile layers only, and the zoom range
+    Leaflet (and the marker cluster) need, which folium sets only on a tile layer it makes."""
+    m = folium.Map(location=[lat, lon], zoom_start=zoom, tiles=None, control_scale=True)
+    m.options.update(maxZoom=MAX_ZOOM, minZoom=MIN_ZOOM)
+    for t in basemap.tiles:
+        folium.TileLayer(
+            tiles=t.url, attr=t.attr, name=t.name, subdomains=t.subdomains, overlay=t.overlay,
+            control=False, max_zoom=MAX_ZOOM, max_native_zoom=t.max_native_zoom,
+        ).add_to(m)
     return m
