@@ -9,7 +9,7 @@ Every domain function that reads or changes something takes an `Acting` and asks
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import pandas as pd
@@ -26,8 +26,6 @@ class Acting:
     # The current layers, read only when a scope needs them (user administration and the
     # audit work on a store that has no layers yet).
     layers: Callable[[], Snapshot] | None = None
-    # What the caller shows in the audit of a refusal (a page, a CLI command, an API route).
-    context: dict = field(default_factory=dict)
 
     @cached_property
     def snapshot(self) -> Snapshot:
@@ -39,8 +37,7 @@ class Acting:
         try:
             return require(self.actor, action)
         except PermissionDenied as exc:
-            self.deny(action, target, str(exc))
-            raise
+            self.deny(action, target, str(exc))  # audits, then raises
 
     def scope_of(self, action: str) -> str:
         """The scope without checking (for showing or hiding a button)."""
@@ -48,7 +45,7 @@ class Acting:
 
     def deny(self, action: str, target: str, message: str) -> None:
         self.store.append_audit([self.record("denied", target, refused=action,
-                                             message=message, **self.context)])
+                                             message=message)])
         raise PermissionDenied(message, action, target)
 
     def record(self, action: str, target: str = "", **detail) -> AuditRecord:
@@ -133,6 +130,11 @@ class Acting:
         if self.actor.role == "bureau":
             return isinstance(bureau, str) and bureau in self.own_bureaus
         return isinstance(grid, str) and grid in self.own_grids
+
+    def may_case(self, action: str, case: pd.Series | dict) -> bool:
+        """`require_case` without auditing or raising (to show or hide a button)."""
+        found = self.scope_of(action)
+        return found == "all" or (found == "own" and self.owns_case(case))
 
     def require_case(self, action: str, case: pd.Series | dict) -> str:
         found = self.require(action, str(case.get("id", "")))

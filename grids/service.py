@@ -76,19 +76,25 @@ class Gridmap:
             self._local.store = None
 
     def current_generation(self) -> int:
+        return self._generation(None)[0]
+
+    def _generation(self, generation: int | None) -> tuple[int, str]:
+        """(id, created_at) of a generation (default: the current one), in one query."""
         gens = self.store().generations()
         if not gens:
             raise StoreError(
                 "数据库中还没有任何图层，请先运行 `gridmap demo` 或 `gridmap import`。")
-        return gens[-1].id
+        if generation is None:
+            return gens[-1].id, gens[-1].created_at
+        found = next((g for g in gens if g.id == generation), None)
+        if found is None:
+            raise StoreError(f"版本 {generation} 不存在（现有版本 1–{gens[-1].id}）")
+        return found.id, found.created_at
 
     def _router(self, generation: int | None = None) -> Router:
         """The router of a generation (default: the current one), shared across threads."""
-        gen = generation if generation is not None else self.current_generation()
-        created = next((g.created_at for g in self.store().generations() if g.id == gen), None)
-        if created is None:
-            raise StoreError(f"版本 {gen} 不存在")
-        key = (gen, created)
+        key = self._generation(generation)
+        gen = key[0]
         with self._router_lock:
             if key not in self._routers:
                 if len(self._routers) >= 4:
@@ -98,8 +104,8 @@ class Gridmap:
                 self._routers[key] = Router(open_store(self.url), gen)
             return self._routers[key]
 
-    def acting(self, actor: Actor, generation: int | None = None, **context) -> Acting:
-        return Acting(actor, self.store(), lambda: self._router(generation).snapshot, context)
+    def acting(self, actor: Actor, generation: int | None = None) -> Acting:
+        return Acting(actor, self.store(), lambda: self._router(generation).snapshot)
 
     # -- signing in -------------------------------------------------------------------------------
     def sign_in(self, login: str, password: str, client: str = "") -> accounts.SignedIn:
@@ -274,14 +280,10 @@ class Gridmap:
         query = acting.incident_query("case.read", IncidentQuery(not_statuses=("closed",)))
         return portfolio.open_incidents(self.store().query_incidents(query))
 
-    def can_take(self, actor: Actor, case: pd.Series | dict) -> bool:
-        """Whether the actor may act on this case at all (to show or hide buttons; the
+    def can_take(self, actor: Actor, case: pd.Series | dict, action: str = "case.step") -> bool:
+        """Whether the actor may `action` this case at all (to show or hide buttons; the
         actions check again themselves)."""
-        from grids.access import can
-
-        acting = self.acting(actor)
-        return can(actor, "case.step") and (
-            acting.scope_of("case.step") == "all" or acting.owns_case(case))
+        return self.acting(actor).may_case(action, case)
 
     # -- grid workers -----------------------------------------------------------------------------
     def workers(self, actor: Actor) -> pd.DataFrame:

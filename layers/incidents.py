@@ -106,31 +106,6 @@ class Event:
         return tuple(getattr(self, name) for name, _ in EVENT_COLUMNS)
 
 
-def current_state(incidents: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-    """Incidents with their current status and assignment, derived from the events."""
-    out = incidents.copy()
-    ordered = events.sort_values(["incident_id", "seq"])
-    last = ordered.groupby("incident_id").last()
-    # When the current status was entered: the last event that changed the status.
-    changed = ordered["status"] != ordered.groupby("incident_id")["status"].shift()
-    entered = ordered[changed].groupby("incident_id")["at"].last()
-    grid = ordered.dropna(subset=["grid_code"]).groupby("incident_id")["grid_code"].last()
-    bureau = ordered.dropna(subset=["bureau_code"]).groupby("incident_id")["bureau_code"].last()
-
-    def latest(values: pd.Series, default: pd.Series) -> pd.Series:
-        mapped = out["id"].map(values).astype(object)
-        return mapped.where(mapped.notna(), default)
-
-    out["status"] = latest(last["status"], pd.Series("reported", index=out.index))
-    out["updated_at"] = latest(last["at"], out["created_at"])
-    out["status_since"] = latest(entered, out["reported_at"])
-    out["assigned_grid_code"] = latest(grid, out["grid_code"])
-    out["assigned_bureau_code"] = latest(bureau, out["bureau_code"])
-    out["category_zh"] = out["category"].map(category_labels()).fillna(out["category"])
-    out["status_zh"] = out["status"].map(STATUSES_ZH).fillna(out["status"])
-    return out
-
-
 INCIDENT_NAMES = [name for name, _ in INCIDENT_COLUMNS]
 # The current state columns read with each incident (layers/incident_sql.py keeps them).
 STATE_READ = ("status", "status_since", "updated_at", "grid_code", "bureau_code")
@@ -154,21 +129,3 @@ def frame_from_state(rows: list[tuple], geoms, store_epsg: int) -> gpd.GeoDataFr
     data["lon"] = shapely.get_x(points) if rows else np.array([], dtype=float)
     data["lat"] = shapely.get_y(points) if rows else np.array([], dtype=float)
     return gpd.GeoDataFrame(data, geometry=points, crs=store_epsg)
-
-
-def incidents_frame(
-    rows: list[tuple],
-    wkb_or_geoms,
-    events: pd.DataFrame,
-    status: list[str] | None,
-    store_epsg: int,
-) -> gpd.GeoDataFrame:
-    """A store's incident rows (INCIDENT_NAMES order) and their points, with the current state
-    derived from the events; optionally only the given statuses."""
-    frame = pd.DataFrame(rows, columns=INCIDENT_NAMES)
-    geoms = np.asarray(wkb_or_geoms, dtype=object) if len(rows) else np.array([], dtype=object)
-    frame = current_state(frame, events)
-    frame["lon"] = shapely.get_x(geoms) if len(geoms) else []
-    frame["lat"] = shapely.get_y(geoms) if len(geoms) else []
-    out = gpd.GeoDataFrame(frame, geometry=geoms, crs=store_epsg)
-    return out if status is None else out[out["status"].isin(status)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from grids.access import can
 from grids.flow import load_flow
 from ui import cards, cases, page, state
 
@@ -114,9 +113,7 @@ with right:
         st.info("当前环节由其他岗位办理：" + "、".join(waiting))
     cases.show_message(message, "steps")
 
-    if case["status"] != "closed" and can(actor, "case.reassign") and (
-            svc.acting(actor).scope_of("case.reassign") == "all"
-            or svc.acting(actor).owns_case(case)):
+    if case["status"] != "closed" and svc.can_take(actor, case, "case.reassign"):
         reassigning = bool(message and message[2] == "reassign")
         with st.expander("人工改派（须填写理由，记入办理记录）", expanded=reassigning,
                          key="cs_reassign_box"):
