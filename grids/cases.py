@@ -153,10 +153,14 @@ def create_incident(acting: Acting, answer: dict, fields: dict,
                           route_status=record["route_status"], grid=record["grid_code"],
                           bureau=record["bureau_code"], generation=record["generation"],
                           source=record["source"])
-    # A client's request id is the actor's own: two systems may use the same ids.
-    key = f"{acting.actor.login}:{request_id}" if request_id else None
+    key = request_key(acting.actor, request_id) if request_id else None
     return acting.store.create_incident(record, shapely.Point(lon, lat), note,
                                         day=created[:10], audit=audit, request_key=key)
+
+
+def request_key(actor, request_id: str) -> str:
+    """How a client's request id is stored: per actor (two systems may use the same ids)."""
+    return f"{actor.login}:{request_id}"
 
 
 def current_case(acting: Acting, incident_id: str, action: str = "case.read") -> pd.Series:

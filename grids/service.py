@@ -125,20 +125,19 @@ class Gridmap:
         return self.store().user(DEMO_MARK) is not None
 
     # -- layers and routing -----------------------------------------------------------------------
-    def router_for(self, actor: Actor, action: str) -> Router:
-        """The current layers, for a page that the actor may open for `action`."""
+    def router_for(self, actor: Actor, action: str, generation: int | None = None) -> Router:
+        """The layers (default: current) for a page or command the actor may use for
+        `action`."""
         self.acting(actor).require(action)
-        return self._router()
+        return self._router(generation)
 
     def map_router(self, actor: Actor) -> Router:
         """The current layers for the city map (every layer, every worker's phone)."""
-        self.acting(actor).require("map.city")
-        return self._router()
+        return self.router_for(actor, "map.city")
 
     def batch_router(self, actor: Actor, generation: int | None = None) -> Router:
         """The router a batch is routed with (the batch page and `gridmap assign`)."""
-        self.acting(actor).require("batch.assign")
-        return self._router(generation)
+        return self.router_for(actor, "batch.assign", generation)
 
     def route(self, actor: Actor, x: float, y: float, crs: str = "wgs84",
               accuracy_m: float = 0.0, generation: int | None = None) -> dict:
@@ -243,7 +242,7 @@ class Gridmap:
     def case_for_request(self, actor: Actor, request_id: str) -> pd.Series | None:
         """The case this actor's client request id already made (a retried request), read
         like any case (`case.read`), or None."""
-        incident_id = self.store().request_case(f"{actor.login}:{request_id}")
+        incident_id = self.store().request_case(cases.request_key(actor, request_id))
         return None if incident_id is None else self.case(actor, incident_id)
 
     def step_case(self, actor: Actor, incident_id: str, target: str, reason: str = "",

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import threading
 import uuid
 from pathlib import Path
 
@@ -225,6 +226,9 @@ class PostgisStore(Store):
         self._snapshots: dict[int, Snapshot] = {}
         self._read_conn = None
         self.prepared: set[str] = set()  # statements prepared on the read connection
+        # A router's store is shared by the threads of a server (the web pages, the API's
+        # thread pool): one connection serves one statement or transaction at a time.
+        self.lock = threading.RLock()
 
     def clear_cache(self) -> None:
         self._snapshots.clear()
@@ -781,14 +785,13 @@ class PostgisFinder:
                 "d": discs,
             }
             return self._hits(*_rows(self._execute("gridmap_inline", params)))
-        with self.store.conn, self.store.conn.cursor() as cur:
+        with self.store.lock, self.store.conn, self.store.conn.cursor() as cur:
             return self._hits(*self._batch(cur, queries))
 
     def _execute(self, name: str, params: dict) -> list[tuple]:
         """EXECUTE a statement prepared on the store's read connection: one round trip."""
-        conn = self.store.read_conn()
         sql, order, types = _PREPARED[name]
-        with conn.cursor() as cur:
+        with self.store.lock, self.store.read_conn().cursor() as cur:
             if name not in self.store.prepared:
                 positional = sql
                 for k, key in enumerate(order, start=1):

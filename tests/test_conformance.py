@@ -185,3 +185,26 @@ def test_failed_import_rolls_back_in_postgis(new_store, world_dir, tmp_path):
     store.clear_cache()
     assert [g.id for g in store.generations()] == [1]
     assert "nonexistent" not in set(store.snapshot()["workers"]["grid_code"])
+
+
+def test_one_router_serves_many_threads(new_store, world_dir):
+    """A server shares one router (and its PostGIS connections) between threads: concurrent
+    single routes, small and large batches all answer as they do one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = new_store("postgis")
+    import_path(store, world_dir)
+    router = Router(open_store(store.url))
+    points = list(world.P.values()) * 4
+    alone = [router.route(*p)["status"] for p in points]
+    many = np.array([p for p in world.P.values()] * 700)  # over the inline limit: COPY path
+
+    def batch() -> int:
+        results = router.resolver.resolve(Queries.build(many[:, 0], many[:, 1]))
+        return len(results)
+
+    with ThreadPoolExecutor(8) as pool:
+        routed = list(pool.map(lambda p: router.route(*p)["status"], points * 5))
+        sizes = [f.result() for f in [pool.submit(batch) for _ in range(3)]]
+    assert routed == alone * 5
+    assert sizes == [len(many)] * 3
