@@ -74,11 +74,8 @@ def _actor(token: str | None) -> Actor | None:
     hit = _checked.get(token)
     if hit and now - hit[0] < CHECK_TTL_S:
         return hit[1]
-    svc = service()
-    try:
-        actor = svc.actor_for(token)
-    finally:
-        svc.close()
+    # Runs in the thread pool: the service keeps one store per pool thread, reused.
+    actor = service().actor_for(token)
     if len(_checked) > 10_000:
         _checked.clear()
     _checked[token] = (now, actor)
@@ -146,18 +143,14 @@ def _safe_next(target: str) -> bool:
 
 # -- the login form -------------------------------------------------------------------------------
 def _sample_store() -> bool:
-    svc = service()
     try:
-        return svc.is_sample_store()
+        return service().is_sample_store()
     except Exception:  # no store yet: the form is shown all the same
         return False
-    finally:
-        svc.close()
 
 
 def login_page(message: str = "", next_path: str = "/", csrf: str = "", login: str = "",
-               status: int = 200) -> HTMLResponse:
-    sample = _sample_store()
+               status: int = 200, sample: bool = False) -> HTMLResponse:
     notice = ("<p class='demo'>这是示例数据库：演示账号及密码见 README，仅供演示，"
               "正式使用前请停用。</p>") if sample else ""
     error = f"<p class='err' role='alert'>{html.escape(message)}</p>" if message else ""
@@ -218,11 +211,12 @@ def _secure(request: Request) -> bool:
 
 async def login(request: Request) -> Response:
     secure = _secure(request)
+    sample = await run_in_threadpool(_sample_store)  # store reads stay off the event loop
     if request.method == "GET":
         next_path = request.query_params.get("next", "/")
         csrf = secrets.token_urlsafe(24)
         return _with_csrf(login_page(next_path=next_path if _safe_next(next_path) else "/",
-                                     csrf=csrf), csrf, secure)
+                                     csrf=csrf, sample=sample), csrf, secure)
     body = await _small_body(request)
     if body is None:
         return PlainTextResponse("请求过大", status_code=413)
@@ -237,17 +231,14 @@ async def login(request: Request) -> Response:
     expected = request.cookies.get(CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(given.encode(), expected.encode()):
         return _with_csrf(login_page("页面已过期，请重新输入登录名和密码", next_path, csrf_new,
-                                     status=400), csrf_new, secure)
-    svc = service()
+                                     status=400, sample=sample), csrf_new, secure)
     try:
-        signed = await run_in_threadpool(svc.sign_in, form.get("login", "")[:64],
+        signed = await run_in_threadpool(service().sign_in, form.get("login", "")[:64],
                                          form.get("password", "")[:256], client)
     except AuthError as exc:
         _failed(client)
         return _with_csrf(login_page(str(exc), next_path, csrf_new, form.get("login", "")[:32],
-                                     status=401), csrf_new, secure)
-    finally:
-        svc.close()
+                                     status=401, sample=sample), csrf_new, secure)
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(SESSION_COOKIE, signed.token, httponly=True, samesite="lax",
                         secure=secure, path="/")
@@ -277,28 +268,25 @@ IP_WINDOW_S = 600.0
 _failures: dict[str, list[float]] = {}
 
 
-def _failed(client: str) -> None:
+def _recent_failures(client: str) -> list[float]:
     now = time.monotonic()
-    recent = [t for t in _failures.get(client, []) if now - t < IP_WINDOW_S]
-    recent.append(now)
+    return [t for t in _failures.get(client, []) if now - t < IP_WINDOW_S]
+
+
+def _failed(client: str) -> None:
     if len(_failures) > 10_000:
         _failures.clear()
-    _failures[client] = recent
+    _failures[client] = [*_recent_failures(client), time.monotonic()]
 
 
 def _throttled(client: str) -> bool:
-    now = time.monotonic()
-    return len([t for t in _failures.get(client, []) if now - t < IP_WINDOW_S]) >= IP_FAILURES
+    return len(_recent_failures(client)) >= IP_FAILURES
 
 
 async def logout(request: Request) -> Response:
     token = request.cookies.get(SESSION_COOKIE)
-    _checked.pop(token or "", None)
-    svc = service()
-    try:
-        await run_in_threadpool(svc.sign_out, token)
-    finally:
-        svc.close()
+    forget(token)
+    await run_in_threadpool(service().sign_out, token)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
