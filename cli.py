@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=SAMPLE_DIR, help="示例数据文件目录")
     p.add_argument("--seed", type=int, default=20200901, help="随机种子（相同种子生成相同数据）")
     p.add_argument("--force", action="store_true", help="数据库已有数据时也重建")
+    p.add_argument("--as-of", dest="as_of", metavar="时间",
+                   help="示例事件以此时间为准向前 30 天生成（北京时间，如 2026-12-02T10:00；"
+                        "默认当前整点；相同种子和时间生成相同数据）")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("import", help="导入图层目录或 zip（整体成功或整体失败）")
@@ -107,11 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default="", help="本次导入的说明，记入版本记录")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("route", help="查询一个位置的网格、网格员和责任执法机构")
-    p.add_argument("lon", type=float, help="经度（或投影坐标 X）")
-    p.add_argument("lat", type=float, help="纬度（或投影坐标 Y）")
+    p = sub.add_parser("route", help="查询一个位置（或一条线、一个面）的网格、网格员和责任执法机构")
+    p.add_argument("lon", type=float, nargs="?", help="经度（或投影坐标 X）")
+    p.add_argument("lat", type=float, nargs="?", help="纬度（或投影坐标 Y）")
+    p.add_argument("--wkt", metavar="WKT",
+                   help="事件范围（线或面）的 WKT，如 \"LINESTRING (120.8 32.0, 120.9 32.0)\"")
+    p.add_argument("--geojson", type=Path, metavar="文件",
+                   help="事件范围（线或面）的 GeoJSON 文件（几何、Feature 或 FeatureCollection）")
     p.add_argument(
-        "--crs", default="wgs84", help="坐标系：wgs84、cgcs2000、gcj02、bd09 或 EPSG 代码"
+        "--crs", help="坐标系：wgs84（默认）、cgcs2000、gcj02、bd09 或 EPSG 代码"
     )
     p.add_argument("--accuracy", type=float, default=0.0, help="定位精度半径（米）")
     p.add_argument("--generation", type=int, help="按历史版本查询")
@@ -123,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="结果文件（.csv 或 .xlsx）")
     p.add_argument("--crs", help="文件没有坐标系列时整个文件的坐标系")
     p.add_argument("--generation", type=int, help="按历史图层版本分派")
+    p.add_argument("--headers", choices=["zh", "machine"], default="zh",
+                   help="zh（默认）：中文列名和中文取值，.xlsx 的第二个工作表为机器字段名"
+                        "和原始取值；machine：route_* 列名和原始取值（供其他程序读取）")
     p.set_defaults(func=cmd_assign)
 
     p = sub.add_parser("db", help="PostGIS 数据库管理")
@@ -201,6 +211,14 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=50, help="最多显示条数（默认 50）")
     q.add_argument("--json", action="store_true", help="输出 JSON")
     q.set_defaults(func=cmd_audit_list)
+
+    p = sub.add_parser("stats", help="绩效考评：按执法机构、乡镇/街道统计案件数量与时效")
+    p.add_argument("--since", help="开始日期（北京时间，含当日），如 2026-11-01；默认近 30 天")
+    p.add_argument("--until", help="结束日期（含当日），默认今天")
+    p.add_argument("--bureau", help="只统计该执法机构及其下属机构（机构编码）")
+    p.add_argument("--township", help="只统计该乡镇/街道（编码）")
+    p.add_argument("--json", action="store_true", help="输出 JSON")
+    p.set_defaults(func=cmd_stats)
     return parser
 
 
@@ -335,6 +353,65 @@ def cmd_apikey_revoke(args) -> int:
     return 0
 
 
+def cmd_stats(args) -> int:
+    from grids.stats import PeriodError
+
+    try:
+        result = _as_admin(args, lambda svc, me: svc.stats(
+            me, args.since, args.until, bureau_code=args.bureau, township_code=args.township))
+    except PeriodError as exc:
+        print(f"错误：{exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_stats(result))
+    return 0
+
+
+def format_stats(result) -> str:
+    """The figures as aligned tables for the terminal (the definitions: `--json` or the
+    Excel export of the 绩效考评 page)."""
+    from grids.stats import percent
+
+    def share(value) -> str:
+        pct = percent(value)
+        return "—" if pct is None else f"{pct:.1f}%"
+
+    def hours(value) -> str:
+        return "—" if value is None or value != value else f"{float(value):.1f}"
+
+    heads = ("受理", "结案", "按时", "超时", "未结超时", "按时率", "结案中位(时)", "移送",
+             "移交", "退回")
+    widths = (6, 6, 6, 6, 9, 8, 13, 6, 6, 6)
+
+    def row(label: str, f, first: int) -> str:
+        cells = (f["received"], f["closed"], f["on_time"], f["overdue"], f["open_overdue"],
+                 share(f["on_time_share"]), hours(f["median_hours_to_close"]), f["referred"],
+                 f["partner"], f["returned"])
+        return "  " + terminal.pad(label, first) + "".join(
+            " " * max(1, w - terminal.width(str(c))) + str(c)
+            for c, w in zip(cells, widths, strict=True))
+
+    t = result.totals
+    lines = [f"绩效考评 {result.period.label}（北京时间，按受理日期；案件状态截至统计时）"
+             f"  范围：{result.scope_zh}",
+             f"合计：受理 {t['received']} 件，已结案 {t['closed']}，按时办理 {t['on_time']}，"
+             f"超时 {t['overdue']}（其中未结且已超时 {t['open_overdue']}），"
+             f"按时率 {share(t['on_time_share'])}，结案用时中位数 "
+             f"{hours(t['median_hours_to_close'])} 小时；移送执法局 {t['referred']}，"
+             f"移交其他部门 {t['partner']}，退回重派 {t['returned']}"]
+    for title, table in (("按执法机构", result.bureaus), ("按乡镇/街道", result.townships)):
+        names = [str(n) for n in table["name"]]
+        first = max([terminal.width(n) for n in names] + [12]) + 1
+        lines.append(f"{title}：")
+        lines.append("  " + terminal.pad("", first) + "".join(
+            " " * max(1, w - terminal.width(h)) + h for h, w in zip(heads, widths, strict=True)))
+        lines += [row(n, f, first) for n, f in zip(names, table.to_dict("records"),
+                                                   strict=True)]
+    return "\n".join(lines)
+
+
 def cmd_api(args) -> int:
     from ui.api.server import run
 
@@ -347,6 +424,19 @@ def cmd_serve(args) -> int:
 
     serve(store_url(args.store), host=args.host, port=args.port)
     return 0
+
+
+def _as_of(text: str | None):
+    """--as-of as an aware time (no zone = Beijing time), or None for now."""
+    if not text:
+        return None
+    from datetime import datetime, timedelta, timezone
+
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise StoreError(f"--as-of “{text}”不是有效时间，请写成 2026-12-02T10:00 的形式") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone(timedelta(hours=8)))
 
 
 def cmd_demo(args) -> int:
@@ -371,7 +461,7 @@ def cmd_demo(args) -> int:
     from grids.cases import load_incident_file
 
     started = time.perf_counter()
-    counts = build_sample(args.out, seed=args.seed)
+    counts = build_sample(args.out, seed=args.seed, as_of=_as_of(args.as_of))
     # Built under a temporary name and renamed when complete: a killed build never leaves a
     # half-built store that the next `make run` would take as done.
     work = url if is_postgres_url(url) else str(Path(url).with_name(Path(url).name + ".building"))
@@ -441,13 +531,58 @@ def cmd_import(args) -> int:
 
 
 def cmd_route(args) -> int:
-    answer = _as_admin(args, lambda svc, me: svc.route(
-        me, args.lon, args.lat, args.crs, args.accuracy, generation=args.generation))
+    extent, crs = _route_extent_args(args)
+    if extent is not None:
+        answer = _as_admin(args, lambda svc, me: svc.route_extent(
+            me, extent, crs, generation=args.generation))
+    else:
+        answer = _as_admin(args, lambda svc, me: svc.route(
+            me, args.lon, args.lat, crs, args.accuracy, generation=args.generation))
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
         print(format_answer(answer))
     return 0
+
+
+def _route_extent_args(args) -> tuple[object, str]:
+    """(the extent to route or None for a point, its coordinate system) from `gridmap route`'s
+    arguments: a point, --wkt or --geojson, exactly one of them."""
+    given = [name for name, value in (("经纬度", args.lon is not None), ("--wkt", args.wkt),
+                                       ("--geojson", args.geojson)) if value]
+    if len(given) != 1:
+        raise RoutingInputError(
+            ("只能给出其中一种位置：" + "、".join(given)) if given else
+            "请给出位置：经度 纬度，或 --wkt 线/面，或 --geojson 文件")
+    if args.lon is not None and args.lat is None:
+        raise RoutingInputError("缺少纬度：请给出 经度 纬度 两个数")
+    if args.lon is None and args.accuracy:
+        raise RoutingInputError("--accuracy 只用于单个位置；线或面按其本身范围查询")
+    if args.wkt:
+        return args.wkt, args.crs or "wgs84"
+    if args.geojson:
+        return _read_geojson(args.geojson, args.crs)
+    return None, args.crs or "wgs84"
+
+
+def _read_geojson(path: Path, crs: str | None) -> tuple[dict, str]:
+    """A GeoJSON file's content and its coordinate system: --crs, else the file's (old-style)
+    "crs" member, else WGS84 as RFC 7946 says."""
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise RoutingInputError(f"{path}：不是有效的 GeoJSON（第 {getattr(exc, 'lineno', '?')} "
+                                f"行：{getattr(exc, 'msg', exc)}）") from None
+    if not isinstance(data, dict) or "type" not in data:
+        raise RoutingInputError(f"{path}：不是 GeoJSON（缺少 type）")
+    if crs:
+        return data, crs
+    named = str(((data.get("crs") or {}).get("properties") or {}).get("name") or "")
+    if not named or named.upper().endswith("CRS84"):
+        return data, "wgs84"
+    # "urn:ogc:def:crs:EPSG::4549" or "EPSG:4549"
+    return data, "EPSG:" + named.rsplit(":", 1)[-1] if "EPSG" in named.upper() else named
 
 
 def cmd_assign(args) -> int:
@@ -459,7 +594,7 @@ def cmd_assign(args) -> int:
         router = svc.batch_router(actor, args.generation)
         out = args.out or args.file.with_name(args.file.stem + "_分派结果.csv")
         # Read, routed and written a chunk at a time: memory does not grow with the file.
-        summary = assign_file(router, args.file, out, crs=args.crs)
+        summary = assign_file(router, args.file, out, crs=args.crs, headers=args.headers)
         svc.record_batch(actor, args.file.name, {**summary.counts, "total": summary.total})
     finally:
         svc.close()
@@ -470,7 +605,8 @@ def cmd_assign(args) -> int:
         print(f"  {bad.where}无法分派：{bad.reason}", file=sys.stderr)
     if summary.errors > 50:
         print(
-            f"  ……另有 {summary.errors - 50} 行无法分派，见结果文件的 route_error 列",
+            f"  ……另有 {summary.errors - 50} 行无法分派，见结果文件的"
+            + ("“无法分派原因”列" if args.headers == "zh" else " route_error 列"),
             file=sys.stderr,
         )
     return 0
@@ -519,6 +655,8 @@ def format_answer(a: dict) -> str:
     def ref(d):
         return f"{d['name']}（{d['code']}）" if d else "—"
 
+    if "grids" in a:
+        return format_extent_answer(a)
     lines = [f"状态：{a['status_zh']}（{a['status']}）   图层版本：{a['version']['generation']}"]
     if "point" in a:
         lon, lat = a["point"]["cgcs2000"]
@@ -545,6 +683,44 @@ def format_answer(a: dict) -> str:
             "  候选："
             + " / ".join(ref(c[k]) for k in ("county", "township", "grid", "bureau"))
         )
+    lines.append("依据：")
+    lines += [f"  - {r}" for r in a["reasons"]]
+    return "\n".join(lines)
+
+
+def format_extent_answer(a: dict) -> str:
+    """The terminal card of a line or area: who leads, who co-handles, every grid it touches
+    with its workers."""
+    from grids.answer import FLAG_ZH
+
+    def ref(d):
+        return f"{d['name']}（{d['code']}）" if d else "—"
+
+    def several(items: list[dict]) -> str:
+        return "、".join(ref(d) for d in items) or "—"
+
+    lines = [f"状态：{a['status_zh']}（{a['status']}）   图层版本：{a['version']['generation']}"]
+    lon, lat = a["point"]["cgcs2000"]
+    lines.append(f"范围中心（CGCS2000/WGS84）：{lon:.6f}, {lat:.6f}")
+    if a.get("flags"):
+        lines.append("标记：" + "、".join(terminal.FLAGS_ZH.get(f) or FLAG_ZH.get(f, f)
+                                          for f in a["flags"]))
+    lines.append(f"县（市）、区：{ref(a['county'])}")
+    lines.append(f"乡镇/街道：{several(a.get('townships', []))}")
+    if a.get("parks"):
+        lines.append(f"园区：{several(a['parks'])}")
+    if a.get("sea_area"):
+        lines.append(f"海域：{ref(a['sea_area'])}")
+    lines.append(f"牵头执法机构：{ref(a['bureau'])}")
+    if a.get("co_bureaus"):
+        lines.append(f"协办执法机构：{several(a['co_bureaus'])}")
+    if a["chain"]:
+        lines.append("上级链：" + " → ".join(a["chain"]))
+    lines.append(f"涉及网格（{len(a['grids'])} 个）：")
+    for g in a["grids"]:
+        people = "；".join(f"{'网格长' if w['role'] == 'leader' else '网格员'} {w['name']} "
+                          f"{w['phone']}" for w in g["workers"]) or "无网格员"
+        lines.append(f"  {ref(g)}：{people}")
     lines.append("依据：")
     lines += [f"  - {r}" for r in a["reasons"]]
     return "\n".join(lines)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from grids.outcome import Outcome, Resolution
-from grids.resolver import Resolver
+from grids.resolver import ExtentResolution, Resolver
 
 ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
 STATUS_ZH = {"ok": "明确", "ambiguous": "存在歧义", "outside": "不在辖区内"}
@@ -19,6 +19,8 @@ FLAG_ZH = {
     "no_grid": "无网格",
     "no_bureau": "无执法机构",
     "cross_county": "跨县（市）、区",
+    "multi_bureau": "多个执法机构辖区",
+    "partly_outside": "部分在辖区外",
 }
 
 
@@ -143,7 +145,33 @@ class AnswerWriter:
             "flags": all_flags,
             "candidates": candidates,
         }
+        if isinstance(res, ExtentResolution):
+            self._extent_parts(res, out)
         return out
+
+    def _extent_parts(self, res: ExtentResolution, out: dict) -> None:
+        """What an extent adds to the answer: every township and every grid it touches (each
+        grid with its workers); `workers` is then everyone of those grids, once each, with
+        `grid_codes` (the grids of the extent they serve)."""
+        t, g = self.r.townships, self.r.grids
+        town_row = {code: i for i, code in enumerate(t["code"])}
+        out["townships"] = [self._ref(t, row) for row in res.townships]
+        out["grids"] = [
+            {
+                "code": g["code"][row],
+                "name": g["name"][row],
+                "kind": g["kind"][row],
+                "township": self._ref(t, town_row.get(g["township_code"][row])),
+                "workers": self.workers_by_grid.get(g["code"][row], []),
+            }
+            for row in res.grids
+        ]
+        workers: dict[str, dict] = {}  # one entry per person, with the grids they serve here
+        for grid in out["grids"]:
+            for w in grid["workers"]:
+                entry = workers.setdefault(w["id"], {**w, "grid_codes": []})
+                entry["grid_codes"].append(grid["code"])
+        out["workers"] = list(workers.values())
 
     def frame(self, results: list[Resolution], index: np.ndarray) -> pd.DataFrame:
         """The answer columns of a batch: one row per location, built once per distinct answer."""

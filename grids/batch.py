@@ -15,13 +15,15 @@ from __future__ import annotations
 import codecs
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import unicodedata
 import warnings
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +33,22 @@ import pandas as pd
 from geo.crs import CrsError, parse_crs
 from geo.plausibility import implausible_many
 from geo.sanity import check_points
-from grids.routing import Router
+from grids import cases
+from grids.access import PermissionDenied
+from grids.acting import Acting
+from grids.answer import FLAG_ZH, STATUS_ZH
+from grids.cases import BEIJING
+from grids.flow import CaseError, load_categories
+from grids.intake import possible_duplicates
+from grids.routing import Router, RoutingInputError
 from layers import spreadsheet
+from layers.audit import beijing
 from layers.finder import Queries
+from layers.incidents import CATEGORIES_ZH, category_labels
 from layers.problems import shown
 from layers.readers import LAT_NAMES, LON_NAMES, ReadError, read_table, read_vector
+from layers.store import IncidentQuery
+from ui.cards import GRID_KIND_ZH, LEVEL_ZH  # the labels the cards use, one table of each
 
 CHUNK_ROWS = 20_000  # rows read, routed and written at a time by `assign_file` (~5 KB each)
 # The web page (pages/4_批量分派.py, ui/batch.py) holds a whole upload and its result in memory:
@@ -359,7 +372,21 @@ def header_crs(name: object) -> str | None:
     return None
 
 
-def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> BatchResult:
+@dataclass
+class _Given:
+    """The locations of a table as given: numbers, accuracy and coordinate system per row, and
+    why a row cannot be used at all (empty when it can)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    acc: np.ndarray
+    crs: np.ndarray  # the system's text per row ("" when none)
+    error: np.ndarray
+
+
+def _given(frame: pd.DataFrame, crs: str | None) -> _Given:
+    """Read the coordinate, system and accuracy columns (BatchInputError when the table as a
+    whole has none to read)."""
     lon_col, lat_col = _column(frame, LON_ALIASES), _column(frame, LAT_ALIASES)
     if lon_col is None or lat_col is None:
         raise BatchInputError(
@@ -392,6 +419,13 @@ def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> Batch
     )
     error = np.full(n, "", dtype=object)
     error[~(np.isfinite(x) & np.isfinite(y))] = "坐标为空或不是数字"
+    return _Given(x, y, acc, crs_values, error)
+
+
+def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> BatchResult:
+    given = _given(frame, crs)
+    x, y, acc, crs_values, error = given.x, given.y, given.acc, given.crs, given.error
+    n = len(frame)
     lon, lat = np.full(n, np.nan), np.full(n, np.nan)
     swapped = np.zeros(n, dtype=bool)
     for value in pd.unique(crs_values):
@@ -503,6 +537,9 @@ def extent(table: pd.DataFrame) -> tuple[float, float, float, float] | None:
 
 
 RESULT_SHEET = "分派结果"
+MACHINE_SHEET = "机器字段"
+NOTES_SHEET = "字段说明"
+HEADERS = ("zh", "machine")
 # Sheet XML above this size is written with ZIP64 (a zip part without it stops at 2 GiB).
 _ZIP64_FROM = 1536 * 1024 * 1024
 
@@ -513,20 +550,28 @@ def assign_file(
     out_path: Path,
     crs: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    headers: str = "machine",
 ) -> BatchSummary:
     """Route every row of `in_path` and write the input columns with the answer columns to
     `out_path` (.csv: UTF-8 with BOM; .xlsx), `chunk_rows` rows at a time: memory does not grow
-    with the file. The output appears only when complete (BatchInputError leaves none)."""
+    with the file. The output appears only when complete (BatchInputError leaves none).
+
+    `headers="machine"`: the `route_*` columns with their coded values (for other programs).
+    `headers="zh"`: for people (`localize`): Chinese headers and labels; an .xlsx then also has
+    the machine table, complete, on its second sheet and the column notes on a third."""
     in_path, out_path = Path(in_path), Path(out_path)
     suffix = out_path.suffix.lower()
     if suffix not in (".csv", ".xlsx"):
         raise BatchInputError(f"输出文件只能是 .csv 或 .xlsx：{shown(out_path.name, 200)}")
+    if headers not in HEADERS:
+        raise BatchInputError(f"表头只能是 {' 或 '.join(HEADERS)}：{shown(headers, 50)}")
     source = _Source(in_path, chunk_rows)
     chunks = source.chunks()  # reads the start of the file: refusals come before any output
     summary = BatchSummary(out_path, generation=router.snapshot.generation.id)
+    labels = ExportLabels.of(router) if headers == "zh" else None
     part = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
     try:
-        with _writer(part, out_path, source) as write, contextlib.closing(chunks):
+        with _writer(part, out_path, source, labels) as write, contextlib.closing(chunks):
             for chunk in chunks:
                 table = assign(router, chunk, crs=crs).table
                 write(table)
@@ -544,30 +589,542 @@ def assign_file(
 
 
 @contextlib.contextmanager
-def _writer(part: Path, out: Path, source: _Source) -> Iterator:
-    """A function appending a result table to `part`, the output file being written."""
+def _writer(part: Path, out: Path, source: _Source,
+            labels: ExportLabels | None = None) -> Iterator:
+    """A function appending a result table to `part`, the output file being written (with
+    `labels`: in Chinese, and an .xlsx with the machine sheet and the notes too)."""
     suffix = out.suffix.lower()
     try:
         if suffix == ".csv":
             sink = spreadsheet.CsvWriter(part)
         else:
             guess = source.bytes_hint * 2 + min(source.lines_hint, spreadsheet.XLSX_MAX_ROWS) * 2048
-            sink = spreadsheet.XlsxWriter(part, [RESULT_SHEET], zip64=guess > _ZIP64_FROM)
+            names = [RESULT_SHEET] if labels is None else [RESULT_SHEET, MACHINE_SHEET,
+                                                           NOTES_SHEET]
+            sink = spreadsheet.XlsxWriter(part, names, zip64=guess > _ZIP64_FROM)
     except OSError as exc:
         raise BatchInputError(f"无法写入结果文件 {shown(out, 200)}：{exc.strerror}") from exc
     with sink:
-        append = sink.append if suffix == ".csv" else sink.sheet().append
-        yield append
+        if labels is None:
+            yield sink.append if suffix == ".csv" else sink.sheet().append
+        elif suffix == ".csv":
+            yield lambda table: sink.append(localize(table, labels))
+        else:
+            people, machine = sink.sheets(2)
+            columns: list = []
+
+            def append(table: pd.DataFrame) -> None:
+                columns[:] = list(table.columns)
+                people.append(localize(table, labels))
+                machine.append(table)
+
+            yield append
+            sink.sheet().append(field_notes(columns))
 
 
-def write_result(result: BatchResult, out: Path) -> None:
+def write_result(result: BatchResult, out: Path, headers: str = "machine",
+                 labels: ExportLabels | None = None) -> None:
     """Write the table as .xlsx or .csv (UTF-8 with BOM, opens in Excel); text is never
-    written as a formula."""
+    written as a formula. `headers="zh"`: as `export_sheets` (CSV: its first sheet)."""
     out = Path(out)
     suffix = out.suffix.lower()
-    if suffix == ".xlsx":
-        out.write_bytes(spreadsheet.xlsx_bytes({RESULT_SHEET: result.table}))
-    elif suffix == ".csv":
-        out.write_bytes(spreadsheet.csv_bytes(result.table))
-    else:
+    if suffix not in (".xlsx", ".csv"):
         raise BatchInputError(f"输出文件只能是 .csv 或 .xlsx：{out.name}")
+    if headers == "zh":
+        sheets = export_sheets(result.table, labels)
+        if suffix == ".xlsx":
+            out.write_bytes(spreadsheet.xlsx_bytes(sheets))
+        else:
+            out.write_bytes(spreadsheet.csv_bytes(sheets[RESULT_SHEET]))
+    elif suffix == ".xlsx":
+        out.write_bytes(spreadsheet.xlsx_bytes({RESULT_SHEET: result.table}))
+    else:
+        out.write_bytes(spreadsheet.csv_bytes(result.table))
+
+
+# -- exports people open: Chinese headers and labels --------------------------------------------
+# The answer columns as the first sheet (and a Chinese CSV) names them, in the table's order. A
+# column of the input with the same name keeps it; the answer's gets "（分派）" appended.
+ZH_HEADERS = {
+    "route_status": "分派状态",
+    "route_county_code": "县（市）、区代码",
+    "route_county_name": "县（市）、区",
+    "route_township_code": "乡镇/街道代码",
+    "route_township_name": "乡镇/街道",
+    "route_grid_code": "网格编码",
+    "route_grid_name": "网格名称",
+    "route_grid_kind": "网格类型",
+    "route_workers": "网格员",
+    "route_park_code": "园区代码",
+    "route_park_name": "园区",
+    "route_bureau_code": "责任执法机构代码",
+    "route_bureau_name": "责任执法机构",
+    "route_bureau_level": "机构级别",
+    "route_chain": "上级执法机构",
+    "route_flags": "标记",
+    "route_reasons": "判定依据",
+    "route_candidates": "候选归属（存在歧义时）",
+    "route_generation": "图层版本",
+    "route_routed_lon": "换算后经度（CGCS2000）",
+    "route_routed_lat": "换算后纬度（CGCS2000）",
+    "route_error": "无法分派原因",
+    "route_category": "事件类别",
+    "route_referral": "应移交部门",
+}
+GENERATION_TIME = "图层版本时间（北京时间）"  # follows 图层版本 in the Chinese view
+# Columns that only repeat another one in words (the page's route_status_zh): not in Chinese.
+_ZH_DROPPED = ("route_status_zh",)
+STATUS_LABELS = {**STATUS_ZH, "error": "无法分派"}
+FIELD_NOTES = {
+    "route_status": "分派状态：ok 明确；ambiguous 存在歧义（见 route_candidates）；"
+                    "outside 不在辖区内；error 无法分派（原因见 route_error）",
+    "route_county_code": "县（市）、区代码", "route_county_name": "县（市）、区",
+    "route_township_code": "乡镇/街道代码", "route_township_name": "乡镇/街道",
+    "route_grid_code": "网格编码", "route_grid_name": "网格名称",
+    "route_grid_kind": "网格类型：comprehensive 综合网格；park 园区网格；dedicated 专属网格",
+    "route_workers": "网格员及电话", "route_park_code": "园区代码", "route_park_name": "园区",
+    "route_bureau_code": "责任执法机构代码", "route_bureau_name": "责任执法机构",
+    "route_bureau_level": "机构级别：municipal 市级；county 县（市）、区级；numbered 编号执法局；"
+                          "park 园区/区域执法局",
+    "route_chain": "上级链（执法机构代码，至市执法局；中文表中为机构名称）",
+    "route_flags": "标记（逗号分隔）：swapped 经纬度已对调；sea 海域；cross_county 跨县；"
+                   "no_township 无乡镇；no_grid 无网格；no_bureau 无执法机构",
+    "route_reasons": "判定依据", "route_candidates": "存在歧义时的各候选（JSON，编码）",
+    "route_generation": "所用图层版本", "route_routed_lon": "换算后经度（CGCS2000）",
+    "route_routed_lat": "换算后纬度（CGCS2000）", "route_error": "无法分派的原因",
+    "route_category": "识别出的事件类别（代码，见 grids/categories.csv）",
+    "route_referral": "应移交的部门（非生态环境部门办理的类别）",
+    "route_status_zh": "分派状态（中文）",
+}
+
+
+@dataclass(frozen=True)
+class ExportLabels:
+    """Names for the codes of one generation (bureaus of a chain, a candidate's county, grid…)
+    and the time that generation was made, in Beijing time."""
+
+    names: dict[str, dict[str, str]]  # layer -> code -> name
+    generation: int | None = None
+    generation_time: str = ""
+
+    @classmethod
+    def of(cls, router: Router) -> ExportLabels:
+        snap = router.snapshot
+        names = {}
+        for layer in ("counties", "townships", "grids", "bureaus", "parks"):
+            if layer in snap.layers:
+                frame = snap[layer]
+                names[layer] = dict(zip(frame["code"].astype(str), frame["name"].astype(str),
+                                        strict=True))
+        gen = snap.generation
+        return cls(names, gen.id, beijing(gen.created_at))
+
+    def name(self, layer: str, code: object) -> str:
+        code = "" if code is None else str(code)
+        return self.names.get(layer, {}).get(code, code)
+
+
+def zh_columns(columns) -> dict:
+    """Machine column -> the Chinese header of the first sheet (answer columns only)."""
+    inputs = {str(c) for c in columns if c not in ZH_HEADERS and c not in _ZH_DROPPED}
+    return {c: (ZH_HEADERS[c] if ZH_HEADERS[c] not in inputs else f"{ZH_HEADERS[c]}（分派）")
+            for c in columns if c in ZH_HEADERS}
+
+
+def localize(table: pd.DataFrame, labels: ExportLabels | None = None) -> pd.DataFrame:
+    """The table as people read it: the input columns as they were, the answer columns with
+    Chinese headers and coded values in words (明确, 综合网格, 县（市）、区级, 海域…; a chain
+    and the candidates by name with `labels`). Every row stays, in order."""
+    labels = labels or ExportLabels({})
+    out = {}
+    headers = zh_columns(table.columns)
+    for col in table.columns:
+        if col in _ZH_DROPPED:
+            continue
+        values = table[col]
+        convert = _CONVERT.get(col)
+        if convert is not None:
+            values = _mapped(values, lambda v, f=convert: f(v, labels))
+        out[headers.get(col, col)] = values
+        if col == "route_generation" and labels.generation is not None:
+            same = values.astype(str) == str(labels.generation)
+            out[GENERATION_TIME] = np.where(same, labels.generation_time, "")
+    return pd.DataFrame(out, index=table.index)
+
+
+def _mapped(values: pd.Series, convert) -> pd.Series:
+    """`convert` applied once per distinct value (a batch repeats few answers)."""
+    texts = values.fillna("").astype(str)
+    lookup = {v: convert(v) for v in pd.unique(texts)}
+    return texts.map(lookup)
+
+
+def _flags(value: str, labels: ExportLabels) -> str:
+    return "、".join(FLAG_ZH.get(f, f) for f in value.split(",") if f)
+
+
+def _chain(value: str, labels: ExportLabels) -> str:
+    return " > ".join(labels.name("bureaus", c) for c in value.split(" > ") if c)
+
+
+def _candidates(value: str, labels: ExportLabels) -> str:
+    if not value:
+        return ""
+    try:
+        found = json.loads(value)
+    except ValueError:
+        return value
+    parts = []
+    for i, c in enumerate(found, start=1):
+        where = " / ".join(labels.name(layer, c.get(key)) for key, layer in (
+            ("county", "counties"), ("township", "townships"), ("grid", "grids"),
+            ("park", "parks"), ("bureau", "bureaus")) if c.get(key))
+        parts.append(f"候选{i}：{where}")
+    return "；".join(parts)
+
+
+_CONVERT = {
+    "route_status": lambda v, _: STATUS_LABELS.get(v, v),
+    "route_grid_kind": lambda v, _: GRID_KIND_ZH.get(v, v),
+    "route_bureau_level": lambda v, _: LEVEL_ZH.get(v, v),
+    "route_flags": _flags,
+    "route_chain": _chain,
+    "route_candidates": _candidates,
+    "route_category": lambda v, _: category_labels().get(v, v),
+}
+
+
+def field_notes(columns) -> pd.DataFrame:
+    """What each column of an export is: its Chinese header (first sheet), its machine name
+    (second sheet) and what it holds, the codes of coded values included."""
+    headers = zh_columns(columns)
+    rows = []
+    for c in columns:
+        if c in _ZH_DROPPED:
+            continue
+        rows.append((headers.get(c, str(c)), str(c), FIELD_NOTES.get(c, "原文件中的列")))
+        if c == "route_generation":
+            rows.append((GENERATION_TIME, "", "该图层版本的生成时间（北京时间）"))
+    return pd.DataFrame(rows, columns=["中文列名", "机器字段名", "说明"])
+
+
+def export_sheets(table: pd.DataFrame, labels: ExportLabels | None = None
+                  ) -> dict[str, pd.DataFrame]:
+    """An export's sheets: in Chinese, the machine table (complete), and the column notes."""
+    return {RESULT_SHEET: localize(table, labels), MACHINE_SHEET: table,
+            NOTES_SHEET: field_notes(list(table.columns))}
+
+
+# -- filing the rows of a complaint file as cases ------------------------------------------------
+# Each row goes through what the intake page does for one call: routed, checked for a possible
+# duplicate, then filed (`grids.cases.create_incident`) or linked to the open case it repeats
+# (`grids.cases.link_duplicate`), each audited and permission-checked there. A row carries a
+# request key made of the file's hash and its row number, so the same file sent again files
+# nothing twice.
+MAX_FILE_ROWS = 2000  # rows filed per request (each is a routed, checked, audited write)
+CATEGORY_NAMES = ("类别", "事件类别", "投诉类别", "举报类别", "污染类型", "问题类型", "问题类别",
+                  "category")
+DESCRIPTION_NAMES = ("description", "事件描述", "举报内容", "投诉内容", "反映内容", "诉求内容",
+                     "问题描述", "情况描述", "描述", "内容")
+REPORTED_AT_NAMES = ("reported_at", "举报时间", "投诉时间", "来电时间", "受理时间", "反映时间",
+                     "发现时间", "发生时间", "登记时间", "时间", "日期")
+SOURCE_NAMES = ("source", "受理渠道", "来源", "渠道", "举报渠道", "举报方式", "投诉渠道")
+REPORTER_NAMES = ("reporter", "举报人及联系方式", "举报人", "投诉人", "来电人", "联系人",
+                  "联系方式", "联系电话")
+DEFAULT_SOURCE = "批量导入"
+ON_DUPLICATE = ("link", "file")
+FILED, LINKED, REFUSED = "filed", "linked", "refused"
+OUTCOME_ZH = {FILED: "已登记", LINKED: "已并入原案件", REFUSED: "未登记"}
+_LIMITS = {"description": 2000, "source": 50, "reporter": 200}
+_CN_DATE = str.maketrans({"年": "-", "月": "-", "日": " ", "号": " ", "时": ":", "点": ":",
+                          "分": ":", "秒": " "})
+
+
+@dataclass(frozen=True)
+class CaseColumns:
+    """Which columns of a complaint file hold what a case needs."""
+
+    category: str
+    description: str
+    reported_at: str
+    source: str | None = None
+    reporter: str | None = None
+    id: str | None = None
+
+
+def case_columns(frame: pd.DataFrame) -> CaseColumns:
+    """The case columns of a file, or BatchInputError naming what is missing and the names
+    each may have."""
+    found = {what: _column(frame, names) for what, names in (
+        ("category", CATEGORY_NAMES), ("description", DESCRIPTION_NAMES),
+        ("reported_at", REPORTED_AT_NAMES))}
+    missing = [f"{label}（列名可为 {'/'.join(names)}）" for (what, names), label in zip(
+        (("category", CATEGORY_NAMES), ("description", DESCRIPTION_NAMES),
+         ("reported_at", REPORTED_AT_NAMES)), ("事件类别", "事件描述", "举报时间"), strict=True)
+        if found[what] is None]
+    if missing:
+        raise BatchInputError("登记为案件还需要这些列：" + "；".join(missing))
+    return CaseColumns(found["category"], found["description"], found["reported_at"],
+                       _column(frame, SOURCE_NAMES), _column(frame, REPORTER_NAMES),
+                       _column(frame, ID_NAMES))
+
+
+@dataclass(frozen=True)
+class FiledRow:
+    """What happened to one row."""
+
+    row: int  # 1, 2, … in the file's order (the 序号 of the batch page's table)
+    ref: str  # the row's own number (编号/工单编号…), when the file has one
+    outcome: str  # FILED, LINKED or REFUSED
+    case_id: str = ""  # the new case (filed) or the open case it was linked to
+    route_status: str = ""  # ok / ambiguous / outside / error ("" when never routed)
+    reported_at: str = ""  # as stored: Beijing time, ISO 8601
+    note: str = ""  # why it was refused; or what to know (ambiguous, referral, …)
+    earlier: bool = False  # done by an earlier submission of the same file: nothing new now
+
+
+@dataclass
+class BatchFiling:
+    """The result of filing a file's rows: one `FiledRow` per row, in order."""
+
+    name: str
+    on_duplicate: str
+    rows: list[FiledRow] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys((FILED, LINKED, REFUSED), 0)
+        for r in self.rows:
+            out[r.outcome] += 1
+        return out
+
+    def frame(self) -> pd.DataFrame:
+        """The rows with their machine names (see `ui.batch.filing_table` for people)."""
+        names = list(FiledRow.__dataclass_fields__)
+        return pd.DataFrame([[getattr(r, n) for n in names] for r in self.rows], columns=names)
+
+
+def reported_time(text: object, now: datetime) -> datetime:
+    """A report time as complaint exports write it ("2026-11-01 08:30", "2026/11/1 8:30:00",
+    "2026年11月1日8时30分", "20261101083000", ISO 8601 with a zone), as an aware datetime in
+    Beijing time. A time without a zone is Beijing time. ValueError (Chinese) otherwise."""
+    raw = unicodedata.normalize("NFKC", str(text or "")).strip()
+    if not raw:
+        raise ValueError("举报时间为空")
+    shown_raw = shown(raw, 40)
+    if re.fullmatch(r"\d{8}(?:\d{4}(?:\d{2})?)?", raw):
+        d = raw.ljust(14, "0")
+        value = f"{d[:4]}-{d[4:6]}-{d[6:8]} {d[8:10]}:{d[10:12]}:{d[12:]}"
+    else:
+        value = " ".join(raw.translate(_CN_DATE).split()).replace(" :", ":").rstrip(":")
+        head = re.match(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?=$|[ T])", value)
+        if head is None:
+            raise ValueError(f"无法识别的举报时间“{shown_raw}”（应为 2026-11-01 08:30 这样的格式，"
+                             "年在前）")
+        value = f"{head[1]}-{int(head[2]):02d}-{int(head[3]):02d}{value[head.end():]}"
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"无法识别的举报时间“{shown_raw}”") from exc
+    if pd.isna(stamp):
+        raise ValueError(f"无法识别的举报时间“{shown_raw}”")
+    moment = stamp.to_pydatetime()
+    moment = (moment.replace(tzinfo=BEIJING) if moment.tzinfo is None
+              else moment.astimezone(BEIJING))
+    if moment.year < 2000:
+        raise ValueError(f"举报时间“{shown_raw}”早于 2000 年，请检查")
+    if moment > now + timedelta(minutes=10):
+        raise ValueError(f"举报时间“{shown_raw}”晚于当前时间，请检查（按北京时间理解）")
+    return moment.replace(microsecond=0)
+
+
+def category_lookup() -> dict[str, str]:
+    """Category text as files write it (key, full Chinese name or short name) -> key."""
+    lookup: dict[str, str] = {}
+    for c in load_categories().values():
+        lookup[c.key.lower()] = c.key
+        lookup[c.label_zh] = c.key
+    for key, short in CATEGORIES_ZH.items():
+        lookup.setdefault(short, key)
+    return lookup
+
+
+def category_key(text: object, lookup: dict[str, str] | None = None) -> str:
+    """The category key of a cell ("" when it names none)."""
+    value = unicodedata.normalize("NFKC", str(text or "")).strip()
+    lookup = lookup if lookup is not None else category_lookup()
+    return lookup.get(value, lookup.get(value.lower(), ""))
+
+
+def file_cases(
+    acting: Acting,
+    router: Router,
+    frame: pd.DataFrame,
+    *,
+    file_key: str,
+    name: str = "",
+    crs: str | None = None,
+    on_duplicate: str = "link",
+    now: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BatchFiling:
+    """File every row of a complaint table (the input columns of a batch: coordinates, system,
+    accuracy, category, description, report time; source, reporter and number if present).
+
+    Per row: refused with the reason when a field is missing or wrong, when it cannot be routed
+    or lies outside the jurisdiction; linked (`on_duplicate="link"`) to the nearest open case
+    of the same category near and recent (the intake's duplicate rule); otherwise filed as a new
+    case (ambiguous locations flagged for a person to settle, as at intake). `file_key` (e.g.
+    the file's SHA-256) with the row number is the row's request key: a row filed or linked by
+    an earlier submission of the same file is reported as such and not done again."""
+    if on_duplicate not in ON_DUPLICATE:
+        raise ValueError(f"on_duplicate must be one of {ON_DUPLICATE}")
+    acting.require("case.create", name)
+    if len(frame) > MAX_FILE_ROWS:
+        raise BatchInputError(f"一次最多登记 {MAX_FILE_ROWS:,} 行（本文件 {len(frame):,} 行），"
+                              "请分成几个文件提交")
+    if not str(file_key).strip():
+        raise ValueError("file_key is required (it makes a re-submission file nothing twice)")
+    columns = case_columns(frame)
+    given = _given(frame, crs)
+    now = (now or datetime.now(BEIJING)).astimezone(BEIJING)
+    filing = BatchFiling(name, on_duplicate)
+    filer = _Filer(acting, router, frame, columns, given, str(file_key), name, on_duplicate, now)
+    for i in range(len(frame)):
+        filing.rows.append(filer.row(i))
+        if progress is not None:
+            progress(i + 1, len(frame))
+    return filing
+
+
+class _Filer:
+    """One submission of a file, row by row."""
+
+    def __init__(self, acting: Acting, router: Router, frame: pd.DataFrame,
+                 columns: CaseColumns, given: _Given, file_key: str, name: str,
+                 on_duplicate: str, now: datetime) -> None:
+        self.acting, self.router, self.frame = acting, router, frame
+        self.columns, self.given, self.file_key = columns, given, file_key
+        self.name, self.on_duplicate, self.now = name, on_duplicate, now
+        self.lookup = category_lookup()
+        self.categories = load_categories()
+
+    def cell(self, col: str | None, i: int) -> str:
+        return "" if col is None else str(self.frame[col].iat[i]).strip()
+
+    def row(self, i: int) -> FiledRow:
+        number = i + 1
+        ref = self.cell(self.columns.id, i)
+        request_id = f"batch:{self.file_key}:{number}"
+        marker = f"〔批量登记 {self.file_key[:12]}·第{number}行〕"
+        known = self.acting.store.request_case(cases.request_key(self.acting.actor, request_id))
+        if known is not None:
+            found = self.acting.store.query_incidents(IncidentQuery(ids=(known,)))
+            status, at = ((str(found["route_status"].iat[0]), str(found["reported_at"].iat[0]))
+                          if len(found) else ("", ""))
+            return FiledRow(number, ref, FILED, known, route_status=status, reported_at=at,
+                            note="同一文件此前提交时已登记", earlier=True)
+
+        problems, fields = self.fields(i)
+        status, answer = "error", None
+        if self.given.error[i]:
+            problems.insert(0, str(self.given.error[i]))
+        elif not self.given.crs[i]:
+            problems.insert(0, "坐标系为空")
+        else:
+            try:
+                answer = self.router.route(float(self.given.x[i]), float(self.given.y[i]),
+                                           str(self.given.crs[i]), float(self.given.acc[i]))
+            except RoutingInputError as exc:
+                problems.insert(0, str(exc))
+            else:
+                status = answer["status"]
+                if status == "outside":
+                    problems.insert(0, "位置不在本市管辖范围内，不能登记为本系统案件，"
+                                       "请告知举报人向属地反映")
+        reported = fields.get("reported_at")
+        row = FiledRow(number, ref, REFUSED, route_status=status,
+                       reported_at=reported.isoformat() if reported else "")
+        if problems or answer is None:
+            return replace(row, note="；".join(problems))
+        category = self.categories[fields["category"]]
+        if category.handler == "partner":  # as at intake: the reason comes first
+            why = category.note_zh or "移交" + category.agency_zh
+            answer["reasons"].insert(0, f"事件类别“{category.label_zh}”：{why}")
+        lon, lat = answer["point"]["cgcs2000"]
+        dups = possible_duplicates(self.acting.store, lon, lat, category=fields["category"],
+                                   now=reported)
+        same = dups[dups["same_category"].astype(bool)] if len(dups) else dups
+        for original in same["id"].astype(str) if len(same) else ():
+            events = self.acting.store.incident_events(original)
+            if events["reason"].fillna("").astype(str).str.contains(marker, regex=False).any():
+                return replace(row, outcome=LINKED, case_id=original, earlier=True,
+                               note="同一文件此前提交时已并入该案件")
+        notes = self.notes(answer, category)
+        try:
+            if len(same) and self.on_duplicate == "link":
+                original = str(same["id"].iloc[0])
+                cases.link_duplicate(self.acting, self.reference(marker, fields), original)
+                metres = float(same["distance_m"].iloc[0])
+                return replace(row, outcome=LINKED, case_id=original, note="；".join(
+                    [f"{metres:.0f} 米内有同类未结案件，作为重复举报并入", *notes]))
+            if len(same):
+                ids = "、".join(same["id"].astype(str).head(3))
+                notes.append(f"附近有同类未结案件 {ids}，按选择仍登记为新案件")
+            fields["reported_at"] = reported.isoformat()
+            case_id = cases.create_incident(self.acting, answer, fields, request_id)
+        except (CaseError, PermissionDenied) as exc:
+            return replace(row, note=str(exc))
+        return replace(row, outcome=FILED, case_id=case_id, note="；".join(notes))
+
+    def fields(self, i: int) -> tuple[list[str], dict]:
+        """The case fields of row i, and what is wrong with them."""
+        problems: list[str] = []
+        fields: dict = {}
+        raw_category = self.cell(self.columns.category, i)
+        key = category_key(raw_category, self.lookup)
+        if not raw_category:
+            problems.append("事件类别为空")
+        elif not key:
+            known = "、".join(c.label_zh for c in self.categories.values())
+            problems.append(f"事件类别“{shown(raw_category, 30)}”不是已知类别（可用：{known}）")
+        fields["category"] = key
+        for what, col in (("description", self.columns.description),
+                          ("source", self.columns.source), ("reporter", self.columns.reporter)):
+            text = _CONTROL.sub("", self.cell(col, i).replace("\r\n", "\n"))
+            limit = _LIMITS[what]
+            if len(text) > limit:
+                problems.append(f"{_FIELD_ZH[what]}超过 {limit} 个字符（现有 {len(text)} 个）")
+            fields[what] = text
+        if not fields["description"]:
+            problems.append("事件描述为空")
+        fields["source"] = fields["source"] or DEFAULT_SOURCE
+        try:  # absent when it cannot be read
+            fields["reported_at"] = reported_time(self.cell(self.columns.reported_at, i),
+                                                  self.now)
+        except ValueError as exc:
+            problems.append(str(exc))
+        return problems, fields
+
+    def notes(self, answer: dict, category) -> list[str]:
+        out = []
+        if answer["status"] == "ambiguous":
+            out.append("位置存在歧义，已登记并标记为待人工确认归属")
+        if "swapped" in answer.get("flags", []):
+            out.append("经纬度顺序已交换，请核实")
+        if category.handler == "partner":
+            out.append(f"该类别应移交{category.agency_zh}")
+        return out
+
+    def reference(self, marker: str, fields: dict) -> str:
+        """How the linked row is named in the original case's record: it gets no case of its
+        own, so where it came from, its time, its caller and its words are kept there."""
+        who = f"，{fields['reporter']}" if fields["reporter"] else ""
+        words = fields["description"].replace("\n", " ")
+        words = words[:80] + ("…" if len(words) > 80 else "")
+        at = fields["reported_at"].strftime("%Y-%m-%d %H:%M")
+        return f"{marker}{fields['source']}（{at}{who}）：{words}"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_FIELD_ZH = {"description": "事件描述", "source": "受理渠道", "reporter": "举报人"}

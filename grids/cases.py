@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -11,13 +12,16 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 
+from grids import evidence
 from grids.acting import Acting
+from grids.deadlines import countdown_zh, time_left
+from grids.evidence import Upload
 from grids.flow import CaseError, Flow, load_flow
 from grids.routing import Router, RoutingInputError
 from layers.audit import AuditRecord
 from layers.incidents import Event
 from layers.schema import STORE_EPSG
-from layers.store import IncidentQuery
+from layers.store import Attachment, AttachmentInfo, IncidentQuery
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 
@@ -92,24 +96,28 @@ def records_from_table(
     return records, events, bad
 
 
-def sample_events(records: gpd.GeoDataFrame, statuses: pd.Series, actor: str) -> list[Event]:
-    """The later events of sample incidents whose sample status is past 'reported'."""
-    path = {"dispatched": ["dispatched"], "closed": ["dispatched", "verified", "closed"]}
+def sample_events(records: gpd.GeoDataFrame, histories: pd.Series, actor: str) -> list[Event]:
+    """The later events of sample incidents: their `history` column, "state@ISO;…" (the
+    sample's own pace of handling, see layers/demo_entities.py)."""
+    flow = load_flow()
     events = []
-    for rec, status in zip(records.itertuples(index=False), statuses, strict=True):
-        at = pd.Timestamp(rec.reported_at)
-        for step, state in enumerate(path.get(status, []), start=1):
-            events.append(
-                Event(
-                    rec.id,
-                    (at + pd.Timedelta(minutes=20 * step)).isoformat(),
-                    actor,
-                    "transition",
-                    state,
-                    reason="示例数据",
-                )
-            )
+    for rec, history in zip(records.itertuples(index=False), histories, strict=True):
+        for part in filter(None, str(history or "").split(";")):
+            state, _, at = part.partition("@")
+            if state not in flow.states:
+                raise CaseError(f"示例事件 {rec.id} 的处理记录含未知状态：{state}")
+            events.append(Event(rec.id, at, actor, "transition", state, reason="示例数据"))
     return events
+
+
+SAMPLE_PATHS = {"dispatched": ("dispatched",), "verified": ("dispatched", "verified"),
+                "closed": ("dispatched", "verified", "closed")}
+
+
+def _history(status: str, reported_at: str) -> str:
+    at = pd.Timestamp(reported_at)
+    return ";".join(f"{state}@{(at + pd.Timedelta(minutes=20 * n)).isoformat()}"
+                    for n, state in enumerate(SAMPLE_PATHS.get(status, ()), start=1))
 
 
 def load_incident_file(
@@ -118,8 +126,12 @@ def load_incident_file(
     """Route and store every incident of a CSV (the sample's incidents.csv)."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     records, events, bad = records_from_table(router, frame, actor)
-    known = frame.set_index("id")["status"] if "status" in frame else pd.Series(dtype=str)
-    events += sample_events(records, records["id"].map(known).fillna("reported"), actor)
+    if "history" in frame:
+        known = frame.set_index("id")["history"]
+    else:  # only a final status: the steps to it, 20 minutes apart
+        known = frame.set_index("id").apply(
+            lambda r: _history(str(r.get("status") or ""), str(r["reported_at"])), axis=1)
+    events += sample_events(records, records["id"].map(known).fillna(""), actor)
     audit = AuditRecord(actor=f"system:{actor}", actor_role="admin", via="system",
                         action="sample", target=str(path.name if hasattr(path, "name") else path),
                         detail={"incidents": len(records), "events": len(events)})
@@ -149,10 +161,19 @@ def create_incident(acting: Acting, answer: dict, fields: dict,
     record = record_from_answer(fields, answer, actor_text(acting), created)
     lon, lat = record.pop("geometry")
     note = "受理登记" if answer["status"] == "ok" else "受理登记（位置存在歧义，待人工确认归属）"
+    # Filed new although open cases of the same category were offered as the same matter:
+    # which ones, and the dispatcher's reason, stay with the case and in the audit.
+    others = [str(i) for i in fields.get("not_duplicate_of") or []]
+    reason = _text(fields.get("not_duplicate_reason"), "新建理由", 500)
+    if others and not reason:
+        raise CaseError("附近有同类未结案件，新建案件须填写理由")
+    if others:
+        note += f"；附近同类未结案件 {'、'.join(others)}，仍新建：{reason}"
+    extra = {"not_duplicate_of": others, "reason": reason} if others else {}
     audit = acting.record("case.create", "", category=record["category"],
                           route_status=record["route_status"], grid=record["grid_code"],
                           bureau=record["bureau_code"], generation=record["generation"],
-                          source=record["source"])
+                          source=record["source"], **extra)
     key = request_key(acting.actor, request_id) if request_id else None
     return acting.store.create_incident(record, shapely.Point(lon, lat), note,
                                         day=created[:10], audit=audit, request_key=key)
@@ -175,25 +196,55 @@ def current_case(acting: Acting, incident_id: str, action: str = "case.read") ->
 
 
 def transition(acting: Acting, incident_id: str, target: str, reason: str = "",
-               flow: Flow | None = None, expected_status: str | None = None) -> Event:
+               flow: Flow | None = None, expected_status: str | None = None,
+               files: list[Upload] | None = None, data: dict | None = None) -> Event:
     """Move a case one step along the workflow; anything else is refused. A step is taken
-    only by the roles the workflow table names for it, on cases in the actor's scope."""
+    only by the roles the workflow table names for it, on cases in the actor's scope; the
+    table says which steps need a result text and which may carry photos or documents
+    (checked, then stored with the step and its audit in one transaction). `data` is what a
+    device measured with the step (a phone's position and accuracy…)."""
     flow = flow or load_flow()
     case = current_case(acting, incident_id, "case.step")
     if expected_status is not None and case["status"] != expected_status:
         raise CaseError(f"案件状态已被他人更新为“{flow.label(case['status'])}”，"
                         "请查看最新状态后再办理")
-    label = flow.check(case["status"], target)
-    if acting.actor.role not in flow.roles.get((case["status"], target), ()):
+    step = (case["status"], target)
+    label = flow.check(*step)
+    if acting.actor.role not in flow.roles.get(step, ()):
         acting.deny("case.step", incident_id,
                     f"{acting.actor.label} 无权限办理“{label}”这一步")
-    reason = _text(reason, "说明", 2000)
-    event = Event(incident_id, now_iso(), actor_text(acting), "transition", target,
-                  reason=reason or label)
+    reason = _text(reason, "办理结果", 2000)
+    if flow.needs_result.get(step) and len(reason) < 2:
+        raise CaseError(f"“{label}”须填写办理结果（如核实情况、处理结果）")
+    checked = evidence.check(list(files or []))
+    if checked and not flow.evidence.get(step):
+        raise CaseError(f"“{label}”这一步不能上传附件")
+    at = now_iso()
+    event = Event(incident_id, at, actor_text(acting), "transition", target,
+                  reason=reason or label,
+                  data=json.dumps(data, ensure_ascii=False) if data else None)
+    stored = [Attachment(incident_id, name, mime, blob, event_at=at,
+                         created_by=acting.actor.login) for name, mime, blob in checked]
     audit = acting.record("case.step", incident_id, before=case["status"], after=target,
-                          reason=reason or label)
-    acting.store.append_events([event], audit=[audit])
+                          reason=reason or label,
+                          files=[{"name": a.name, "sha256": a.sha256, "size": len(a.data)}
+                                 for a in stored])
+    acting.store.append_events([event], audit=[audit], attachments=stored)
     return event
+
+
+def case_files(acting: Acting, incident_id: str) -> list[AttachmentInfo]:
+    current_case(acting, incident_id, "case.read")
+    return acting.store.attachments(incident_id)
+
+
+def case_file(acting: Acting, attachment_id: int) -> tuple[AttachmentInfo, bytes]:
+    """One attached file, if the actor may read its case."""
+    found = acting.store.attachment_data(int(attachment_id))
+    if found is None:
+        raise CaseError(f"附件 {attachment_id} 不存在")
+    current_case(acting, found[0].incident_id, "case.read")
+    return found
 
 
 def reassign(
@@ -259,6 +310,21 @@ def link_duplicate(acting: Acting, incident_id: str, original_id: str) -> Event:
     return event
 
 
+def with_deadlines(cases: pd.DataFrame, now: datetime, flow: Flow) -> pd.DataFrame:
+    """Each case's deadline (Beijing time, ISO), hours left, share of the limit left, colour
+    level and overdue flag, from the workflow table's limit for its current state."""
+    lefts = [time_left(flow, s, t, now)
+             for s, t in zip(cases["status"], cases["status_since"], strict=True)]
+    return cases.assign(
+        deadline=[x.deadline.isoformat() if x.deadline else "" for x in lefts],
+        remaining_h=[x.remaining_hours for x in lefts],
+        share=[x.share for x in lefts],
+        level=[x.level for x in lefts],
+        countdown=[countdown_zh(x) for x in lefts],
+        overdue=[x.overdue for x in lefts],
+    )
+
+
 def case_list(acting: Acting, query: IncidentQuery | None = None, now: datetime | None = None,
               flow: Flow | None = None) -> pd.DataFrame:
     """The cases the actor may read (filtered in the store), with deadline and overdue."""
@@ -267,14 +333,99 @@ def case_list(acting: Acting, query: IncidentQuery | None = None, now: datetime 
     found = acting.store.query_incidents(acting.incident_query("case.read", query))
     cases = pd.DataFrame(found.drop(columns="geometry"))
     if cases.empty:
-        return cases.assign(deadline=[], overdue=[])
-    since = pd.to_datetime(cases["status_since"], utc=True, format="ISO8601")
-    deadlines = [
-        flow.deadline(s, t.to_pydatetime()) for s, t in zip(cases["status"], since, strict=True)
-    ]
-    cases["deadline"] = [d.isoformat() if d else "" for d in deadlines]
-    cases["overdue"] = [bool(d and d < now) for d in deadlines]
-    return cases
+        return cases.assign(deadline=[], remaining_h=[], share=[], level=[], countdown=[],
+                            overdue=[])
+    return with_deadlines(cases, now, flow)
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """What the case console shows; every field left at its default does not filter."""
+
+    statuses: tuple[str, ...] | None = None  # None: every state
+    bureau: str | None = None
+    grids: tuple[str, ...] | None = None  # the assigned grid is one of these
+    category: str | None = None
+    overdue: bool = False
+    mine: bool = False  # waiting for a step the actor's role takes
+    text: str = ""
+    order: str = "deadline"  # deadline (overdue first) | newest | reported
+
+
+@dataclass
+class CasePage:
+    rows: pd.DataFrame  # one page, with deadlines (see with_deadlines)
+    total: int  # how many match the filter
+    page: int
+    size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+
+def my_states(flow: Flow, role: str) -> tuple[str, ...]:
+    """The states in which a case waits for this role (a forward step it may take)."""
+    return tuple(sorted({frm for (frm, to), roles in flow.roles.items()
+                         if role in roles and to != "reported"}))
+
+
+def console_query(acting: Acting, filt: CaseFilter, now: datetime, flow: Flow) -> IncidentQuery:
+    statuses = filt.statuses
+    if filt.mine:
+        mine = my_states(flow, acting.actor.role)
+        statuses = tuple(s for s in (statuses or mine) if s in mine)
+    query = IncidentQuery(
+        statuses=statuses,
+        bureau_codes=(filt.bureau,) if filt.bureau else None,
+        grid_codes=filt.grids,
+        category=filt.category or None,
+        text=filt.text.strip() or None,
+        limits=flow.limits(),
+        overdue_at=now.isoformat() if filt.overdue else None,
+        order=filt.order,
+    )
+    return acting.incident_query("case.read", query)
+
+
+def case_page(acting: Acting, filt: CaseFilter, *, now: datetime | None = None, page: int = 0,
+              size: int = 50, flow: Flow | None = None) -> CasePage:
+    """One page of the console's list: filtered, sorted (by deadline: overdue first) and
+    paged in the store, whatever the number of cases."""
+    flow = flow or load_flow()
+    now = now or datetime.now(UTC)
+    size = max(1, min(int(size), 500))
+    query = console_query(acting, filt, now, flow)
+    total = acting.store.count_incidents(query)
+    page = max(0, min(int(page), max(0, -(-total // size) - 1)))
+    found = acting.store.query_incidents(replace(query, limit=size, offset=page * size))
+    rows = pd.DataFrame(found.drop(columns="geometry"))
+    if rows.empty:
+        rows = rows.assign(deadline=[], remaining_h=[], share=[], level=[], countdown=[],
+                           overdue=[])
+    else:
+        rows = with_deadlines(rows, now, flow).reset_index(drop=True)
+    return CasePage(rows, total, page, size)
+
+
+def console_counts(acting: Acting, now: datetime | None = None,
+                   flow: Flow | None = None) -> dict[str, int]:
+    """The console's headline numbers, counted in the store."""
+    flow = flow or load_flow()
+    now = now or datetime.now(UTC)
+    open_states = tuple(s for s in flow.states if s != "closed")
+
+    def count(**kw) -> int:
+        return acting.store.count_incidents(acting.incident_query("case.read", IncidentQuery(
+            limits=flow.limits(), **kw)))
+
+    mine = my_states(flow, acting.actor.role)
+    return {
+        "open": count(statuses=open_states),
+        "overdue": count(statuses=open_states, overdue_at=now.isoformat()),
+        "mine": count(statuses=mine) if mine else 0,
+        "all": count(),
+    }
 
 
 def case_events(acting: Acting, incident_id: str) -> pd.DataFrame:

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
 FLOW_TABLE = Path(__file__).with_name("case_flow.csv")
 CATEGORY_TABLE = Path(__file__).with_name("categories.csv")
 SOURCE_TABLE = Path(__file__).with_name("sources.csv")
+DUPLICATE_TABLE = Path(__file__).with_name("duplicate_rules.csv")
 
 
 class CaseError(ValueError):
@@ -26,6 +28,10 @@ class Flow:
     steps: dict[tuple[str, str], str]  # (from, to) -> label of the step
     # (from, to) -> the roles that may take the step (the `roles` column; empty = nobody)
     roles: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # (from, to) -> whether the step needs a result text (`result` column: required/optional)
+    needs_result: dict[tuple[str, str], bool] = field(default_factory=dict)
+    # (from, to) -> whether photos/documents may be attached (`evidence` column: photo)
+    evidence: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def steps_for(self, state: str, role: str) -> list[str]:
         """The next states a role may move a case to from `state`."""
@@ -50,6 +56,13 @@ class Flow:
         hours = self.states[state][1]
         return None if hours is None else since + timedelta(hours=hours)
 
+    def limits(self) -> tuple[tuple[str, float], ...]:
+        """The time limit of every state that has one (what a store query sorts by)."""
+        return tuple((s, h) for s, (_, h) in self.states.items() if h)
+
+    def closes(self, state: str, target: str) -> bool:
+        return target == "closed" and state != "closed"
+
 
 @lru_cache(maxsize=4)
 def load_flow(path: Path = FLOW_TABLE) -> Flow:
@@ -65,10 +78,16 @@ def load_flow(path: Path = FLOW_TABLE) -> Flow:
         (r.from_state, r.to_state): tuple(str(getattr(r, "roles", "") or "").split())
         for r in table[table["kind"] == "step"].itertuples()
     }
+    def flag(column: str, yes: str) -> dict[tuple[str, str], bool]:
+        if column not in table:
+            return {}
+        return {(r.from_state, r.to_state): str(getattr(r, column)).strip() == yes
+                for r in table[table["kind"] == "step"].itertuples()}
+
     unknown = {s for pair in steps for s in pair} - set(states)
     if unknown:
         raise CaseError(f"流程表中的步骤引用了未定义的状态：{'、'.join(sorted(unknown))}")
-    return Flow(states, steps, roles)
+    return Flow(states, steps, roles, flag("result", "required"), flag("evidence", "photo"))
 
 
 @dataclass(frozen=True)
@@ -89,8 +108,46 @@ def load_categories(path: Path = CATEGORY_TABLE) -> dict[str, Category]:
     }
 
 
+class Source(NamedTuple):
+    """Where a location comes from: its usual accuracy and the coordinate system it is in
+    (Amap/WeChat/Tencent → GCJ-02, Baidu → BD-09, GPS → WGS84; empty = not stated)."""
+
+    label_zh: str
+    accuracy_m: float
+    crs: str
+
+
 @lru_cache(maxsize=4)
-def load_sources(path: Path = SOURCE_TABLE) -> dict[str, tuple[str, float]]:
-    """Location source -> (label, default accuracy radius in metres)."""
-    table = pd.read_csv(path, dtype={"accuracy_m": float}, keep_default_na=False)
-    return {r.key: (r.label_zh, r.accuracy_m) for r in table.itertuples()}
+def load_sources(path: Path = SOURCE_TABLE) -> dict[str, Source]:
+    """Location source -> (label, default accuracy radius in metres, coordinate system)."""
+    table = pd.read_csv(path, dtype={"accuracy_m": float, "crs": str}, keep_default_na=False)
+    if "crs" not in table:
+        table["crs"] = ""
+    return {r.key: Source(r.label_zh, float(r.accuracy_m), str(r.crs).strip())
+            for r in table.itertuples()}
+
+
+@dataclass(frozen=True)
+class DuplicateRule:
+    """How near and how recent an open case of the same category must be to be offered as
+    the same matter (a row of duplicate_rules.csv; `*` is every other category)."""
+
+    category: str
+    radius_m: float
+    days: float
+    note_zh: str
+
+
+@lru_cache(maxsize=4)
+def load_duplicate_rules(path: Path = DUPLICATE_TABLE) -> dict[str, DuplicateRule]:
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    rules = {r.category: DuplicateRule(r.category, float(r.radius_m), float(r.days), r.note_zh)
+             for r in table.itertuples()}
+    if "*" not in rules:
+        raise CaseError("重复案件规则表缺少默认行（category 为 *）")
+    return rules
+
+
+def duplicate_rule(category: str | None) -> DuplicateRule:
+    rules = load_duplicate_rules()
+    return rules.get(category or "*", rules["*"])

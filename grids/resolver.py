@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import shapely
@@ -45,6 +46,17 @@ KIND_ZH = {
 }
 
 Sets = tuple[tuple[int, ...], ...]
+# How many names a reason lists before "等".
+NAMES_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class ExtentResolution(Resolution):
+    """A line or an area: one outcome (who leads), and every township and grid it touches
+    (rows, in code order)."""
+
+    grids: tuple[int, ...] = ()
+    townships: tuple[int, ...] = ()
 
 
 class Resolver:
@@ -230,11 +242,21 @@ class Resolver:
         )
 
     # -- extents (a polluted river stretch, a plume area) ------------------------------------------
-    def resolve_extent(self, geom) -> Resolution:
-        """A line or an area: split by every polygon it touches and decide each piece. When the
-        pieces lie in more than one county, the case is cross-county: the municipal bureau leads
-        and the bureaus of the counties involved co-handle."""
-        area = geom if shapely.get_type_id(geom) in (3, 6) else shapely.buffer(geom, 1e-6)
+    def resolve_extent(self, geom) -> ExtentResolution:
+        """A line or an area. It is split by every polygon that decides a bureau (county, park,
+        sea area, jurisdiction) and each piece is decided as a point there would be; every
+        township and grid it touches is listed. A known extent is never ambiguous:
+
+        - pieces in more than one county: a cross-county case, the municipal bureau leads and
+          the bureaus of the counties involved co-handle;
+        - otherwise the lowest bureau whose area covers every piece leads (the bureau-level
+          order of the precedence table; within one county across numbered bureaus, a park's
+          edge or the county's sea: the county bureau), and the other bureaus whose areas the
+          extent reaches into co-handle."""
+        # A line as a thin band, cut square at its ends: a line that ends on a border does not
+        # reach across it.
+        area = (geom if shapely.get_type_id(geom) in (3, 6)
+                else shapely.buffer(geom, 1e-6, cap_style="flat"))
         centre = shapely.centroid(area)
         queries = Queries(
             np.array([centre.x]),
@@ -243,27 +265,215 @@ class Resolver:
             np.array([area], dtype=object),
         )
         hits = self.finder.find(queries)
-        pieces = self._resolve_disc(area, hits, np.arange(len(hits.query)))
-        counties = sorted({o.county for o in pieces.outcomes if o.county is not None})
-        if len(counties) < 2:
-            return pieces
+        every = np.arange(len(hits.query))
+        min_area = shapely.area(area) * SLIVER_SHARE
+        touched: dict[int, dict[int, object]] = {TOWNSHIP: {}, GRID: {}}
+        whole_parks: list[int] = []
+        for k in every[np.isin(hits.layer, (TOWNSHIP, GRID, PARK))].tolist():
+            layer, row = int(hits.layer[k]), int(hits.row[k])
+            part = area if not hits.edge[k] else hits.parts.get(k)
+            if layer == PARK:
+                if not hits.edge[k]:
+                    whole_parks.append(row)
+            elif part is area or shapely.area(part) > min_area:  # not just a shared boundary
+                touched[layer][row] = part
+        grids = tuple(sorted(touched[GRID], key=lambda g: (self.grids["code"][g], g)))
+        responsible = self._responsible_grids(touched[GRID], min_area)
+        townships = tuple(sorted(touched[TOWNSHIP], key=lambda t: (self.townships["code"][t], t)))
+        deciding = every[np.isin(hits.layer, (COUNTY, PARK, SEA, JURISDICTION))]
+        every_piece = self._pieces(area, hits, deciding)
+        pieces = [p for p in every_piece if p[COUNTY] or p[SEA]]
+        if not pieces:
+            return ExtentResolution(self._decide(((),) * N_LAYERS), grids, townships)
+        outside = len(pieces) < len(every_piece)
+        counties: set[int] = set()
+        for p in pieces:
+            counties.update(p[COUNTY])
+            for s in p[SEA]:
+                county = _row_of(self.counties["code"], self.seas["county_code"][s])
+                if county is not None:
+                    counties.add(county)
+        if len(counties) > 1:
+            outcome = self._cross_county(sorted(counties), grids, townships)
+        else:
+            outcome = self._extent_lead(
+                pieces, next(iter(counties), None), grids, responsible, townships, whole_parks,
+                outside,
+            )
+        if outside:
+            outcome = replace(
+                outcome,
+                flags=(*outcome.flags, "partly_outside"),
+                reasons=(
+                    *outcome.reasons,
+                    "事件范围有一部分不在本市任何县（市）、区或已加载的海域内："
+                    "按本市范围内的部分确定牵头机构，范围外部分请联系相邻地区。",
+                ),
+            )
+        return ExtentResolution((outcome,), grids, townships)
+
+    def _pieces(self, area, hits: Hits, mine: np.ndarray) -> list[Sets]:
+        """The sets of polygons covering each piece of `area`, split by every polygon of
+        `mine` that only partly covers it (slivers dropped); distinct sets only."""
+        full = [k for k in mine if not hits.edge[k]]
+        partial = [k for k in mine if hits.edge[k]]
+        if len(partial) > MAX_PARTIAL_HITS:
+            raise ValueError(f"精度范围过大：圆内有 {len(partial)} 个边界，请缩小精度半径")
+        min_area = shapely.area(area) * SLIVER_SHARE
+        pieces: list[tuple[object, tuple[int, ...]]] = [(area, ())]
+        for k in partial:
+            part = hits.parts.get(int(k))
+            split = []
+            for geom, assigned in pieces:
+                inside = shapely.intersection(geom, part)
+                rest = shapely.difference(geom, part)
+                if shapely.area(inside) > min_area:
+                    split.append((inside, (*assigned, int(k))))
+                if shapely.area(rest) > min_area:
+                    split.append((rest, assigned))
+            pieces = split
+        out: dict[Sets, None] = {}
+        for _, assigned in pieces:
+            chosen = [*full, *assigned]
+            out.setdefault(_sets(hits.layer[chosen], hits.row[chosen]), None)
+        return list(out)
+
+    def _covering(self, sets: Sets) -> set[int]:
+        """Every bureau whose area covers a place with these polygons: the park bureau of its
+        parks, the bureau of its jurisdictions, its county's bureau (of the county or of its
+        sea area), and the municipal bureau."""
+        counties, _, _, parks, seas, jurisdictions = sets
+        found = {self.park_bureau.get(self.parks["code"][p]) for p in parks}
+        found |= {self.jurisdiction_bureau[j] for j in jurisdictions}
+        found |= {self.county_bureau.get(self.counties["code"][c]) for c in counties}
+        found |= {self.sea_bureau.get(self.seas["county_code"][s]) for s in seas}
+        found.add(self.municipal)
+        found.discard(None)
+        return found  # type: ignore[return-value]
+
+    def _lowness(self, bureau: int) -> tuple[int, int, int]:
+        """Sort key, lowest bureau first: the bureau-level order of the precedence table
+        (the municipal bureau last), then the longer chain (a bureau below another), then row."""
+        level = self.bureaus["level"][bureau]
+        rank = 1_000 if level == "municipal" else self._level_rank(bureau)
+        return (rank, -len(self.chains[bureau]), bureau)
+
+    def _responsible_grids(self, parts: dict[int, object], min_area: float) -> tuple[int, ...]:
+        """The grids answering for some part of an extent by the grid-kind order (code order):
+        a grid whose part lies wholly in more specific grids (a comprehensive grid around a
+        dedicated one) is touched, but not responsible there."""
+        out = []
+        for g, part in parts.items():
+            better = [o for o in parts if self.grid_rank[o] < self.grid_rank[g]]
+            if better:
+                rest = shapely.difference(part, shapely.union_all([parts[o] for o in better]))
+                if shapely.area(rest) <= min_area:
+                    continue
+            out.append(g)
+        return tuple(sorted(out, key=lambda g: (self.grids["code"][g], g)))
+
+    def _extent_lead(self, pieces: list[Sets], county: int | None, grids, responsible,
+                     townships, whole_parks: list[int], partly_outside: bool = False) -> Outcome:
+        """One county (with its sea area): the lowest bureau covering every piece leads, the
+        bureaus of the pieces co-handle."""
+        b = self.bureaus
+        common = set.intersection(*(self._covering(p) for p in pieces))
+        spanned: dict[int, None] = {}
+        parks: set[int] = set()
+        seas: set[int] = set()
+        for p in pieces:
+            parks.update(p[PARK])
+            seas.update(p[SEA])
+            for o in self.decide(p):
+                if o.bureau is not None:
+                    spanned.setdefault(o.bureau, None)
+        lead = min(common, key=self._lowness) if common else None
+        co = tuple(sorted((x for x in spanned if x != lead), key=self._lowness))
+        # One grid answers for all of it (the dedicated grid of a plume inside it): that grid.
+        grid_row = responsible[0] if len(responsible) == 1 else None
+        park_order = tuple(sorted(parks, key=lambda p: (self.park_rank[p], p)))
+        park_whole = _best(whole_parks, self.park_rank)
+        township = townships[0] if len(townships) == 1 else None
+        c, t, g = self.counties, self.townships, self.grids
+        extent = "事件范围在本市的部分" if partly_outside else "整个事件范围"
+        reasons: list[str] = []
+        flags: list[str] = []
+        rules: list[tuple[str, str]] = []
+        if county is not None:
+            text = f"事件范围位于{c['name'][county]}（{c['code'][county]}）"
+            if len(townships) > 1:
+                text += f"，涉及 {len(townships)} 个乡镇/街道：" + _names(t, townships)
+            elif township is not None:
+                text += f"{t['name'][township]}（{t['code'][township]}）"
+            reasons.append(text)
+        if grids:
+            reasons.append(f"涉及 {len(grids)} 个网格：{_names(g, grids)}（网格及网格员见列表）")
+        else:
+            flags.append("no_grid")
+            reasons.append("范围内没有网格（图层缺口），请人工指定网格")
+        if grid_row is not None:
+            rules.append(("grid", g["kind"][grid_row]))
+        if park_order:
+            reasons.append("涉及园区：" + "、".join(self.parks["name"][p] for p in park_order))
+        if seas:
+            flags.append("sea")
+            reasons.append("涉及海域：" + "、".join(self.seas["name"][s] for s in sorted(seas)))
+        if lead is None:
+            flags.append("no_bureau")
+            reasons.append("没有执法机构的辖区覆盖整个事件范围，请检查执法机构数据")
+        else:
+            level = b["level"][lead]
+            rules += [("extent", "lowest_cover"), ("bureau", level)]
+            rule = self.precedence.label("bureau_level", level) if level != "municipal" else ""
+            if co:
+                flags.append("multi_bureau")
+                names = "、".join(b["name"][x] for x in co)
+                reasons.append(
+                    f"牵头：{b['name'][lead]}——事件范围跨越多个执法机构的辖区，其辖区覆盖"
+                    f"{extent}，是覆盖全范围的最低一级执法机构；协办：{names}（范围涉及其辖区）。"
+                    + (f"规则：{rule}" if rule else "")
+                )
+            else:
+                reasons.append(
+                    f"责任执法机构：{b['name'][lead]}——{extent}都在其辖区内。"
+                    + (f"规则：{rule}" if rule else "")
+                )
+        return Outcome(
+            county=county,
+            township=township,
+            grid=grid_row,
+            park=park_whole[0] if park_whole else None,
+            parks=park_order,
+            sea=next(iter(seas)) if len(seas) == 1 else None,
+            bureau=lead,
+            co_bureaus=co,
+            rules=tuple(rules),
+            reasons=tuple(reasons),
+            flags=tuple(flags),
+        )
+
+    def _cross_county(self, counties: list[int], grids, townships) -> Outcome:
         names = "、".join(self.counties["name"][c] for c in counties)
         co = tuple(
             b
             for b in (self.sea_bureau.get(self.counties["code"][c]) for c in counties)
             if b is not None
         )
-        outcome = Outcome(
+        reasons = [
+            f"事件范围涉及{names}，属跨县（市）、区案件。"
+            f"规则：{self.precedence.label('extent', 'cross_county')}",
+        ]
+        if grids:
+            reasons.append(
+                f"涉及 {len(townships)} 个乡镇/街道、{len(grids)} 个网格（网格及网格员见列表）"
+            )
+        return Outcome(
             bureau=self.municipal,
             co_bureaus=co,
             rules=(("bureau", "cross_county"),),
-            reasons=(
-                f"事件范围涉及{names}，属跨县（市）、区案件。"
-                f"规则：{self.precedence.label('extent', 'cross_county')}",
-            ),
+            reasons=tuple(reasons),
             flags=("cross_county",),
         )
-        return Resolution((outcome,))
 
     # -- locations ------------------------------------------------------------------------------
     def resolve(self, queries: Queries) -> list[Resolution]:
@@ -328,27 +538,8 @@ class Resolver:
 
     def _resolve_disc(self, disc, hits: Hits, mine: np.ndarray) -> Resolution:
         """Split the disc by every polygon that only partly covers it; decide each piece."""
-        full = [k for k in mine if not hits.edge[k]]
-        partial = [k for k in mine if hits.edge[k]]
-        if len(partial) > MAX_PARTIAL_HITS:
-            raise ValueError(f"精度范围过大：圆内有 {len(partial)} 个边界，请缩小精度半径")
-        min_area = shapely.area(disc) * SLIVER_SHARE
-        pieces: list[tuple[object, tuple[int, ...]]] = [(disc, ())]
-        for k in partial:
-            part = hits.parts.get(int(k))
-            split = []
-            for geom, assigned in pieces:
-                inside = shapely.intersection(geom, part)
-                rest = shapely.difference(geom, part)
-                if shapely.area(inside) > min_area:
-                    split.append((inside, (*assigned, int(k))))
-                if shapely.area(rest) > min_area:
-                    split.append((rest, assigned))
-            pieces = split
         outcomes: dict[tuple, Outcome] = {}
-        for _, assigned in pieces:
-            chosen = [*full, *assigned]
-            sets = _sets(hits.layer[chosen], hits.row[chosen])
+        for sets in self._pieces(disc, hits, mine):
             for outcome in self.decide(sets):
                 outcomes.setdefault(outcome.key(), outcome)
         # The same candidates in the same order whatever order the store listed the hits in.
@@ -389,6 +580,11 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _row_of(codes, code) -> int | None:
     matches = np.flatnonzero(np.asarray(codes) == code)
     return int(matches[0]) if len(matches) else None
+
+
+def _names(frame, rows: Sequence[int]) -> str:
+    shown = "、".join(f"{frame['name'][r]}（{frame['code'][r]}）" for r in rows[:NAMES_SHOWN])
+    return shown + (f" 等 {len(rows)} 个" if len(rows) > NAMES_SHOWN else "")
 
 
 def _name(frame, row: int | None) -> str | None:

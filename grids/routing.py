@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import shapely
 import shapely.geometry
@@ -64,8 +66,11 @@ class Router:
         return answer
 
     def route_extent(self, geometry, crs: str = "wgs84") -> dict:
-        """The answer for a line or an area (WKT, GeoJSON mapping or shapely geometry) given in
-        `crs`: cross-county extents go to the municipal bureau with the county bureaus."""
+        """The answer for a line or an area (WKT, GeoJSON geometry/Feature/FeatureCollection
+        or shapely geometry) given in `crs`. Never ambiguous: a cross-county extent goes to the
+        municipal bureau with the county bureaus; otherwise the lowest bureau covering all of it
+        leads and the bureaus it reaches into co-handle. Every township and grid it touches is
+        listed (`townships`, `grids` with their workers)."""
         try:
             system = parse_crs(crs)
         except CrsError as exc:
@@ -81,30 +86,143 @@ class Router:
         }
         return self.writer.answer(res, point)
 
+    # -- areas chosen by name (a township, park, community or grid found by search) --------------
+    def area_of(self, kind: str, code: str):
+        """The outline (shapely, EPSG:4490) of a named area: kind county, township, park,
+        sea, grid or community (a community/village: the union of its grids, see
+        layers/search.py). RoutingInputError (Chinese) when there is none."""
+        if kind == "community":
+            from layers.search import community_grids
+
+            rows, _ = community_grids(self.snapshot["grids"], str(code))
+            if not len(rows):
+                raise RoutingInputError(f"没有编码为 {code} 的社区/村")
+            return shapely.union_all(np.asarray(rows.geometry.values, dtype=object))
+        return self._area_row(kind, code).geometry
+
+    def area_ref(self, kind: str, code: str) -> dict:
+        """{kind, kind_zh, code, name} of a named area (what an area answer says it was)."""
+        if kind == "community":
+            from layers.search import community_grids
+
+            name = community_grids(self.snapshot["grids"], str(code))[1]
+        else:
+            name = str(self._area_row(kind, code)["name"])
+        return {"kind": kind, "kind_zh": AREA_KINDS_ZH[kind], "code": str(code), "name": name}
+
+    def _area_row(self, kind: str, code: str):
+        layer = AREA_LAYERS.get(kind)
+        if layer is None:
+            raise RoutingInputError(
+                f"不能按区域受理的类型：{kind}（可用：{'、'.join(AREA_KINDS_ZH.values())}）"
+            )
+        frame = self.snapshot[layer]
+        rows = frame[frame["code"].astype(str) == str(code)]
+        if not len(rows):
+            raise RoutingInputError(f"没有编码为 {code} 的{AREA_KINDS_ZH[kind]}")
+        return rows.iloc[0]
+
+    def route_area(self, kind: str, code: str) -> dict:
+        """The extent answer for a whole named area (see `area_of`): the responsible bureau
+        and every grid and worker of the area. `point.input` names the area instead of
+        repeating its outline."""
+        answer = self.route_extent(self.area_of(kind, code), "cgcs2000")
+        mark_area(answer, self.area_ref(kind, code))
+        return answer
+
     @staticmethod
     def extent_to_store(geometry, crs="wgs84"):
-        """A line or area (WKT, GeoJSON mapping or shapely) in `crs` -> shapely in EPSG:4490."""
+        """A line or area (WKT, GeoJSON or shapely) in `crs` -> shapely in EPSG:4490."""
         try:
             system = parse_crs(crs)
         except CrsError as exc:
             raise RoutingInputError(str(exc)) from exc
         geom = _as_geometry(geometry)
-        if geom is None or geom.is_empty or not geom.is_valid:
-            raise RoutingInputError("事件范围不是有效的线或面")
+        if geom is None:
+            raise RoutingInputError(
+                "无法识别的事件范围：请给出 WKT（如 LINESTRING (…)、POLYGON ((…))）或 GeoJSON"
+            )
+        if geom.geom_type not in EXTENT_TYPES:
+            raise RoutingInputError(
+                f"事件范围应为线（LINESTRING）或面（POLYGON），收到 {geom.geom_type}"
+                + ("：单个位置请按坐标查询" if geom.geom_type in ("Point", "MultiPoint") else "")
+            )
+        if geom.is_empty or not geom.is_valid:
+            raise RoutingInputError("事件范围不是有效的线或面（例如空几何或面自相交），请检查坐标")
+        coords = shapely.get_coordinates(geom)
+        if not np.isfinite(coords).all():
+            raise RoutingInputError("事件范围的坐标中有无效数值")
+        # Where it lies as given: numbers that cannot be meant in this system are refused,
+        # never answered "outside" (as for a point).
+        centre = shapely.centroid(geom)
+        state = str(check_points(np.array([centre.x]), np.array([centre.y]), system)[2][0])
+        if state in ("out_of_range", "outside_region"):
+            why = implausible(float(centre.x), float(centre.y), system)
+            if why:
+                raise RoutingInputError(f"事件范围：{why}")
+        if state == "out_of_range":
+            raise RoutingInputError(f"事件范围的坐标在 {system.label_zh} 中不是有效坐标")
+        if state == "swapped":
+            raise RoutingInputError(
+                "事件范围的坐标按给定顺序不在南通范围内，交换经纬度后才在范围内："
+                "请按“经度 纬度”的顺序给出每个点（WKT 与 GeoJSON 都是经度在前）"
+            )
 
         def convert(coords: np.ndarray) -> np.ndarray:
             return np.column_stack(to_store(coords[:, 0], coords[:, 1], system))
 
-        return shapely.transform(geom, convert)
+        out = shapely.transform(geom, convert)
+        if not np.isfinite(shapely.get_coordinates(out)).all():
+            raise RoutingInputError(f"事件范围的坐标在 {system.label_zh} 中不是有效坐标")
+        return out
+
+
+EXTENT_TYPES = ("LineString", "MultiLineString", "Polygon", "MultiPolygon")
+AREA_LAYERS = {"county": "counties", "township": "townships", "park": "parks",
+               "sea": "sea_areas", "grid": "grids"}
+AREA_KINDS_ZH = {"county": "县（市）、区", "township": "乡镇/街道", "park": "园区",
+                 "sea": "海域", "grid": "网格", "community": "社区/村"}
+
+
+def mark_area(answer: dict, area: dict, position: int = 0) -> dict:
+    """An extent answer for a named area: the input names the area (not its outline) and a
+    reason (the first, or at `position`) says the whole area was routed."""
+    point = answer.get("point") or {}
+    point["input"] = {"area": area, "crs": "cgcs2000"}
+    answer["point"] = point
+    answer["reasons"].insert(
+        position,
+        f"按{area['kind_zh']}“{area['name']}”（{area['code']}）整个范围受理："
+        "列出牵头执法机构及范围内全部网格和网格员。",
+    )
+    return answer
 
 
 def _as_geometry(value):
-    """A geometry from WKT, a GeoJSON mapping or a shapely geometry (None if none of them)."""
+    """A geometry from WKT, GeoJSON (a geometry, a Feature, or a FeatureCollection of lines or
+    of areas, taken together) or a shapely geometry; None if none of them."""
     if isinstance(value, shapely.Geometry):
         return value
     try:
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            value = json.loads(value)
         if isinstance(value, dict):
+            if value.get("type") == "Feature":
+                return shapely.geometry.shape(value["geometry"])
+            if value.get("type") == "FeatureCollection":
+                parts = [shapely.geometry.shape(f["geometry"]) for f in value["features"]]
+                if not parts:
+                    return None
+                if len(parts) == 1:
+                    return parts[0]
+                lines = all("LineString" in g.geom_type for g in parts)
+                areas = all("Polygon" in g.geom_type for g in parts)
+                if not (lines or areas):
+                    return shapely.GeometryCollection(parts)
+                return (shapely.union_all(parts) if areas
+                        else shapely.MultiLineString([ln for g in parts
+                                                      for ln in getattr(g, "geoms", [g])]))
             return shapely.geometry.shape(value)
         return shapely.from_wkt(str(value))
-    except (shapely.errors.GEOSException, ValueError, TypeError, AttributeError):
+    except (shapely.errors.GEOSException, ValueError, TypeError, AttributeError, KeyError):
         return None

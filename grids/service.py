@@ -144,6 +144,21 @@ class Gridmap:
         self.acting(actor).require("route")
         return self._router(generation).route(x, y, crs, accuracy_m)
 
+    def route_extent(self, actor: Actor, extent, crs: str = "wgs84",
+                     generation: int | None = None) -> dict:
+        """A line or an area (WKT, GeoJSON or shapely in `crs`): led by the lowest bureau
+        covering all of it (cross-county: the municipal bureau), with every grid and worker it
+        touches (`gridmap route --wkt/--geojson`)."""
+        self.acting(actor).require("route")
+        return self._router(generation).route_extent(extent, crs)
+
+    def route_area(self, actor: Actor, kind: str, code: str,
+                   generation: int | None = None) -> dict:
+        """A whole named area (kind township, park, community, grid, county or sea) as an
+        extent: its bureau and every grid and worker in it."""
+        self.acting(actor).require("route")
+        return self._router(generation).route_area(kind, code)
+
     def search_index(self, actor: Actor):
         """Search over entities, codes, townships and workers (names and phones): the city
         map's roles only."""
@@ -234,6 +249,21 @@ class Gridmap:
         acting = self.acting(actor)
         return intake.intake_extent(self._router(), acting, extent, **kwargs)
 
+    def intake_area(self, actor: Actor, kind: str, code: str, **kwargs):
+        """A township, park, community, grid (or county, sea area) chosen from search, taken
+        as the whole area: (IntakeAnswer, outline in EPSG:4490) like `intake_extent`, the
+        answer naming the area in `point.input.area`. kwargs: category, now."""
+        from grids.routing import mark_area
+
+        acting = self.acting(actor)
+        acting.require("case.create")
+        router = self._router()
+        geom = router.area_of(kind, code)
+        answer, geom = intake.intake_extent(router, acting, geom, crs="cgcs2000", **kwargs)
+        # After the referral, when the category goes to a partner agency.
+        mark_area(answer.route, router.area_ref(kind, code), 1 if answer.referral else 0)
+        return answer, geom
+
     def create_case(self, actor: Actor, answer: dict, fields: dict,
                     request_id: str | None = None) -> str:
         """A new case; with the client's `request_id`, a retry returns the same case."""
@@ -246,9 +276,28 @@ class Gridmap:
         return None if incident_id is None else self.case(actor, incident_id)
 
     def step_case(self, actor: Actor, incident_id: str, target: str, reason: str = "",
-                  expected_status: str | None = None):
+                  expected_status: str | None = None, files: list | None = None,
+                  data: dict | None = None):
+        """One workflow step with its result text and (where the workflow allows) photos or
+        documents as `grids.evidence.Upload`s; `data` is what the device measured."""
         return cases.transition(self.acting(actor), incident_id, target, reason,
-                                expected_status=expected_status)
+                                expected_status=expected_status, files=files, data=data)
+
+    def case_page(self, actor: Actor, filt: cases.CaseFilter, *, now: datetime | None = None,
+                  page: int = 0, size: int = 50) -> cases.CasePage:
+        """One page of the case console (filtered, sorted by deadline, paged in the store)."""
+        return cases.case_page(self.acting(actor), filt, now=now, page=page, size=size)
+
+    def case_counts(self, actor: Actor, now: datetime | None = None) -> dict[str, int]:
+        return cases.console_counts(self.acting(actor), now)
+
+    def case_files(self, actor: Actor, incident_id: str):
+        """The files attached to a case's steps (without their bytes)."""
+        return cases.case_files(self.acting(actor), incident_id)
+
+    def case_file(self, actor: Actor, attachment_id: int):
+        """(info, bytes) of one attached file, if the actor may read its case."""
+        return cases.case_file(self.acting(actor), attachment_id)
 
     def reassign_case(self, actor: Actor, incident_id: str, reason: str, *,
                       grid_code: str | None = None, bureau_code: str | None = None):
@@ -257,6 +306,19 @@ class Gridmap:
 
     def link_duplicate(self, actor: Actor, report: str, original_id: str):
         return cases.link_duplicate(self.acting(actor), report, original_id)
+
+    def file_batch(self, actor: Actor, frame: pd.DataFrame, *, file_key: str, name: str = "",
+                   crs: str | None = None, on_duplicate: str = "link", now: datetime | None = None,
+                   progress: Callable[[int, int], None] | None = None):
+        """File the rows of a complaint table as cases (the batch page): per row filed, linked
+        to the open case it repeats (`on_duplicate="link"`; "file" files it anyway) or refused
+        with the reason; the same `file_key` sent again files nothing twice. Returns a
+        `grids.batch.BatchFiling`."""
+        from grids import batch
+
+        return batch.file_cases(self.acting(actor), self._router(), frame, file_key=file_key,
+                                name=name, crs=crs, on_duplicate=on_duplicate, now=now,
+                                progress=progress)
 
     def cases(self, actor: Actor, query: IncidentQuery | None = None,
               now: datetime | None = None) -> pd.DataFrame:
@@ -283,6 +345,31 @@ class Gridmap:
         """Whether the actor may `action` this case at all (to show or hide buttons; the
         actions check again themselves)."""
         return self.acting(actor).may_case(action, case)
+
+    # -- performance figures (绩效考评) ------------------------------------------------------------
+    def stats(self, actor: Actor, since=None, until=None, *, bureau_code: str | None = None,
+              township_code: str | None = None, now: datetime | None = None):
+        """Figures per bureau and per township of the cases reported between two Beijing dates
+        (texts like 2026-11-01 or dates; default the last 30 days), as grids/stats.py defines
+        them; `stats.read`, an own scope filtered in the store."""
+        from grids import stats
+
+        period = since if isinstance(since, stats.Period) else stats.Period.parse(since, until)
+        return stats.performance(self.acting(actor), period, bureau_code=bureau_code,
+                                 township_code=township_code, now=now)
+
+    def stats_choices(self, actor: Actor) -> tuple[dict[str, str], dict[str, str]]:
+        """The bureaus and townships the actor may narrow `stats` to (code -> name)."""
+        from grids import stats
+
+        return stats.choices(self.acting(actor))
+
+    def stats_excel(self, actor: Actor, result) -> bytes:
+        """The workbook of a `stats` result (checked again: a page may hold an old result)."""
+        from grids import stats
+
+        self.acting(actor).require(stats.ACTION)
+        return stats.excel(result)
 
     # -- grid workers -----------------------------------------------------------------------------
     def workers(self, actor: Actor) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "entities": ("id", "name", "lon", "lat", "crs", "industry", "permit_class",
                  "inspection_class", "address", "park_code", "township_code"),
     "incidents": ("id", "reported_at", "source", "category", "category_zh", "description", "lon",
-                  "lat", "crs", "accuracy_m", "status", "entity_id"),
+                  "lat", "crs", "accuracy_m", "status", "entity_id", "history"),
 }
 
 
-def build_sample(out_dir: Path, seed: int = DEFAULT_SEED) -> dict[str, int]:
-    """Write the complete sample dataset into `out_dir`; returns the row count of each layer."""
+def build_sample(out_dir: Path, seed: int = DEFAULT_SEED,
+                 as_of: datetime | None = None) -> dict[str, int]:
+    """Write the complete sample dataset into `out_dir`; returns the row count of each layer.
+    Incidents are dated over the 30 days before `as_of` (default: now, to the hour)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -67,7 +70,8 @@ def build_sample(out_dir: Path, seed: int = DEFAULT_SEED) -> dict[str, int]:
     grids += admin.build_dedicated_grids(rng, targets, townships)
     grids.sort(key=lambda x: x["code"])
     workers = _workers(rng, grids, townships)
-    incidents = ents.build_incidents(rng, entities, counties, townships, sea_areas)
+    incidents = ents.build_incidents(rng, entities, counties, townships, sea_areas,
+                                     as_of=as_of)
 
     county_rows = [
         {"code": c.code, "name": c.name, "geometry": c.geojson} for c in counties

@@ -282,8 +282,12 @@ def build_incidents(
     n_random: int = 70,
     n_sea: int = 10,
     n_border: int = 14,
+    as_of: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Sample incidents: near entities, anywhere, at sea and near county borders."""
+    """Sample incidents: near entities, anywhere, at sea and near county borders, reported
+    over the 30 days before `as_of` (the build time), each as far along the workflow as a
+    plausible pace of handling would have taken it by then — so the demo shows fresh,
+    due-soon and overdue cases. The same seed and `as_of` give the same incidents."""
     loc = Locator(townships, [])
     county_name = {c.code: c.name for c in counties}
     draft: list[dict[str, Any]] = []
@@ -345,7 +349,8 @@ def build_incidents(
                       "category": _choose(rng, {"water": 5, "air": 4, "ecology": 1}, 1)[0],
                       "border": True})
 
-    start = datetime(2026, 11, 1, tzinfo=timezone(timedelta(hours=8)))
+    as_of = (as_of or default_as_of()).astimezone(BEIJING)
+    start = as_of - timedelta(days=30)
     seconds = np.sort(rng.integers(0, 30 * 86400, size=len(draft)))
     order = rng.permutation(len(draft))
     out = []
@@ -361,13 +366,15 @@ def build_incidents(
                 town = d.get("town") or loc.township(np.array([[d["lon"], d["lat"]]]))[0]
                 d["where"] = place(town)
         lon, lat = _to_crs(d["lon"], d["lat"], crs)
+        status, history = _lifecycle(rng, when, as_of)
         out.append({
-            "id": f"XF202611{no:04d}", "reported_at": when.isoformat(), "source": d["source"],
+            "id": f"XF{start:%Y%m}{no:04d}", "reported_at": when.isoformat(),
+            "source": d["source"],
             "category": d["category"], "category_zh": CATEGORY_ZH[d["category"]],
             "description": templates[int(rng.integers(len(templates)))].format(
                 who=d.get("who", ""), where=d.get("where", "")),
             "lon": round(lon, 6), "lat": round(lat, 6), "crs": crs, "accuracy_m": acc,
-            "status": _status(rng, when.day), "entity_id": d["entity_id"],
+            "status": status, "entity_id": d["entity_id"], "history": history,
         })
     return out
 
@@ -384,11 +391,39 @@ def _crs_and_accuracy(rng: np.random.Generator, source: str, border: bool) -> tu
     return crs, (50 if rng.random() < 0.7 else int(rng.integers(3, 11)) * 100)
 
 
-def _status(rng: np.random.Generator, day: int) -> str:
-    r = rng.random()
-    if day < 20:
-        return "closed" if r < 0.7 else "dispatched"
-    return "reported" if r < 0.35 else "dispatched" if r < 0.8 else "closed"
+BEIJING = timezone(timedelta(hours=8))
+# How long each step of the workflow typically takes in the sample (hours, uniform ranges):
+# mostly within the limits of grids/case_flow.csv, sometimes beyond them.
+PACE = {"dispatched": (0.08, 0.45), "verified": (0.4, 1.9), "transferred": (0.5, 3.8),
+        "closed_on_site": (0.5, 3.8), "handling": (2.0, 22.0), "closed": (20.0, 160.0)}
+# A step that dragged (a worker on leave, a bureau short of staff): well past its limit.
+SLOW = {"dispatched": (0.6, 3.0), "verified": (2.5, 12.0), "transferred": (4.5, 20.0),
+        "closed_on_site": (4.5, 20.0), "handling": (26.0, 90.0), "closed": (170.0, 420.0)}
+SLOW_SHARE = 0.15
+
+
+def default_as_of() -> datetime:
+    """The build time the sample is dated from: now in Beijing, to the hour (two builds in
+    the same hour are identical)."""
+    return datetime.now(BEIJING).replace(minute=0, second=0, microsecond=0)
+
+
+def _lifecycle(rng: np.random.Generator, reported: datetime,
+               as_of: datetime) -> tuple[str, str]:
+    """(status at `as_of`, the steps so far as "state@ISO;…"): dispatched, verified on site,
+    then closed there (40 %) or transferred to the bureau, accepted and closed by it."""
+    on_site_close = rng.random() < 0.4
+    path = (["dispatched", "verified", "closed_on_site"] if on_site_close
+            else ["dispatched", "verified", "transferred", "handling", "closed"])
+    at, status, steps = reported, "reported", []
+    for step in path:
+        low, high = (SLOW if rng.random() < SLOW_SHARE else PACE)[step]
+        at = at + timedelta(hours=float(rng.uniform(low, high)))
+        if at > as_of:
+            break
+        status = "closed" if step == "closed_on_site" else step
+        steps.append(f"{status}@{at.replace(microsecond=0).isoformat()}")
+    return status, ";".join(steps)
 
 
 # ---------------------------------------------------------------- GCJ-02 / BD-09 (forward)

@@ -34,8 +34,11 @@ from layers.incidents import (
 )
 from layers.schema import LAYERS, STORE_EPSG, LayerSpec
 from layers.store import (
+    ATTACHMENT_INFO,
     SESSION_FIELDS,
     USER_FIELDS,
+    Attachment,
+    AttachmentInfo,
     AuditQuery,
     ConcurrentChange,
     Generation,
@@ -47,7 +50,7 @@ from layers.store import (
     UserRecord,
 )
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 USER_COLUMNS = (
     ("login", "TEXT PRIMARY KEY"), ("role", "TEXT NOT NULL"), ("name", "TEXT NOT NULL"),
     ("worker_id", "TEXT NOT NULL"), ("bureau_code", "TEXT NOT NULL"),
@@ -106,11 +109,13 @@ class GeoPackageStore(Store):
         if "gridmap_meta" in have:
             version = self.conn.execute(
                 "SELECT value FROM gridmap_meta WHERE key = 'schema_version'").fetchone()
-            if version and version[0] in ("1", "2"):
+            if version and version[0] in ("1", "2", "3"):
                 with self._transaction():
                     if version[0] == "1":
                         self._schema_v2()
-                    self._schema_v3()
+                    if version[0] in ("1", "2"):
+                        self._schema_v3()
+                    self._schema_v4()
             return
         if have - {"sqlite_sequence"}:
             raise StoreError(f"{self.path} 不是 gridmap 数据库（已有其他数据表）。")
@@ -178,6 +183,27 @@ class GeoPackageStore(Store):
                 )
             self._schema_v2()
             self._schema_v3()
+            self._schema_v4()
+
+    def _schema_v4(self) -> None:
+        """Files kept with case steps (photos, documents): append-only, with their hash."""
+        gpkg.create_attribute_table(
+            self.conn, "attachments",
+            [("incident_id", "TEXT NOT NULL"), ("event_at", "TEXT NOT NULL"),
+             ("name", "TEXT NOT NULL"), ("mime", "TEXT NOT NULL"), ("size", "INTEGER NOT NULL"),
+             ("sha256", "TEXT NOT NULL"), ("created_at", "TEXT NOT NULL"),
+             ("created_by", "TEXT NOT NULL"), ("data", "BLOB NOT NULL")],
+            "案件附件（现场照片等，只追加）", primary_key="id INTEGER PRIMARY KEY AUTOINCREMENT")
+        self.conn.execute("CREATE INDEX attachments_incident ON attachments (incident_id, id)")
+        for op in ("UPDATE", "DELETE"):
+            self.conn.execute(
+                f"CREATE TRIGGER attachments_no_{op.lower()} BEFORE {op} ON attachments "
+                "BEGIN SELECT RAISE(ABORT, '案件附件只能追加，不能修改或删除'); END")
+        self.conn.execute(
+            "CREATE TRIGGER attachments_no_replace BEFORE INSERT ON attachments "
+            "WHEN EXISTS (SELECT 1 FROM attachments WHERE id = NEW.id) "
+            "BEGIN SELECT RAISE(ABORT, '记录只能追加，不能替换已有记录'); END")
+        self.conn.execute("UPDATE gridmap_meta SET value = '4' WHERE key = 'schema_version'")
 
     def _schema_v3(self) -> None:
         """Client request ids (the API's idempotent POST): a retried request finds its case."""
@@ -418,9 +444,12 @@ class GeoPackageStore(Store):
         return str(row[0]) if row else None
 
     def append_events(self, events: list[Event], *,
-                      audit: list[AuditRecord] | None = None) -> None:
+                      audit: list[AuditRecord] | None = None,
+                      attachments: list[Attachment] | None = None) -> None:
         with self._transaction():
             self._insert_events(events)
+            if attachments:
+                self._insert_attachments(list(attachments))
             self._append_audit(audit or [])
 
     def _insert_events(self, events: list[Event]) -> None:
@@ -473,12 +502,49 @@ class GeoPackageStore(Store):
         page, more = incident_sql.paging(query, "?")
         select = ", ".join([*(f"i.{n}" for n in INCIDENT_NAMES),
                             *(f"s.{n}" for n in STATE_READ), "i.geom"])
+        order, by = incident_sql.order(query, "?")
         rows = self.conn.execute(
             f"SELECT {select} FROM incidents i JOIN incident_state s ON s.incident_id = i.id"
-            f"{where} ORDER BY s.reported_utc, i.id{page}", params + more).fetchall()
+            f"{where}{order}{page}", params + by + more).fetchall()
         geoms = gpkg.decode([r[-1] for r in rows]) if rows else []
         frame = frame_from_state([r[:-1] for r in rows], geoms, STORE_EPSG)
         return incident_sql.within(frame, query)
+
+    def count_incidents(self, query: IncidentQuery | None = None) -> int:
+        where, params = incident_sql.where(query or IncidentQuery(), "?")
+        return int(self.conn.execute(
+            "SELECT count(*) FROM incidents i JOIN incident_state s ON s.incident_id = i.id"
+            f"{where}", params).fetchone()[0])
+
+    # -- attachments ----------------------------------------------------------------------------
+    def attachments(self, incident_id: str) -> list[AttachmentInfo]:
+        rows = self.conn.execute(
+            f"SELECT {', '.join(ATTACHMENT_INFO)} FROM attachments WHERE incident_id = ? "
+            "ORDER BY id", (incident_id,)).fetchall()
+        return [AttachmentInfo(*r) for r in rows]
+
+    def attachment_data(self, attachment_id: int) -> tuple[AttachmentInfo, bytes] | None:
+        row = self.conn.execute(
+            f"SELECT {', '.join(ATTACHMENT_INFO)}, data FROM attachments WHERE id = ?",
+            (int(attachment_id),)).fetchone()
+        return None if row is None else (AttachmentInfo(*row[:-1]), bytes(row[-1]))
+
+    def _insert_attachments(self, files: list[Attachment]) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        self.conn.executemany(
+            "INSERT INTO attachments (incident_id, event_at, name, mime, size, sha256, "
+            "created_at, created_by, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(f.incident_id, f.event_at, f.name, f.mime, len(f.data), f.sha256, now,
+              f.created_by, sqlite3.Binary(f.data)) for f in files])
+
+    # -- performance figures (绩效考评) ------------------------------------------------------------
+    def case_facts(self, query: IncidentQuery, limits: dict[str, float | None], *, now: str,
+                   township_codes: tuple[str, ...] | None = None) -> pd.DataFrame:
+        from layers import case_facts
+
+        sql, params = case_facts.facts_sql(query, limits, case_facts.now_epoch(now),
+                                           case_facts.SQLITE, township_codes)
+        return case_facts.facts_frame(self.conn.execute(sql, params).fetchall())
 
     # -- users and sessions ---------------------------------------------------------------------
     def user(self, login: str) -> UserRecord | None:

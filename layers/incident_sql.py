@@ -81,6 +81,17 @@ def where(query: IncidentQuery, ph: str) -> tuple[str, list]:
         clauses.append(f"{column} {'NOT IN' if negate else 'IN'} ({marks})")
         params.extend(values)
 
+    if query.text:
+        # A case number or words of the description (LIKE with its wildcards escaped).
+        pattern = "%" + query.text.replace("\\", "\\\\").replace("%", "\\%").replace(
+            "_", "\\_") + "%"
+        clauses.append(f"(s.incident_id LIKE {ph} ESCAPE '\\' OR "
+                       f"i.description LIKE {ph} ESCAPE '\\')")
+        params.extend([pattern, pattern])
+    if query.overdue_at:
+        due, due_params = deadline(query, ph)
+        clauses.append(f"{due} < {ph}")
+        params.extend([*due_params, epoch_of(query.overdue_at)])
     among("s.incident_id", query.ids)
     among("s.status", query.statuses)
     among("s.status", query.not_statuses, negate=True)
@@ -100,6 +111,45 @@ def where(query: IncidentQuery, ph: str) -> tuple[str, list]:
             clauses.append(f"s.lon BETWEEN {ph} AND {ph} AND s.lat BETWEEN {ph} AND {ph}")
             params.extend([box[0], box[2], box[1], box[3]])
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def epoch_sql(expr: str, ph: str) -> str:
+    """SQL for the Unix time (seconds) of an ISO text column with an offset."""
+    if ph == "?":  # SQLite: julianday reads "…+08:00" and counts days from noon, 4714 BC
+        return f"((julianday({expr}) - 2440587.5) * 86400.0)"
+    return f"extract(epoch FROM ({expr})::timestamptz)"
+
+
+def epoch_of(value: object) -> float:
+    ts = pd.Timestamp(str(value))
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("Asia/Shanghai")
+    return ts.timestamp()
+
+
+def deadline(query: IncidentQuery, ph: str) -> tuple[str, list]:
+    """SQL for each case's deadline (Unix seconds; NULL for a state without a limit): the
+    time its current state began plus that state's limit."""
+    limits = [(state, float(hours)) for state, hours in (query.limits or ()) if hours]
+    if not limits:
+        return "NULL", []
+    cases = " ".join(f"WHEN {ph} THEN {ph}" for _ in limits)
+    params: list = []
+    for state, hours in limits:
+        params.extend([state, hours * 3600.0])
+    return (f"({epoch_sql('s.status_since', ph)} + CASE s.status {cases} END)", params)
+
+
+def order(query: IncidentQuery, ph: str) -> tuple[str, list]:
+    """ORDER BY for the query: reported (oldest first), newest, or deadline (the most
+    overdue first, states without a limit last)."""
+    if query.order == "newest":
+        return " ORDER BY s.reported_utc DESC, s.incident_id DESC", []
+    if query.order == "deadline":
+        due, params = deadline(query, ph)
+        return (f" ORDER BY CASE WHEN {due} IS NULL THEN 1 ELSE 0 END, {due}, "
+                "s.reported_utc, s.incident_id", params + params)
+    return " ORDER BY s.reported_utc, s.incident_id", []
 
 
 def paging(query: IncidentQuery, ph: str) -> tuple[str, list]:

@@ -17,6 +17,8 @@ import contextlib
 import io
 import math
 import re
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from html import escape
@@ -174,6 +176,21 @@ class SheetWriter:
         self._stream.close()
 
 
+class _Spool:
+    """Where a sheet's XML waits for its turn in the zip (a zip is written one part at a time):
+    a temporary file that `SheetWriter.close` leaves open for the copy."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by the book
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        return self.file.write(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class XlsxWriter:
     """An .xlsx workbook written sheet by sheet in the order of `sheet_names`:
 
@@ -193,6 +210,9 @@ class XlsxWriter:
         self._zip64 = zip64
         self._zip = zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
         self._current: SheetWriter | None = None
+        self._spooled: list[tuple[int, _Spool, SheetWriter]] = []
+        self._spool_dir = (Path(target).resolve().parent if isinstance(target, str | Path)
+                           else None)
         self._opened = 0
         self._package()
 
@@ -240,10 +260,43 @@ class XlsxWriter:
         )
         z.writestr("xl/styles.xml", _STYLES)
 
-    def sheet(self) -> SheetWriter:
-        """The next sheet (the one before it is finished)."""
+    def sheets(self, count: int) -> list[SheetWriter]:
+        """The next `count` sheets at once, for rows that arrive for all of them together (a
+        table and another view of it, chunk by chunk). The first is written into the workbook
+        as rows come; the others are kept as XML in temporary files (on disk, next to the
+        output when it is a file) and copied in when the next sheet is asked for or the
+        workbook is closed, so memory stays that of one chunk."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if self._opened + count > len(self.names):
+            raise ValueError(f"the workbook was opened for {len(self.names)} sheets")
+        first = self.sheet()
+        for _ in range(count - 1):
+            self._opened += 1
+            spool = _Spool(self._spool_dir)
+            self._spooled.append((self._opened, spool, SheetWriter(spool)))
+        return [first, *(writer for _, _, writer in self._spooled)]
+
+    def _finish(self) -> None:
+        """Finish the sheet being written and copy in the spooled ones (in sheet order)."""
         if self._current is not None:
             self._current.close()
+            self._current = None
+        spooled, self._spooled = self._spooled, []
+        try:
+            for number, spool, writer in spooled:
+                writer.close()  # its end tags (or, never written to, an empty sheet)
+                with self._zip.open(f"xl/worksheets/sheet{number}.xml", "w",
+                                    force_zip64=self._zip64) as member:
+                    spool.file.seek(0)
+                    shutil.copyfileobj(spool.file, member, 1 << 20)
+        finally:
+            for _, spool, _ in spooled:
+                spool.file.close()
+
+    def sheet(self) -> SheetWriter:
+        """The next sheet (the one before it is finished)."""
+        self._finish()
         if self._opened >= len(self.names):
             raise ValueError(f"the workbook was opened for {len(self.names)} sheets")
         self._opened += 1
@@ -260,8 +313,7 @@ class XlsxWriter:
         try:
             while self._opened < len(self.names):
                 self.sheet()
-            if self._current is not None:
-                self._current.close()
+            self._finish()
         except RuntimeError as exc:  # zipfile: a part over 2 GiB without zip64
             raise SheetFull(f"the sheet is too large for a workbook without ZIP64: {exc}") from exc
         finally:
@@ -272,6 +324,9 @@ class XlsxWriter:
         if self._current is not None and not self._current._stream.closed:
             with contextlib.suppress(RuntimeError):  # a part too large: dropped anyway
                 self._current._stream.close()
+        for _, spool, _ in self._spooled:
+            spool.file.close()
+        self._spooled = []
         self._zip.close()
 
     def __enter__(self) -> XlsxWriter:

@@ -118,6 +118,13 @@ class IncidentQuery:
     bbox: tuple[float, float, float, float] | None = None  # lon/lat EPSG:4490
     near: tuple[float, float, float] | None = None  # lon, lat, radius in metres
     category: str | None = None
+    text: str | None = None  # in the case number or the description
+    # Deadlines: the time limit in hours of each state (the workflow table, passed as data:
+    # the store knows no rules). With them a query can keep only cases past their deadline at
+    # `overdue_at` (UTC ISO) and sort by deadline.
+    limits: tuple[tuple[str, float], ...] | None = None
+    overdue_at: str | None = None
+    order: str = "reported"  # reported (oldest first) | newest | deadline (soonest first)
     limit: int | None = None
     offset: int = 0
 
@@ -131,6 +138,42 @@ class IncidentQuery:
         dlat = radius / 110_574.0 + 1e-6
         dlon = radius / (111_320.0 * max(math.cos(math.radians(lat)), 0.01)) + 1e-6
         return (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file kept with a case step (a photo from the site, a document): stored in the store
+    itself with its SHA-256, append-only like the events."""
+
+    incident_id: str
+    name: str
+    mime: str
+    data: bytes
+    event_at: str = ""  # the step it belongs to (its event time)
+    created_by: str = ""
+
+    @property
+    def sha256(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.data).hexdigest()
+
+
+ATTACHMENT_INFO = ("id", "incident_id", "event_at", "name", "mime", "size", "sha256",
+                   "created_at", "created_by")  # the columns of AttachmentInfo, in order
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    id: int
+    incident_id: str
+    event_at: str
+    name: str
+    mime: str
+    size: int
+    sha256: str
+    created_at: str
+    created_by: str
 
 
 @dataclass
@@ -197,8 +240,21 @@ class Store(ABC):
         guarantee stays in `create_incident`)."""
 
     @abstractmethod
-    def append_events(self, events: list, *, audit: list[AuditRecord] | None = None) -> None:
+    def append_events(self, events: list, *, audit: list[AuditRecord] | None = None,
+                      attachments: list[Attachment] | None = None) -> None:
+        """Events (and the files that go with them) and their audit, in one transaction."""
+
+    @abstractmethod
+    def attachments(self, incident_id: str) -> list[AttachmentInfo]:
+        """A case's files, oldest first (without their bytes)."""
+
+    @abstractmethod
+    def attachment_data(self, attachment_id: int) -> tuple[AttachmentInfo, bytes] | None:
         ...
+
+    @abstractmethod
+    def count_incidents(self, query: IncidentQuery | None = None) -> int:
+        """How many incidents `query` matches (ignoring its paging)."""
 
     @abstractmethod
     def incident_events(self, incident_id: str | None = None) -> pd.DataFrame:
@@ -210,6 +266,15 @@ class Store(ABC):
 
     def incidents(self, status: list[str] | None = None) -> gpd.GeoDataFrame:
         return self.query_incidents(IncidentQuery(statuses=tuple(status) if status else None))
+
+    # -- performance figures (绩效考评) ------------------------------------------------------------
+    @abstractmethod
+    def case_facts(self, query: IncidentQuery, limits: dict[str, float | None], *, now: str,
+                   township_codes: tuple[str, ...] | None = None) -> pd.DataFrame:
+        """One row per case of `query` (its period: `reported_since`/`reported_until`; its
+        scope: bureaus, grids), computed in SQL from the events, never replayed here: the
+        columns of layers/case_facts.FACT_COLUMNS (late against `limits`, state -> hours, the
+        open stint measured up to `now`, an ISO time). Rules: layers/case_facts.py."""
 
     # -- users and sessions -------------------------------------------------------------------
     @abstractmethod

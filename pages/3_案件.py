@@ -1,125 +1,188 @@
-"""案件办理 — every case with its state and time limit; one case's record, the answer it was
-routed with (and its layer generation), its audit trail, the steps the workflow allows next and
-manual reassignment with a mandatory reason (干预留痕). Nothing is edited in place: every action
-appends an event. ?case=<id> opens a case.
+"""案件办理 — the case console on one screen, as 数字城管/12345 consoles are: the list with the
+time left on each case (coloured by the share of its limit left, overdue on top), filters by
+state, bureau, grid, category, overdue and "待我办理", a map of the listed cases with the
+selected one ringed, and the case beside them: its record, the answer it was routed with (and
+its layer generation), the steps the workflow allows next — each with its result text and, on
+site, photos — manual reassignment with a mandatory reason (干预留痕) and its trail.
+Nothing is edited in place: every action appends an event. ?case=<id> opens a case.
+
+The list is filtered, sorted and paged in the store (grids.cases.case_page), whatever the
+number of cases.
 """
 
 from __future__ import annotations
 
-import streamlit as st
+from datetime import UTC, datetime
 
-from grids.flow import load_flow
+import streamlit as st
+from streamlit_folium import st_folium
+
+from grids.cases import CaseFilter
+from grids.deadlines import LEVEL_COLOR, LEVEL_ZH
+from grids.flow import load_categories, load_flow
 from ui import cards, cases, page, state
 
 st.set_page_config(page_title="案件办理 · 南通市生态环境执法网格地图", page_icon="📋",
                    layout="wide")
 svc, actor, router = state.load("case.read")
+options = page.options()
 generation = router.snapshot.generation.id
 names = svc.bureau_names(actor)
 flow = load_flow()
 ss = st.session_state
+now = datetime.now(UTC)
 
 st.markdown("#### 案件办理")
 message = ss.pop(cases.MSG, None)
 
-everything = cases.load_cases(svc, actor, router)
-if everything.empty:
-    st.info("还没有案件。可在“投诉受理”页面登记，或用“批量分派”导入。")
-    page.sidebar(None, actor)
-    st.stop()
-
-open_ = everything[everything["status"] != "closed"]
+counts = svc.case_counts(actor, now)
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("全部案件", len(everything))
-m2.metric("未结案件", len(open_))
-m3.metric("超时未办", int(open_["overdue"].sum()))
-m4.metric("待派遣", int((everything["status"] == "reported").sum()))
+m1.metric("未结案件", counts["open"])
+m2.metric("超时未办", counts["overdue"])
+m3.metric("待我办理", counts["mine"])
+m4.metric("全部案件", counts["all"])
 
-f1, f2, f3, f4, f5 = st.columns([2.2, 1, 2, 1.6, 1.6])
+open_states = [s for s in flow.states if s != "closed"]
+ss.setdefault("cs_status", open_states)
+f1, f2, f3, f4, f5 = st.columns([2.4, 1.6, 1.4, 1.2, 1.4])
 statuses = f1.multiselect("状态", list(flow.states), key="cs_status", format_func=flow.label,
                           placeholder="全部状态")
-overdue_only = f2.toggle("仅超时", key="cs_overdue")
-bureaus = sorted(everything["assigned_bureau_code"].dropna().unique())
-bureau = f3.selectbox("责任执法机构", [None, *bureaus], key="cs_bureau_filter",
+bureaus = sorted(names)
+bureau = f2.selectbox("责任执法机构", [None, *bureaus], key="cs_bureau_filter",
                       format_func=lambda c: "全部" if c is None else names.get(c, c))
-grid = f4.text_input("网格（编码或名称）", key="cs_grid_filter")
-text = f5.text_input("案件编号或描述", key="cs_text")
-shown = cases.filter_cases(everything, statuses, overdue_only, bureau, grid, text)
-st.caption(f"显示 {len(shown)} / {len(everything)} 件，最新在前。")
-st.dataframe(cases.list_table(shown), hide_index=True, width="stretch", height=280)
+grid_text = f3.text_input("网格（编码或名称）", key="cs_grid_filter",
+                          help="网格编码的前几位（如乡镇编码）或网格名称中的字")
+category = f4.selectbox("类别", [None, *load_categories()], key="cs_category",
+                        format_func=lambda c: "全部" if c is None
+                        else load_categories()[c].label_zh)
+order = f5.selectbox("排序", list(cases.ORDER_ZH), key="cs_order",
+                     format_func=cases.ORDER_ZH.get)
+g1, g2, g3 = st.columns([1, 1, 3])
+overdue_only = g1.toggle("仅超时", key="cs_overdue")
+mine = g2.toggle("待我办理", key="cs_mine",
+                 help="处在本岗位可办理环节的案件（如调度员：待派遣；网格员：待核实）")
+text = g3.text_input("案件编号或描述", key="cs_text", label_visibility="collapsed",
+                     placeholder="按案件编号或描述查找")
 
-ids = shown["id"].tolist()
+grid_codes = cases.grid_codes_matching(router, grid_text)
+filt = CaseFilter(statuses=tuple(statuses) or None, bureau=bureau, grids=grid_codes,
+                  category=category, overdue=overdue_only, mine=mine, text=text, order=order)
+page_no = int(ss.get("cs_page", 1) or 1) - 1
+found = svc.case_page(actor, filt, now=now, page=page_no, size=cases.PAGE_SIZE)
+rows = cases.labelled(found.rows, router)
+
 wanted = st.query_params.get("case")
-# A link (?case=…) opens that case even when the filters hide it.
-if wanted and wanted in set(everything["id"]) and wanted not in ids:
-    ids = [wanted, *ids]
-if not ids:
-    st.info("没有符合条件的案件。")
-    page.sidebar(None, actor)
-    st.stop()
-if wanted in ids and ss.get("_cs_from_url") != wanted:
+ids = rows["id"].tolist()
+if wanted and wanted not in ids:
+    # A link (?case=…) opens that case even when the filters or the page hide it.
+    try:
+        svc.case(actor, wanted)
+    except Exception:  # not there, or not the actor's: the list stays as it is
+        wanted = None
+    else:
+        ids = [wanted, *ids]
+if "_cs_goto" in ss:  # a dot clicked on the map
+    ss["cs_case"] = ss.pop("_cs_goto")
+    if ss["cs_case"] not in ids:
+        ids = [ss["cs_case"], *ids]
+if wanted and ss.get("_cs_from_url") != wanted:
     ss["cs_case"] = wanted
     ss["_cs_from_url"] = wanted
-if ss.get("cs_case") not in ids:
-    ss["cs_case"] = ids[0]
-# Category and words, not the state: the state is in the heading below and changes.
-labels = dict(zip(everything["id"], everything["category_zh"] + "｜"
-                  + everything["description"].fillna("").str.slice(0, 40), strict=True))
-case_id = st.selectbox("查看案件", ids, key="cs_case",
-                       format_func=lambda i: f"{i}　{labels.get(i, '')}")
+
+list_col, case_col = st.columns([1.35, 1], gap="medium")
+with list_col:
+    legend = "　".join(
+        f'<span style="background:{LEVEL_COLOR[k]};color:{"#000" if k == "amber" else "#fff"};'
+        f'padding:0 6px;border-radius:3px">{LEVEL_ZH[k]}</span>'
+        for k in ("overdue", "red", "amber", "green"))
+    st.html(f'<div style="font-size:0.85rem">共 {found.total} 件，第 {found.page + 1}/'
+            f'{found.pages} 页。剩余时限按本环节时限剩余比例着色：{legend}'
+            "（紧急：剩余不足 20%；临近：不足 50%）。时间均为北京时间。</div>")
+    if rows.empty:
+        st.info("没有符合条件的案件。")
+    else:
+        picked = st.dataframe(cases.list_styler(rows), hide_index=True, width="stretch",
+                              height=330, on_select="rerun", selection_mode="single-row",
+                              key="cs_table")
+        chosen_rows = picked.selection.rows if picked and picked.selection else []
+        if chosen_rows and ss.get("_cs_table_pick") != chosen_rows[0]:
+            ss["_cs_table_pick"] = chosen_rows[0]
+            ss["cs_case"] = rows["id"].iloc[chosen_rows[0]]
+    p1, p2 = st.columns([1, 3])
+    p1.number_input("页码", min_value=1, max_value=found.pages, step=1, key="cs_page")
+    if ids:
+        if ss.get("cs_case") not in ids:
+            ss["cs_case"] = ids[0]
+        label_of = dict(zip(rows["id"], rows["countdown"] + "｜" + rows["category_zh"] + "｜"
+                            + rows["description"].fillna("").str.slice(0, 30), strict=True))
+        p2.selectbox("当前案件", ids, key="cs_case",
+                     format_func=lambda i: f"{i}　{label_of.get(i, '')}")
+    selected = ss.get("cs_case") if ids else None
+    view = st_folium(cases.cases_map(options.basemap, rows, selected), key="cs_map",
+                     height=330, use_container_width=True,
+                     returned_objects=["last_object_clicked"])
+    hit = cases.clicked_case(view, rows, options.basemap)
+    if hit and ss.get("_cs_map_pick") != (hit, str(view.get("last_object_clicked"))):
+        ss["_cs_map_pick"] = (hit, str(view.get("last_object_clicked")))
+        if hit != selected:
+            ss["_cs_goto"] = hit
+            st.rerun()
+
+if not ids:
+    page.sidebar(None, actor)
+    st.stop()
+
+case_id = selected
 st.query_params["case"] = case_id
-case = everything.set_index("id").loc[case_id]
-case["id"] = case_id
+case = svc.case(actor, case_id)
+case = cases.labelled(cases.with_deadlines(case.to_frame().T, now, flow), router).iloc[0]
 
-st.divider()
-badge = "⚠️ 已超时 · " if case["overdue"] else ""
-st.markdown(f"##### 案件 {cards.md(case_id)}　{badge}{cards.md(case['status_label'])}")
-left, right = st.columns([1.25, 1], gap="medium")
-with left:
-    st.html(cases.record_html(case, case["deadline"], bool(case["overdue"])))
-    st.html(cases.assignment_html(case, router))
-    answer = cases.stored_answer(case)
-    gen = int(case["generation"])
-    st.html(cards.route_card(answer, names, title=f"登记时的责任归属（图层版本 {gen}）"))
-    if gen != generation:
-        st.caption(f"当前图层版本为 {generation}；本案件按版本 {gen} 分派，以上为当时的答案。")
-    if st.button("按登记时的图层版本复核", key="cs_reproduce",
-                 help="用登记时的图层版本重新计算，核对与存档答案是否一致。"):
-        same, diffs = cases.reproduce(svc, actor, case)
-        if same:
-            st.success(f"复核一致：按图层版本 {gen} 重新计算，与存档答案相同。")
-        else:
-            st.error("复核不一致：" + cards.md("；".join(diffs)))
-
-with right:
-    st.caption(f"办理人：{cards.md(actor.label)}（按登录账号自动记入办理记录）")
-    mine = svc.can_take(actor, case)
-    steps = flow.steps_for(case["status"], actor.role) if mine else []
+with case_col:
+    st.markdown(f"##### 案件 {cards.md(case_id)}　{cards.md(case['status_label'])}")
+    st.html(cases.record_html(case, case["deadline"], bool(case["overdue"]),
+                              case["countdown"], case["level"]))
+    mine_now = svc.can_take(actor, case)
+    steps = flow.steps_for(case["status"], actor.role) if mine_now else []
     if steps:
         st.markdown("**下一步**")
-        st.text_input("说明（可不填）", key="cs_reason",
-                      placeholder="如：已电话通知网格员、现场核实情况")
-        cols = st.columns(len(steps))
-        for col, target in zip(cols, steps, strict=True):
-            col.button(flow.steps[(case["status"], target)], key=f"cs_step_{target}",
-                       on_click=cases.do_step,
-                       args=(svc, actor, case_id, target, case["status"]),
-                       type="primary" if target != "reported" else "secondary",
-                       width="stretch")
+        st.text_area("办理结果（核实情况、处理结果；部分环节必填）", key="cs_reason", height=70,
+                     placeholder="如：现场核实，印染厂废气处理设施未开启，已拍照取证")
+        if any(flow.evidence.get((case["status"], t)) for t in steps):
+            st.file_uploader("现场照片/附件（JPEG、PNG、WebP、PDF，单个不超过 10 MB，最多 6 个）",
+                             type=["jpg", "jpeg", "png", "webp", "gif", "pdf"],
+                             accept_multiple_files=True, key=cases.files_key())
+        confirm = ss.get(cases.CONFIRM)
+        if confirm and confirm[0] == case_id and confirm[2] == case["status"]:
+            st.warning(f"确认“{flow.steps[(case['status'], confirm[1])]}”？结案后办理流程结束，"
+                       "不能再推进或改派。办理结果将记入办理记录。")
+            y, n = st.columns(2)
+            y.button("确认结案", key="cs_confirm_yes", type="primary", width="stretch",
+                     on_click=cases.do_step,
+                     args=(svc, actor, case_id, confirm[1], case["status"], True))
+            n.button("取消", key="cs_confirm_no", width="stretch", on_click=cases.cancel_confirm)
+        else:
+            cols = st.columns(len(steps))
+            for col, target in zip(cols, steps, strict=True):
+                col.button(flow.steps[(case["status"], target)], key=f"cs_step_{target}",
+                           on_click=cases.do_step,
+                           args=(svc, actor, case_id, target, case["status"]),
+                           type="primary" if target != "reported" else "secondary",
+                           width="stretch")
     elif case["status"] == "closed":
         st.info("案件已结案，办理流程结束。")
     else:
         waiting = [flow.steps[(case["status"], t)] for t in flow.next_states(case["status"])]
         st.info("当前环节由其他岗位办理：" + "、".join(waiting))
     cases.show_message(message, "steps")
+    st.html(cases.assignment_html(case, router))
 
     if case["status"] != "closed" and svc.can_take(actor, case, "case.reassign"):
         reassigning = bool(message and message[2] == "reassign")
         with st.expander("人工改派（须填写理由，记入办理记录）", expanded=reassigning,
                          key="cs_reassign_box"):
             snap = router.snapshot
-            grid_codes = snap["grids"]["code"].astype(str).tolist()
-            grid_names = dict(zip(grid_codes, snap["grids"]["name"], strict=True))
+            grid_list = snap["grids"]["code"].astype(str).tolist()
+            grid_names = dict(zip(grid_list, snap["grids"]["name"], strict=True))
             bureau_codes = snap["bureaus"]["code"].astype(str).tolist()
             grid_now = case["assigned_grid_code"] if isinstance(case["assigned_grid_code"],
                                                                  str) else None
@@ -129,7 +192,7 @@ with right:
                 ss["_cs_reassign_for"] = case_id
                 ss["cs_grid"] = grid_now
                 ss["cs_bureau"] = bureau_now
-            st.selectbox("改派到网格", [None, *grid_codes], key="cs_grid",
+            st.selectbox("改派到网格", [None, *grid_list], key="cs_grid",
                          format_func=lambda c: "（不变）" if c is None
                          else f"{c} {grid_names.get(c, '')}")
             st.selectbox("改派到执法机构", [None, *bureau_codes], key="cs_bureau",
@@ -140,7 +203,22 @@ with right:
                       args=(svc, actor, case_id, grid_now, bureau_now))
             cases.show_message(message, "reassign")
 
-st.markdown("**办理记录**（只追加，不可修改；人工改派的理由、原承办均在其中）")
+    cases.attachments_view(svc, actor, case_id)
+    with st.expander("登记时的责任归属与复核", expanded=False):
+        answer = cases.stored_answer(case)
+        gen = int(case["generation"])
+        st.html(cards.route_card(answer, names, title=f"登记时的责任归属（图层版本 {gen}）"))
+        if gen != generation:
+            st.caption(f"当前图层版本为 {generation}；本案件按版本 {gen} 分派，以上为当时的答案。")
+        if st.button("按登记时的图层版本复核", key="cs_reproduce",
+                     help="用登记时的图层版本重新计算，核对与存档答案是否一致。"):
+            same, diffs = cases.reproduce(svc, actor, case)
+            if same:
+                st.success(f"复核一致：按图层版本 {gen} 重新计算，与存档答案相同。")
+            else:
+                st.error("复核不一致：" + cards.md("；".join(diffs)))
+
+st.markdown("**办理记录**（只追加，不可修改；办理结果、人工改派的理由、原承办均在其中）")
 events = svc.case_events(actor, case_id)
 st.dataframe(cases.events_table(events, router), hide_index=True, width="stretch")
 

@@ -1,7 +1,9 @@
 """批量分派 — a complaint export (CSV or Excel, Chinese headers such as 编号/经度/纬度/坐标系
 recognised) routed row by row: the same answers and columns as `gridmap assign`, shown on the
 map and in a table, the rows that could not be routed listed with the reason, and the whole
-table downloadable as Excel or CSV.
+table downloadable as Excel or CSV (Chinese headers and labels; machine columns on the Excel's
+second sheet). A dispatcher can file the rows as cases: each is filed, linked to the open case
+it repeats, or refused with the reason, and the report is downloadable.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import hashlib
 import streamlit as st
 
 from geo.crs import CrsError
-from grids.batch import BatchInputError
+from grids.access import PermissionDenied, can
+from grids.batch import MAX_FILE_ROWS, BatchInputError
 from layers import spreadsheet
+from layers.store import StoreError
 from ui import batch, cards, intake, page, state
 
 st.set_page_config(page_title="批量分派 · 南通市生态环境执法网格地图", page_icon="🗂️",
@@ -51,6 +55,7 @@ if upload is not None:
         key = (hashlib.sha256(data).hexdigest(), upload.name, crs, generation)
         if ss.get("_bt_key") != key:  # route once per file, system and generation
             ss.pop("_bt_view", None)
+            ss.pop("_bt_filing", None)
             try:
                 with st.spinner("正在分派…"):
                     ss["_bt_result"] = batch.run(router, upload.name, data, crs)
@@ -100,12 +105,63 @@ if result is not None:
     bad = batch.bad_rows(result)
     if len(bad):
         st.markdown(f"##### 无法分派的行（{len(bad)}）")
-        st.caption("这些行保留在下载文件中（route_status=error），原因见 route_error 列。")
+        st.caption("这些行保留在下载文件中（分派状态为“无法分派”），原因见“无法分派原因”列。")
         st.dataframe(bad, hide_index=True, width="stretch")
     st.markdown("##### 分派结果")
     statuses = st.multiselect("分派状态", list(batch.STATUS_ZH), key="bt_status",
                               format_func=batch.STATUS_ZH.get, placeholder="全部")
     st.dataframe(batch.shown_table(result, statuses), hide_index=True, width="stretch",
                  height=420)
+
+LINK, FILE = "link", "file"
+if result is not None and can(actor, "case.create"):
+    st.markdown("##### 登记为案件")
+    n = len(result.result.table)
+    try:
+        columns = batch.case_columns(result)
+    except BatchInputError as exc:
+        columns = None
+        st.info(cards.md(f"{exc}。补齐这些列后重新上传，即可把各行登记为案件。"))
+    if columns is not None:
+        st.caption(cards.md(
+            f"按列登记：事件类别“{columns.category}”，事件描述“{columns.description}”，"
+            f"举报时间“{columns.reported_at}”（未注明时区的按北京时间）"
+            + (f"，受理渠道“{columns.source}”" if columns.source else "")
+            + (f"，举报人“{columns.reporter}”" if columns.reporter else "") + "。"
+            "不在辖区内或无法分派的行不登记；存在歧义的行登记后标记为待人工确认归属；"
+            "同一文件再次提交不会重复登记。"))
+        st.radio("附近已有同类未结案件时", [LINK, FILE], key="bt_dup", horizontal=True,
+                 format_func={LINK: "作为重复举报并入原案件（不新建）",
+                              FILE: "仍登记为新案件"}.get)
+        if n > MAX_FILE_ROWS:
+            st.warning(f"一次最多登记 {MAX_FILE_ROWS:,} 行，本文件 {n:,} 行，请分成几个文件提交。")
+        elif st.button(f"将 {n} 行登记为案件", type="primary", key="bt_file_cases"):
+            bar = st.progress(0.0, text="正在登记…")
+            try:
+                ss["_bt_filing"] = svc.file_batch(
+                    actor, result.frame, file_key=result.digest, name=result.name,
+                    crs=result.crs, on_duplicate=ss.get("bt_dup", LINK),
+                    progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                              text=f"正在登记…{done}/{total}"))
+            except (BatchInputError, PermissionDenied, StoreError) as exc:
+                st.error(cards.md(exc))
+            finally:
+                bar.empty()
+    filing = ss.get("_bt_filing")
+    if filing is not None:
+        done = filing.counts
+        m = st.columns(3)
+        m[0].metric("已登记", done["filed"])
+        m[1].metric("已并入原案件", done["linked"])
+        m[2].metric("未登记", done["refused"])
+        earlier = sum(r.earlier for r in filing.rows)
+        if earlier:
+            st.caption(f"其中 {earlier} 行在此前提交同一文件时已处理，本次没有重复登记。")
+        st.dataframe(batch.filing_table(filing), hide_index=True, width="stretch",
+                     height=min(420, 35 * (len(filing.rows) + 1) + 3))
+        stem = result.name.rsplit(".", 1)[0]
+        st.download_button("下载登记结果（Excel）", lambda: batch.filing_excel(filing),
+                           file_name=f"{stem}_登记结果.xlsx", mime=spreadsheet.XLSX_MIME,
+                           key="bt_filing_xlsx")
 
 page.sidebar(router, actor, accuracy=False)

@@ -56,7 +56,7 @@ def new_case(svc: Gridmap, where: str, to: str = "reported") -> str:
         role = {"dispatched": "dispatcher", "verified": "grid_worker",
                 "transferred": "grid_worker"}[state]
         mover = DISPATCHER if role == "dispatcher" else _worker_of(svc, case)
-        svc.step_case(mover, cid, state)
+        svc.step_case(mover, cid, state, "矩阵测试办理结果")
     return cid
 
 
@@ -100,9 +100,14 @@ def run(action: str, svc: Gridmap, who: Actor, world_dir, inside: bool) -> None:
         elif who.role == "bureau":
             svc.step_case(who, new_case(svc, where, "transferred"), "handling")
         else:  # the on-site check; other roles are refused before the step is looked at
-            svc.step_case(who, new_case(svc, where, "dispatched"), "verified")
+            svc.step_case(who, new_case(svc, where, "dispatched"), "verified", "现场已核实")
     elif action == "case.reassign":
         svc.reassign_case(who, new_case(svc, where), "矩阵测试改派", bureau_code="B-M")
+    elif action == "stats.read":
+        if who.role == "grid_leader":  # the townships of the units they lead
+            svc.stats(who, township_code="320901002" if inside else "320901001")
+        else:  # a bureau: its own tree (B-A) or county B's
+            svc.stats(who, bureau_code="B-A" if inside else "B-B")
     elif action == "batch.assign":
         svc.batch_router(who)
     elif action == "layers.import":
@@ -163,7 +168,7 @@ def test_a_step_of_another_role_is_refused_even_in_scope(svc):
     svc.step_case(DISPATCHER, cid, "dispatched")
     with pytest.raises(PermissionDenied, match="现场核实"):
         svc.step_case(DISPATCHER, cid, "verified")
-    svc.step_case(actor("grid_worker"), cid, "verified")
+    svc.step_case(actor("grid_worker"), cid, "verified", "现场已核实")
     assert svc.case(DISPATCHER, cid)["status"] == "verified"
 
 

@@ -200,6 +200,13 @@ def test_the_runtime_role_cannot_rewrite_the_record(new_store, world_dir, pg_clu
     cid = svc.create_case(dispatcher, svc.route(dispatcher, *P["a2_plain"]),
                           {"category": "air", "description": "黑烟"})
     svc.step_case(dispatcher, cid, "dispatched")
+    # A photo with the on-site check: inserted by the runtime role (its id sequence too).
+    from grids.evidence import Upload
+    from tests.test_console import png
+
+    worker = Actor("t-worker", "grid_worker", "网格员3", worker_id="W003")
+    svc.step_case(worker, cid, "verified", "现场核实", files=[Upload("现场.png", png())])
+    assert [f.name for f in svc.case_files(worker, cid)] == ["现场.png"]
     svc.add_user(ADMIN, "app-made", "viewer", PASSWORD)
     # Imports and batches work as the runtime role too (new generation, work tables).
     assert svc.import_layers(ADMIN, world_dir, note="运行账号导入").generation.id == 2
@@ -220,7 +227,8 @@ def test_the_runtime_role_cannot_rewrite_the_record(new_store, world_dir, pg_clu
                "TRUNCATE audit_log", "UPDATE audit_log SET actor = 'x'",
                "ALTER TABLE audit_log DISABLE TRIGGER USER",
                "DROP TRIGGER audit_log_append_only ON audit_log",
-               "CREATE TABLE gridmap.shadow (x int)")
+               "CREATE TABLE gridmap.shadow (x int)",
+               "UPDATE attachments SET name = 'x'", "DELETE FROM attachments")
     with conn.cursor() as cur:
         for sql in refused:
             with pytest.raises(psycopg2.Error):

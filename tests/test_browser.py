@@ -58,6 +58,7 @@ def test_city_map_draws_every_layer_offline(visit):
     assert frame.evaluate("() => document.querySelectorAll('.gm-lines-pane path').length") >= 9
     legend = frame.evaluate("() => document.querySelector('.gm-legend').textContent")
     assert "化工园区" in legend and "专属网格" in legend
+    frame.hover(".leaflet-control-layers")  # closed until pointed at
     control = frame.inner_text(".leaflet-control-layers")
     assert "监管对象" in control and "执法辖区" in control
     # Hovering a grid: its name, code, township and (fetched once) its workers and phones.

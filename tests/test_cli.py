@@ -104,7 +104,8 @@ def test_assign_routes_every_row_like_route(sample_store, tmp_path):
     out = run("assign", src, "--out", out_file, store=sample_store)
     assert out.returncode == 0, out.stderr
     assert "第 7 行无法分派" in out.stderr
-    result = pd.read_excel(out_file, dtype=str, keep_default_na=False)
+    # People's sheet first (Chinese); the machine names and codes on the second.
+    result = pd.read_excel(out_file, sheet_name="机器字段", dtype=str, keep_default_na=False)
     assert len(result) == 300 and list(result["id"]) == list(sample["id"])
     assert (result["route_status"] == "error").sum() == 1
     for _, row in result.sample(20, random_state=2).iterrows():

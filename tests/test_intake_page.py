@@ -23,7 +23,7 @@ from grids.routing import Router
 from grids.service import Gridmap
 from layers import spreadsheet
 from layers.importer import import_path
-from layers.store import open_store
+from layers.store import AuditQuery, open_store
 from tests import world
 from tests.browser import ROOT, XSS_NAME, build_map_world
 from tests.signin import sign_in_page
@@ -76,9 +76,15 @@ def map_args(at, key: str) -> dict:
     return json.loads(elements[0].proto.json_args)
 
 
+def K(at, name: str) -> str:
+    """The key of an intake field in the page's current form (a filed call starts a new one)."""
+    form = at.session_state["_in_form"] if "_in_form" in at.session_state else 0
+    return f"{name}#{form}"
+
+
 def type_coordinates(at, value: str, crs: str = "wgs84") -> AppTest:
-    at.selectbox(key="in_crs").set_value(crs).run()
-    return at.text_input(key="in_coord").input(value).run()
+    at.selectbox(key=K(at, "in_crs")).set_value(crs).run()
+    return at.text_input(key=K(at, "in_coord")).input(value).run()
 
 
 # The signed-in dispatcher of tests/signin.py, as events name them.
@@ -87,8 +93,8 @@ OTHER = Actor("t-dispatcher2", "dispatcher", "调度员丙")
 
 
 def register(at, category="air", description="印染厂后面冒黑烟") -> AppTest:
-    at.selectbox(key="in_cat").set_value(category).run()
-    at.text_area(key="in_desc").input(description).run()
+    at.selectbox(key=K(at, "in_cat")).set_value(category).run()
+    at.text_area(key=K(at, "in_desc")).input(description).run()
     [button] = [b for b in at.button if b.label == "登记为新案件"]
     return button.click().run()
 
@@ -131,7 +137,7 @@ def test_typed_gcj02_coordinate_routes_and_registers(store_path, monkeypatch):
     assert case["status"] == "reported" and case["source"] == "12369热线"
     assert case["reported_at"].endswith("+08:00")  # typed in Beijing time
     # The next call starts clean; the link opens the case.
-    assert at.text_input(key="in_coord").value == "" and at.text_area(key="in_desc").value == ""
+    assert at.text_input(key=K(at, "in_coord")).value == "" and at.text_area(key=K(at, "in_desc")).value == ""
     link = [p for p in at.get("page_link") if "打开案件" in p.proto.label]
     assert link and case_id in link[0].proto.query_string
 
@@ -150,9 +156,9 @@ def test_garbage_and_unknown_system_are_messages(store_path, monkeypatch):
     at = type_coordinates(at, "黑烟在工厂后面")
     assert any("无法解析坐标" in e.value for e in at.error)
     assert not html(at)  # nothing routed
-    at.selectbox(key="in_crs").set_value("other").run()
-    at.text_input(key="in_crs_other").input("EPSG:2415").run()  # Beijing 1954 GK
-    at.text_input(key="in_coord").input("120.68, 32.08").run()
+    at.selectbox(key=K(at, "in_crs")).set_value("other").run()
+    at.text_input(key=K(at, "in_crs_other")).input("EPSG:2415").run()  # Beijing 1954 GK
+    at.text_input(key=K(at, "in_coord")).input("120.68, 32.08").run()
     assert any("旧大地基准" in e.value or "不支持" in e.value for e in at.error)
 
 
@@ -166,24 +172,24 @@ def test_gauss_kruger_coordinates(store_path, monkeypatch):
 def test_click_search_and_source_accuracy(store_path, monkeypatch):
     at = open_page(INTAKE, store_path, monkeypatch)
     # A described location brings its ±500 m.
-    at.selectbox(key="in_source").set_value("described").run()
-    assert at.number_input(key="in_acc").value == 500
-    at.session_state["intakemap"] = {"last_clicked": {"lat": world.P["b1"][1],
+    at.selectbox(key=K(at, "in_source")).set_value("described").run()
+    assert at.number_input(key=K(at, "in_acc")).value == 500
+    at.session_state[K(at, "intakemap")] = {"last_clicked": {"lat": world.P["b1"][1],
                                                       "lng": world.P["b1"][0]}}
     at = at.run()
     assert "地图单击" in text(at) and "±500 米" in html(at) and "乙一镇" in html(at)
-    at.text_input(key="in_query").input("印染").run()
+    at.text_input(key=K(at, "in_query")).input("印染").run()
     assert "甲二镇印染有限公司" in text(at) and A2_SOUTH in html(at)
     assert "搜索" in text(at)
     # A township hit is an area: the page says the point is only somewhere in it.
-    at.text_input(key="in_query").input("乙飞地街道").run()
+    at.text_input(key=K(at, "in_query")).input("乙飞地街道").run()
     assert "在地图上单击确定" in text(at) and "乙飞地街道" in html(at)
 
 
 def test_partner_category_is_a_referral(store_path, monkeypatch):
     at = open_page(INTAKE, store_path, monkeypatch)
     at = type_coordinates(at, "120.68, 32.08")
-    at.selectbox(key="in_cat").set_value("cooking_fumes").run()
+    at.selectbox(key=K(at, "in_cat")).set_value("cooking_fumes").run()
     card = html(at)
     assert "转办" in card and "城市管理" in card and "餐饮油烟" in card
     assert A2_SOUTH in card  # the place is still answered, to tell the partner
@@ -191,7 +197,7 @@ def test_partner_category_is_a_referral(store_path, monkeypatch):
 
 def test_ambiguous_location_shows_every_candidate(store_path, monkeypatch):
     at = open_page(INTAKE, store_path, monkeypatch)
-    at.number_input(key="in_acc").set_value(500).run()
+    at.number_input(key=K(at, "in_acc")).set_value(500).run()
     lon, lat = world.P["near_border"]
     at = type_coordinates(at, f"{lon}, {lat}")
     card = html(at)
@@ -228,13 +234,23 @@ def test_duplicate_is_linked_not_created(store_path, monkeypatch):
     first = re.search(r"已登记案件 (\S+)，", at.success[0].value)[1]
     count = len(cases_in(store_path))
     at = type_coordinates(at, "120.681, 32.0805")  # ~100 m away, same matter
-    dup_tab = next(t for t in at.tabs if t.label.startswith("可能重复的案件"))
-    assert dup_tab.label == "可能重复的案件（1）"
+    dup_tab = next(t for t in at.tabs if t.label.startswith("附近未结案件"))
+    assert dup_tab.label == "附近未结案件（1）"
     assert first in set(at.dataframe[1].value["案件编号"])
-    at.selectbox(key="in_cat").set_value("air").run()
-    at.text_area(key="in_desc").input("第二次来电：还在冒黑烟").run()
-    [link] = [b for b in at.button if b.label.startswith("作为重复举报并入")]
-    at = link.click().run()
+    assert "可能重复" not in html(at)  # no category yet: nothing to compare with
+    at.selectbox(key=K(at, "in_cat")).set_value("air").run()
+    at.text_area(key=K(at, "in_desc")).input("第二次来电：还在冒黑烟").run()
+    # On the card itself, before filing: the same-category open case within the air rule.
+    card = html(at)
+    assert "可能重复" in card and first in card and "1500 米内、3 天内" in card
+    [button] = [b for b in at.button if b.key == K(at, "in_file")]
+    at = button.click().run()  # neither link nor new chosen: refused, nothing filed
+    assert any("请选择并入原案件" in e.value for e in at.error)
+    assert len(cases_in(store_path)) == count
+    at.radio(key=K(at, "in_dup_choice")).set_value(f"link:{first}").run()
+    [button] = [b for b in at.button if b.key == K(at, "in_file")]
+    assert button.label == "并入所选案件（不新建）"
+    at = button.click().run()
     assert any(first in s.value.replace("\\", "") and "未新建" in s.value for s in at.success)
     assert len(cases_in(store_path)) == count  # no new case
     store = open_store(str(store_path))
@@ -242,16 +258,47 @@ def test_duplicate_is_linked_not_created(store_path, monkeypatch):
     store.close()
     assert last["action"] == "link" and last["actor"] == ME
     assert "第二次来电：还在冒黑烟" in last["reason"]  # the caller's words are kept
+    # The next call starts from an empty form, with no location.
+    assert at.text_area(key=K(at, "in_desc")).value == "" and "可能重复" not in html(at)
+
+
+def test_duplicate_filed_new_needs_a_reason(store_path, monkeypatch):
+    at = open_page(INTAKE, store_path, monkeypatch)
+    at = register(type_coordinates(at, "120.68, 32.08"), category="noise",
+                  description="夜间机器轰鸣")
+    first = re.search(r"已登记案件 (\S+)，", at.success[0].value)[1]
+    count = len(cases_in(store_path))
+    at = type_coordinates(at, "120.6805, 32.0802")  # ~50 m: within the noise rule (300 m)
+    at.selectbox(key=K(at, "in_cat")).set_value("noise").run()
+    at.text_area(key=K(at, "in_desc")).input("另一家工厂白天冲压噪声").run()
+    assert "可能重复" in html(at) and "300 米内" in html(at)
+    at.radio(key=K(at, "in_dup_choice")).set_value("new").run()
+    [button] = [b for b in at.button if b.key == K(at, "in_file")]
+    at = button.click().run()
+    assert any("新建案件须填写理由" in e.value for e in at.error)
+    assert len(cases_in(store_path)) == count
+    at.text_input(key=K(at, "in_new_reason")).input("不同企业、不同时段").run()
+    [button] = [b for b in at.button if b.key == K(at, "in_file")]
+    at = button.click().run()
+    new = re.search(r"已登记案件 (\S+)，", at.success[0].value)[1]
+    assert new != first and len(cases_in(store_path)) == count + 1
+    store = open_store(str(store_path))
+    created = store.incident_events(new).iloc[0]
+    audit = store.audit_rows(AuditQuery(action="case.create", target=new))
+    store.close()
+    assert first in created["reason"] and "不同企业、不同时段" in created["reason"]
+    assert first in audit.iloc[0]["detail"] and "不同企业" in audit.iloc[0]["detail"]
 
 
 def test_line_across_two_counties_is_a_municipal_case(store_path, monkeypatch):
     at = open_page(INTAKE, store_path, monkeypatch)
-    at.toggle(key="in_extent_on").set_value(True).run()
+    at.toggle(key=K(at, "in_extent_on")).set_value(True).run()
     args = map_args(at, "extentmap")
     assert args["returned_objects"] == ["last_active_drawing"]  # drawing, not clicking
     assert any("leaflet-draw@1.0.4/leaflet.draw.js" in u for u in args["js_links"])
     assert not [u for u in args["js_links"] + args["css_links"] if "//" in u.split("?")[0][:8]]
-    at.text_area(key="in_wkt").input("LINESTRING (120.65 32.15, 120.75 32.15)").run()
+    at.selectbox(key=K(at, "in_crs")).set_value("wgs84").run()
+    at.text_area(key=K(at, "in_wkt")).input("LINESTRING (120.65 32.15, 120.75 32.15)").run()
     card = html(at)
     assert "市执法局" in card and "跨县" in card and "甲县执法局" in card and "乙县执法局" in card
     at = register(at, category="water", description="河道一段发黑发臭")
@@ -262,9 +309,9 @@ def test_line_across_two_counties_is_a_municipal_case(store_path, monkeypatch):
 
 def test_drawn_area_is_routed(store_path, monkeypatch):
     at = open_page(INTAKE, store_path, monkeypatch)
-    at.toggle(key="in_extent_on").set_value(True).run()
+    at.toggle(key=K(at, "in_extent_on")).set_value(True).run()
     ring = [[120.66, 32.02], [120.69, 32.02], [120.69, 32.05], [120.66, 32.05], [120.66, 32.02]]
-    at.session_state["extentmap"] = {"last_active_drawing": {
+    at.session_state[K(at, "extentmap")] = {"last_active_drawing": {
         "type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
                                                           "coordinates": [ring]}}}
     at = at.run()
@@ -302,13 +349,13 @@ def test_case_steps_and_a_stale_step_is_refused(store_path, monkeypatch):
     # Now the page offers the dispatcher's steps of the new state (the on-site check is the
     # grid worker's, not offered); a legal one is taken.
     assert not [b for b in at.button if b.key == "cs_step_verified"]
-    at.text_input(key="cs_reason").input("网格员请假，重新派遣").run()
+    at.text_area(key="cs_reason").input("网格员请假，重新派遣").run()
     at = at.button(key="cs_step_reported").click().run()
     assert any("退回重新派遣" in s.value for s in at.success)
     trail = at.dataframe[-1].value
     assert list(trail["办理人"]) == [ME, "调度员丙（t-dispatcher2）", ME]
     assert trail["理由/说明"].iloc[-1] == "网格员请假，重新派遣"
-    assert at.text_input(key="cs_reason").value == ""
+    assert at.text_area(key="cs_reason").value == ""
     # The stored answer is reproduced with its generation.
     at = at.button(key="cs_reproduce").click().run()
     assert any("复核一致" in s.value for s in at.success)
@@ -338,20 +385,34 @@ def test_reassignment_needs_a_reason(store_path, monkeypatch):
 def test_case_list_filters(store_path, monkeypatch):
     cid = new_case(store_path, (120.8, 32.05))  # B1 south (T0002 lies on B1's grid border)
     at = open_page(CASES, store_path, monkeypatch)
-    everything = at.dataframe[0].value
-    assert len(everything) == 4 and everything["案件编号"].iloc[0] == cid  # newest first
-    at.multiselect(key="cs_status").select("closed").run()
+    listed = at.dataframe[0].value
+    # Open cases only by default, the most overdue first (T0001/T0002 are weeks old), the
+    # new one last with its time left.
+    assert set(listed["案件编号"]) == {cid, "T0001", "T0002"}
+    assert listed["案件编号"].iloc[-1] == cid and listed["剩余时限"].iloc[-1].startswith("剩")
+    assert all(t.startswith("超时") for t in listed["剩余时限"].iloc[:2])
+    at.multiselect(key="cs_status").set_value(["closed"]).run()
     assert list(at.dataframe[0].value["案件编号"]) == ["T0003"]
-    at.multiselect(key="cs_status").unselect("closed").run()
+    at.multiselect(key="cs_status").set_value([]).run()  # every state
+    assert len(at.dataframe[0].value) == 4
     at.text_input(key="cs_grid_filter").input("320902001").run()
     assert set(at.dataframe[0].value["案件编号"]) == {cid}
     at.text_input(key="cs_grid_filter").input("").run()
     at.selectbox(key="cs_bureau_filter").set_value("B-B-1").run()
     assert set(at.dataframe[0].value["案件编号"]) == {cid, "T0002"}
     at.selectbox(key="cs_bureau_filter").set_value(None).run()
+    at.selectbox(key="cs_category").set_value("water").run()
+    assert set(at.dataframe[0].value["案件编号"]) == {"T0002"}
+    at.selectbox(key="cs_category").set_value(None).run()
     at.toggle(key="cs_overdue").set_value(True).run()
     assert cid not in set(at.dataframe[0].value["案件编号"])  # just registered: not late
     assert "T0002" in set(at.dataframe[0].value["案件编号"])  # reported weeks ago
+    at.toggle(key="cs_overdue").set_value(False).run()
+    at.toggle(key="cs_mine").set_value(True).run()  # a dispatcher's: waiting for dispatch
+    assert set(at.dataframe[0].value["案件编号"]) == {cid, "T0002"}
+    at.toggle(key="cs_mine").set_value(False).run()
+    at.text_input(key="cs_text").input("废水").run()
+    assert set(at.dataframe[0].value["案件编号"]) == {"T0002"}
 
 
 def test_postgis_store_intake_and_case(new_store, tmp_path, monkeypatch):
@@ -439,13 +500,15 @@ def test_batch_excel_and_csv_downloads(store_path):
     sheet = wb["分派结果"]
     header = [c.value for c in sheet[1]]
     assert header[:6] == ["编号", "经度", "纬度", "坐标系", "类别", "举报内容"]
-    assert "route_grid_code" in header and "route_error" in header
+    assert "网格编码" in header and "无法分派原因" in header  # Chinese (tests/test_batch_export.py)
+    assert not any(str(h).startswith("route_") for h in header)
     rows = list(sheet.iter_rows(min_row=2, values_only=True))
     assert len(rows) == 9
     formula = [c for row in sheet.iter_rows(min_row=2) for c in row
                if c.value == "=cmd|' /C calc'!A0"]
     assert len(formula) == 9 and all(c.data_type == "s" for c in formula)  # text, not formulas
-    notes = dict(wb["字段说明"].iter_rows(min_row=2, values_only=True))
+    notes = {machine: note for _, machine, note in wb["字段说明"].iter_rows(min_row=2,
+                                                                          values_only=True)}
     assert "分派状态" in notes["route_status"]
     frame = pd.read_csv(io.BytesIO(batch.csv(result)), encoding="utf-8-sig", dtype=str)
     assert list(frame["编号"]) == [f"C{i}" for i in range(1, 10)]
@@ -510,7 +573,7 @@ def test_csv_guard_leaves_numbers_alone():
 
 def test_names_from_the_data_stay_text(store_path, monkeypatch):
     at = open_page(INTAKE, store_path, monkeypatch)
-    at.text_input(key="in_query").input("<img").run()
+    at.text_input(key=K(at, "in_query")).input("<img").run()
     assert not at.exception
     shown = text(at) + html(at)
     # Escaped for markdown (\<img) or HTML (&lt;img): shown as characters, never a tag.
@@ -538,10 +601,10 @@ def test_batch_reads_excel_uploads(store_path):
 def test_a_half_typed_call_survives_a_look_at_the_cases(store_path, monkeypatch):
     at = open_page(INTAKE, store_path, monkeypatch)
     at = type_coordinates(at, "120.68, 32.08", "gcj02")
-    at.text_area(key="in_desc").input("冒黑烟，来电人还在线").run()
+    at.text_area(key=K(at, "in_desc")).input("冒黑烟，来电人还在线").run()
     at.switch_page(CASES).run()
     assert not at.exception
     at.switch_page(INTAKE).run()
-    assert at.text_area(key="in_desc").value == "冒黑烟，来电人还在线"
-    assert at.selectbox(key="in_crs").value == "gcj02"
+    assert at.text_area(key=K(at, "in_desc")).value == "冒黑烟，来电人还在线"
+    assert at.selectbox(key=K(at, "in_crs")).value == "gcj02"
     assert "320901002" in html(at)  # the location and its answer are still there

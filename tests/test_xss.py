@@ -230,7 +230,7 @@ def site_for(w: World, root: Path) -> tuple[Path, str]:
         mp.setattr(mapdata, "CACHE_DIR", static / "cache")
         data = mapdata.publish(str(w.path), w.router, NONE, w.incidents, background=False)
     assert data.incidents_file
-    m = mapview.build_map(data, NONE, display.city_bounds(w.router.snapshot))
+    m = mapview.build_map(data, NONE, display.city_bounds(w.router.snapshot), case_page="案件")
     ExposeMap().add_to(m)
     for group in overlays(w):  # in the page's own script…
         group.add_to(m)
@@ -376,6 +376,7 @@ def test_hostile_names_are_text_in_a_real_browser(hostile, browser, tmp_path):
         assert seen(by_layer["grids"], text[:STORED_CHARS]), short
         assert seen(by_layer["entities"], text[:STORED_CHARS]), short
         assert seen(by_layer["incidents"], text), short
+        assert seen(by_layer["incidents"], f"打开案件 {text}"), short  # the link to its case
     for i, cand in enumerate(hostile.desk.answer.route["candidates"], start=1):
         assert seen(folium_text, f"候选 {i}：{cand['grid']['name']}", 2)
     snap = hostile.router.snapshot

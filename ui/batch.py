@@ -1,11 +1,14 @@
 """Batch dispatch of a complaint file (pages/4_批量分派.py): the upload is read and routed by
 grids/batch.py — the same answers and columns as `gridmap assign` — and shown on the map, in a
-table, with the rows that could not be routed and why, and as Excel/CSV downloads."""
+table, with the rows that could not be routed and why, and as Excel/CSV downloads (Chinese
+headers and labels; the Excel also has the machine columns on its second sheet). A dispatcher
+can then file the rows as cases (`Gridmap.file_batch`) and download what happened to each."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import folium
@@ -14,54 +17,49 @@ import pandas as pd
 from branca.element import MacroElement
 from jinja2 import Template
 
+from grids import batch as grids_batch
 from grids.batch import (
+    CATEGORY_NAMES,
     ID_NAMES,
+    MACHINE_SHEET,
     MAX_ROWS_INTERACTIVE,
     MAX_UPLOAD_BYTES,
+    OUTCOME_ZH,
+    STATUS_LABELS,
+    BatchFiling,
     BatchInputError,
     BatchResult,
+    CaseColumns,
+    ExportLabels,
     assign,
+    category_key,
+    category_lookup,
+    export_sheets,
     extent,
     header_key,
+    localize,
     read_rows,
 )
 from grids.flow import load_categories
 from grids.routing import Router
 from layers import spreadsheet
-from layers.incidents import CATEGORIES_ZH
+from layers.audit import beijing
 from ui import assets, cards
 from ui.basemap import Basemap
 
 MAX_ON_MAP = 5000
-STATUS_ZH = {"ok": "明确", "ambiguous": "存在歧义", "outside": "不在辖区内", "error": "无法分派"}
+STATUS_ZH = STATUS_LABELS
 # Not the permit colours of the entity markers (red/orange/green), which share the map.
 STATUS_COLORS = {"ok": "#1565c0", "ambiguous": "#d81b60", "outside": "#757575"}
-CATEGORY_NAMES = ("类别", "事件类别", "投诉类别", "举报类别", "污染类型", "问题类型", "category")
 # What the dispatcher sees of each row (the downloads keep every column).
 SHOWN = {"route_status_zh": "分派状态", "route_county_name": "县（市）、区",
          "route_township_name": "乡镇/街道", "route_grid_code": "网格编码",
          "route_grid_name": "网格", "route_workers": "网格员", "route_park_name": "园区",
          "route_bureau_name": "责任执法机构", "route_referral": "移交部门",
          "route_flags": "标记", "route_error": "无法分派原因"}
-FIELD_NOTES = {
-    "route_status": "分派状态：ok 明确；ambiguous 存在歧义（见 route_candidates）；"
-                    "outside 不在辖区内；error 无法分派（原因见 route_error）",
-    "route_county_code": "县（市）、区代码", "route_county_name": "县（市）、区",
-    "route_township_code": "乡镇/街道代码", "route_township_name": "乡镇/街道",
-    "route_grid_code": "网格编码", "route_grid_name": "网格名称",
-    "route_grid_kind": "网格类型：comprehensive 综合；park 园区；dedicated 专属",
-    "route_workers": "网格员及电话", "route_park_code": "园区代码", "route_park_name": "园区",
-    "route_bureau_code": "责任执法机构代码", "route_bureau_name": "责任执法机构",
-    "route_bureau_level": "机构级别：municipal 市级；county 县级；numbered 编号局；park 园区局",
-    "route_chain": "上级链（至市执法局）",
-    "route_flags": "标记：swapped 经纬度已对调；sea 海域；cross_county 跨县 等",
-    "route_reasons": "判定依据", "route_candidates": "存在歧义时的各候选（JSON）",
-    "route_generation": "所用图层版本", "route_routed_lon": "换算后经度（CGCS2000）",
-    "route_routed_lat": "换算后纬度（CGCS2000）", "route_error": "无法分派的原因",
-    "route_category": "识别出的事件类别",
-    "route_referral": "应移交的部门（非生态环境部门办理的类别）",
-    "route_status_zh": "分派状态（中文）",
-}
+FILING_COLUMNS = {"row": "序号", "ref": "编号", "outcome": "结果", "case_id": "案件编号",
+                  "route_status": "分派状态", "reported_at": "举报时间（北京时间）",
+                  "note": "说明", "earlier": "此前已提交"}
 
 
 class TopPane(MacroElement):
@@ -82,6 +80,15 @@ class Batch:
     name: str
     result: BatchResult
     id_column: str | None
+    digest: str = ""  # SHA-256 of the uploaded bytes (the request keys of filed rows)
+    inputs: list = field(default_factory=list)  # the file's own columns
+    labels: ExportLabels | None = None  # names of the codes in the Chinese export
+    crs: str | None = None  # the system chosen for the whole file (None: the file's column)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The rows as the file has them (without the answer columns)."""
+        return self.result.table[self.inputs]
 
 
 def run(router: Router, name: str, data: bytes, crs: str | None) -> Batch:
@@ -101,13 +108,15 @@ def run(router: Router, name: str, data: bytes, crs: str | None) -> Batch:
         path.write_bytes(data)
         frame = read_rows(path, max_rows=MAX_ROWS_INTERACTIVE)  # TooManyRows: a BatchInputError
     result = assign(router, frame, crs=crs)
+    inputs = list(frame.columns)
     table = result.table
     table.insert(table.columns.get_loc("route_status") + 1, "route_status_zh",
                  table["route_status"].map(STATUS_ZH).fillna(table["route_status"]))
     _referrals(table)
     keys = {header_key(c): c for c in frame.columns}
     id_col = next((keys[n] for n in ID_NAMES if n in keys), None)
-    return Batch(name, result, id_col)
+    return Batch(name, result, id_col, hashlib.sha256(data).hexdigest(), inputs,
+                 ExportLabels.of(router), crs)
 
 
 def _referrals(table: pd.DataFrame) -> None:
@@ -117,14 +126,8 @@ def _referrals(table: pd.DataFrame) -> None:
     if col is None:
         return
     cats = load_categories()
-    lookup: dict[str, str] = {}
-    for c in cats.values():
-        lookup[c.key.lower()] = c.key
-        lookup[c.label_zh] = c.key
-    for key, short in CATEGORIES_ZH.items():
-        lookup.setdefault(short, key)
-    found = table[col].fillna("").astype(str).str.strip().map(
-        lambda v: lookup.get(v, lookup.get(v.lower(), "")))
+    lookup = category_lookup()
+    found = table[col].map(lambda v: category_key(v, lookup))
     table["route_category"] = found
     table["route_referral"] = found.map(
         lambda k: cats[k].agency_zh if k and cats[k].handler == "partner" else "")
@@ -167,18 +170,39 @@ def bad_rows(batch: Batch) -> pd.DataFrame:
     return out
 
 
-def field_notes(table: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([(c, FIELD_NOTES.get(c, "原文件中的列")) for c in table.columns],
-                        columns=["列名", "说明"])
-
-
 def excel(batch: Batch) -> bytes:
-    t = batch.result.table
-    return spreadsheet.xlsx_bytes({"分派结果": t, "字段说明": field_notes(t)})
+    """The whole table: in Chinese on the first sheet, with its machine names and coded values
+    on the second (complete, for other programs), and what each column is on the third."""
+    return spreadsheet.xlsx_bytes(export_sheets(batch.result.table, batch.labels))
 
 
 def csv(batch: Batch) -> bytes:
-    return spreadsheet.csv_bytes(batch.result.table)
+    """The whole table in Chinese (the first sheet of `excel`)."""
+    return spreadsheet.csv_bytes(localize(batch.result.table, batch.labels))
+
+
+# -- filing the rows as cases -------------------------------------------------------------------
+def case_columns(batch: Batch) -> CaseColumns:
+    """Which columns hold a case's category, description and time (BatchInputError naming
+    what is missing)."""
+    return grids_batch.case_columns(batch.frame)
+
+
+def filing_table(filing: BatchFiling) -> pd.DataFrame:
+    """What happened to each row, in words (the page's report and the first sheet of its
+    download)."""
+    t = filing.frame()
+    t["outcome"] = t["outcome"].map(OUTCOME_ZH)
+    t["route_status"] = t["route_status"].map(lambda v: STATUS_ZH.get(v, v) if v else "")
+    t["reported_at"] = t["reported_at"].map(lambda v: beijing(v) if v else "")
+    t["earlier"] = t["earlier"].map({True: "是", False: ""})
+    return t.rename(columns=FILING_COLUMNS)
+
+
+def filing_excel(filing: BatchFiling) -> bytes:
+    """The report as Excel: in words, then with machine names and codes."""
+    return spreadsheet.xlsx_bytes({"登记结果": filing_table(filing),
+                                   MACHINE_SHEET: filing.frame()})
 
 
 def overlay(batch: Batch, basemap: Basemap) -> tuple[folium.FeatureGroup, int]:

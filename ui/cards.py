@@ -10,8 +10,11 @@ or `${…}` would run as script when the map is drawn.
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import date, datetime
 from html import escape
+from zoneinfo import ZoneInfo
 
 from grids.answer import FLAG_ZH
 
@@ -22,6 +25,8 @@ PARK_KIND_ZH = {"chemical_park": "化工园区", "dev_zone_national": "国家级
 LEVEL_ZH = {"municipal": "市级", "county": "县（市）、区级", "numbered": "编号执法局",
             "park": "园区/区域执法局"}
 STATUS_CLASS = {"ok": "ok", "ambiguous": "warn", "outside": "out"}
+BEIJING = ZoneInfo("Asia/Shanghai")
+BEIJING_NOTE = "（北京时间）"
 
 CSS = """<style>
 .gm-card{font-size:0.92rem;line-height:1.45;border:1px solid #d0d7de;border-radius:8px;
@@ -69,6 +74,37 @@ def js_html(value: object) -> str:
     contains no `<`, `>`, quote, backtick, `$` or backslash, so it cannot end the template
     literal, start `${…}`, close the `<script>` or leave a quoted string or attribute."""
     return esc(value).translate(_JS_SPECIAL)
+
+
+_DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+
+
+def beijing_text(value: object) -> str:
+    """A time as people in Nantong read it: Beijing time to the minute, "YYYY-MM-DD HH:MM".
+
+    `value` is what the store holds — ISO 8601 text in UTC ("…Z"), with an offset, or without
+    one, which the store means as Beijing time (layers/incident_sql.py `utc_text`,
+    grids/deadlines.py) — or a datetime. None, "" and NaN/NaT give ""; a date alone, and text
+    that is not an ISO time, come back as they are (never guessed at: "now" stays "now")."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, datetime):
+        moment = value
+        if moment != moment:  # NaT
+            return ""
+    elif isinstance(value, date):
+        return value.isoformat()
+    else:
+        text = str(value).strip()
+        if not text or _DATE_ONLY.fullmatch(text):
+            return text
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return text
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=BEIJING)
+    return moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")

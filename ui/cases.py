@@ -5,18 +5,25 @@ event; the workflow table (grids/case_flow.csv) decides which steps exist."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC
 
+import folium
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from grids.access import Actor, PermissionDenied
+from grids.cases import with_deadlines  # noqa: F401  (the page labels one case)
+from grids.deadlines import LEVEL_COLOR
+from grids.evidence import Upload, thumbnail
 from grids.flow import CaseError, load_categories, load_flow
+from grids.intake import UNSTATED, route_unstated
 from grids.routing import Router, RoutingInputError
 from grids.service import Gridmap
 from layers.incidents import CATEGORIES_ZH
 from layers.store import StoreError
-from ui import cards
+from ui import assets, cards, mapview
+from ui.basemap import Basemap
 from ui.intake import TZ
 
 ACTION_ZH = {"create": "受理登记", "transition": "状态变更", "reassign": "人工改派（干预留痕）",
@@ -46,58 +53,111 @@ def local_time(value: object) -> str:
     return t.tz_convert(TZ).strftime("%Y-%m-%d %H:%M")
 
 
-def load_cases(svc: Gridmap, actor: Actor, router: Router,
-               now: datetime | None = None) -> pd.DataFrame:
-    """The cases the actor may read (filtered in the store) with what the list shows
-    (labels, names, Beijing times)."""
-    cases = svc.cases(actor, now=now)
-    if cases.empty:
-        return cases
+ORDER_ZH = {"deadline": "按时限（超时在前）", "newest": "最新受理在前", "reported": "最早受理在前"}
+PAGE_SIZE = 50
+
+
+def grid_codes_matching(router: Router, text: str) -> tuple[str, ...] | None:
+    """The grid codes a typed grid filter means: a code prefix (a township's code finds its
+    grids) or words of the name. None when nothing was typed."""
+    text = text.strip()
+    if not text:
+        return None
+    grids = router.snapshot["grids"]
+    codes = grids["code"].astype(str)
+    hit = codes.str.startswith(text) | grids["name"].astype(str).str.contains(text, regex=False)
+    return tuple(codes[hit]) or ("",)
+
+
+def labelled(rows: pd.DataFrame, router: Router) -> pd.DataFrame:
+    """The page's rows with what the list shows (labels, names, Beijing times)."""
+    if rows.empty:
+        return rows.assign(category_zh=[], status_label=[], grid_label=[], bureau_label=[],
+                           reported_local=[], deadline_local=[])
     flow = load_flow()
     snap = router.snapshot
     grid_names = dict(zip(snap["grids"]["code"], snap["grids"]["name"], strict=True))
     bureau_names = dict(zip(snap["bureaus"]["code"], snap["bureaus"]["name"], strict=True))
-    cases = cases.copy()
-    cases["category_zh"] = cases["category"].map(category_zh)
-    cases["status_label"] = [flow.label(s) if s in flow.states else s for s in cases["status"]]
-    cases["deadline_local"] = cases["deadline"].map(local_time)
-    cases["overdue_zh"] = cases["overdue"].map({True: "⚠️ 已超时", False: ""})
-    cases["grid_label"] = [
+    out = rows.copy()
+    out["category_zh"] = out["category"].map(category_zh)
+    out["status_label"] = [flow.label(s) if s in flow.states else s for s in out["status"]]
+    out["deadline_local"] = out["deadline"].map(local_time)
+    out["grid_label"] = [
         f"{grid_names.get(c, '')} {c}".strip() if isinstance(c, str) and c else "—"
-        for c in cases["assigned_grid_code"]]
-    cases["bureau_label"] = [bureau_names.get(c, c) if isinstance(c, str) and c else "—"
-                             for c in cases["assigned_bureau_code"]]
-    when = pd.to_datetime(cases["reported_at"], utc=True, format="ISO8601", errors="coerce")
-    cases["reported_local"] = cases["reported_at"].map(local_time)
-    order = pd.DataFrame({"t": when, "c": cases["created_at"]}).sort_values(
-        ["t", "c"], ascending=False, na_position="last").index
-    return cases.loc[order].reset_index(drop=True)  # newest first
+        for c in out["assigned_grid_code"]]
+    out["bureau_label"] = [bureau_names.get(c, c) if isinstance(c, str) and c else "—"
+                           for c in out["assigned_bureau_code"]]
+    out["reported_local"] = out["reported_at"].map(local_time)
+    return out
 
 
-def filter_cases(cases: pd.DataFrame, statuses: list[str], overdue_only: bool,
-                 bureau: str | None, grid: str, text: str) -> pd.DataFrame:
-    if cases.empty:
-        return cases
-    keep = pd.Series(True, index=cases.index)
-    if statuses:
-        keep &= cases["status"].isin(statuses)
-    if overdue_only:
-        keep &= cases["overdue"].astype(bool)
-    if bureau:
-        keep &= cases["assigned_bureau_code"] == bureau
-    if grid.strip():
-        g = grid.strip()
-        keep &= (cases["assigned_grid_code"].fillna("").str.startswith(g)
-                 | cases["grid_label"].str.contains(g, regex=False))
-    if text.strip():
-        t = text.strip()
-        keep &= (cases["id"].str.contains(t, regex=False, case=False)
-                 | cases["description"].fillna("").str.contains(t, regex=False))
-    return cases[keep]
+LIST_COLUMNS = {"countdown": "剩余时限", "id": "案件编号", "status_label": "状态",
+                "category_zh": "类别", "deadline_local": "本环节截止", "reported_local": "上报时间",
+                "grid_label": "网格", "bureau_label": "责任执法机构", "description": "描述"}
 
 
-def list_table(cases: pd.DataFrame) -> pd.DataFrame:
-    return cases[list(LIST_COLUMNS)].rename(columns=LIST_COLUMNS)
+def list_table(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.reindex(columns=list(LIST_COLUMNS)).rename(columns=LIST_COLUMNS)
+
+
+def list_styler(rows: pd.DataFrame):
+    """The list with its time-left cell coloured by the share of the limit left."""
+    table = list_table(rows)
+    levels = list(rows["level"]) if "level" in rows else []
+
+    def colour(col: pd.Series) -> list[str]:
+        return [f"background-color:{LEVEL_COLOR[lv]};color:"
+                f"{'#000' if lv == 'amber' else '#fff'};font-weight:600"
+                if lv in LEVEL_COLOR and lv != "none" else "" for lv in levels]
+
+    return table.style.apply(colour, subset=["剩余时限"])
+
+
+def cases_map(basemap: Basemap, rows: pd.DataFrame, selected: str | None) -> folium.Map:
+    """The listed cases as dots coloured like their time left; the selected one ringed and
+    in view. Every text is `cards.js_html` (folium's tooltips are JavaScript template
+    literals)."""
+    pts = rows.dropna(subset=["lon", "lat"]) if len(rows) else rows
+    if len(pts):
+        minx, miny = float(pts["lon"].min()), float(pts["lat"].min())
+        maxx, maxy = float(pts["lon"].max()), float(pts["lat"].max())
+    else:
+        minx, miny, maxx, maxy = 120.5, 31.6, 121.9, 32.7
+    m = mapview._base_map(basemap, (miny + maxy) / 2, (minx + maxx) / 2, 10)
+    group = folium.FeatureGroup(name=cards.js_html("案件"), control=False)
+    chosen = None
+    for row in pts.itertuples(index=False):
+        x, y = basemap.to_display([float(row.lon)], [float(row.lat)])
+        at = [float(np.ravel(y)[0]), float(np.ravel(x)[0])]
+        mine = row.id == selected
+        if mine:
+            chosen = at
+        tip = f"{row.id} {row.category_zh} · {row.countdown}：{str(row.description)[:50]}"
+        folium.CircleMarker(
+            at, radius=11 if mine else 7, color="#000000" if mine else "#ffffff",
+            weight=4 if mine else 2, fill_color=LEVEL_COLOR.get(row.level, "#9e9e9e"),
+            fill_opacity=1, tooltip=folium.Tooltip(cards.js_html(tip)),
+        ).add_to(group)
+    group.add_to(m)
+    if chosen is not None:
+        folium.CircleMarker(chosen, radius=18, color="#000000", weight=2, fill=False,
+                            dash_array="4 4", interactive=False).add_to(m)
+    if len(pts) > 1:
+        sw, ne = basemap.to_display([minx], [miny]), basemap.to_display([maxx], [maxy])
+        m.fit_bounds([[float(np.ravel(sw[1])[0]), float(np.ravel(sw[0])[0])],
+                      [float(np.ravel(ne[1])[0]), float(np.ravel(ne[0])[0])]], padding=(20, 20))
+    assets.localize(m)
+    return m
+
+
+def clicked_case(value, rows: pd.DataFrame, basemap: Basemap) -> str | None:
+    """The case whose dot was clicked on the console map (the nearest listed case)."""
+    obj = value.get("last_object_clicked") if isinstance(value, dict) else None
+    if not obj or rows.empty:
+        return None
+    x, y = basemap.to_display(rows["lon"].to_numpy(float), rows["lat"].to_numpy(float))
+    d = (np.asarray(x) - float(obj["lng"])) ** 2 + (np.asarray(y) - float(obj["lat"])) ** 2
+    return str(rows["id"].iloc[int(np.argmin(d))])
 
 
 def events_table(events: pd.DataFrame, router: Router) -> pd.DataFrame:
@@ -130,7 +190,8 @@ def events_table(events: pd.DataFrame, router: Router) -> pd.DataFrame:
     })
 
 
-def record_html(case: pd.Series, deadline: str, overdue: bool) -> str:
+def record_html(case: pd.Series, deadline: str, overdue: bool, countdown: str = "",
+                level: str = "") -> str:
     """The case's own record: what was reported, where as given and as routed."""
     given = ""
     if pd.notna(case.get("given_x")):
@@ -155,8 +216,12 @@ def record_html(case: pd.Series, deadline: str, overdue: bool) -> str:
     if isinstance(case.get("extent_wkt"), str) and case["extent_wkt"]:
         kind = "线" if "LINE" in case["extent_wkt"][:20].upper() else "面"
         rows.append(("事件范围", f"{kind}范围（已存 WKT，CGCS2000）"))
-    limit = f"截止 {cards.esc(local_time(deadline))}" if deadline else "无时限"
-    if overdue:
+    limit = f"截止 {cards.esc(local_time(deadline))}（北京时间）" if deadline else "无时限"
+    if countdown and level in LEVEL_COLOR:
+        fg = "#000" if level == "amber" else "#fff"
+        limit = (f'<span style="background:{LEVEL_COLOR[level]};color:{fg};padding:1px 6px;'
+                 f'border-radius:3px;font-weight:600">{cards.esc(countdown)}</span> {limit}')
+    elif overdue:
         limit = f'<span class="gm-chem">⚠️ 已超时</span>（{limit}）'
     rows.append(("本环节时限", limit))
     body = "".join(f"<tr><th>{cards.esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
@@ -208,6 +273,9 @@ def reproduce(svc: Gridmap, actor: Actor, case: pd.Series) -> tuple[bool, list[s
     try:
         if isinstance(case.get("extent_wkt"), str) and case["extent_wkt"]:
             new = router.route_extent(case["extent_wkt"], "cgcs2000")
+        elif case["given_crs"] == UNSTATED:
+            new = route_unstated(router, float(case["given_x"]), float(case["given_y"]),
+                                 float(case["accuracy_m"] or 0))
         else:
             new = router.route(float(case["given_x"]), float(case["given_y"]),
                                str(case["given_crs"]), float(case["accuracy_m"] or 0))
@@ -237,20 +305,64 @@ def show_message(message, where: str) -> None:
         (st.error if message[0] == "error" else st.success)(cards.md(message[1]))
 
 
-def do_step(svc: Gridmap, actor: Actor, case_id: str, target: str, shown_status: str) -> None:
-    """One step of the workflow, as offered for the state the page showed. If someone else has
-    moved the case meanwhile, the step is refused and the page says why."""
+def files_key() -> str:
+    """The uploader's key: a new one after each step, so the next step starts empty."""
+    return f"cs_files_{st.session_state.get('_cs_files_n', 0)}"
+
+
+CONFIRM = "_cs_confirm"  # (case, target) of a closing step waiting for its confirmation
+
+
+def do_step(svc: Gridmap, actor: Actor, case_id: str, target: str, shown_status: str,
+            confirmed: bool = False) -> None:
+    """One step of the workflow, as offered for the state the page showed, with the result
+    text and the files chosen. Closing a case asks first. If someone else has moved the case
+    meanwhile, the step is refused and the page says why."""
     ss = st.session_state
     flow = load_flow()
+    if flow.closes(shown_status, target) and not confirmed:
+        ss[CONFIRM] = (case_id, target, shown_status)
+        return
+    ss.pop(CONFIRM, None)
     reason = str(ss.get("cs_reason") or "")
+    files = [Upload(f.name, f.getvalue()) for f in (ss.get(files_key()) or [])]
     try:
-        svc.step_case(actor, case_id, target, reason, expected_status=shown_status)
+        svc.step_case(actor, case_id, target, reason, expected_status=shown_status,
+                      files=files)
     except (CaseError, PermissionDenied, StoreError) as exc:
         _say("error", f"未办理：{exc}")
         return
     step = flow.steps.get((shown_status, target), flow.label(target))
-    _say("success", f"案件 {case_id}：{step}（{actor.name or actor.login}）")
+    more = f"，附件 {len(files)} 个" if files else ""
+    _say("success", f"案件 {case_id}：{step}（{actor.name or actor.login}{more}）")
     ss["cs_reason"] = ""
+    ss["_cs_files_n"] = ss.get("_cs_files_n", 0) + 1
+
+
+def cancel_confirm() -> None:
+    st.session_state.pop(CONFIRM, None)
+
+
+def attachments_view(svc: Gridmap, actor: Actor, case_id: str) -> None:
+    """The case's photos as thumbnails (documents as names), each downloadable, with its
+    size and the start of its SHA-256 (the hash the audit records)."""
+    files = svc.case_files(actor, case_id)
+    if not files:
+        return
+    st.markdown(f"**现场照片与附件**（{len(files)} 个，只追加）")
+    cols = st.columns(3)
+    for i, info in enumerate(files):
+        _, data = svc.case_file(actor, info.id)
+        with cols[i % 3]:
+            thumb = thumbnail(data) if info.mime.startswith("image/") else None
+            if thumb:
+                st.image(thumb, width="stretch")
+            else:
+                st.markdown(f"📄 {cards.md(info.name)}")
+            st.caption(f"{cards.md(info.name)} · {info.size / 1024:.0f} KB · "
+                       f"{local_time(info.event_at)} · SHA-256 {info.sha256[:12]}…")
+            st.download_button("下载", data, file_name=info.name, mime=info.mime,
+                               key=f"cs_dl_{info.id}")
 
 
 def do_reassign(svc: Gridmap, actor: Actor, case_id: str, grid_now: str | None,

@@ -26,6 +26,7 @@ from geo.parse import CoordinateParseError, parse_coordinate_text
 from grids.flow import load_categories, load_sources
 from grids.intake import (
     NEARBY_RADIUS_M,  # noqa: F401  (the intake page says how far it looked)
+    UNSTATED,
     IntakeAnswer,
 )
 from grids.routing import Router, RoutingInputError
@@ -45,6 +46,27 @@ LOC = "_in_loc"  # the current Located
 ERR = "_in_loc_error"  # why the last input could not be used
 VIEW = "_in_view"  # where to move the map
 HITS = "_in_hits"  # the search hits of the current query
+FORM = "_in_form"  # which intake form this is: every widget key carries it (see `k`)
+AREA_KINDS = ("county", "township", "park", "grid", "community")  # a search hit that is an area
+
+
+def k(name: str) -> str:
+    """The widget key of `name` in the current intake form. A filed call starts a new form
+    with new keys, so no field of the previous caller can survive into the next case (a
+    widget's value outlives `del session_state[key]` while the browser still shows it)."""
+    return f"{name}#{st.session_state.get(FORM, 0)}"
+
+
+def new_form() -> None:
+    """Start the next call: new widget keys, no location, no answer, no search."""
+    ss = st.session_state
+    old = f"#{ss.get(FORM, 0)}"
+    for key in [key for key in ss if isinstance(key, str) and key.endswith(old)]:
+        del ss[key]
+    for key in (LOC, ERR, HITS, VIEW, "_in_view_now", "_in_seen_click", "_in_seen_drawing",
+                "_in_fitted"):
+        ss.pop(key, None)
+    ss[FORM] = ss.get(FORM, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -58,10 +80,11 @@ class Located:
     label: str  # how it was obtained (Chinese)
     note: str = ""  # a swap, a vague area…
     extent: str | None = None  # a line/area as given: WKT in `crs`
+    area: tuple[str, str] | None = None  # (kind, code) of a searched township, park, grid…
 
     @property
     def is_extent(self) -> bool:
-        return self.extent is not None
+        return self.extent is not None or self.area is not None
 
 
 @dataclass
@@ -77,12 +100,44 @@ class Desk:
 
 # -- choices -----------------------------------------------------------------------------------
 def crs_options() -> list[str]:
-    return [cs.key for cs in common_systems()] + [OTHER_CRS]
+    return [UNSTATED] + [cs.key for cs in common_systems()] + [OTHER_CRS]
 
 
 def crs_label(key: str) -> str:
     labels = {cs.key: cs.label_zh for cs in common_systems()}
+    labels[UNSTATED] = "未说明（比对 WGS84 与 GCJ-02 两种读法）"
     return labels.get(key, "其他 EPSG 代码…" if key == OTHER_CRS else key)
+
+
+def source_crs(source: str) -> str:
+    """The system a location source implies (Amap → GCJ-02…); unstated when it implies none."""
+    return load_sources()[source].crs or UNSTATED
+
+
+def on_source() -> None:
+    """A location source brings its usual accuracy and its coordinate system, and re-reads
+    whatever was typed in the new system."""
+    ss = st.session_state
+    src = load_sources()[ss[k("in_source")]]
+    ss[k("in_acc")] = float(src.accuracy_m)
+    ss[k("in_crs")] = source_crs(ss[k("in_source")])
+    on_crs()
+
+
+def crs_note() -> str:
+    """Which system typed numbers are read in, and why (shown under the inputs)."""
+    ss = st.session_state
+    crs = ss.get(k("in_crs"), UNSTATED)
+    source = ss.get(k("in_source"), "unknown")
+    implied = source_crs(source)
+    label = load_sources()[source].label_zh
+    if crs == UNSTATED:
+        return ("坐标系未说明：输入的经纬度同时按 WGS84 和 GCJ-02 两种读法查询，"
+                "两种读法归属不同时显示为“存在歧义”。")
+    if crs == implied:
+        return f"坐标按 {crs_label(crs)} 读取（由位置来源“{label}”确定）。"
+    usual = crs_label(implied)
+    return f"坐标按 {crs_label(crs)} 读取（人工选择；位置来源“{label}”通常为 {usual}）。"
 
 
 def chosen_crs(choice: str, other: str) -> str:
@@ -99,8 +154,9 @@ def source_options() -> list[str]:
 
 
 def source_label(key: str) -> str:
-    label, metres = load_sources()[key]
-    return f"{label}（默认 ±{metres:g} 米）"
+    src = load_sources()[key]
+    system = f"，{crs_label(src.crs)}" if src.crs else ""
+    return f"{src.label_zh}（±{src.accuracy_m:g} 米{system}）"
 
 
 def category_options() -> list[str]:
@@ -133,18 +189,26 @@ def _set(loc: Located, centre: tuple[float, float] | None = None) -> None:
 
 
 def _fail(message: str) -> None:
+    """An input that cannot be used: say why and drop the previous location and its answer,
+    so nothing can be filed under a location the dispatcher no longer sees."""
     st.session_state[ERR] = message
+    st.session_state.pop(LOC, None)
 
 
 def on_coordinates() -> None:
     """The typed/pasted coordinate text or its system changed."""
     ss = st.session_state
-    text = str(ss.get("in_coord", "") or "").strip()
+    text = str(ss.get(k("in_coord"), "") or "").strip()
     if not text:
+        loc = ss.get(LOC)
+        if loc is not None and loc.how == "text":  # the typed location was erased
+            ss.pop(LOC, None)
         return
     try:
-        crs = chosen_crs(ss.get("in_crs", "wgs84"), str(ss.get("in_crs_other", "") or ""))
-        p = parse_coordinate_text(text, crs)
+        crs = chosen_crs(ss.get(k("in_crs"), UNSTATED),
+                         str(ss.get(k("in_crs_other"), "") or ""))
+        # Unstated: parsed as WGS84 numbers; grids.intake reads them both ways.
+        p = parse_coordinate_text(text, "wgs84" if crs == UNSTATED else crs)
     except (CrsError, CoordinateParseError) as exc:
         _fail(str(exc))
         return
@@ -152,7 +216,8 @@ def on_coordinates() -> None:
     if p.swapped:
         note = f"⚠️ 经纬度顺序已对调：{note}" if note else "⚠️ 经纬度顺序已对调"
     # The map moves to the point as understood (swapped back when typed lat first).
-    _set(Located("text", p.x, p.y, p.crs, f"输入坐标（{crs_label(p.crs)}）", note),
+    crs = crs if crs == UNSTATED else p.crs
+    _set(Located("text", p.x, p.y, crs, f"输入坐标（{crs_label(crs)}）", note),
          centre=(p.lon, p.lat))
 
 
@@ -166,21 +231,27 @@ def on_crs() -> None:
 
 
 def hit_location(hit: Hit) -> Located:
+    """A searched place: an area (township, park, grid, community…) is answered as the whole
+    area — its bureau and every grid and worker in it —, an entity or address as its point."""
+    if hit.kind in AREA_KINDS:
+        note = (f"按{hit.kind_zh}“{hit.label}”整个范围受理：列出责任执法机构及范围内全部网格和"
+                "网格员。来电人能说出具体位置时，请在地图上单击确定。")
+        return Located("search", hit.lon, hit.lat, "cgcs2000",
+                       f"搜索：{hit.kind_zh} {hit.label}", note, area=(hit.kind, hit.code))
     note = ""
-    if hit.kind in ("township", "grid", "park", "county"):
-        note = (f"取{hit.kind_zh}“{hit.label}”内的一点；来电人描述的具体位置请在地图上单击确定，"
-                "并相应放大精度半径。")
+    if hit.kind == "road":
+        note = f"道路“{hit.label}”上的一点；请向来电人确认门牌或在地图上单击确定具体位置。"
     return Located("search", hit.lon, hit.lat, "cgcs2000",
                    f"搜索：{hit.kind_zh} {hit.label}", note)
 
 
 def on_search(index) -> None:
     ss = st.session_state
-    query = str(ss.get("in_query", "") or "").strip()
+    query = str(ss.get(k("in_query"), "") or "").strip()
     hits = index.search(query) if query else []
     hits = [h for h in hits if h.kind != "worker"]  # a person is not a place
     ss[HITS] = hits
-    ss["in_hit"] = 0
+    ss[k("in_hit")] = 0
     if hits:
         _set(hit_location(hits[0]))
         _view_hit(hits[0])
@@ -191,7 +262,7 @@ def on_search(index) -> None:
 def on_hit() -> None:
     ss = st.session_state
     hits = ss.get(HITS) or []
-    i = int(ss.get("in_hit", 0) or 0)
+    i = int(ss.get(k("in_hit"), 0) or 0)
     if 0 <= i < len(hits):
         _set(hit_location(hits[i]))
         _view_hit(hits[i])
@@ -204,11 +275,14 @@ def _view_hit(hit: Hit) -> None:
 
 def on_wkt() -> None:
     ss = st.session_state
-    text = str(ss.get("in_wkt", "") or "").strip()
+    text = str(ss.get(k("in_wkt"), "") or "").strip()
     if not text:
         return
     try:
-        crs = chosen_crs(ss.get("in_crs", "wgs84"), str(ss.get("in_crs_other", "") or ""))
+        crs = chosen_crs(ss.get(k("in_crs"), UNSTATED),
+                         str(ss.get(k("in_crs_other"), "") or ""))
+        if crs == UNSTATED:
+            raise CrsError("粘贴范围前请选择坐标系（WGS84、GCJ-02 等）")
         geom = parse_extent(text)
     except (CrsError, ValueError) as exc:
         _fail(str(exc))
@@ -275,7 +349,10 @@ def answer(svc, actor, loc: Located, accuracy_m: float, category: str) -> Desk:
     """The intake answer through the service (which checks the actor may take complaints)."""
     desk = Desk(loc)
     try:
-        if loc.is_extent:
+        if loc.area is not None:
+            desk.answer, desk.extent_store = svc.intake_area(actor, *loc.area,
+                                                             category=category)
+        elif loc.is_extent:
             desk.answer, desk.extent_store = svc.intake_extent(actor, loc.extent, crs=loc.crs,
                                                                category=category)
         else:
@@ -313,7 +390,9 @@ def map_view(basemap: Basemap) -> dict | None:
 # -- what the page shows --------------------------------------------------------------------------
 def location_text(loc: Located, desk: Desk | None) -> str:
     """One line (markdown-safe) about where the location came from and where it was routed."""
-    if loc.is_extent:
+    if loc.area is not None:
+        text = f"**{cards.md(loc.label)}**：整个区域"
+    elif loc.is_extent:
         kind = shapely.from_wkt(loc.extent).geom_type
         shape = "线" if "Line" in kind else "面"
         text = f"**{cards.md(loc.label)}**：{shape}范围"
@@ -463,6 +542,12 @@ def overlay(router: Router, basemap: Basemap, desk: Desk | None) -> folium.Featu
             geojson(accuracy_disc(lon, lat, radius).exterior,
                     {"color": "#e53935", "weight": 2, "dashArray": "4 4", "fill": False})
         folium.CircleMarker(at(lon, lat), interactive=False, **mapview.POINT).add_to(group)
+        for i, reading in enumerate(route.get("readings") or []):
+            # Both readings of a pair whose system was not stated, each with its name.
+            rx, ry = reading["cgcs2000"]
+            folium.CircleMarker(at(rx, ry), radius=6, color=_color(i), weight=3,
+                                fill=True, fill_opacity=0.9, interactive=False).add_to(group)
+            label(rx, ry, "WGS84" if reading["crs"] == "wgs84" else "GCJ-02", _color(i))
     for row in desk.answer.nearby.head(NEARBY_ON_MAP).itertuples(index=False):
         folium.CircleMarker(
             at(row.lon, row.lat), radius=9, color="#ff6f00", weight=3, fill=False,
@@ -533,9 +618,14 @@ def record_answer(desk: Desk) -> dict:
     if not desk.located.is_extent:
         return route
     loc = desk.located
+    given = loc.extent
+    if given is None and desk.extent_store is not None:  # a searched area: its outline
+        given = shapely.to_wkt(desk.extent_store, rounding_precision=7)
     point = dict(route["point"])
     point["input"] = {**point.get("input", {}), "x": loc.x, "y": loc.y, "crs": loc.crs,
-                      "accuracy_m": 0.0, "extent_given": loc.extent}
+                      "accuracy_m": 0.0, "extent_given": given}
+    if loc.area is not None:
+        point["input"]["area"] = {"kind": loc.area[0], "code": loc.area[1]}
     return {**route, "point": point}
 
 
@@ -557,3 +647,63 @@ def duplicate_reference(channel: str, reported_at: datetime, reporter: str,
     words = description.strip().replace("\n", " ")
     words = words[:80] + ("…" if len(words) > 80 else "")
     return f"{channel}来电（{beijing_iso(reported_at)}{who}）：{words}"
+
+
+# -- duplicates before filing ---------------------------------------------------------------------
+def likely_duplicates(desk: Desk | None) -> pd.DataFrame | None:
+    """The open cases of the same category within the category's duplicate rule."""
+    if desk is None or desk.answer is None or desk.answer.duplicates is None:
+        return None
+    dups = desk.answer.duplicates
+    if not len(dups) or "likely" not in dups:
+        return dups.iloc[0:0]
+    return dups[dups["likely"].astype(bool)].reset_index(drop=True)
+
+
+def duplicates_card(likely: pd.DataFrame, category: str) -> str:
+    """The warning on the card itself: these open cases may be this same matter."""
+    from grids.flow import duplicate_rule  # the rule the dispatcher is told about
+
+    rule = duplicate_rule(category)
+    rows = "".join(
+        f'<li><b>{cards.esc(r.id)}</b>　{cards.esc(_local(r.reported_at))}　'
+        f'{cards.esc(r.status_zh)}　相距 {float(r.distance_m):.0f} 米'
+        f'<div class="gm-meta">{cards.esc(str(r.description)[:120])}</div></li>'
+        for r in likely.itertuples(index=False))
+    return (f'{cards.CSS}<div class="gm-card gm-warn gm-dups">'
+            f'<span class="gm-badge">可能重复</span><b>附近有 {len(likely)} 件同类未结案件</b>'
+            f'<div class="gm-meta">规则：{cards.esc(load_categories()[category].label_zh)}'
+            f' {rule.radius_m:g} 米内、{rule.days:g} 天内（{cards.esc(rule.note_zh)}）。'
+            "请选择并入原案件，或新建并说明理由。</div>"
+            f'<ol style="margin:4px 0 0 1.2em;padding:0">{rows}</ol></div>')
+
+
+def duplicate_choice_label(value: str) -> str:
+    if value.startswith("link:"):
+        return f"是同一事项：并入案件 {value[5:]}"
+    return "不是同一事项：登记为新案件（须说明理由）"
+
+
+GRID_COLUMNS = {"code": "网格编码", "name": "网格名称", "township": "乡镇/街道",
+                "workers": "网格员", "phones": "联系电话"}
+
+
+def grids_table(route: dict) -> pd.DataFrame:
+    """Every grid an extent or area touches, with its workers (the `grids` of the answer)."""
+    rows = []
+    for g in route.get("grids") or []:
+        workers = g.get("workers") or []
+        town = g.get("township")
+        rows.append({
+            "code": g.get("code"), "name": g.get("name"),
+            "township": town.get("name") if isinstance(town, dict) else (town or ""),
+            "workers": "、".join(str(w.get("name", "")) for w in workers),
+            "phones": "、".join(str(w.get("phone", "")) for w in workers),
+        })
+    return pd.DataFrame(rows, columns=list(GRID_COLUMNS)).rename(columns=GRID_COLUMNS)
+
+
+def _local(value: object) -> str:
+    from ui.cases import local_time  # one formatting of times for every dispatcher page
+
+    return local_time(value)

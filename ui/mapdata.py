@@ -7,7 +7,8 @@ A directory per (store, generation, datum) holds, in the formats of layers/displ
   entities.json          every entity's position, permit class and industry (for clustering)
   entities.{k}.json      details of chunk k (name, credit code, address, grid, workers)
   grid_workers.json      grid code → workers and phones (for grid tooltips)
-  incidents-{hash}.json  open incidents (they change without a new generation)
+  incidents-{hash}.json  open incidents (they change without a new generation), times as
+                         Beijing time text, with the time limit of their step and overdue
 The first zoom band, the entity positions and the workers are written before the page is
 served; the other bands and the entity details follow in a background thread (the browser
 retries a file that is not there yet).
@@ -29,6 +30,7 @@ from grids.routing import Router
 from layers import display
 from ui.assets import STATIC_DIR, STATIC_URL
 from ui.basemap import Basemap
+from ui.cards import beijing_text
 
 CACHE_DIR = STATIC_DIR / "cache"
 KEEP_DIRS = 8  # older generations' directories beyond this many are removed
@@ -129,7 +131,17 @@ def _publish_rest(folder: Path, router: Router, shift, datum: str, done: threadi
 
 
 INCIDENT_FIELDS = ("id", "reported_at", "source", "category_zh", "status", "status_zh",
-                   "description", "grid")
+                   "description", "grid", "deadline")
+# Shown as Beijing time to the minute (the store keeps ISO 8601, often UTC "…Z").
+INCIDENT_TIMES = ("reported_at", "deadline")
+
+
+def _texts(incidents: pd.DataFrame, col: str) -> list[str]:
+    if col not in incidents:
+        return [""] * len(incidents)
+    if col in INCIDENT_TIMES:
+        return [beijing_text(v) for v in incidents[col].tolist()]
+    return incidents[col].fillna("").astype(str).tolist()
 
 
 def _incidents(folder: Path, incidents: pd.DataFrame | None, shift, audience: str) -> str:
@@ -142,8 +154,10 @@ def _incidents(folder: Path, incidents: pd.DataFrame | None, shift, audience: st
     data = {"count": len(incidents), "x": [round(float(v), 6) for v in lon],
             "y": [round(float(v), 6) for v in lat]}
     for col in INCIDENT_FIELDS:
-        data[col] = incidents[col].fillna("").astype(str).tolist() if col in incidents else (
-            [""] * len(incidents))
+        data[col] = _texts(incidents, col)
+    # Past the time limit of its current step (as grids/cases.case_list computes it): "1".
+    overdue = incidents["overdue"].tolist() if "overdue" in incidents else [False] * len(incidents)
+    data["overdue"] = ["1" if not pd.isna(v) and bool(v) else "" for v in overdue]
     body = display.compact_json(data)
     # The audience is part of the name: two audiences never share a file.
     digest = hashlib.sha256(body + audience.encode()).hexdigest()[:16]

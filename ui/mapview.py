@@ -18,6 +18,7 @@ import shapely
 from branca.element import MacroElement
 from jinja2 import Template
 
+from grids.portfolio import STATUS_ZH
 from layers.display import ENTITY_CHUNK, LEVELS
 from ui import assets, cards
 from ui.basemap import MAX_ZOOM, Basemap
@@ -25,6 +26,7 @@ from ui.mapdata import MapData
 
 MIN_ZOOM = 7
 MAP_HEIGHT = 660
+HIGHLIGHT_COLOR = "#00e5ff"
 
 # Styles of the layers (Leaflet path options) and what the legend says about them.
 LAYERS = (
@@ -73,6 +75,11 @@ LABELS = {
     "address": "地址", "grid": "网格", "township": "乡镇/街道", "workers": "网格员",
     "none": "无", "incident": "事件", "category": "类别", "status": "状态",
     "reportedAt": "上报时间", "source": "来源", "description": "描述",
+    "deadline": "本环节时限", "overdue": "已超时", "beijing": "（北京时间）",
+    "routeHere": "在此处查询归属",
+    "routeHereHelp": "以此位置查询县（市）、区、乡镇/街道、网格、网格员和责任执法机构",
+    "openCase": "打开案件", "openCaseHelp": "在“案件办理”页打开该案件",
+    "clickHint": "单击地图任意处（含标记、聚合）即查询该处归属",
 }
 LEGEND = [
     {"label": "县（市）、区界", "color": "#222222", "weight": 3},
@@ -88,8 +95,18 @@ LEGEND = [
       for k, v in PERMIT_COLORS.items() if k),
     {"label": "监管对象：无排污许可", "color": "#ffffff", "fill": PERMIT_COLORS[""], "shape": "dot",
      "weight": 1},
-    {"label": "未结事件", "color": "#ffffff", "fill": STATUS_COLORS["reported"], "shape": "diamond",
-     "weight": 1},
+    {"label": "监管对象聚合（数字为个数，单击放大）", "color": "rgba(110,204,57,0.6)",
+     "fill": "rgba(181,226,140,0.9)", "shape": "cluster", "weight": 3},
+    {"label": "查询的位置及其网格", "color": HIGHLIGHT_COLOR, "fill": "rgba(0,229,255,0.12)",
+     "weight": 3},
+]
+# The open incidents (for roles that may read cases): colour by the state of the case, and a
+# ring when its current step is past its time limit (grids/case_flow.csv).
+INCIDENT_LEGEND = [
+    *({"label": f"未结事件：{STATUS_ZH.get(k, k)}", "color": "#ffffff", "fill": v,
+       "shape": "diamond", "weight": 1} for k, v in STATUS_COLORS.items() if k),
+    {"label": "未结事件：已超过本环节时限（红圈）", "color": "#ffffff", "fill": STATUS_COLORS[""],
+     "shape": "diamond-late", "weight": 1},
 ]
 
 
@@ -133,10 +150,31 @@ class GridmapLayers(MacroElement):
         self.boot_url = assets.own_url("gridmap/gridmap.js") + "&" + urlencode(query, safe="/@,")
 
 
-def map_config(data: MapData, fast_click: bool = True, hidden: tuple[str, ...] = ()) -> dict:
-    """`hidden`: layers (by name, e.g. "incidents") that start switched off; the layer control
-    still offers them. (Not "entities": gridmap.js reports the map ready once the entity
-    cluster has placed its markers, which it only does on the map.)"""
+class MetricScale(MacroElement):
+    """Leaflet's scale bar in metres and kilometres only (folium's `control_scale` adds miles
+    and feet too)."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+        L.control.scale({metric: true, imperial: false, maxWidth: 120, position: "bottomleft"})
+            .addTo({{ this._parent.get_name() }});
+        {% endmacro %}
+    """)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._name = "MetricScale"
+
+
+def map_config(data: MapData, clicks: bool = True, hidden: tuple[str, ...] = (),
+               case_page: str = "") -> dict:
+    """`clicks`: a click routes — on the map, on a marker (its position), on a cluster (the
+    point under the mouse) and "在此处查询归属" in a popup — and is sent at once (see
+    gridmap.js `clicks`). `case_page`: the URL path of the case page, for an incident popup's
+    link to its case ("" — no link: the role may not read cases). `hidden`: layers (by name,
+    e.g. "incidents") that start switched off; the layer control still offers them. (Not
+    "entities": gridmap.js reports the map ready once the entity cluster has placed its
+    markers, which it only does on the map.)"""
     return {
         "base": data.base_url,
         "levels": [{"index": lv.index, "maxZoom": lv.max_zoom} for lv in LEVELS],
@@ -151,12 +189,14 @@ def map_config(data: MapData, fast_click: bool = True, hidden: tuple[str, ...] =
         "incidents": {"title": "未结事件", "on": "incidents" not in hidden,
                       "file": data.incidents_file,
                       "statusColors": STATUS_COLORS,
+                      "casePage": case_page,
                       "legend": {"color": "#ffffff", "fill": STATUS_COLORS["reported"],
                                  "shape": "diamond", "weight": 1}},
-        "labels": LABELS, "legend": LEGEND, "collapsedControl": False, "legendOpenMinWidth": 900,
-        # Send clicks without streamlit-folium's 250 ms debounce (page.city_map returns only
-        # last_clicked, the one case gridmap.js reproduces exactly).
-        "fastClick": fast_click,
+        "labels": LABELS,
+        "legend": LEGEND + (INCIDENT_LEGEND if data.incidents_file else []),
+        # Closed, both: open they would cover a third of a desk-sized map (and its clicks).
+        "collapsedControl": True, "legendOpenMinWidth": 900,
+        "clicks": clicks,
         # Fetched while the scripts load: what the first (city) view draws.
         "prefetch_files": [f"{name}.{LEVELS[0].index}.json" for name in
                            (spec["name"] for spec in LAYERS)]
@@ -181,15 +221,16 @@ def view_for_bbox(bbox, width_px: int = 900, height_px: int = MAP_HEIGHT,
     return centre, int(max(MIN_ZOOM, min(max_zoom, zoom)))
 
 
-def build_map(data: MapData, basemap: Basemap, city_bbox, fast_click: bool = True,
-              hidden: tuple[str, ...] = ()) -> folium.Map:
-    """The city map. Call `assets.ensure_offline` on it before showing it (app.py does)."""
+def build_map(data: MapData, basemap: Basemap, city_bbox, clicks: bool = True,
+              hidden: tuple[str, ...] = (), case_page: str = "") -> folium.Map:
+    """The city map. Call `assets.ensure_offline` on it before showing it (app.py does).
+    `clicks`, `hidden`, `case_page`: see `map_config`."""
     minx, miny, maxx, maxy = city_bbox
     cx, cy = basemap.to_display([(minx + maxx) / 2], [(miny + maxy) / 2])
     _, zoom = view_for_bbox(city_bbox)
     m = _base_map(basemap, float(np.asarray(cy).ravel()[0]), float(np.asarray(cx).ravel()[0]),
                   zoom)
-    layers = GridmapLayers(map_config(data, fast_click, hidden))
+    layers = GridmapLayers(map_config(data, clicks, hidden, case_page))
     layers.add_to(m)
     assets.localize(m)
     assets.trim_map_assets(m)
@@ -198,8 +239,8 @@ def build_map(data: MapData, basemap: Basemap, city_bbox, fast_click: bool = Tru
 
 
 # -- the highlight layer --------------------------------------------------------------------------
-HIGHLIGHT = {"color": "#00e5ff", "weight": 4, "fillColor": "#00e5ff", "fillOpacity": 0.12,
-             "interactive": False}
+HIGHLIGHT = {"color": HIGHLIGHT_COLOR, "weight": 4, "fillColor": HIGHLIGHT_COLOR,
+             "fillOpacity": 0.12, "interactive": False}
 POINT = {"radius": 8, "color": "#ffffff", "weight": 3, "fill_color": "#e53935", "fill_opacity": 1}
 
 
@@ -272,8 +313,9 @@ def units_groups(basemap: Basemap, grids, entities, incidents) -> list[folium.Fe
 def _base_map(basemap: Basemap, lat: float, lon: float, zoom: int) -> folium.Map:
     """A map with no tiles of folium's own: the basemap's tile layers only, and the zoom range
     Leaflet (and the marker cluster) need, which folium sets only on a tile layer it makes."""
-    m = folium.Map(location=[lat, lon], zoom_start=zoom, tiles=None, control_scale=True)
+    m = folium.Map(location=[lat, lon], zoom_start=zoom, tiles=None)
     m.options.update(maxZoom=MAX_ZOOM, minZoom=MIN_ZOOM)
+    MetricScale().add_to(m)
     for t in basemap.tiles:
         folium.TileLayer(
             tiles=t.url, attr=t.attr, name=t.name, subdomains=t.subdomains, overlay=t.overlay,

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import streamlit as st
 from streamlit_folium import st_folium
 
+from grids import portfolio
 from grids.access import Actor, can
 from grids.routing import Router
 from grids.service import Gridmap
 from layers.display import city_bounds
+from layers.store import IncidentQuery
 from ui import assets, auth, mapdata, mapview
 from ui.basemap import Basemap, load_settings
+from ui.cards import BEIJING_NOTE, beijing_text
 
 MAP_KEY = "citymap"
 ACCURACY_CHOICES = (0, 20, 50, 100, 300, 500, 1000, 3000)
@@ -73,19 +79,57 @@ def sidebar(router: Router | None, actor: Actor, accuracy: bool = True) -> None:
         snap = router.snapshot
         counts = snap.counts()
         st.caption(
-            f"图层版本 {snap.generation.id}（{snap.generation.created_at}）· "
+            f"图层版本 {snap.generation.id}（{beijing_text(snap.generation.created_at)}"
+            f"{BEIJING_NOTE}）· "
             f"网格 {counts.get('grids', 0):,} · 监管对象 {counts.get('entities', 0):,} · "
             f"网格员 {counts.get('workers', 0):,}"
         )
 
 
-def last_click(key: str = MAP_KEY) -> tuple[float, float] | None:
-    """The last clicked point (lat, lng) in map coordinates, as the component reported it."""
+class Click(NamedTuple):
+    """A click the map reported: where (map coordinates) and its number (`seq`, from
+    gridmap.js), so the same place clicked again — a marker, after a search hit — is a new
+    click. A click without a number (another sender) has seq 0."""
+
+    lat: float
+    lng: float
+    seq: int = 0
+
+
+def last_click(key: str = MAP_KEY) -> Click | None:
+    """The last clicked point in map coordinates, as the component reported it: a click on the
+    map, on a marker or cluster, or "在此处查询归属" in a popup (static/gridmap/gridmap.js)."""
     value = st.session_state.get(key) or {}
     click = value.get("last_clicked") if isinstance(value, dict) else None
     if not click:
         return None
-    return float(click["lat"]), float(click["lng"])
+    try:
+        seq = int(click.get("n") or 0)
+    except (TypeError, ValueError):
+        seq = 0
+    return Click(float(click["lat"]), float(click["lng"]), seq)
+
+
+def case_page_path() -> str:
+    """The URL path Streamlit gives the case page ("pages/3_案件.py" → "案件")."""
+    return re.sub(r"^\d+_", "", Path(CASES_PAGE).stem)
+
+
+def follow_case_link(value, key: str, actor: Actor) -> None:
+    """An incident popup's "打开案件" link, clicked: gridmap.js sends {open_case: {id, n}} with
+    the map's value (a link in the component's sandboxed iframe cannot navigate the page, and
+    a page load would lose the session: a half-typed intake). Switch to the case page with the
+    case selected, once per click (`n`), for roles that may read cases."""
+    wanted = value.get("open_case") if isinstance(value, dict) else None
+    if not isinstance(wanted, dict) or not str(wanted.get("id") or "").strip():
+        return
+    token = (str(wanted["id"]), str(wanted.get("n")))
+    seen = f"_{key}_case_link"
+    if st.session_state.get(seen) == token:
+        return
+    st.session_state[seen] = token
+    if can(actor, "case.read"):
+        st.switch_page(CASES_PAGE, query_params={"case": token[0]})
 
 
 def new_view(bbox=None, point=None, zoom: int = 16, basemap: Basemap | None = None) -> dict:
@@ -106,13 +150,18 @@ def city_map(svc: Gridmap, actor: Actor, router: Router, options: Options, highl
              view: dict | None = None, key: str = MAP_KEY, clicks: bool = True,
              draw: bool = False, hidden: tuple[str, ...] = ()):
     """Publish the map data (once per generation), build the map, refuse anything that would
-    load from another host, and show it. Only clicks come back (`clicks`), so panning and
+    load from another host, and show it. Only clicks come back (`clicks`: on the map, on a
+    marker or cluster, or a popup's "在此处查询归属" — see `last_click`), so panning and
     zooming never rerun the script; with `draw` the line/area tools are on and only a finished
     drawing comes back (`last_active_drawing`, in the basemap's coordinates). `hidden` layers
-    start switched off (the batch page hides the open incidents among its own dots)."""
+    start switched off (the batch page hides the open incidents among its own dots). An
+    incident popup's link to its case switches to the case page (`follow_case_link`)."""
     svc.map_router(actor)  # the city map's data files are for the roles that may see it
-    # Open incidents on the map: those the actor may read (none for a planner).
-    incidents = svc.open_incidents(actor) if can(actor, "case.read") else None
+    # Open incidents on the map: those the actor may read (none for a planner), with the time
+    # limit of their step and overdue as the case list computes them.
+    readable = can(actor, "case.read")
+    incidents = portfolio.open_incidents(svc.cases(actor, IncidentQuery(
+        not_statuses=("closed",)))) if readable else None
     try:
         data = mapdata.publish(svc.url, router, options.basemap, incidents,
                                audience=mapdata.audience(actor))
@@ -120,7 +169,8 @@ def city_map(svc: Gridmap, actor: Actor, router: Router, options: Options, highl
         st.error(f"无法写入地图数据文件（{mapdata.CACHE_DIR}）：{exc}")
         st.stop()
     m = mapview.build_map(data, options.basemap, city_bounds(router.snapshot),
-                          fast_click=clicks and not draw, hidden=hidden)
+                          clicks=clicks and not draw, hidden=hidden,
+                          case_page=case_page_path() if readable else "")
     if draw:
         from ui.draw import add_draw
 
@@ -133,9 +183,11 @@ def city_map(svc: Gridmap, actor: Actor, router: Router, options: Options, highl
         st.error(str(exc))
         st.stop()
     view = view or {}
-    return st_folium(
+    value = st_folium(
         m, key=key, height=mapview.MAP_HEIGHT, use_container_width=True,
         returned_objects=(["last_active_drawing"] if draw else ["last_clicked"] if clicks else []),
         feature_group_to_add=highlight,
         center=view.get("center"), zoom=view.get("zoom"),
     )
+    follow_case_link(value, key, actor)
+    return value

@@ -13,7 +13,7 @@ from geo.disc import accuracy_disc
 from grids.routing import Router, RoutingInputError
 from layers.search import Hit
 from ui import cards, mapview
-from ui.page import Options, new_view
+from ui.page import Click, Options, new_view
 
 HIT_LAYERS = {"grid": "grids", "township": "townships", "park": "parks", "county": "counties"}
 
@@ -44,13 +44,15 @@ def _answer_grids(answer: dict) -> list[str]:
     return list(dict.fromkeys(codes))
 
 
-def track(hit: Hit | None, click: tuple[float, float] | None, options: Options) -> dict | None:
-    """Remember which of click and hit is newer; returns a view to move to for a new hit."""
+def track(hit: Hit | None, click: Click | None, options: Options) -> dict | None:
+    """Remember which of click and hit is newer; returns a view to move to for a new hit.
+    A click is new by its number too: the same marker clicked again after a search hit is
+    selected again."""
     ss = st.session_state
     view = None
-    if click is not None and click != ss.get("_seen_click"):
-        ss["_seen_click"] = click
-        ss["_selected"] = ("click", click)
+    if click is not None and tuple(click) != ss.get("_seen_click"):
+        ss["_seen_click"] = tuple(click)
+        ss["_selected"] = ("click", (click[0], click[1]))
     hit_key = (hit.kind, hit.code) if hit else None
     if hit_key != ss.get("_seen_hit"):
         ss["_seen_hit"] = hit_key

@@ -8,6 +8,13 @@
  * so a grid coded "constructor" or a status "__proto__" finds nothing instead of Object's.
  * When the layers are drawn the map container gets data-gridmap="ready" (or "error") and
  * window.gridmapStats tells what was drawn, for tests and the benchmark.
+ *
+ * Clicks (cfg.clicks): a click anywhere routes — on the map, on a marker (its position), on a
+ * cluster (the point under the mouse; it still zooms in) and "在此处查询归属" in a popup — all
+ * as one map click, which streamlit-folium reports as last_clicked (see clicks()). An incident
+ * popup links to its case (cfg.incidents.casePage): the component's iframe is sandboxed
+ * without allow-top-navigation, so a plain click asks the page (openCase()) to switch to the
+ * case page, in the same session; a middle or Ctrl click opens it in a new tab.
  */
 (function () {
   "use strict";
@@ -237,7 +244,10 @@
       return chunks[k];
     }
     function entityHtml(e, row, full) {
-      if (!row) { return "<span class=\"gm-muted\">" + esc(cfg.labels.loading) + "</span>"; }
+      if (!row) {
+        return "<span class=\"gm-muted\">" + esc(cfg.labels.loading) + "</span>" +
+          (full ? actions(e.latlng) : "");
+      }
       var html = "<b>" + esc(row[1]) + "</b>";
       if (!full) { return html + "<br>" + esc(e.permit) + " · " + esc(e.industry); }
       var rows = [
@@ -250,7 +260,7 @@
       ];
       return html + "<table class=\"gm-table\">" + rows.map(function (r) {
         return "<tr><th>" + esc(r[0]) + "</th><td>" + r[1] + "</td></tr>";
-      }).join("") + "</table>";
+      }).join("") + "</table>" + actions(e.latlng);
     }
     function entityContent(layer, full, update) {
       var e = layer.gmEntity, k = Math.floor(e.pos / cfg.entities.chunk);
@@ -279,6 +289,12 @@
       cluster.bindPopup(function (layer) {
         return entityContent(layer, true, function (html) { cluster.setPopupContent(html); });
       }, { maxWidth: 360, className: "gm-popup" });
+      // A marker routes its own position (and opens its popup); a cluster the point clicked
+      // (and zooms in, as it always did).
+      cluster.on("click", function (e) { routeAt(e.layer.getLatLng()); });
+      cluster.on("clusterclick", function (e) {
+        routeAt(e.originalEvent ? map.mouseEventToLatLng(e.originalEvent) : e.latlng);
+      });
       entityDone = load(cfg.base + "entities.json").then(function (d) {
         var icons = d.permit.map(function (p) {
           var color = own(cfg.entities.permitColors, p) || cfg.entities.permitColors[""];
@@ -289,7 +305,8 @@
         for (var i = 0; i < d.count; i++) {
           x += d.xy[2 * i]; y += d.xy[2 * i + 1];
           var m = L.marker([y / d.scale, x / d.scale], { icon: icons[d.s[i]], keyboard: false });
-          m.gmEntity = { pos: i, permit: d.permit[d.s[i]], industry: d.industry[d.i[i]] };
+          m.gmEntity = { pos: i, permit: d.permit[d.s[i]], industry: d.industry[d.i[i]],
+                         latlng: m.getLatLng() };
           markers[i] = m;
         }
         return new Promise(function (done) {
@@ -315,29 +332,92 @@
       overlays[swatch(cfg.incidents.legend) + esc(cfg.incidents.title)] = incidents;
       if (cfg.incidents.on) { incidents.addTo(map); }
       incidentDone = cfg.incidents.file ? load(cfg.base + cfg.incidents.file).then(function (d) {
+        var late = d.overdue || [], deadline = d.deadline || [], lates = 0;
         for (var i = 0; i < d.count; i++) {
           var color = own(cfg.incidents.statusColors, d.status[i]) || cfg.incidents.statusColors[""];
-          var m = L.marker([d.y[i], d.x[i]], { keyboard: false, icon: L.divIcon({
-            className: "gm-inc", iconSize: [14, 14],
+          var isLate = late[i] === "1";
+          lates += isLate ? 1 : 0;
+          // Above the entity markers (which the cluster adds later, in chunks).
+          var m = L.marker([d.y[i], d.x[i]], { keyboard: false, zIndexOffset: 1000, icon: L.divIcon({
+            className: isLate ? "gm-inc gm-inc-late" : "gm-inc", iconSize: isLate ? [20, 20] : [14, 14],
             html: "<span style=\"background:" + esc(color) + "\"></span>" }) });
-          var tip = "<b>" + esc(d.category_zh[i]) + "</b> · " + esc(d.status_zh[i]) + "<br>" +
-            esc(d.reported_at[i]);
+          var tip = "<b>" + esc(d.category_zh[i]) + "</b> · " + esc(d.status_zh[i]) +
+            (isLate ? " · <span class=\"gm-late\">" + esc(cfg.labels.overdue) + "</span>" : "") +
+            "<br>" + esc(d.reported_at[i]);
           m.bindTooltip(tip, { direction: "top", offset: [0, -6], className: "gm-tip" });
-          m.bindPopup("<b>" + esc(cfg.labels.incident) + " " + esc(d.id[i]) + "</b>" +
-            "<table class=\"gm-table\"><tr><th>" + esc(cfg.labels.category) + "</th><td>" + esc(d.category_zh[i]) +
-            "</td></tr><tr><th>" + esc(cfg.labels.status) + "</th><td>" + esc(d.status_zh[i]) +
-            "</td></tr><tr><th>" + esc(cfg.labels.reportedAt) + "</th><td>" + esc(d.reported_at[i]) +
-            "</td></tr><tr><th>" + esc(cfg.labels.source) + "</th><td>" + esc(d.source[i]) +
-            "</td></tr><tr><th>" + esc(cfg.labels.grid) + "</th><td>" + esc(d.grid[i]) +
-            "</td></tr><tr><th>" + esc(cfg.labels.description) + "</th><td>" + esc(d.description[i]) +
-            "</td></tr></table>", { maxWidth: 360, className: "gm-popup" });
+          m.bindPopup(incidentHtml(d, i, isLate, deadline[i], m.getLatLng()),
+                      { maxWidth: 360, className: "gm-popup" });
           incidents.addLayer(m);
         }
         stats.drawn.incidents = d.count;
+        stats.overdue = lates;
       }) : Promise.resolve();
+      incidents.on("click", function (e) { routeAt(e.layer.getLatLng()); });
     }
 
-    if (cfg.fastClick) { fastClicks(map); }
+    function incidentHtml(d, i, isLate, deadline, latlng) {
+      var when = function (t) { return t ? esc(t) + esc(cfg.labels.beijing) : ""; };
+      var rows = [
+        [cfg.labels.category, esc(d.category_zh[i])], [cfg.labels.status, esc(d.status_zh[i])],
+        [cfg.labels.reportedAt, when(d.reported_at[i])]];
+      if (deadline || isLate) {
+        rows.push([cfg.labels.deadline, when(deadline) + (isLate ?
+          " <span class=\"gm-late\">" + esc(cfg.labels.overdue) + "</span>" : "")]);
+      }
+      rows.push([cfg.labels.source, esc(d.source[i])], [cfg.labels.grid, esc(d.grid[i])],
+                [cfg.labels.description, esc(d.description[i])]);
+      var link = "";
+      if (cfg.incidents.casePage && d.id[i]) {
+        link = "<a class=\"gm-case-link\" href=\"" + esc(caseUrl(d.id[i])) + "\" target=\"_blank\"" +
+          " rel=\"noopener\" data-case=\"" + esc(d.id[i]) + "\" title=\"" + esc(cfg.labels.openCaseHelp) +
+          "\">" + esc(cfg.labels.openCase) + " " + esc(d.id[i]) + "</a>";
+      }
+      return "<b>" + esc(cfg.labels.incident) + " " + esc(d.id[i]) + "</b>" +
+        "<table class=\"gm-table\">" + rows.map(function (r) {
+          return "<tr><th>" + esc(r[0]) + "</th><td>" + r[1] + "</td></tr>";
+        }).join("") + "</table>" + actions(latlng, link);
+    }
+
+    // The case page, as a URL of the page around the map (same origin: the app's).
+    function caseUrl(id) {
+      var base = document.baseURI;
+      try { base = window.top.location.href; } catch (err) { /* another origin: keep ours */ }
+      return new URL(cfg.incidents.casePage + "?case=" + encodeURIComponent(id), base).href;
+    }
+
+    // A popup's actions: route its position, and what else is given (the case link).
+    function actions(latlng, extra) {
+      var route = "";
+      if (cfg.clicks && latlng) {
+        route = "<button type=\"button\" class=\"gm-route-here\" data-lat=\"" + Number(latlng.lat).toFixed(7) +
+          "\" data-lng=\"" + Number(latlng.lng).toFixed(7) + "\" title=\"" + esc(cfg.labels.routeHereHelp) +
+          "\">" + esc(cfg.labels.routeHere) + "</button>";
+      }
+      return route || extra ? "<div class=\"gm-actions\">" + route + (extra || "") + "</div>" : "";
+    }
+
+    // A click on a marker, a cluster or a popup's button: a map click there (clicks()).
+    function routeAt(latlng) {
+      if (!cfg.clicks || !latlng) { return; }
+      map.fire("click", { latlng: L.latLng(latlng.lat, latlng.lng) });
+    }
+
+    // The popups' buttons and links (their content is replaced when details arrive, so the
+    // map container listens for them).
+    container.addEventListener("click", function (ev) {
+      var el = ev.target && ev.target.closest ? ev.target.closest(".gm-route-here, .gm-case-link") : null;
+      if (!el || !container.contains(el)) { return; }
+      if (el.classList.contains("gm-route-here")) {
+        ev.preventDefault();
+        routeAt({ lat: parseFloat(el.getAttribute("data-lat")), lng: parseFloat(el.getAttribute("data-lng")) });
+        stats.routedFromPopup = (stats.routedFromPopup || 0) + 1;
+      } else if (ev.button === 0 && !ev.ctrlKey && !ev.metaKey && !ev.shiftKey && !ev.altKey &&
+                 openCase(el.getAttribute("data-case"))) {
+        ev.preventDefault();
+      }
+    });
+
+    if (cfg.clicks) { clicks(map); }
     L.control.layers(null, overlays, { collapsed: cfg.collapsedControl, position: "topright" }).addTo(map);
     legend(map, cfg);
 
@@ -357,12 +437,17 @@
     }).catch(fail);
   }
 
-  /* streamlit-folium reports a click 250 ms late (its updates are debounced for panning).
-   * With returned_objects=["last_clicked"] the value it would send is {last_clicked: latlng}:
-   * send that at once, and record it as sent so the debounced update does not repeat it.
+  /* A click routes. streamlit-folium reports a map click 250 ms late (its updates are
+   * debounced for panning); with returned_objects=["last_clicked"] the value it would send is
+   * {last_clicked: latlng}: send that at once, and record it as sent so the debounced update
+   * does not repeat it. The click gets a number (n, in the same LatLng object streamlit-folium
+   * keeps), so the same place clicked twice is two clicks (ui/page.py last_click). A marker,
+   * cluster or popup button fires a map click too (routeAt), so every path is this one.
    * Without the component's globals (another version) its own path still works. */
-  function fastClicks(map) {
+  var clickSeq = Date.now();
+  function clicks(map) {
     map.on("click", function (e) {
+      e.latlng.n = ++clickSeq;
       var g = window.__GLOBAL_DATA__, st = window.Streamlit;
       if (!g || !st || !st.setComponentValue) { return; }
       var data = { last_clicked: e.latlng };
@@ -372,11 +457,24 @@
     });
   }
 
+  /* An incident popup's case link, clicked: send {open_case: {id, n}} with the map's value;
+   * the page (ui/page.py follow_case_link) switches to the case page with the case selected.
+   * The value streamlit-folium keeps as sent stays without it, so a later click or pan does
+   * not repeat it. False when there is no component to tell (the link then opens a tab). */
+  function openCase(id) {
+    var g = window.__GLOBAL_DATA__, st = window.Streamlit;
+    if (!id || !g || !st || !st.setComponentValue) { return false; }
+    st.setComponentValue(assign({}, g.previous_data || {}, { open_case: { id: id, n: ++clickSeq } }));
+    return true;
+  }
+
+  var SHAPES = { dot: "gm-sw gm-sw-dot", diamond: "gm-sw gm-sw-diamond",
+    "diamond-late": "gm-sw gm-sw-diamond gm-sw-late", cluster: "gm-sw gm-sw-cluster" };
   function swatch(s) {
     if (!s) { return ""; }
     var style = "border:" + (s.weight || 2) + "px " + (s.dash ? "dashed" : "solid") + " " + esc(s.color) + ";" +
       "background:" + esc(s.fill || "transparent") + ";";
-    var cls = s.shape === "dot" ? "gm-sw gm-sw-dot" : (s.shape === "diamond" ? "gm-sw gm-sw-diamond" : "gm-sw");
+    var cls = own(SHAPES, s.shape || "") || "gm-sw";
     return "<i class=\"" + cls + "\" style=\"" + style + "\"></i>";
   }
 
@@ -388,7 +486,11 @@
         esc(cfg.labels.legend) + " <span>▾</span></div><div class=\"gm-legend-body\">" +
         cfg.legend.map(function (item) {
           return "<div>" + swatch(item) + esc(item.label) + "</div>";
-        }).join("") + "</div>";
+        }).join("") +
+        (cfg.clicks ? "<div class=\"gm-legend-hint\">" + esc(cfg.labels.clickHint) + "</div>" : "") +
+        "</div>";
+      // Open, it scrolls rather than cover the map's height.
+      div.lastChild.style.maxHeight = Math.max(120, map.getSize().y - 140) + "px";
       div.firstChild.addEventListener("click", function () {
         div.classList.toggle("gm-legend-closed");
       });
