@@ -555,7 +555,7 @@ def _route_extent_args(args) -> tuple[object, str]:
             ("只能给出其中一种位置：" + "、".join(given)) if given else
             "请给出位置：经度 纬度，或 --wkt 线/面，或 --geojson 文件")
     if args.lon is not None and args.lat is None:
-        raise RoutingInputError("缺少纬度：请给出 经度 纬度 两个数")
+        raise RoutingInputError("缺少必需的参数：lat（请给出 经度 纬度 两个数）")
     if args.lon is None and args.accuracy:
         raise RoutingInputError("--accuracy 只用于单个位置；线或面按其本身范围查询")
     if args.wkt:

@@ -21,6 +21,7 @@ FLAG_ZH = {
     "cross_county": "跨县（市）、区",
     "multi_bureau": "多个执法机构辖区",
     "partly_outside": "部分在辖区外",
+    "crs_unstated": "坐标系未说明",
 }
 
 

@@ -8,6 +8,11 @@ Two ways in, one routing core (`assign`):
   input (CSV in UTF-8 or GBK, Excel .xlsx, point vector files) is read `CHUNK_ROWS` rows at a
   time, each chunk routed by `assign` and written straight to the .csv/.xlsx output, so memory
   stays that of one chunk whatever the number of rows. It returns a `BatchSummary`.
+
+What people open is in Chinese (`localize`, `export_sheets`): Chinese headers and labels for the
+coded values, with the machine table, complete, on an Excel's second sheet; programs ask for
+`headers="machine"`. `file_cases` (`Gridmap.file_batch`) files the rows of a complaint table as
+cases, each checked for a duplicate first, and says per row what it did.
 """
 
 from __future__ import annotations
@@ -1052,9 +1057,12 @@ class _Filer:
             why = category.note_zh or "移交" + category.agency_zh
             answer["reasons"].insert(0, f"事件类别“{category.label_zh}”：{why}")
         lon, lat = answer["point"]["cgcs2000"]
+        # The intake's rule (grids/duplicate_rules.csv): a same-category open case within the
+        # category's radius (widened by the row's accuracy) and window is a likely repeat.
         dups = possible_duplicates(self.acting.store, lon, lat, category=fields["category"],
-                                   now=reported)
-        same = dups[dups["same_category"].astype(bool)] if len(dups) else dups
+                                   slack_m=float(self.given.acc[i]), now=reported)
+        flag = "likely" if "likely" in dups.columns else "same_category"
+        same = dups[dups[flag].astype(bool)] if len(dups) else dups
         for original in same["id"].astype(str) if len(same) else ():
             events = self.acting.store.incident_events(original)
             if events["reason"].fillna("").astype(str).str.contains(marker, regex=False).any():

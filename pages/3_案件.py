@@ -19,6 +19,7 @@ from streamlit_folium import st_folium
 
 from grids.cases import CaseFilter
 from grids.deadlines import LEVEL_COLOR, LEVEL_ZH
+from grids.evidence import MAX_BYTES
 from grids.flow import load_categories, load_flow
 from ui import cards, cases, page, state
 
@@ -36,11 +37,7 @@ st.markdown("#### 案件办理")
 message = ss.pop(cases.MSG, None)
 
 counts = svc.case_counts(actor, now)
-m1, m2, m3, m4 = st.columns(4)
-m1.metric("未结案件", counts["open"])
-m2.metric("超时未办", counts["overdue"])
-m3.metric("待我办理", counts["mine"])
-m4.metric("全部案件", counts["all"])
+st.html(cases.counts_html(counts))
 
 open_states = [s for s in flow.states if s != "closed"]
 ss.setdefault("cs_status", open_states)
@@ -57,7 +54,7 @@ category = f4.selectbox("类别", [None, *load_categories()], key="cs_category",
                         else load_categories()[c].label_zh)
 order = f5.selectbox("排序", list(cases.ORDER_ZH), key="cs_order",
                      format_func=cases.ORDER_ZH.get)
-g1, g2, g3 = st.columns([1, 1, 3])
+g1, g2, g3, g4 = st.columns([1, 1, 3.2, 1.2], vertical_alignment="center")
 overdue_only = g1.toggle("仅超时", key="cs_overdue")
 mine = g2.toggle("待我办理", key="cs_mine",
                  help="处在本岗位可办理环节的案件（如调度员：待派遣；网格员：待核实）")
@@ -67,6 +64,8 @@ text = g3.text_input("案件编号或描述", key="cs_text", label_visibility="c
 grid_codes = cases.grid_codes_matching(router, grid_text)
 filt = CaseFilter(statuses=tuple(statuses) or None, bureau=bureau, grids=grid_codes,
                   category=category, overdue=overdue_only, mine=mine, text=text, order=order)
+g4.number_input("页码", min_value=1, step=1, key="cs_page", label_visibility="collapsed",
+                help="每页 50 件")
 page_no = int(ss.get("cs_page", 1) or 1) - 1
 found = svc.case_page(actor, filt, now=now, page=page_no, size=cases.PAGE_SIZE)
 rows = cases.labelled(found.rows, router)
@@ -102,24 +101,17 @@ with list_col:
         st.info("没有符合条件的案件。")
     else:
         picked = st.dataframe(cases.list_styler(rows), hide_index=True, width="stretch",
-                              height=330, on_select="rerun", selection_mode="single-row",
+                              height=300, on_select="rerun", selection_mode="single-row",
                               key="cs_table")
         chosen_rows = picked.selection.rows if picked and picked.selection else []
         if chosen_rows and ss.get("_cs_table_pick") != chosen_rows[0]:
             ss["_cs_table_pick"] = chosen_rows[0]
             ss["cs_case"] = rows["id"].iloc[chosen_rows[0]]
-    p1, p2 = st.columns([1, 3])
-    p1.number_input("页码", min_value=1, max_value=found.pages, step=1, key="cs_page")
-    if ids:
-        if ss.get("cs_case") not in ids:
-            ss["cs_case"] = ids[0]
-        label_of = dict(zip(rows["id"], rows["countdown"] + "｜" + rows["category_zh"] + "｜"
-                            + rows["description"].fillna("").str.slice(0, 30), strict=True))
-        p2.selectbox("当前案件", ids, key="cs_case",
-                     format_func=lambda i: f"{i}　{label_of.get(i, '')}")
+    if ids and ss.get("cs_case") not in ids:
+        ss["cs_case"] = ids[0]
     selected = ss.get("cs_case") if ids else None
     view = st_folium(cases.cases_map(options.basemap, rows, selected), key="cs_map",
-                     height=330, use_container_width=True,
+                     height=300, use_container_width=True,
                      returned_objects=["last_object_clicked"])
     hit = cases.clicked_case(view, rows, options.basemap)
     if hit and ss.get("_cs_map_pick") != (hit, str(view.get("last_object_clicked"))):
@@ -138,6 +130,10 @@ case = svc.case(actor, case_id)
 case = cases.labelled(cases.with_deadlines(case.to_frame().T, now, flow), router).iloc[0]
 
 with case_col:
+    label_of = dict(zip(rows["id"], rows["countdown"] + "｜" + rows["category_zh"] + "｜"
+                        + rows["description"].fillna("").str.slice(0, 30), strict=True))
+    st.selectbox("当前案件", ids, key="cs_case", label_visibility="collapsed",
+                 format_func=lambda i: f"{i}　{label_of.get(i, '')}")
     st.markdown(f"##### 案件 {cards.md(case_id)}　{cards.md(case['status_label'])}")
     st.html(cases.record_html(case, case["deadline"], bool(case["overdue"]),
                               case["countdown"], case["level"]))
@@ -150,7 +146,8 @@ with case_col:
         if any(flow.evidence.get((case["status"], t)) for t in steps):
             st.file_uploader("现场照片/附件（JPEG、PNG、WebP、PDF，单个不超过 10 MB，最多 6 个）",
                              type=["jpg", "jpeg", "png", "webp", "gif", "pdf"],
-                             accept_multiple_files=True, key=cases.files_key())
+                             accept_multiple_files=True, key=cases.files_key(),
+                             max_upload_size=MAX_BYTES // (1024 * 1024))
         confirm = ss.get(cases.CONFIRM)
         if confirm and confirm[0] == case_id and confirm[2] == case["status"]:
             st.warning(f"确认“{flow.steps[(case['status'], confirm[1])]}”？结案后办理流程结束，"

@@ -141,8 +141,9 @@ if result is not None and can(actor, "case.create"):
                 ss["_bt_filing"] = svc.file_batch(
                     actor, result.frame, file_key=result.digest, name=result.name,
                     crs=result.crs, on_duplicate=ss.get("bt_dup", LINK),
-                    progress=lambda done, total: bar.progress(done / max(total, 1),
-                                                              text=f"正在登记…{done}/{total}"))
+                    progress=lambda done, total: (
+                        bar.progress(done / total, text=f"正在登记…{done}/{total}")
+                        if done == total or done % max(1, total // 50) == 0 else None))
             except (BatchInputError, PermissionDenied, StoreError) as exc:
                 st.error(cards.md(exc))
             finally:

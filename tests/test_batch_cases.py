@@ -4,6 +4,7 @@ again files nothing twice; only a role that may file cases may file a batch."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -13,6 +14,7 @@ from grids import batch
 from grids.access import Actor, PermissionDenied
 from grids.batch import BatchInputError, case_columns, reported_time
 from grids.cases import BEIJING
+from grids.flow import duplicate_rule
 from grids.service import Gridmap
 from layers.importer import import_path
 from layers.store import AuditQuery
@@ -120,7 +122,7 @@ def test_rows_are_filed_linked_or_refused_each_with_its_reason(svc):
 
     # Refused: why, per row.
     assert got["R3"].route_status == "outside" and "不在本市管辖范围内" in got["R3"].note
-    assert got["R5"].note == "事件描述为空"
+    assert got["R5"].note == "事件描述为空" and got["R5"].route_status == "ok"  # routed too
     assert "火星污染" in got["R6"].note and "大气污染" in got["R6"].note
     assert "晚于当前时间" in got["R7"].note
     assert got["R8"].route_status == "error" and "坐标为空" in got["R8"].note
@@ -165,6 +167,30 @@ def test_file_anyway_files_a_repeat_as_a_new_case(svc):
     filing = svc.file_batch(DISPATCHER, complaints([("W1", *P["b1"], 0, "水", "河水发黑", at(1))]),
                             file_key="d" * 64)
     assert filing.rows[0].outcome == "filed" and filing.rows[0].case_id != old
+
+
+def test_a_repeat_follows_the_categorys_own_duplicate_rule(svc):
+    """Nearby means within the category's radius of the rules table (noise: small), not any
+    same-category case the intake lists."""
+    rule = duplicate_rule("noise")
+    noise = existing_case(svc, "a1_numbered", "noise", days_ago=0.5)
+    lon, lat = P["a1_numbered"]
+    metres_east = rule.radius_m + 150
+
+    def east(metres: float) -> float:
+        return lon + metres / (111_320 * math.cos(math.radians(lat)))
+
+    # The accuracy widens the radius, as at intake.
+    uncertain = complaints([("N0", east(metres_east), lat, 200, "噪声", "位置不确定", at(1))])
+    [row] = svc.file_batch(DISPATCHER, uncertain, file_key="m" * 64).rows
+    assert (row.outcome, row.case_id) == ("linked", noise)
+    frame = complaints([
+        ("N1", east(metres_east), lat, 0, "噪声", "远一点的噪声", at(1)),
+        ("N2", east(rule.radius_m / 3), lat, 0, "噪声", "近处的噪声", at(1)),
+    ])
+    got = {r.ref: (r.outcome, r.case_id)
+           for r in svc.file_batch(DISPATCHER, frame, file_key="n" * 64).rows}
+    assert got["N1"][0] == "filed" and got["N2"] == ("linked", noise)
 
 
 @pytest.mark.parametrize("role", ["grid_worker", "planner"])

@@ -117,6 +117,7 @@ def test_complaint_file_filed_as_cases_with_a_report_per_row(tab, server, tmp_pa
     first = got["B1"]["案件编号"]
     assert first and got["B2"]["案件编号"] == first  # the repeat joins the new case
     assert "不在本市管辖范围内" in got["B3"]["说明"] and got["B4"]["说明"] == "事件描述为空"
+    assert got["B4"]["分派状态"] == "明确"
     assert got["B5"]["分派状态"] == "存在歧义" and "歧义" in got["B5"]["说明"]
     assert got["B1"]["举报时间（北京时间）"].endswith(":00") and "T" not in got["B1"][
         "举报时间（北京时间）"]

@@ -56,13 +56,32 @@ def variant() -> dict:
 LAYERS = {**world.layers(), **variant()}
 
 
-@pytest.fixture(scope="module", params=STORES)
-def lead(request, new_store, tmp_path_factory):
+@pytest.fixture(scope="module")
+def built(new_store, tmp_path_factory):
+    """(store, router) of the world of this module in a store of a kind, built once."""
     files = world.write(tmp_path_factory.mktemp("lead") / "files", variant())
-    store = new_store(request.param)
-    import_path(store, files)
-    add_world_users(store.url)
-    return store, Router(store)
+    stores: dict[str, tuple] = {}
+
+    def get(kind: str):
+        if kind not in stores:
+            store = new_store(kind)
+            import_path(store, files)
+            add_world_users(store.url)
+            stores[kind] = (store, Router(store))
+        return stores[kind]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=STORES)
+def lead(request, built):
+    return built(request.param)
+
+
+@pytest.fixture(scope="module")
+def lead_gpkg(built):
+    """For what does not depend on the store (argument and input errors of the command)."""
+    return built("gpkg")
 
 
 def touched_grids(geom) -> set[str]:
@@ -290,15 +309,15 @@ def test_cli_routes_wkt_and_geojson_like_the_router(lead, tmp_path):
     ((), "请给出位置"),
     (("--geojson", "/nonexistent/河段.geojson"), "不存在"),
 ])
-def test_cli_extent_errors_are_chinese_with_exit_2(lead, args, needle):
-    store, _ = lead
+def test_cli_extent_errors_are_chinese_with_exit_2(lead_gpkg, args, needle):
+    store, _ = lead_gpkg
     out = run(store, *args)
     assert out.returncode == 2 and needle in out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
 
 
-def test_cli_refuses_a_file_that_is_not_geojson(lead, tmp_path):
-    store, _ = lead
+def test_cli_refuses_a_file_that_is_not_geojson(lead_gpkg, tmp_path):
+    store, _ = lead_gpkg
     bad = tmp_path / "bad.geojson"
     bad.write_text('{"type": "Feature", "geometry": ', encoding="utf-8")
     out = run(store, "--geojson", bad)

@@ -57,6 +57,15 @@ ORDER_ZH = {"deadline": "按时限（超时在前）", "newest": "最新受理�
 PAGE_SIZE = 50
 
 
+def counts_html(counts: dict[str, int]) -> str:
+    """The console's headline numbers on one line."""
+    items = (("未结案件", counts["open"], "#1f2328"), ("超时未办", counts["overdue"], "#8e0000"),
+             ("待我办理", counts["mine"], "#0b5394"), ("全部案件", counts["all"], "#57606a"))
+    cells = "".join(f'<span style="margin-right:28px">{k} <b style="font-size:1.35rem;'
+                    f'color:{c}">{v}</b></span>' for k, v, c in items)
+    return f'<div style="margin:-6px 0 2px 0">{cells}</div>'
+
+
 def grid_codes_matching(router: Router, text: str) -> tuple[str, ...] | None:
     """The grid codes a typed grid filter means: a code prefix (a township's code finds its
     grids) or words of the name. None when nothing was typed."""

@@ -569,15 +569,16 @@ def overlay(router: Router, basemap: Basemap, desk: Desk | None) -> folium.Featu
 
 
 def _near_area(desk: Desk):
-    """Where the location may be: its accuracy disc, or the extent (slightly widened)."""
+    """Where the location may be: its accuracy disc (around each reading of a pair whose
+    system was not stated), or the extent (slightly widened)."""
     if desk.extent_store is not None:
         return desk.extent_store.buffer(1e-4)
     route = desk.answer.route
     radius = float(route["point"]["input"].get("accuracy_m") or 0)
-    if radius <= 0:
+    points = [r["cgcs2000"] for r in route.get("readings") or []] or [route["point"]["cgcs2000"]]
+    if radius <= 0 and len(points) == 1:
         return None
-    lon, lat = route["point"]["cgcs2000"]
-    return accuracy_disc(lon, lat, radius)
+    return shapely.union_all([accuracy_disc(lon, lat, max(radius, 30.0)) for lon, lat in points])
 
 
 def fit_ambiguous(desk: Desk | None, basemap: Basemap) -> None:
