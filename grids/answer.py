@@ -152,11 +152,13 @@ class AnswerWriter:
 
     def _extent_parts(self, res: ExtentResolution, out: dict) -> None:
         """What an extent adds to the answer: every township and every grid it touches (each
-        grid with its workers); `workers` is then everyone of those grids, once each, with
+        grid with its workers, and whether it answers for some part of the extent by the
+        grid-kind order); `workers` is then everyone of the responsible grids, once each, with
         `grid_codes` (the grids of the extent they serve)."""
         t, g = self.r.townships, self.r.grids
         town_row = {code: i for i, code in enumerate(t["code"])}
         out["townships"] = [self._ref(t, row) for row in res.townships]
+        responsible = set(res.responsible)
         out["grids"] = [
             {
                 "code": g["code"][row],
@@ -164,11 +166,14 @@ class AnswerWriter:
                 "kind": g["kind"][row],
                 "township": self._ref(t, town_row.get(g["township_code"][row])),
                 "workers": self.workers_by_grid.get(g["code"][row], []),
+                "responsible": row in responsible,
             }
             for row in res.grids
         ]
         workers: dict[str, dict] = {}  # one entry per person, with the grids they serve here
         for grid in out["grids"]:
+            if not grid["responsible"]:
+                continue
             for w in grid["workers"]:
                 entry = workers.setdefault(w["id"], {**w, "grid_codes": []})
                 entry["grid_codes"].append(grid["code"])

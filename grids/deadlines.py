@@ -8,8 +8,10 @@ falls after midnight in Beijing is "tomorrow" even when it is still today in UTC
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -85,3 +87,34 @@ def deadline_zh(left: TimeLeft, now: object) -> str:
     if day in names:
         return f"{names[day]} {clock}"
     return f"{day.year}年{day.month}月{day.day}日 {clock}"
+
+
+_DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+
+
+def beijing_text(value: object) -> str:
+    """A time as people in Nantong read it: Beijing time to the minute, "YYYY-MM-DD HH:MM".
+
+    `value` is what the store holds — ISO 8601 text in UTC ("…Z"), with an offset, or without
+    one, which the store means as Beijing time (layers/incident_sql.py `utc_text`,
+    grids/deadlines.py) — or a datetime. None, "" and NaN/NaT give ""; a date alone, and text
+    that is not an ISO time, come back as they are (never guessed at: "now" stays "now")."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, datetime):
+        moment = value
+        if moment != moment:  # NaT
+            return ""
+    elif isinstance(value, date):
+        return value.isoformat()
+    else:
+        text = str(value).strip()
+        if not text or _DATE_ONLY.fullmatch(text):
+            return text
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return text
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=BEIJING)
+    return moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from grids.deadlines import beijing_text
 from grids.routing import Router
 from layers.finder import Queries
 from layers.store import Snapshot
@@ -111,12 +112,13 @@ def open_incidents(found: pd.DataFrame) -> pd.DataFrame:
         frame["status_zh"] = frame["status"].map(STATUS_ZH).fillna(frame["status"])
     if "category_zh" not in frame:
         frame["category_zh"] = frame.get("category", "")
+    frame["reported_local"] = frame["reported_at"].map(beijing_text)
     return frame.reset_index(drop=True)
 
 
 def _empty_incidents() -> pd.DataFrame:
-    return pd.DataFrame(columns=["id", "reported_at", "source", "category_zh", "description",
-                                 "status", "status_zh", "lon", "lat", "grid"])
+    return pd.DataFrame(columns=["id", "reported_at", "reported_local", "source", "category_zh",
+                                 "description", "status", "status_zh", "lon", "lat", "grid"])
 
 
 # -- the portfolio --------------------------------------------------------------------------------
@@ -152,7 +154,8 @@ GRID_COLUMNS = {
     "open_incidents": "未结事件数",
 }
 INCIDENT_COLUMNS = {
-    "id": "事件编号", "reported_at": "上报时间", "source": "来源", "category_zh": "类别",
+    "id": "事件编号", "reported_local": "上报时间（北京时间）", "source": "来源",
+    "category_zh": "类别",
     "status_zh": "状态", "description": "描述", "grid": "网格编码", "lon": "经度", "lat": "纬度",
 }
 
@@ -250,12 +253,13 @@ def roster_excel(portfolio: Portfolio) -> bytes:
     w = portfolio.worker
     info = wb.active
     info.title = "网格员"
-    generated = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+    generated = beijing_text(datetime.now(UTC))
     for row in (("姓名", w["name"]), ("编号", w["id"]), ("电话", w["phone"]), ("职责", w["roles"]),
                 ("负责网格数", len(portfolio.grids)), ("监管对象数", len(portfolio.entities)),
                 ("未结事件数", len(portfolio.incidents)),
                 ("图层版本", portfolio.generation.get("generation")),
-                ("图层版本时间", portfolio.generation.get("created_at")), ("导出时间", generated)):
+                ("图层版本时间", beijing_text(portfolio.generation.get("created_at"))),
+                ("导出时间", generated)):
         _append(info, row)
     sheets = (("负责网格", pd.DataFrame(portfolio.grids), GRID_COLUMNS),
               ("监管对象", portfolio.entities, ENTITY_COLUMNS),

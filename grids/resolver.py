@@ -57,6 +57,9 @@ class ExtentResolution(Resolution):
 
     grids: tuple[int, ...] = ()
     townships: tuple[int, ...] = ()
+    # The grids answering for some part of it by the grid-kind order (a comprehensive grid
+    # whose part lies wholly under a dedicated or park grid is touched but not responsible).
+    responsible: tuple[int, ...] = ()
 
 
 class Resolver:
@@ -284,7 +287,8 @@ class Resolver:
         every_piece = self._pieces(area, hits, deciding)
         pieces = [p for p in every_piece if p[COUNTY] or p[SEA]]
         if not pieces:
-            return ExtentResolution(self._decide(((),) * N_LAYERS), grids, townships)
+            return ExtentResolution(self._decide(((),) * N_LAYERS), grids, townships,
+                                    responsible)
         outside = len(pieces) < len(every_piece)
         counties: set[int] = set()
         for p in pieces:
@@ -294,7 +298,7 @@ class Resolver:
                 if county is not None:
                     counties.add(county)
         if len(counties) > 1:
-            outcome = self._cross_county(sorted(counties), grids, townships)
+            outcome = self._cross_county(sorted(counties), grids, responsible, townships)
         else:
             outcome = self._extent_lead(
                 pieces, next(iter(counties), None), grids, responsible, townships, whole_parks,
@@ -310,7 +314,7 @@ class Resolver:
                     "按本市范围内的部分确定牵头机构，范围外部分请联系相邻地区。",
                 ),
             )
-        return ExtentResolution((outcome,), grids, townships)
+        return ExtentResolution((outcome,), grids, townships, responsible)
 
     def _pieces(self, area, hits: Hits, mine: np.ndarray) -> list[Sets]:
         """The sets of polygons covering each piece of `area`, split by every polygon of
@@ -407,7 +411,7 @@ class Resolver:
                 text += f"{t['name'][township]}（{t['code'][township]}）"
             reasons.append(text)
         if grids:
-            reasons.append(f"涉及 {len(grids)} 个网格：{_names(g, grids)}（网格及网格员见列表）")
+            reasons.append(self._grids_reason(grids, responsible))
         else:
             flags.append("no_grid")
             reasons.append("范围内没有网格（图层缺口），请人工指定网格")
@@ -452,7 +456,16 @@ class Resolver:
             flags=tuple(flags),
         )
 
-    def _cross_county(self, counties: list[int], grids, townships) -> Outcome:
+    def _grids_reason(self, grids, responsible) -> str:
+        g = self.grids
+        text = f"涉及 {len(grids)} 个网格：{_names(g, grids)}（网格及网格员见列表）"
+        under = [x for x in grids if x not in set(responsible)]
+        if under:
+            text += (f"；其中{_names(g, under)}在范围内的部分全部位于专属或园区网格内，"
+                     f"由后者负责。规则：{self.precedence.label('grid_kind', 'dedicated')}")
+        return text
+
+    def _cross_county(self, counties: list[int], grids, responsible, townships) -> Outcome:
         names = "、".join(self.counties["name"][c] for c in counties)
         co = tuple(
             b
@@ -464,9 +477,8 @@ class Resolver:
             f"规则：{self.precedence.label('extent', 'cross_county')}",
         ]
         if grids:
-            reasons.append(
-                f"涉及 {len(townships)} 个乡镇/街道、{len(grids)} 个网格（网格及网格员见列表）"
-            )
+            reasons.append(f"涉及 {len(townships)} 个乡镇/街道；"
+                           + self._grids_reason(grids, responsible))
         return Outcome(
             bureau=self.municipal,
             co_bureaus=co,

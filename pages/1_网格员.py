@@ -72,7 +72,8 @@ with info_col:
     c1.metric("负责网格", len(mine.grids))
     c2.metric("监管对象", len(mine.entities))
     c3.metric("未结事件", len(mine.incidents))
-    st.caption(f"图层版本 {mine.generation['generation']}（{mine.generation['created_at']}）。"
+    st.caption(f"图层版本 {mine.generation['generation']}"
+               f"（{cards.beijing_text(mine.generation['created_at'])}，北京时间）。"
                "地图上青色轮廓为其负责的网格。")
     st.download_button(  # the workbook is written when the button is pressed
         "下载 Excel 花名册（网格、监管对象、未结事件）",

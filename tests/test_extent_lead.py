@@ -93,6 +93,26 @@ def touched_grids(geom) -> set[str]:
             if size(shape.intersection(geom)) > 1e-9}
 
 
+KIND_RANK = {"dedicated": 1, "park": 2, "comprehensive": 3}
+
+
+def responsible_grids(geom) -> set[str]:
+    """The touched grids that answer for some part of the extent: their part is not wholly
+    under more specific grids (dedicated over park over comprehensive)."""
+    g = LAYERS["grids"]
+    band = geom.buffer(1e-6, cap_style="flat") if "Line" in geom.geom_type else geom
+    parts = {c: (shape.intersection(band), k)
+             for c, shape, k in zip(g["code"], g.geometry, g["kind"], strict=True)
+             if c in touched_grids(geom)}
+    out = set()
+    for code, (part, kind) in parts.items():
+        better = [p for p, k in parts.values() if KIND_RANK[k] < KIND_RANK[kind]]
+        rest = part.difference(shapely.union_all(better)) if better else part
+        if rest.area > band.area * 1e-6:
+            out.add(code)
+    return out
+
+
 def workers_of(codes) -> set[str]:
     w = LAYERS["workers"]
     return set(w[w["grid_code"].isin(list(codes))]["id"])
@@ -103,12 +123,15 @@ def codes(items) -> set[str]:
 
 
 def check_lists(a: dict, geom) -> None:
-    """Every grid the extent enters is listed with its workers, and `workers` is all of them."""
+    """Every grid the extent enters is listed with its workers and whether it answers for a
+    part of the extent; `workers` is everyone of the responsible grids."""
     expected = touched_grids(geom)
     assert codes(a["grids"]) == expected
     for g in a["grids"]:
         assert {w["id"] for w in g["workers"]} == workers_of([g["code"]])
-    assert {w["id"] for w in a["workers"]} == workers_of(expected)
+    responsible = responsible_grids(geom)
+    assert {g["code"] for g in a["grids"] if g["responsible"]} == responsible
+    assert {w["id"] for w in a["workers"]} == workers_of(responsible)
     assert a["candidates"] == [] and a["status"] == "ok"
 
 
@@ -141,6 +164,19 @@ def test_an_extent_inside_one_numbered_bureau_is_its_and_not_ambiguous(lead):
     # A point is still ambiguous when it is uncertain.
     assert router.route(*world.P["border_ab"])["status"] == "ambiguous"
     assert router.route(*world.P["a1_numbered"], accuracy_m=0)["status"] == "ok"
+
+
+def test_a_plume_inside_a_dedicated_grid_is_that_grids(lead):
+    _, router = lead
+    plume = box(120.655, 32.025, 120.665, 32.035)
+    a = router.route_extent(plume.wkt)
+    assert a["grid"]["code"] == "320901002800001" and a["rules"]["grid"] == "dedicated"
+    # The comprehensive grid around it is listed, but its worker is not the one to send.
+    assert codes(a["grids"]) == {"320901002800001", "320901002001001"}
+    assert responsible_grids(plume) == {"320901002800001"}
+    check_lists(a, plume)
+    assert any("专属" in r and "320901002001001" in r for r in a["reasons"])
+    assert a["bureau"]["code"] == "B-A-2"  # the south-east of 甲二镇
 
 
 def test_park_and_its_surroundings_go_to_the_county_bureau(lead):
@@ -198,7 +234,7 @@ def test_a_township_area_lists_all_its_grids(lead):
     grids = LAYERS["grids"]
     own = set(grids[grids["township_code"] == TOWN_A2]["code"])
     assert len(own) == 4 and codes(a["grids"]) == own
-    assert {w["id"] for w in a["workers"]} == workers_of(own)
+    check_lists(a, world.A2)
     leader = next(w for w in a["workers"] if w["id"] == "L001")
     assert leader["grid_codes"] == ["320901002001001"]
     assert a["bureau"]["code"] == "B-A"

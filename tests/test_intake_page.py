@@ -78,7 +78,8 @@ def map_args(at, key: str) -> dict:
 
 def K(at, name: str) -> str:
     """The key of an intake field in the page's current form (a filed call starts a new one)."""
-    form = at.session_state["_in_form"] if "_in_form" in at.session_state else 0
+    state = at.session_state  # AppTest's session state has no .get
+    form = state["_in_form"] if "_in_form" in state else 0  # noqa: SIM401
     return f"{name}#{form}"
 
 
@@ -137,7 +138,8 @@ def test_typed_gcj02_coordinate_routes_and_registers(store_path, monkeypatch):
     assert case["status"] == "reported" and case["source"] == "12369热线"
     assert case["reported_at"].endswith("+08:00")  # typed in Beijing time
     # The next call starts clean; the link opens the case.
-    assert at.text_input(key=K(at, "in_coord")).value == "" and at.text_area(key=K(at, "in_desc")).value == ""
+    assert at.text_input(key=K(at, "in_coord")).value == ""
+    assert at.text_area(key=K(at, "in_desc")).value == ""
     link = [p for p in at.get("page_link") if "打开案件" in p.proto.label]
     assert link and case_id in link[0].proto.query_string
 

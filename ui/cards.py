@@ -10,12 +10,11 @@ or `${…}` would run as script when the map is drawn.
 
 from __future__ import annotations
 
-import math
 import re
-from datetime import date, datetime
 from html import escape
 from zoneinfo import ZoneInfo
 
+from grids import deadlines
 from grids.answer import FLAG_ZH
 
 ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
@@ -76,35 +75,8 @@ def js_html(value: object) -> str:
     return esc(value).translate(_JS_SPECIAL)
 
 
-_DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
-
-
-def beijing_text(value: object) -> str:
-    """A time as people in Nantong read it: Beijing time to the minute, "YYYY-MM-DD HH:MM".
-
-    `value` is what the store holds — ISO 8601 text in UTC ("…Z"), with an offset, or without
-    one, which the store means as Beijing time (layers/incident_sql.py `utc_text`,
-    grids/deadlines.py) — or a datetime. None, "" and NaN/NaT give ""; a date alone, and text
-    that is not an ISO time, come back as they are (never guessed at: "now" stays "now")."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, datetime):
-        moment = value
-        if moment != moment:  # NaT
-            return ""
-    elif isinstance(value, date):
-        return value.isoformat()
-    else:
-        text = str(value).strip()
-        if not text or _DATE_ONLY.fullmatch(text):
-            return text
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            return text
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=BEIJING)
-    return moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
+# One way to show times, for pages and the domain's exports alike (grids/deadlines.py).
+beijing_text = deadlines.beijing_text
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")

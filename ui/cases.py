@@ -5,7 +5,6 @@ event; the workflow table (grids/case_flow.csv) decides which steps exist."""
 from __future__ import annotations
 
 import json
-from datetime import UTC
 
 import folium
 import numpy as np
@@ -24,7 +23,6 @@ from layers.incidents import CATEGORIES_ZH
 from layers.store import StoreError
 from ui import assets, cards, mapview
 from ui.basemap import Basemap
-from ui.intake import TZ
 
 ACTION_ZH = {"create": "受理登记", "transition": "状态变更", "reassign": "人工改派（干预留痕）",
              "link": "重复举报并入"}
@@ -42,15 +40,7 @@ def category_zh(key: str) -> str:
 
 def local_time(value: object) -> str:
     """An ISO time as Beijing time, to the minute ("" for none)."""
-    if value is None or value == "" or (isinstance(value, float) and pd.isna(value)):
-        return ""
-    try:
-        t = pd.Timestamp(str(value))
-    except ValueError:
-        return str(value)
-    if t.tzinfo is None:
-        t = t.tz_localize(UTC)
-    return t.tz_convert(TZ).strftime("%Y-%m-%d %H:%M")
+    return cards.beijing_text(value)
 
 
 ORDER_ZH = {"deadline": "按时限（超时在前）", "newest": "最新受理在前", "reported": "最早受理在前"}
