@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import re
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
+from grids.flow import load_flow
 from layers import credit_code
 from layers.demo import build_sample
 from layers.schema import LAYERS
@@ -50,17 +53,28 @@ def _hashes(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
     root = tmp_path_factory.mktemp("sample")
-    counts = build_sample(root)
+    counts = build_sample(root, as_of=AS_OF)
     return Sample(root, counts)
 
 
+# The build time the sample's incidents are dated from (fixed here: two builds compared).
+AS_OF = datetime(2026, 12, 2, 10, 0, tzinfo=timezone(timedelta(hours=8)))
+
+
 def test_second_build_is_byte_identical(sample: Sample, tmp_path: Path) -> None:
-    build_sample(tmp_path / "again")
+    build_sample(tmp_path / "again", as_of=AS_OF)
     assert _hashes(tmp_path / "again") == _hashes(sample.root)
 
 
+def test_a_later_build_dates_its_incidents_from_then(sample: Sample, tmp_path: Path) -> None:
+    build_sample(tmp_path / "later", as_of=AS_OF + timedelta(days=40))
+    later = _hashes(tmp_path / "later")
+    assert later["grids.geojson"] == _hashes(sample.root)["grids.geojson"]
+    assert later["incidents.csv"] != _hashes(sample.root)["incidents.csv"]
+
+
 def test_other_seed_differs(sample: Sample, tmp_path: Path) -> None:
-    build_sample(tmp_path / "other", seed=7)
+    build_sample(tmp_path / "other", seed=7, as_of=AS_OF)
     other = _hashes(tmp_path / "other")
     mine = _hashes(sample.root)
     assert other["counties.geojson"] == mine["counties.geojson"]
@@ -370,12 +384,22 @@ def test_incidents(sample: Sample) -> None:
         "category": {"air", "water", "noise", "solid_waste", "soil", "radiation", "marine",
                      "ecology", "other"},
         "crs": {"wgs84", "gcj02", "bd09"},
-        "status": {"reported", "dispatched", "closed"},
+        "status": {"reported", "dispatched", "verified", "transferred", "handling", "closed"},
     }
     for col, values in allowed.items():
         assert {r[col] for r in rows} <= values, col
+    flow = load_flow()
     for r in rows:
-        assert re.fullmatch(r"2026-11-\d\dT\d\d:\d\d:\d\d\+08:00", r["reported_at"])
+        assert re.fullmatch(r"2026-1[12]-\d\dT\d\d:\d\d:\d\d\+08:00", r["reported_at"])
+        reported = datetime.fromisoformat(r["reported_at"])
+        assert AS_OF - timedelta(days=30) <= reported <= AS_OF  # the 30 days before the build
+        # The steps so far: in workflow order, after the report, before the build time.
+        steps = [p.split("@") for p in r["history"].split(";") if p]
+        times = [reported] + [datetime.fromisoformat(t) for _, t in steps]
+        assert times == sorted(times) and times[-1] <= AS_OF
+        states = ["reported"] + [s for s, _ in steps]
+        assert all(pair in flow.steps for pair in itertools.pairwise(states))
+        assert states[-1] == r["status"]
         assert r["category_zh"] and r["description"]
         assert int(r["accuracy_m"]) == 50 or 300 <= int(r["accuracy_m"]) <= 1000
         if r["source"] in ("巡查发现", "在线监控报警"):

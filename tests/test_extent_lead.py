@@ -260,6 +260,11 @@ def test_a_community_park_and_grid_as_areas(lead):
     assert park["bureau"]["code"] == "B-P2" and park["park"]["code"] == "P2"
     grid = router.route_area("grid", "320901002800001")
     assert grid["grid"]["code"] == "320901002800001"
+    # A county in two parts (乙县 and its enclave in 甲县): one county, its bureau leads.
+    county = router.route_area("county", "320902")
+    assert county["bureau"]["code"] == "B-B" and codes(county["co_bureaus"]) == {"B-B-1"}
+    assert codes(county["townships"]) == {"320902001", "320902002"}
+    check_lists(county, world.COUNTY_B)
     with pytest.raises(RoutingInputError, match="没有编码"):
         router.route_area("township", "999999999")
     with pytest.raises(RoutingInputError, match="不能按区域受理"):
