@@ -43,11 +43,11 @@ from grids.access import PermissionDenied
 from grids.acting import Acting
 from grids.answer import FLAG_ZH, STATUS_ZH
 from grids.cases import BEIJING
+from grids.deadlines import beijing_text
 from grids.flow import CaseError, load_categories
 from grids.intake import possible_duplicates
 from grids.routing import Router, RoutingInputError
 from layers import spreadsheet
-from layers.audit import beijing
 from layers.finder import Queries
 from layers.incidents import CATEGORIES_ZH, category_labels
 from layers.problems import shown
@@ -722,7 +722,7 @@ class ExportLabels:
                 names[layer] = dict(zip(frame["code"].astype(str), frame["name"].astype(str),
                                         strict=True))
         gen = snap.generation
-        return cls(names, gen.id, beijing(gen.created_at))
+        return cls(names, gen.id, beijing_text(gen.created_at))
 
     def name(self, layer: str, code: object) -> str:
         code = "" if code is None else str(code)

@@ -186,7 +186,15 @@ class GeoPackageStore(Store):
             self._schema_v4()
 
     def _schema_v4(self) -> None:
-        """Files kept with case steps (photos, documents): append-only, with their hash."""
+        """Files kept with case steps (photos, documents): append-only, with their hash; and
+        the instant each case entered its state, for deadlines sorted and filtered in SQL."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(incident_state)")}
+        if "since_epoch" not in have:
+            self.conn.execute("ALTER TABLE incident_state ADD COLUMN since_epoch REAL")
+            self.conn.execute("UPDATE incident_state SET since_epoch = "
+                              "(julianday(status_since) - 2440587.5) * 86400.0")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS incident_state_deadline "
+                          "ON incident_state (status, since_epoch)")
         gpkg.create_attribute_table(
             self.conn, "attachments",
             [("incident_id", "TEXT NOT NULL"), ("event_at", "TEXT NOT NULL"),
@@ -498,23 +506,17 @@ class GeoPackageStore(Store):
     def query_incidents(self, query: IncidentQuery | None = None) -> gpd.GeoDataFrame:
         """Incidents with their current state, filtered and paged by sqlite."""
         query = query or IncidentQuery()
-        where, params = incident_sql.where(query, "?")
-        page, more = incident_sql.paging(query, "?")
         select = ", ".join([*(f"i.{n}" for n in INCIDENT_NAMES),
                             *(f"s.{n}" for n in STATE_READ), "i.geom"])
-        order, by = incident_sql.order(query, "?")
-        rows = self.conn.execute(
-            f"SELECT {select} FROM incidents i JOIN incident_state s ON s.incident_id = i.id"
-            f"{where}{order}{page}", params + by + more).fetchall()
+        sql, params = incident_sql.select_sql(select, query, "?")
+        rows = self.conn.execute(sql, params).fetchall()
         geoms = gpkg.decode([r[-1] for r in rows]) if rows else []
         frame = frame_from_state([r[:-1] for r in rows], geoms, STORE_EPSG)
         return incident_sql.within(frame, query)
 
     def count_incidents(self, query: IncidentQuery | None = None) -> int:
-        where, params = incident_sql.where(query or IncidentQuery(), "?")
-        return int(self.conn.execute(
-            "SELECT count(*) FROM incidents i JOIN incident_state s ON s.incident_id = i.id"
-            f"{where}", params).fetchone()[0])
+        sql, params = incident_sql.count_sql(query or IncidentQuery(), "?")
+        return int(self.conn.execute(sql, params).fetchone()[0])
 
     # -- attachments ----------------------------------------------------------------------------
     def attachments(self, incident_id: str) -> list[AttachmentInfo]:

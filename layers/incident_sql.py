@@ -29,6 +29,9 @@ STATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("category", "TEXT NOT NULL"),
     ("lon", "REAL NOT NULL"),
     ("lat", "REAL NOT NULL"),
+    # status_since as Unix seconds: deadlines are this plus the state's limit, so the store
+    # sorts and filters by them with arithmetic and an index (status, since_epoch).
+    ("since_epoch", "REAL"),
 )
 STATE_NAMES = [n for n, _ in STATE_COLUMNS]
 STATE_INDEXES = ("status", "grid_code", "bureau_code", "reported_utc", "lon")
@@ -48,7 +51,8 @@ def initial_state(record: dict, lon: float, lat: float, event: Event | None) -> 
     at = event.at if event else record["created_at"]
     return (record["id"], status, str(record["reported_at"]), str(at),
             record.get("grid_code"), record.get("bureau_code"),
-            utc_text(record["reported_at"]), str(record["category"]), float(lon), float(lat))
+            utc_text(record["reported_at"]), str(record["category"]), float(lon), float(lat),
+            epoch_of(record["reported_at"]))
 
 
 def apply_event(state: dict, event: Event) -> dict:
@@ -56,6 +60,7 @@ def apply_event(state: dict, event: Event) -> dict:
     out = dict(state)
     if event.status != state["status"]:
         out["status_since"] = event.at
+        out["since_epoch"] = epoch_of(event.at)
     out["status"] = event.status
     out["updated_at"] = event.at
     if event.grid_code:
@@ -89,9 +94,17 @@ def where(query: IncidentQuery, ph: str) -> tuple[str, list]:
                        f"i.description LIKE {ph} ESCAPE '\\')")
         params.extend([pattern, pattern])
     if query.overdue_at:
-        due, due_params = deadline(query, ph)
-        clauses.append(f"{due} < {ph}")
-        params.extend([*due_params, epoch_of(query.overdue_at)])
+        # Past its deadline: per limited state, entered before now − limit (index range scans
+        # on (status, since_epoch)); states without a limit are never overdue.
+        now = epoch_of(query.overdue_at)
+        limits = [(state, float(h)) for state, h in (query.limits or ()) if h]
+        if limits:
+            clauses.append("(" + " OR ".join(
+                f"(s.status = {ph} AND s.since_epoch < {ph})" for _ in limits) + ")")
+            for state, hours in limits:
+                params.extend([state, now - hours * 3600.0])
+        else:
+            clauses.append("1 = 0")
     among("s.incident_id", query.ids)
     among("s.status", query.statuses)
     among("s.status", query.not_statuses, negate=True)
@@ -113,13 +126,6 @@ def where(query: IncidentQuery, ph: str) -> tuple[str, list]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def epoch_sql(expr: str, ph: str) -> str:
-    """SQL for the Unix time (seconds) of an ISO text column with an offset."""
-    if ph == "?":  # SQLite: julianday reads "…+08:00" and counts days from noon, 4714 BC
-        return f"((julianday({expr}) - 2440587.5) * 86400.0)"
-    return f"extract(epoch FROM ({expr})::timestamptz)"
-
-
 def epoch_of(value: object) -> float:
     ts = pd.Timestamp(str(value))
     if ts.tzinfo is None:
@@ -137,7 +143,7 @@ def deadline(query: IncidentQuery, ph: str) -> tuple[str, list]:
     params: list = []
     for state, hours in limits:
         params.extend([state, hours * 3600.0])
-    return (f"({epoch_sql('s.status_since', ph)} + CASE s.status {cases} END)", params)
+    return f"(s.since_epoch + CASE s.status {cases} END)", params
 
 
 def order(query: IncidentQuery, ph: str) -> tuple[str, list]:
@@ -150,6 +156,33 @@ def order(query: IncidentQuery, ph: str) -> tuple[str, list]:
         return (f" ORDER BY CASE WHEN {due} IS NULL THEN 1 ELSE 0 END, {due}, "
                 "s.reported_utc, s.incident_id", params + params)
     return " ORDER BY s.reported_utc, s.incident_id", []
+
+
+def needs_record(query: IncidentQuery) -> bool:
+    """Whether the filter reads the incident record (`i`), not only its state (`s`)."""
+    return bool(query.text)
+
+
+def count_sql(query: IncidentQuery, ph: str) -> tuple[str, list]:
+    where_sql, params = where(query, ph)
+    join = " JOIN incidents i ON i.id = s.incident_id" if needs_record(query) else ""
+    return f"SELECT count(*) FROM incident_state s{join}{where_sql}", params
+
+
+def select_sql(columns: str, query: IncidentQuery, ph: str) -> tuple[str, list]:
+    """The incidents (record and state) `query` asks for. A page is chosen on the state table
+    alone (filtered, sorted, limited) before the records of its rows are joined: the records
+    (with their stored answers) of every match are never carried through the sort."""
+    where_sql, params = where(query, ph)
+    order_sql, by = order(query, ph)
+    base = "FROM incidents i JOIN incident_state s ON s.incident_id = i.id"
+    if query.limit is None:
+        return f"SELECT {columns} {base}{where_sql}{order_sql}", params + by
+    page_sql, more = paging(query, ph)
+    join = " JOIN incidents i ON i.id = s.incident_id" if needs_record(query) else ""
+    inner = f"SELECT s.incident_id FROM incident_state s{join}{where_sql}{order_sql}{page_sql}"
+    return (f"SELECT {columns} {base} WHERE s.incident_id IN ({inner}){order_sql}",
+            params + by + more + by)
 
 
 def paging(query: IncidentQuery, ph: str) -> tuple[str, list]:

@@ -142,8 +142,8 @@ def migrate(url: str) -> list[str]:
                     f"INSERT INTO {SCHEMA}.schema_migrations (version) VALUES (%s)", (path.stem,)
                 )
                 applied_now.append(path.stem)
-                if path.stem.startswith("0002"):
-                    _rebuild_state(cur)
+            if any(stem.startswith("0002") for stem in applied_now):
+                _rebuild_state(cur)  # after every migration: the state table is complete
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {WORK_SCHEMA}")
     except psycopg2.Error as exc:
         raise StoreError(f"数据库初始化失败：{exc}") from exc
@@ -377,10 +377,9 @@ class PostgisStore(Store):
         return None if row is None else (AttachmentInfo(*row[:-1]), bytes(row[-1]))
 
     def count_incidents(self, query: IncidentQuery | None = None) -> int:
-        where, params = incident_sql.where(query or IncidentQuery(), "%s")
+        sql, params = incident_sql.count_sql(query or IncidentQuery(), "%s")
         with self.conn, self.conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM incidents i JOIN incident_state s "
-                        f"ON s.incident_id = i.id{where}", params)
+            cur.execute(sql, params)
             return int(cur.fetchone()[0])
 
     def incident_events(self, incident_id: str | None = None) -> pd.DataFrame:
@@ -396,17 +395,12 @@ class PostgisStore(Store):
 
     def query_incidents(self, query: IncidentQuery | None = None) -> gpd.GeoDataFrame:
         query = query or IncidentQuery()
-        where, params = incident_sql.where(query, "%s")
-        page, more = incident_sql.paging(query, "%s")
         select = ", ".join([*("i.answer::text" if n == "answer" else f"i.{n}"
                               for n in INCIDENT_NAMES),
                             *(f"s.{n}" for n in STATE_READ), "ST_AsBinary(i.geom)"])
-        order, by = incident_sql.order(query, "%s")
+        sql, params = incident_sql.select_sql(select, query, "%s")
         with self.conn, self.conn.cursor() as cur:
-            cur.execute(
-                f"SELECT {select} FROM incidents i JOIN incident_state s "
-                f"ON s.incident_id = i.id{where}{order}{page}",
-                params + by + more)
+            cur.execute(sql, params)
             rows = cur.fetchall()
         geoms = shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else []
         frame = frame_from_state([r[:-1] for r in rows], geoms, STORE_EPSG)

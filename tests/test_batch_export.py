@@ -24,8 +24,8 @@ from grids.batch import (
     localize,
     write_result,
 )
+from grids.deadlines import beijing_text
 from layers import spreadsheet
-from layers.audit import beijing
 from layers.store import open_store
 from tests.browser import build_map_world
 from tests.conftest import gridmap_exe
@@ -88,7 +88,8 @@ def test_localized_table_has_chinese_headers_and_labels(router):
     assert "乙县" in candidates
     # The layer version with its time, in Beijing time.
     gen = router.snapshot.generation
-    assert (by[GENERATION_TIME] == beijing(gen.created_at)).all()
+    assert (by[GENERATION_TIME] == beijing_text(gen.created_at)).all()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", by[GENERATION_TIME].iat[0])
     assert not zh.astype(str).apply(lambda c: c.str.contains(UTC_TEXT)).any().any()
 
 

@@ -40,10 +40,10 @@ from grids.batch import (
     localize,
     read_rows,
 )
+from grids.deadlines import beijing_text
 from grids.flow import load_categories
 from grids.routing import Router
 from layers import spreadsheet
-from layers.audit import beijing
 from ui import assets, cards
 from ui.basemap import Basemap
 
@@ -194,7 +194,7 @@ def filing_table(filing: BatchFiling) -> pd.DataFrame:
     t = filing.frame()
     t["outcome"] = t["outcome"].map(OUTCOME_ZH)
     t["route_status"] = t["route_status"].map(lambda v: STATUS_ZH.get(v, v) if v else "")
-    t["reported_at"] = t["reported_at"].map(lambda v: beijing(v) if v else "")
+    t["reported_at"] = t["reported_at"].map(beijing_text)
     t["earlier"] = t["earlier"].map({True: "是", False: ""})
     return t.rename(columns=FILING_COLUMNS)
 

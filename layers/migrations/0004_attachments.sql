@@ -13,3 +13,9 @@ CREATE TABLE attachments (
     data bytea NOT NULL
 );
 CREATE INDEX attachments_incident ON attachments (incident_id, id);
+
+-- The instant each case entered its current state (Unix seconds): deadlines are this plus the
+-- state's limit, sorted and filtered with arithmetic and an index.
+ALTER TABLE incident_state ADD COLUMN since_epoch double precision;
+UPDATE incident_state SET since_epoch = extract(epoch FROM status_since::timestamptz);
+CREATE INDEX incident_state_deadline ON incident_state (status, since_epoch);
