@@ -108,6 +108,17 @@ def test_search_zooms_and_escapes(app):
     assert map_args(at)["zoom"] >= 14
 
 
+def test_a_searched_township_is_answered_as_the_whole_area(app):
+    at = app.text_input(key="query").input("甲二镇").run()
+    assert not at.exception
+    assert "甲县执法局" in card(at)
+    # Every grid of the township, not the one under an interior point.
+    answer = json.loads(at.json[0].value)
+    codes = {g["code"] for g in answer.get("grids", [])}
+    assert {"320901002001001", "320901002001002"} <= codes
+    assert answer["status"] == "ok" and answer["bureau"]["code"] == "B-A"
+
+
 def test_worker_hit_links_to_the_worker_page(app):
     at = app.text_input(key="query").input("甲二镇网格长").run()
     assert "网格员：甲二镇网格长" in card(at)

@@ -15,8 +15,6 @@ from layers.search import Hit
 from ui import cards, mapview
 from ui.page import Click, Options, new_view
 
-HIT_LAYERS = {"grid": "grids", "township": "townships", "park": "parks", "county": "counties"}
-
 
 @dataclass
 class Selection:
@@ -84,12 +82,14 @@ def current(svc, actor, router: Router, options: Options,
         codes = worker_grids(router, hit.code)
         group = mapview.highlight_group(options.basemap, geometries(router, "grids", codes))
         return Selection(cards.hit_card(hit), None, group, worker_id=hit.code)
-    answer = svc.route(actor, hit.lon, hit.lat, "wgs84", 0.0)
-    if hit.kind == "entity":
+    if hit.is_area:
+        # A township, park, grid or community is answered as the whole area: its bureau and
+        # every grid and worker in it (as at intake), the area outlined.
+        answer = svc.route_area(actor, hit.kind, hit.code)
+        group = mapview.highlight_group(options.basemap, [router.area_of(hit.kind, hit.code)])
+    else:  # an entity, an address or a road: a point
+        answer = svc.route(actor, hit.lon, hit.lat, "wgs84", 0.0)
         group = _highlight(router, options, answer)
-    else:
-        group = mapview.highlight_group(options.basemap,
-                                        geometries(router, HIT_LAYERS[hit.kind], [hit.code]))
     return Selection(cards.hit_card(hit, answer, bureau_names), answer, group)
 
 
