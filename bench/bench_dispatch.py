@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from geo.crs import from_store  # noqa: E402
+from grids.access import Actor  # noqa: E402
+from grids.acting import Acting  # noqa: E402
 from grids.intake import intake  # noqa: E402
 from grids.routing import Router  # noqa: E402
 from layers.display import city_bounds  # noqa: E402
@@ -90,6 +92,9 @@ def time_batch(router: Router, name: str, data: bytes, runs: int = 3) -> tuple[l
     return times, counts
 
 
+DISPATCHER = Actor("bench-dispatcher", "dispatcher", "基准调度员")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None)
@@ -128,18 +133,20 @@ def main() -> int:
     lat = inside.y.to_numpy() + rng.normal(0, 0.003, args.points)
     gx, gy = from_store(lon, lat, "gcj02")
     cats = list(rng.choice(["air", "water", "noise", "cooking_fumes"], args.points))
-    intake(router, store, float(gx[0]), float(gy[0]), crs="gcj02", category="air")  # warm
+    desk = Acting(DISPATCHER, store)  # the signed-in dispatcher, as the service passes it
+    intake(router, desk, float(gx[0]), float(gy[0]), crs="gcj02", category="air")  # warm
     single, with_open = [], []
     for i in range(args.points):
         gcj = i % 2 == 0
         x, y = (float(gx[i]), float(gy[i])) if gcj else (float(lon[i]), float(lat[i]))
         acc = 50.0 if i % 3 else 500.0
         t0 = time.perf_counter()
-        intake(router, store, x, y, crs="gcj02" if gcj else "wgs84", accuracy_m=acc,
+        intake(router, desk, x, y, crs="gcj02" if gcj else "wgs84", accuracy_m=acc,
                category=cats[i])
         t1 = time.perf_counter()
         page_store = open_store(url)
-        intake(router, page_store, x, y, crs="gcj02" if gcj else "wgs84", accuracy_m=acc,
+        intake(router, Acting(DISPATCHER, page_store), x, y,
+               crs="gcj02" if gcj else "wgs84", accuracy_m=acc,
                category=cats[i])
         page_store.close()
         t2 = time.perf_counter()
