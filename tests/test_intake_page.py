@@ -45,8 +45,9 @@ def store_path(map_world, tmp_path):
     return path
 
 
-def open_page(path: str, store, monkeypatch, query: dict | None = None) -> AppTest:
-    sign_in_page(monkeypatch, store)
+def open_page(path: str, store, monkeypatch, query: dict | None = None,
+              role: str = "dispatcher") -> AppTest:
+    sign_in_page(monkeypatch, store, role)
     for name in ("GRIDMAP_BASEMAP", "GRIDMAP_TIANDITU_KEY", "GRIDMAP_TILE_URL"):
         monkeypatch.delenv(name, raising=False)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
@@ -361,6 +362,31 @@ def test_case_steps_and_a_stale_step_is_refused(store_path, monkeypatch):
     # The stored answer is reproduced with its generation.
     at = at.button(key="cs_reproduce").click().run()
     assert any("复核一致" in s.value for s in at.success)
+
+
+def test_closing_asks_for_confirmation_and_a_result(store_path, monkeypatch):
+    cid = new_case(store_path)
+    svc = Gridmap(str(store_path))
+    svc.step_case(OTHER, cid, "dispatched")
+    svc.close()
+    at = open_page(CASES, store_path, monkeypatch, {"case": cid}, role="grid_worker")
+    at = at.button(key="cs_step_verified").click().run()  # the on-site check needs a result
+    assert any("须填写办理结果" in e.value for e in at.error)
+    at.text_area(key="cs_reason").input("现场核实：未发现冒烟").run()
+    at = at.button(key="cs_step_verified").click().run()
+    assert cases_in(store_path).set_index("id").loc[cid, "status"] == "verified"
+    # Closing: first a question, nothing recorded; cancel keeps the case open.
+    at.text_area(key="cs_reason").input("无污染问题").run()
+    at = at.button(key="cs_step_closed").click().run()
+    assert any("结案后办理流程结束" in w.value for w in at.warning)
+    assert cases_in(store_path).set_index("id").loc[cid, "status"] == "verified"
+    at = at.button(key="cs_confirm_no").click().run()
+    assert not at.warning and cases_in(store_path).set_index("id").loc[cid, "status"] == "verified"
+    at = at.button(key="cs_step_closed").click().run()
+    at = at.button(key="cs_confirm_yes").click().run()
+    assert cases_in(store_path).set_index("id").loc[cid, "status"] == "closed"
+    assert at.dataframe[-1].value["理由/说明"].iloc[-1] == "无污染问题"
+    assert any("已结案" in i.value for i in at.info)
 
 
 def test_reassignment_needs_a_reason(store_path, monkeypatch):
