@@ -86,7 +86,7 @@ def filters(store) -> dict[str, CaseFilter]:
 
 def hand_sql(store, acting_query, now) -> callable:
     """The same page as one hand-written statement (its WHERE and ORDER BY spelled out)."""
-    ph = "%s" if "postgres" in type(store).__module__ else "?"
+    ph = "%s" if "postgis" in type(store).__module__ else "?"
     where, params = incident_sql.where(acting_query, ph)
     order, by = incident_sql.order(acting_query, ph)
     sql = ("SELECT s.incident_id, s.status, s.status_since, i.category, i.description, "
