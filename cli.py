@@ -378,8 +378,8 @@ def format_stats(result) -> str:
         pct = percent(value)
         return "—" if pct is None else f"{pct:.1f}%"
 
-    def hours(value) -> str:
-        return "—" if value is None or value != value else f"{float(value):.1f}"
+    def hours(value, unit: str = "") -> str:
+        return "—" if value is None or value != value else f"{float(value):.1f}{unit}"
 
     heads = ("受理", "结案", "按时", "超时", "未结超时", "按时率", "结案中位(时)", "移送",
              "移交", "退回")
@@ -399,7 +399,7 @@ def format_stats(result) -> str:
              f"合计：受理 {t['received']} 件，已结案 {t['closed']}，按时办理 {t['on_time']}，"
              f"超时 {t['overdue']}（其中未结且已超时 {t['open_overdue']}），"
              f"按时率 {share(t['on_time_share'])}，结案用时中位数 "
-             f"{hours(t['median_hours_to_close'])} 小时；移送执法局 {t['referred']}，"
+             f"{hours(t['median_hours_to_close'], ' 小时')}；移送执法局 {t['referred']}，"
              f"移交其他部门 {t['partner']}，退回重派 {t['returned']}"]
     for title, table in (("按执法机构", result.bureaus), ("按乡镇/街道", result.townships)):
         names = [str(n) for n in table["name"]]
@@ -408,7 +408,7 @@ def format_stats(result) -> str:
         lines.append("  " + terminal.pad("", first) + "".join(
             " " * max(1, w - terminal.width(h)) + h for h, w in zip(heads, widths, strict=True)))
         lines += [row(n, f, first) for n, f in zip(names, table.to_dict("records"),
-                                                   strict=True)]
+                                                   strict=True)] or ["  （无案件）"]
     return "\n".join(lines)
 
 

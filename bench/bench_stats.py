@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -154,18 +155,24 @@ def measure(url: str, label: str, files: Path, args) -> dict:
     svc = Gridmap(url)
     admin = Actor.local_admin()
     result = svc.stats(admin, period)
+    month = Period.last_days(30, today)
     out = {
         "store": label, "cases": len(records), "events": len(events),
         "facts_rows": len(facts), "late": int(facts["late"].sum()),
         "on_time_share": result.totals["on_time_share"],
         "case_facts": timings(lambda: store.case_facts(query, limits, now=now), args.repeat),
         "service_stats": timings(lambda: svc.stats(admin, period), args.repeat),
+        "service_stats_30_days": timings(lambda: svc.stats(admin, month), args.repeat),
+        "cases_30_days": svc.stats(admin, month).totals["received"],
     }
     print(f"  case_facts (SQL, {len(facts):,} rows): median {out['case_facts']['median_s']:.3f} s"
           f", min {out['case_facts']['min_s']:.3f} s")
     print(f"  Gridmap.stats (per bureau and township): median "
           f"{out['service_stats']['median_s']:.3f} s, min {out['service_stats']['min_s']:.3f} s"
           f"  (on-time share {result.totals['on_time_share']:.1%})")
+    print(f"  Gridmap.stats, the last 30 days ({out['cases_30_days']:,} cases): median "
+          f"{out['service_stats_30_days']['median_s']:.3f} s, min "
+          f"{out['service_stats_30_days']['min_s']:.3f} s")
     svc.close()
     store.close()
     return out
@@ -179,6 +186,7 @@ def main() -> None:
     parser.add_argument("--url", help="an empty PostGIS database (default: a throwaway cluster)")
     parser.add_argument("--skip-postgis", action="store_true")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="gridmap-bench-stats-"))
     build_sample(work / "files")
     results = [measure(str(work / "bench.gpkg"), "GeoPackage", work / "files", args)]
@@ -212,12 +220,16 @@ def main() -> None:
         "args": vars(args), "machine": {
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version, "postgresql": pg_version,
-            "pandas": pd.__version__},
+            "pandas": pd.__version__,
+            # Other work on the machine moves the figures: the load average (1, 5, 15 min).
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()]},
         "results": results,
     }
     path = RESULTS / f"stats-{stamp:%Y%m%d-%H%M}.json"
     path.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"written {path.relative_to(ROOT)}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -414,8 +414,8 @@ class PostgisStore(Store):
         sql, params = case_facts.facts_sql(query, limits, case_facts.now_epoch(now),
                                            case_facts.POSTGRES, township_codes)
         with self.conn, self.conn.cursor() as cur:
-            # The windows sort every event of the period: in memory, not on disk.
-            cur.execute("SET LOCAL work_mem = '64MB'")
+            for statement in case_facts.POSTGRES.setup:  # time zone, sort memory: this only
+                cur.execute(statement)
             cur.execute(sql, params)
             rows = cur.fetchall()
         return case_facts.facts_frame(rows)

@@ -136,9 +136,17 @@ def test_clicks_on_clusters_markers_and_popups_route(desk, router):
     # still zooms in.
     before = desk.card_point()
     frame.evaluate("() => window.map.closePopup()")
+    # The popup fades out: until it is gone it is what a click there would hit.
+    frame.locator(".leaflet-popup").wait_for(state="detached", timeout=5_000)
+    page.wait_for_timeout(300)
     zoom = frame.evaluate("() => window.map.getZoom()")
+    # A cluster whose icon is on top where it is drawn (not under the legend or a control,
+    # not half outside the map).
     cluster = frame.evaluate("""() => { let found = null; window.map.eachLayer(l => {
-        if (!found && l.getChildCount && l._icon) { found = l; } });
+        if (found || !l.getChildCount || !l._icon) { return; }
+        const r = l._icon.getBoundingClientRect();
+        const hit = document.elementFromPoint(r.left + r.width / 2 + 7, r.top + r.height / 2 - 5);
+        if (hit && hit.closest('.marker-cluster') === l._icon) { found = l; } });
         window._cluster = found; const c = found.getLatLng(); return [c.lng, c.lat]; }""")
     x, y = icon_centre(element, frame, "window._cluster")
     x, y = x + 7, y - 5  # on the icon, off its centre

@@ -10,7 +10,7 @@ transferred 24 h, handling 168 h), period 2026-11-01 … 2026-11-10, counted at 
 | C1   | B-A-1     | 320901001 | air           | on time, closed after 2 h (events written without an offset: Beijing) |
 | C2   | B-A-1     | 320901001 | water         | 4 h 50 in dispatched (late), closed after 5.5 h |
 | C3   | B-A       | 320901002 | air           | referred (transferred 21 h, handling 27 h), closed after 50 h |
-| C4   | B-A       | 320901002 | water         | open, dispatched since 11-05: late now |
+| C4   | B-A       | 320901002 | water         | open, dispatched since 11-05 (a duplicate linked since: the same stint): late now |
 | C5   | B-B → B-B-1 | 320902001 | cooking_fumes | partner category; dispatched 1 h 25 + reassigned + 1 h 30 = one stint of 2 h 55: late; closed after 3.5 h |
 | C6   | B-A-1     | 320901001 | noise         | sent back once (returned), every stint in time, closed after 2.5 h |
 | C7   | —         | —         | air           | ambiguous (no bureau, no township), open, reported since 11-08: late now |
@@ -63,7 +63,8 @@ CASES = {
         ("2026-11-04T12:00:00+08:00", "transferred"),
         ("2026-11-05T09:00:00+08:00", "handling"), ("2026-11-06T12:00:00+08:00", "closed")]),
     "C4": ("2026-11-05T14:00:00+08:00", "B-A", "320901002", GRID_A2, "water", [
-        ("2026-11-05T14:10:00+08:00", "dispatched")]),
+        ("2026-11-05T14:10:00+08:00", "dispatched"),
+        ("2026-11-05T15:00:00+08:00", "dispatched", "link")]),  # a duplicate call
     "C5": ("2026-11-06T09:00:00+08:00", "B-B", "320902001", GRID_B1, "cooking_fumes", [
         ("2026-11-06T09:05:00+08:00", "dispatched"),
         ("2026-11-06T10:30:00+08:00", "dispatched", "reassign", "B-B-1"),
