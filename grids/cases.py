@@ -12,6 +12,7 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 
+from geo.disc import distance_m
 from grids import evidence
 from grids.acting import Acting
 from grids.deadlines import countdown_zh, time_left
@@ -147,10 +148,12 @@ def actor_text(acting: Acting) -> str:
 
 
 def create_incident(acting: Acting, answer: dict, fields: dict,
-                    request_id: str | None = None) -> str:
+                    request_id: str | None = None, action: str = "case.create") -> str:
     """Store a new case with the routing answer it was given at intake; returns its number,
-    allocated inside the store's write transaction (concurrent dispatchers never clash)."""
-    acting.require("case.create")
+    allocated inside the store's write transaction (concurrent dispatchers never clash).
+    `action` is the permission it is filed under: a dispatcher's intake (case.create), or a
+    problem found on a patrol (patrol.record, already checked against the worker's units)."""
+    acting.require(action)
     if answer["status"] == "outside":
         raise CaseError("该位置不在本市管辖范围内，不能登记为本系统案件，请告知来电人向属地反映")
     created = now_iso()
@@ -230,6 +233,39 @@ def transition(acting: Acting, incident_id: str, target: str, reason: str = "",
                           files=[{"name": a.name, "sha256": a.sha256, "size": len(a.data)}
                                  for a in stored])
     acting.store.append_events([event], audit=[audit], attachments=stored)
+    return event
+
+
+def mark(acting: Acting, incident_id: str, key: str,
+         position: tuple[float, float, float] | None = None) -> Event:
+    """A progress mark (the workflow table's `mark` rows: 接单, 到达现场) taken by a role the
+    table names, on a case in the actor's scope; the case keeps its state. A mark that needs
+    the phone's position stores it with its accuracy and the distance to the reported place."""
+    flow = load_flow()
+    case = current_case(acting, incident_id, "case.step")
+    found = flow.marks.get((case["status"], key))
+    if found is None:
+        raise CaseError(f"案件当前为“{flow.label(case['status'])}”，不能记录“{key}”")
+    if acting.actor.role not in found.roles:
+        acting.deny("case.step", incident_id, f"{acting.actor.label} 无权限记录“{found.label}”")
+    data: dict = {}
+    if found.needs_location:
+        if position is None:
+            raise CaseError(f"“{found.label}”需要手机定位：请允许浏览器获取位置后重试")
+        lon, lat, acc = (float(v) for v in position)
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90 and acc >= 0):
+            raise CaseError("手机定位无效")
+        dist = float(distance_m(lon, lat, float(case["lon"]), float(case["lat"])))
+        data = {"lon": round(lon, 7), "lat": round(lat, 7), "accuracy_m": round(acc, 1),
+                "distance_m": round(dist, 1)}
+    reason = found.label.split("（")[0]
+    if data:
+        reason += (f"（距上报位置 {data['distance_m']:.0f} 米，"
+                   f"定位精度 ±{data['accuracy_m']:.0f} 米）")
+    event = Event(incident_id, now_iso(), actor_text(acting), key, case["status"],
+                  reason=reason, data=json.dumps(data, ensure_ascii=False) if data else None)
+    audit = acting.record("case.mark", incident_id, mark=key, **data)
+    acting.store.append_events([event], audit=[audit])
     return event
 
 

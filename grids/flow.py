@@ -23,6 +23,17 @@ class CaseError(ValueError):
 
 
 @dataclass(frozen=True)
+class Mark:
+    """A progress mark a role records on a case without moving it (the `mark` rows)."""
+
+    state: str
+    key: str  # accept | arrive …
+    label: str
+    roles: tuple[str, ...]
+    needs_location: bool  # the phone's position is recorded with it (`evidence`: location)
+
+
+@dataclass(frozen=True)
 class Flow:
     states: dict[str, tuple[str, float | None]]  # state -> (label, time limit in hours)
     steps: dict[tuple[str, str], str]  # (from, to) -> label of the step
@@ -32,6 +43,11 @@ class Flow:
     needs_result: dict[tuple[str, str], bool] = field(default_factory=dict)
     # (from, to) -> whether photos/documents may be attached (`evidence` column: photo)
     evidence: dict[tuple[str, str], bool] = field(default_factory=dict)
+    # Progress marks that do not change the state (接单, 到达现场): (state, mark) -> Mark
+    marks: dict[tuple[str, str], Mark] = field(default_factory=dict)
+
+    def marks_for(self, state: str, role: str) -> list[Mark]:
+        return [m for (s, _), m in self.marks.items() if s == state and role in m.roles]
 
     def steps_for(self, state: str, role: str) -> list[str]:
         """The next states a role may move a case to from `state`."""
@@ -87,7 +103,17 @@ def load_flow(path: Path = FLOW_TABLE) -> Flow:
     unknown = {s for pair in steps for s in pair} - set(states)
     if unknown:
         raise CaseError(f"流程表中的步骤引用了未定义的状态：{'、'.join(sorted(unknown))}")
-    return Flow(states, steps, roles, flag("result", "required"), flag("evidence", "photo"))
+    marks = {
+        (r.from_state, r.to_state): Mark(r.from_state, r.to_state, r.label_zh,
+                                         tuple(str(getattr(r, "roles", "") or "").split()),
+                                         str(getattr(r, "evidence", "")).strip() == "location")
+        for r in table[table["kind"] == "mark"].itertuples()
+    }
+    unknown = {m.state for m in marks.values()} - set(states)
+    if unknown:
+        raise CaseError(f"流程表中的进度标记引用了未定义的状态：{'、'.join(sorted(unknown))}")
+    return Flow(states, steps, roles, flag("result", "required"), flag("evidence", "photo"),
+                marks)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import pandas as pd
 from grids import accounts, cases, intake, portfolio
 from grids.access import Actor
 from grids.acting import Acting
+from grids.flow import CaseError
 from grids.routing import Router
 from layers.audit import AuditRecord, Verification, verify
 from layers.store import (
@@ -282,6 +283,56 @@ class Gridmap:
         documents as `grids.evidence.Upload`s; `data` is what the device measured."""
         return cases.transition(self.acting(actor), incident_id, target, reason,
                                 expected_status=expected_status, files=files, data=data)
+
+    def mark_case(self, actor: Actor, incident_id: str, mark: str,
+                  position: tuple[float, float, float] | None = None):
+        """A progress mark on a case (接单, 到达现场 with the phone's position and its distance
+        from the reported place); the case stays in its state."""
+        return cases.mark(self.acting(actor), incident_id, mark, position)
+
+    # -- patrols (巡查) ------------------------------------------------------------------------
+    def record_visit(self, actor: Actor, entity_id: str, answers: dict[str, str], **kwargs):
+        """A patrol visit to an entity of the actor's units (grids.patrols.record_visit;
+        kwargs: note, position, files, file_case, now)."""
+        from grids import patrols
+
+        return patrols.record_visit(self.acting(actor), self._router(), entity_id, answers,
+                                    **kwargs)
+
+    def entity_visits(self, actor: Actor, entity_id: str, limit: int = 20) -> pd.DataFrame:
+        """An entity's visits, newest first (read like its worker's page: `worker.view`)."""
+        from grids import patrols
+
+        acting = self.acting(actor)
+        _, answer = patrols.entity_place(acting, self._router(), entity_id)
+        mine = set(patrols.answer_grids(answer)) & set(acting.own_grids)
+        if acting.require("worker.view", str(entity_id)) == "own" and not mine:
+            acting.deny("worker.view", str(entity_id),
+                        f"{actor.label} 无权限查看该监管对象的巡查记录")
+        return patrols.entity_visits(acting, entity_id, limit)
+
+    def visit_files(self, actor: Actor, visit_id: int, entity_id: str):
+        """The photos of one visit of an entity the actor may see."""
+        visits = self.entity_visits(actor, entity_id, limit=500)
+        if int(visit_id) not in set(visits["id"].astype(int)):
+            raise CaseError(f"巡查记录 {visit_id} 不属于该监管对象")
+        return self.store().visit_attachments(int(visit_id))
+
+    def coverage(self, actor: Actor, worker_id: str, days: int = 30,
+                 now: datetime | None = None):
+        """The visit coverage of a worker's (or leader's) units over the last `days`."""
+        from grids import patrols
+
+        acting = self.acting(actor)
+        acting.require_worker("patrol.coverage", worker_id)
+        mine = portfolio.build_portfolio(self._router(), worker_id)
+        codes = tuple(mine.grids["code"].astype(str))
+        return patrols.coverage(acting, self._router(), codes, mine.entities, days, now)
+
+    def coverage_excel(self, actor: Actor, worker_id: str, days: int = 30) -> bytes:
+        from grids import patrols
+
+        return patrols.coverage_excel(self.coverage(actor, worker_id, days))
 
     def case_page(self, actor: Actor, filt: cases.CaseFilter, *, now: datetime | None = None,
                   page: int = 0, size: int = 50) -> cases.CasePage:

@@ -42,6 +42,8 @@ ACTIONS_ZH = {
     "case.step": "案件流转",
     "case.reassign": "人工改派",
     "case.link": "重复举报并入",
+    "case.mark": "案件进度标记（接单、到达现场）",
+    "patrol.record": "记录巡查",
     "batch.assign": "批量分派",
     "roster.export": "导出花名册",
     "user.add": "新增用户",

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from layers import gpkg, incident_sql
+from layers import gpkg, incident_sql, visit_sql
 from layers.audit import (
     AUDIT_COLUMNS,
     AUDIT_NAMES,
@@ -37,6 +37,7 @@ from layers.store import (
     ATTACHMENT_INFO,
     SESSION_FIELDS,
     USER_FIELDS,
+    VISIT_FIELDS,
     Attachment,
     AttachmentInfo,
     AuditQuery,
@@ -48,7 +49,10 @@ from layers.store import (
     Store,
     StoreError,
     UserRecord,
+    VisitQuery,
+    VisitRecord,
 )
+from layers.visit_sql import VISIT_COLUMNS
 
 SCHEMA_VERSION = "4"
 USER_COLUMNS = (
@@ -197,12 +201,28 @@ class GeoPackageStore(Store):
                           "ON incident_state (status, since_epoch)")
         gpkg.create_attribute_table(
             self.conn, "attachments",
-            [("incident_id", "TEXT NOT NULL"), ("event_at", "TEXT NOT NULL"),
+            [("incident_id", "TEXT"), ("event_at", "TEXT NOT NULL"),
              ("name", "TEXT NOT NULL"), ("mime", "TEXT NOT NULL"), ("size", "INTEGER NOT NULL"),
              ("sha256", "TEXT NOT NULL"), ("created_at", "TEXT NOT NULL"),
-             ("created_by", "TEXT NOT NULL"), ("data", "BLOB NOT NULL")],
+             ("created_by", "TEXT NOT NULL"), ("data", "BLOB NOT NULL"),
+             ("visit_id", "INTEGER")],
             "案件附件（现场照片等，只追加）", primary_key="id INTEGER PRIMARY KEY AUTOINCREMENT")
         self.conn.execute("CREATE INDEX attachments_incident ON attachments (incident_id, id)")
+        self.conn.execute("CREATE INDEX attachments_visit ON attachments (visit_id, id)")
+        gpkg.create_attribute_table(
+            self.conn, "visits", [(n, t) for n, t in VISIT_COLUMNS],
+            "巡查记录（只追加）", primary_key="id INTEGER PRIMARY KEY AUTOINCREMENT")
+        self.conn.execute("CREATE INDEX visits_entity ON visits (entity_id, visited_epoch)")
+        self.conn.execute("CREATE INDEX visits_grid ON visits (grid_code, visited_epoch)")
+        for table in ("visits",):
+            for op in ("UPDATE", "DELETE"):
+                self.conn.execute(
+                    f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                    "BEGIN SELECT RAISE(ABORT, '巡查记录只能追加，不能修改或删除'); END")
+            self.conn.execute(
+                f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
+                f"WHEN EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id) "
+                "BEGIN SELECT RAISE(ABORT, '记录只能追加，不能替换已有记录'); END")
         for op in ("UPDATE", "DELETE"):
             self.conn.execute(
                 f"CREATE TRIGGER attachments_no_{op.lower()} BEFORE {op} ON attachments "
@@ -531,13 +551,41 @@ class GeoPackageStore(Store):
             (int(attachment_id),)).fetchone()
         return None if row is None else (AttachmentInfo(*row[:-1]), bytes(row[-1]))
 
-    def _insert_attachments(self, files: list[Attachment]) -> None:
+    def _insert_attachments(self, files: list[Attachment], visit_id: int | None = None) -> None:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         self.conn.executemany(
             "INSERT INTO attachments (incident_id, event_at, name, mime, size, sha256, "
-            "created_at, created_by, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, created_by, data, visit_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(f.incident_id, f.event_at, f.name, f.mime, len(f.data), f.sha256, now,
-              f.created_by, sqlite3.Binary(f.data)) for f in files])
+              f.created_by, sqlite3.Binary(f.data), visit_id) for f in files])
+
+    # -- patrol visits --------------------------------------------------------------------------
+    def add_visit(self, visit: VisitRecord, *, audit: list[AuditRecord] | None = None,
+                  attachments: list[Attachment] | None = None) -> int:
+        names = [n for n in VISIT_FIELDS if n != "id"]
+        with self._transaction():
+            cur = self.conn.execute(
+                f"INSERT INTO visits ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                [getattr(visit, n) for n in names])
+            visit_id = int(cur.lastrowid)
+            if attachments:
+                self._insert_attachments(list(attachments), visit_id)
+            self._append_audit(audit or [])
+        return visit_id
+
+    def visits(self, query: VisitQuery) -> pd.DataFrame:
+        sql, params = visit_sql.select(query, "?")
+        return pd.DataFrame(self.conn.execute(sql, params).fetchall(), columns=list(VISIT_FIELDS))
+
+    def last_visits(self, grid_codes: tuple[str, ...]) -> pd.DataFrame:
+        sql, params = visit_sql.last(grid_codes, "?")
+        return pd.DataFrame(self.conn.execute(sql, params).fetchall(), columns=visit_sql.LAST)
+
+    def visit_attachments(self, visit_id: int) -> list[AttachmentInfo]:
+        rows = self.conn.execute(
+            f"SELECT {', '.join(ATTACHMENT_INFO)} FROM attachments WHERE visit_id = ? "
+            "ORDER BY id", (int(visit_id),)).fetchall()
+        return [AttachmentInfo(*r) for r in rows]
 
     # -- performance figures (绩效考评) ------------------------------------------------------------
     def case_facts(self, query: IncidentQuery, limits: dict[str, float | None], *, now: str,

@@ -24,7 +24,7 @@ import psycopg2
 import psycopg2.extras
 import shapely
 
-from layers import incident_sql
+from layers import incident_sql, visit_sql
 from layers.audit import (
     AUDIT_NAMES,
     AuditRecord,
@@ -47,6 +47,7 @@ from layers.store import (
     ATTACHMENT_INFO,
     SESSION_FIELDS,
     USER_FIELDS,
+    VISIT_FIELDS,
     Attachment,
     AttachmentInfo,
     AuditQuery,
@@ -58,6 +59,8 @@ from layers.store import (
     Store,
     StoreError,
     UserRecord,
+    VisitQuery,
+    VisitRecord,
     redact_url,
 )
 
@@ -157,7 +160,8 @@ def migrate(url: str) -> list[str]:
 # projection. No TRUNCATE, no ALTER (it owns nothing), no UPDATE/DELETE of the record.
 _APPEND = ("generations", "county_codes", "township_codes", "park_codes", "grid_codes",
            "bureau_codes", "routing_parts", "incidents", "incident_events", "audit_log",
-           "users", "sessions", "incident_state", "request_keys", "attachments", *LAYERS)
+           "users", "sessions", "incident_state", "request_keys", "attachments", "visits",
+           *LAYERS)
 _CLOSE_ROWS = ("routing_parts", *LAYERS)
 
 
@@ -355,13 +359,40 @@ class PostgisStore(Store):
         with self._write() as cur:
             _insert_events(cur, events)
             if attachments:
-                now = datetime.now(UTC).isoformat(timespec="seconds")
-                cur.executemany(
-                    "INSERT INTO attachments (incident_id, event_at, name, mime, size, sha256, "
-                    "created_at, created_by, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(f.incident_id, f.event_at, f.name, f.mime, len(f.data), f.sha256, now,
-                      f.created_by, f.data) for f in attachments])
+                _insert_attachments(cur, list(attachments))
             _append_audit(cur, audit or [])
+
+    # -- patrol visits --------------------------------------------------------------------------
+    def add_visit(self, visit: VisitRecord, *, audit: list[AuditRecord] | None = None,
+                  attachments: list[Attachment] | None = None) -> int:
+        names = [n for n in VISIT_FIELDS if n != "id"]
+        with self._write() as cur:
+            cur.execute(f"INSERT INTO visits ({', '.join(names)}) VALUES "
+                        f"({', '.join(['%s'] * len(names))}) RETURNING id",
+                        [getattr(visit, n) for n in names])
+            visit_id = int(cur.fetchone()[0])
+            if attachments:
+                _insert_attachments(cur, list(attachments), visit_id)
+            _append_audit(cur, audit or [])
+        return visit_id
+
+    def visits(self, query: VisitQuery) -> pd.DataFrame:
+        sql, params = visit_sql.select(query, "%s")
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return pd.DataFrame(cur.fetchall(), columns=list(VISIT_FIELDS))
+
+    def last_visits(self, grid_codes: tuple[str, ...]) -> pd.DataFrame:
+        sql, params = visit_sql.last(grid_codes, "%s")
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return pd.DataFrame(cur.fetchall(), columns=visit_sql.LAST)
+
+    def visit_attachments(self, visit_id: int) -> list[AttachmentInfo]:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(ATTACHMENT_INFO)} FROM attachments "
+                        "WHERE visit_id = %s ORDER BY id", (int(visit_id),))
+            return [AttachmentInfo(*r) for r in cur.fetchall()]
 
     def attachments(self, incident_id: str) -> list[AttachmentInfo]:
         with self.conn, self.conn.cursor() as cur:
@@ -678,6 +709,16 @@ def _insert_events(cur, events: list[Event]) -> None:
             raise StoreError(f"案件 {event.incident_id} 不存在")
         states[event.incident_id] = incident_sql.apply_event(states[event.incident_id], event)
     _write_states(cur, list(states.values()), insert=False)
+
+
+def _insert_attachments(cur, files: list[Attachment], visit_id: int | None = None) -> None:
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    cur.executemany(
+        "INSERT INTO attachments (incident_id, event_at, name, mime, size, sha256, "
+        "created_at, created_by, data, visit_id) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [(f.incident_id, f.event_at, f.name, f.mime, len(f.data), f.sha256, now,
+          f.created_by, f.data, visit_id) for f in files])
 
 
 def _write_states(cur, states: list[dict], insert: bool) -> None:

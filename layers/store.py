@@ -145,12 +145,13 @@ class Attachment:
     """A file kept with a case step (a photo from the site, a document): stored in the store
     itself with its SHA-256, append-only like the events."""
 
-    incident_id: str
+    incident_id: str | None  # the case it belongs to (None for a patrol visit's photo)
     name: str
     mime: str
     data: bytes
-    event_at: str = ""  # the step it belongs to (its event time)
+    event_at: str = ""  # the step it belongs to (its event time), or the visit's time
     created_by: str = ""
+    visit_id: int | None = None  # filled by the store for a visit's photos
 
     @property
     def sha256(self) -> str:
@@ -160,7 +161,7 @@ class Attachment:
 
 
 ATTACHMENT_INFO = ("id", "incident_id", "event_at", "name", "mime", "size", "sha256",
-                   "created_at", "created_by")  # the columns of AttachmentInfo, in order
+                   "created_at", "created_by", "visit_id")  # AttachmentInfo's, in order
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,43 @@ class AttachmentInfo:
     sha256: str
     created_at: str
     created_by: str
+    visit_id: int | None = None
+
+
+VISIT_FIELDS = ("id", "entity_id", "grid_code", "worker_id", "actor", "visited_at",
+                "visited_epoch", "lon", "lat", "accuracy_m", "distance_m", "checklist", "note",
+                "result", "incident_id", "created_at")
+
+
+@dataclass
+class VisitRecord:
+    """A patrol visit (巡查) to a supervised entity: when, where the phone was (and how far
+    from the entity), the industry checklist's answers, a note; append-only like the events."""
+
+    entity_id: str
+    grid_code: str | None
+    worker_id: str | None
+    actor: str  # login
+    visited_at: str  # ISO 8601, Beijing time
+    visited_epoch: float
+    lon: float | None  # the phone's position (None when it gave none)
+    lat: float | None
+    accuracy_m: float | None
+    distance_m: float | None  # from the entity
+    checklist: str  # JSON: item key -> "ok" | "problem" | "na"
+    note: str
+    result: str  # ok | problem
+    incident_id: str | None = None  # the case a problem became
+    created_at: str = ""
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class VisitQuery:
+    entity_ids: tuple[str, ...] | None = None
+    grid_codes: tuple[str, ...] | None = None
+    since_epoch: float | None = None
+    limit: int | None = 200
 
 
 @dataclass
@@ -255,6 +293,24 @@ class Store(ABC):
     @abstractmethod
     def count_incidents(self, query: IncidentQuery | None = None) -> int:
         """How many incidents `query` matches (ignoring its paging)."""
+
+    # -- patrol visits -------------------------------------------------------------------------
+    @abstractmethod
+    def add_visit(self, visit: VisitRecord, *, audit: list[AuditRecord] | None = None,
+                  attachments: list[Attachment] | None = None) -> int:
+        """Store a visit (and its photos) with its audit in one transaction; its id."""
+
+    @abstractmethod
+    def visits(self, query: VisitQuery) -> pd.DataFrame:
+        """Visits, newest first, filtered in the store (VISIT_FIELDS columns)."""
+
+    @abstractmethod
+    def last_visits(self, grid_codes: tuple[str, ...]) -> pd.DataFrame:
+        """Per entity visited in these grids: entity_id, last_epoch, last_at, visits."""
+
+    @abstractmethod
+    def visit_attachments(self, visit_id: int) -> list[AttachmentInfo]:
+        ...
 
     @abstractmethod
     def incident_events(self, incident_id: str | None = None) -> pd.DataFrame:

@@ -6,12 +6,15 @@ and be refused outside; `-` must be refused. Every refusal is in the audit trail
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from grids.access import ROLES, Actor, PermissionDenied, load_permissions
 from grids.service import Gridmap
 from layers.importer import import_path
 from layers.store import AuditQuery
+from tests.browser import world_entities
 from tests.conftest import STORES
 from tests.signin import WORLD_USERS, add_world_users
 from tests.world import P
@@ -31,11 +34,30 @@ DISPATCHER = actor("dispatcher")
 
 
 @pytest.fixture(scope="module", params=STORES)
-def world(request, new_store, world_dir):
+def world(request, new_store, world_dir, tmp_path_factory):
+    # The world with the supervised entities of tests/browser.py (patrols visit them).
+    files = tmp_path_factory.mktemp("access") / "files"
+    shutil.copytree(world_dir, files)
+    world_entities().to_csv(files / "entities.csv", index=False)
     store = new_store(request.param)
-    import_path(store, world_dir)
+    import_path(store, files)
     add_world_users(store.url)
-    return store.url, world_dir
+    return store.url, files
+
+
+def entity_at(svc: Gridmap, point: str) -> str:
+    ents = svc._router().snapshot["entities"]
+    lon, lat = P[point]
+    d = (ents.geometry.x - lon) ** 2 + (ents.geometry.y - lat) ** 2
+    return str(ents["id"].iloc[int(d.to_numpy().argmin())])
+
+
+def all_ok(svc: Gridmap, entity_id: str) -> dict[str, str]:
+    from grids.patrols import checklist_for
+
+    ents = svc._router().snapshot["entities"]
+    industry = ents[ents["id"].astype(str) == entity_id]["industry"].iat[0]
+    return {i.key: "ok" for i in checklist_for(industry)}
 
 
 @pytest.fixture
@@ -108,6 +130,12 @@ def run(action: str, svc: Gridmap, who: Actor, world_dir, inside: bool) -> None:
             svc.stats(who, township_code="320901002" if inside else "320901001")
         else:  # a bureau: its own tree (B-A) or county B's
             svc.stats(who, bureau_code="B-A" if inside else "B-B")
+    elif action == "patrol.record":  # W003's grid (a2_plain) or another grid (a1_numbered)
+        ent = entity_at(svc, "a2_plain" if inside else "a1_numbered")
+        svc.record_visit(who, ent, all_ok(svc, ent), note="矩阵测试")
+    elif action == "patrol.coverage":
+        wid = who.worker_id if inside and who.worker_id else OTHER_WORKER
+        svc.coverage(who, wid)
     elif action == "batch.assign":
         svc.batch_router(who)
     elif action == "layers.import":

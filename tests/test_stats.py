@@ -5,19 +5,23 @@ who may see which, the Excel workbook and `gridmap stats --json`.
 The cases (limits of grids/case_flow.csv: reported 0.5 h, dispatched 2 h, verified 4 h,
 transferred 24 h, handling 168 h), period 2026-11-01 … 2026-11-10, counted at NOW:
 
-| case | bureau now | township  | category      | record                                  |
-|------|-----------|-----------|---------------|-----------------------------------------|
-| C1   | B-A-1     | 320901001 | air           | on time, closed after 2 h (events written without an offset: Beijing) |
-| C2   | B-A-1     | 320901001 | water         | 4 h 50 in dispatched (late), closed after 5.5 h |
-| C3   | B-A       | 320901002 | air           | referred (transferred 21 h, handling 27 h), closed after 50 h |
-| C4   | B-A       | 320901002 | water         | open, dispatched since 11-05 (a duplicate linked since: the same stint): late now |
-| C5   | B-B → B-B-1 | 320902001 | cooking_fumes | partner category; dispatched 1 h 25 + reassigned + 1 h 30 = one stint of 2 h 55: late; closed after 3.5 h |
-| C6   | B-A-1     | 320901001 | noise         | sent back once (returned), every stint in time, closed after 2.5 h |
-| C7   | —         | —         | air           | ambiguous (no bureau, no township), open, reported since 11-08: late now |
-| C9   | B-B       | 320902001 | air           | exactly 30 min in reported (not late), closed after 1 h 20 |
-| C10  | B-A-1     | 320901001 | soil          | 23:30 on the last day; referred, handling since 11-11 20:00 (88 h at NOW): open, on time |
-| C11  | B-A       | 320901002 | air           | 2026-10-31 23:59 Beijing: before the period |
-| C12  | B-A       | 320901002 | air           | 2026-11-11 00:00 Beijing (still 11-10 in UTC): after the period |
+- C1 (B-A-1, 320901001, air): on time, closed after 2 h; its events are written without an
+  offset (Beijing time).
+- C2 (B-A-1, 320901001, water): 4 h 50 in dispatched (late), closed after 5.5 h.
+- C3 (B-A, 320901002, air): referred (transferred 21 h, handling 27 h), closed after 50 h.
+- C4 (B-A, 320901002, water): open, dispatched since 11-05 (a duplicate linked since: the same
+  stint): late now.
+- C5 (B-B, then B-B-1 by reassignment; 320902001, cooking_fumes: a partner category):
+  dispatched 1 h 25, reassigned, 1 h 30 more: one stint of 2 h 55, late; closed after 3.5 h.
+- C6 (B-A-1, 320901001, noise): sent back once (returned), every stint in time, closed after
+  2.5 h.
+- C7 (no bureau, no township: ambiguous; air): open, reported since 11-08 (a duplicate linked
+  10 minutes later: the same, first stint): late now.
+- C9 (B-B, 320902001, air): exactly 30 min in reported (in time), closed after 1 h 20.
+- C10 (B-A-1, 320901001, soil): 23:30 on the last day; referred, handling since 11-11 20:00
+  (88 h at NOW): open, on time.
+- C11 (B-A, 320901002): 2026-10-31 23:59 Beijing, before the period.
+- C12 (B-A, 320901002): 2026-11-11 00:00 Beijing (still 11-10 in UTC), after the period.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ CASES = {
         ("2026-11-07T08:10:00+08:00", "dispatched"), ("2026-11-07T09:00:00+08:00", "reported"),
         ("2026-11-07T09:20:00+08:00", "dispatched"), ("2026-11-07T10:00:00+08:00", "verified"),
         ("2026-11-07T10:30:00+08:00", "closed")]),
-    "C7": ("2026-11-08T10:00:00+08:00", None, None, None, "air", []),
+    "C7": ("2026-11-08T10:00:00+08:00", None, None, None, "air", [
+        ("2026-11-08T10:10:00+08:00", "reported", "link")]),  # still its first stint
     "C9": ("2026-11-01T07:00:00+08:00", "B-B", "320902001", GRID_B1, "air", [
         ("2026-11-01T07:30:00+08:00", "dispatched"), ("2026-11-01T08:00:00+08:00", "verified"),
         ("2026-11-01T08:20:00+08:00", "closed")]),

@@ -25,7 +25,7 @@ from ui import assets, cards, mapview
 from ui.basemap import Basemap
 
 ACTION_ZH = {"create": "受理登记", "transition": "状态变更", "reassign": "人工改派（干预留痕）",
-             "link": "重复举报并入"}
+             "link": "重复举报并入", "accept": "接单", "arrive": "到达现场"}
 MSG = "_cs_msg"  # (kind, text, where) of the last action, shown once next to where it was done
 LIST_COLUMNS = {"id": "案件编号", "reported_local": "上报时间", "category_zh": "类别",
                 "status_label": "状态", "deadline_local": "本环节时限", "overdue_zh": "超时",

@@ -1,8 +1,31 @@
--- Files kept with case steps (photos from the site, documents), with their SHA-256.
+-- Patrol visits (巡查) to supervised entities: append-only.
+CREATE TABLE visits (
+    id bigserial PRIMARY KEY,
+    entity_id text NOT NULL,
+    grid_code text,
+    worker_id text,
+    actor text NOT NULL,
+    visited_at text NOT NULL,
+    visited_epoch double precision NOT NULL,
+    lon double precision,
+    lat double precision,
+    accuracy_m double precision,
+    distance_m double precision,
+    checklist text NOT NULL,
+    note text NOT NULL,
+    result text NOT NULL,
+    incident_id text REFERENCES incidents (id),
+    created_at text NOT NULL
+);
+CREATE INDEX visits_entity ON visits (entity_id, visited_epoch);
+CREATE INDEX visits_grid ON visits (grid_code, visited_epoch);
+
+-- Files kept with case steps or visits (photos from the site, documents), with their SHA-256.
 -- Append-only: the runtime role may insert and read, never change or delete.
 CREATE TABLE attachments (
     id bigserial PRIMARY KEY,
-    incident_id text NOT NULL REFERENCES incidents (id),
+    incident_id text REFERENCES incidents (id),
+    visit_id bigint REFERENCES visits (id),
     event_at text NOT NULL,
     name text NOT NULL,
     mime text NOT NULL,
@@ -13,6 +36,7 @@ CREATE TABLE attachments (
     data bytea NOT NULL
 );
 CREATE INDEX attachments_incident ON attachments (incident_id, id);
+CREATE INDEX attachments_visit ON attachments (visit_id, id);
 
 -- The instant each case entered its current state (Unix seconds): deadlines are this plus the
 -- state's limit, sorted and filtered with arithmetic and an index.
