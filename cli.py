@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--accuracy", type=float, default=0.0, help="定位精度半径（米）")
     p.add_argument("--generation", type=int, help="按历史版本查询")
+    p.add_argument("--at", metavar="时间",
+                   help="按当时有效的图层版本查询（ISO 8601，如 2026-12-02T10:00；"
+                        "不写时区即为北京时间）")
     p.add_argument("--json", action="store_true", help="输出 JSON")
     p.set_defaults(func=cmd_route)
 
@@ -143,13 +146,39 @@ def _parser() -> argparse.ArgumentParser:
                    help="从标准输入读取运行账号的密码")
     p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("layers", help="列出已加载的图层、数量和版本")
+    p = sub.add_parser("layers", help="列出已加载的图层、数量和版本（谁、为什么、改了什么）")
+    p.add_argument("--generation", type=int, metavar="版本",
+                   help="列出该版本新增、修改、删除的要素（按编码）")
     p.add_argument("--json", action="store_true", help="输出 JSON")
     p.set_defaults(func=cmd_layers)
 
+    p = sub.add_parser("validate",
+                       help="数据质检：检查图层的缺口、重叠、越界、编码和无人负责的网格等")
+    p.add_argument("path", type=Path, nargs="?",
+                   help="导入格式的图层目录或 zip：按替换当前同名图层后的结果检查"
+                        "（不写入数据库）；省略则检查数据库当前图层")
+    p.add_argument("--draft", type=int, metavar="编号", help="检查规划草稿修改后的图层")
+    p.add_argument("--crs", help="文件未声明坐标系时使用的坐标系，如 EPSG:4549")
+    p.add_argument("--encoding", help="Shapefile/CSV 的文字编码，如 gbk")
+    p.add_argument("--rules", type=Path, metavar="文件",
+                   help="检查规则表（默认 grids/check_rules.csv）")
+    p.add_argument("--json", action="store_true", help="输出 JSON（每项问题的类型、严重程度、"
+                   "图层、编码、面积、位置、说明）")
+    p.set_defaults(func=cmd_validate)
+
     p = sub.add_parser("serve", help="启动网页（登录后使用）")
     p.add_argument("--host", default="127.0.0.1", help="监听地址（默认仅本机 127.0.0.1）")
-    p.add_argument("--port", type=int, default=8501, help="端口（默认 8501）")
+    p.add_argument("--port", type=int, default=None,
+                   help="端口（默认 8501；--production 时为 nginx 的端口，默认 8080）")
+    p.add_argument("--production", action="store_true",
+                   help="生产模式：nginx（Debian 软件包）在前，压缩并长期缓存静态文件，"
+                        "应用在本机另一端口；Ctrl-C 同时停止（见 README“Production serving”）")
+    p.add_argument("--app-port", type=int, default=0,
+                   help="生产模式下应用自身的端口（仅 127.0.0.1；默认任选空闲端口）")
+    p.add_argument("--run-dir", default=None,
+                   help="生产模式的配置、日志、临时文件目录（默认 .run/production）")
+    p.add_argument("--tls-cert", default=None, help="生产模式：HTTPS 证书文件（PEM）")
+    p.add_argument("--tls-key", default=None, help="生产模式：HTTPS 私钥文件（PEM）")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("user", help="用户管理：新增、改密、停用、列表")
@@ -420,9 +449,22 @@ def cmd_api(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    if args.production:
+        from ui import production
+
+        setup = production.Setup(
+            port=args.port or production.DEFAULT_PORT, host=args.host, app_port=args.app_port,
+            run_dir=Path(args.run_dir) if args.run_dir else production.RUN_DIR,
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None)
+        try:
+            return production.serve_production(store_url(args.store), setup)
+        except production.ProductionError as exc:
+            print(f"错误：{exc}", file=sys.stderr)
+            return 2
     from ui.server import serve
 
-    serve(store_url(args.store), host=args.host, port=args.port)
+    serve(store_url(args.store), host=args.host, port=args.port or 8501)
     return 0
 
 
@@ -534,10 +576,11 @@ def cmd_route(args) -> int:
     extent, crs = _route_extent_args(args)
     if extent is not None:
         answer = _as_admin(args, lambda svc, me: svc.route_extent(
-            me, extent, crs, generation=args.generation))
+            me, extent, crs, generation=args.generation, at=args.at))
     else:
         answer = _as_admin(args, lambda svc, me: svc.route(
-            me, args.lon, args.lat, crs, args.accuracy, generation=args.generation))
+            me, args.lon, args.lat, crs, args.accuracy, generation=args.generation,
+            at=args.at))
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
@@ -612,7 +655,84 @@ def cmd_assign(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    """Exit code 1 when the checks find errors (0: none, warnings allowed)."""
+    from grids.checks import RulesError
+
+    if args.path is not None and args.draft is not None:
+        raise StoreError("只能检查一个对象：图层目录/zip 或 --draft 草稿，不能同时给出")
+    settings = args.rules
+
+    def run(svc, me):
+        if args.draft is not None:
+            if not hasattr(svc.store(), "draft"):
+                raise StoreError("草稿功能尚未提供")
+            return svc.check_draft_report(me, args.draft, settings=settings)
+        if args.path is not None:
+            return svc.check_path(me, args.path, crs=args.crs, encoding=args.encoding,
+                                  settings=settings)
+        return svc.check_layers(me, settings=settings)
+
+    try:
+        report = _as_admin(args, run)
+    except RulesError as exc:
+        print(f"错误：{exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_findings(report))
+    return 1 if report.has_errors else 0
+
+
+MAX_FINDINGS_SHOWN = 200  # rows of `gridmap validate`'s table; --json gives every finding
+
+
+def format_findings(report) -> str:
+    """The findings as a table for the terminal: errors first (no timing: the JSON has it)."""
+    from grids.checks import KIND_ZH, SEVERITY_ZH, layer_zh
+
+    counts = report.counts()
+    lines = [f"检查对象：{report.subject_zh}"]
+    for layer, file in report.files.items():
+        lines.append(f"  {terminal.pad(layer, 14)} {file}")
+    lines += [f"  注意：{note}" for note in report.notes]
+    if not report.findings:
+        lines.append("未发现问题。")
+        return "\n".join(lines)
+    heads = (("严重程度", 8), ("类型", 10), ("图层", 14), ("编码", 34), ("面积(平方米)", 14),
+             ("位置(经度,纬度)", 22))
+    lines.append("  ".join(terminal.pad(h, w) for h, w in heads) + "  说明")
+    for f in report.findings[:MAX_FINDINGS_SHOWN]:
+        codes = "、".join(f.codes)
+        if terminal.width(codes) > 34:
+            codes = codes[:30] + "…"
+        area = "" if f.area_m2 is None else f"{f.area_m2:,.0f}"
+        where = "" if f.location is None else f"{f.location[0]:.5f},{f.location[1]:.5f}"
+        cells = (SEVERITY_ZH.get(f.severity, f.severity), KIND_ZH.get(f.kind, f.kind),
+                 layer_zh(f.layer), codes, area, where)
+        lines.append("  ".join(terminal.pad(c, w) for c, (_, w) in zip(cells, heads,
+                                                                      strict=True))
+                     + "  " + f.message_zh)
+    if len(report.findings) > MAX_FINDINGS_SHOWN:
+        lines.append(f"……另有 {len(report.findings) - MAX_FINDINGS_SHOWN} 项未列出"
+                     "（--json 输出全部，或在“数据质检”页面查看）")
+    groups: dict[tuple[str, str, str], int] = {}
+    for f in report.findings:
+        key = (f.severity, f.kind, f.layer)
+        groups[key] = groups.get(key, 0) + 1
+    lines.append("按类型：" + "；".join(
+        f"{SEVERITY_ZH.get(s, s)}·{KIND_ZH.get(k, k)}·{layer_zh(la)} {n} 项"
+        for (s, k, la), n in groups.items()))
+    lines.append(f"共 {len(report.findings)} 项：错误 {counts['error']} 项，警告 "
+                 f"{counts['warning']} 项。"
+                 + ("有错误，不能发布。" if counts["error"] else "警告须在发布时确认。"))
+    return "\n".join(lines)
+
+
 def cmd_layers(args) -> int:
+    if args.generation is not None:
+        return cmd_layers_generation(args)
     svc = _service(args)
     try:
         gens, counts = svc.layer_versions(Actor.local_admin())
@@ -629,7 +749,9 @@ def cmd_layers(args) -> int:
                     "generation": current.as_dict(),
                     "counts": counts,
                     "generations": [
-                        {**g.as_dict(), "layers": list(g.layers), "note": g.note} for g in gens
+                        {**g.as_dict(), "layers": list(g.layers), "note": g.note,
+                         "actor": g.actor, "source": g.source, "changes": g.changes}
+                        for g in gens
                     ],
                 },
                 ensure_ascii=False,
@@ -643,9 +765,54 @@ def cmd_layers(args) -> int:
         changed = max((g.id for g in gens if name in g.layers), default=None)
         print(f"  {terminal.pad(name, 14)} {terminal.pad(LAYERS[name].title_zh, 14)} "
               f"{count:>7,d}  版本 {changed or '-'}")
-    print("版本记录：")
+    from layers.versions import describe_changes
+
+    print("版本记录（时间为北京时间；改动按要素计）：")
     for g in gens:
-        print(f"  {g.id:>3d}  {beijing(g.created_at)}  {','.join(g.layers)}  {g.note}")
+        print(f"  {g.id:>3d}  {beijing(g.created_at)}  {g.actor or '—'}  {g.note or '—'}")
+        print(f"       改动：{describe_changes(g.changes) if g.changes else ','.join(g.layers)}")
+    return 0
+
+
+def cmd_layers_generation(args) -> int:
+    """What one version changed: per layer, the codes of the features it added, changed and
+    removed."""
+    from layers.schema import LAYERS
+    from layers.versions import keys_of
+
+    svc = _service(args)
+    try:
+        me = Actor.local_admin()
+        gens = {g.id: g for g in svc.versions(me)}
+        if args.generation not in gens:
+            raise StoreError(f"版本 {args.generation} 不存在（现有版本 1–{max(gens, default=0)}）")
+        gen = gens[args.generation]
+        out = {}
+        for layer in gen.layers:
+            diff = svc.version_diff(me, gen.id, layer)
+            spec = LAYERS[layer]
+            old = set(keys_of(spec, diff.removed))
+            new = set(keys_of(spec, diff.added))
+            out[layer] = {"added": sorted(new - old), "changed": sorted(new & old),
+                          "removed": sorted(old - new)}
+    finally:
+        svc.close()
+    if args.json:
+        print(json.dumps({**gen.as_dict(), "actor": gen.actor, "note": gen.note,
+                          "source": gen.source, "changes": gen.changes, "features": out},
+                         ensure_ascii=False, indent=2))
+        return 0
+    print(f"版本 {gen.id}（{beijing(gen.created_at)}，北京时间）  发布人：{gen.actor or '—'}  "
+          f"说明：{gen.note or '—'}  来源：{gen.source or '—'}")
+    if not out:
+        print("  没有改动任何要素")
+    for layer, found in out.items():
+        print(f"  {LAYERS[layer].title_zh}（{layer}）：")
+        for kind, zh in (("added", "新增"), ("changed", "修改"), ("removed", "删除")):
+            if found[kind]:
+                codes = [c.replace("\x1f", "/") for c in found[kind]]
+                more = f" 等 {len(codes)} 个" if len(codes) > 20 else ""
+                print(f"    {zh} {len(codes)}：{'、'.join(codes[:20])}{more}")
     return 0
 
 

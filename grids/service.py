@@ -27,6 +27,7 @@ from grids.routing import Router
 from layers.audit import AuditRecord, Verification, verify
 from layers.store import (
     AuditQuery,
+    Generation,
     IncidentQuery,
     Store,
     StoreError,
@@ -141,17 +142,35 @@ class Gridmap:
         return self.router_for(actor, "batch.assign", generation)
 
     def route(self, actor: Actor, x: float, y: float, crs: str = "wgs84",
-              accuracy_m: float = 0.0, generation: int | None = None) -> dict:
+              accuracy_m: float = 0.0, generation: int | None = None, at=None) -> dict:
+        """The answer with the current layers, a `generation`, or the layers current `at` a
+        time (ISO 8601 or datetime; no zone = Beijing time: `gridmap route --at`)."""
         self.acting(actor).require("route")
-        return self._router(generation).route(x, y, crs, accuracy_m)
+        return self._router(self._as_of(generation, at)).route(x, y, crs, accuracy_m)
 
     def route_extent(self, actor: Actor, extent, crs: str = "wgs84",
-                     generation: int | None = None) -> dict:
+                     generation: int | None = None, at=None) -> dict:
         """A line or an area (WKT, GeoJSON or shapely in `crs`): led by the lowest bureau
         covering all of it (cross-county: the municipal bureau), with every grid and worker it
         touches (`gridmap route --wkt/--geojson`)."""
         self.acting(actor).require("route")
-        return self._router(generation).route_extent(extent, crs)
+        return self._router(self._as_of(generation, at)).route_extent(extent, crs)
+
+    def _as_of(self, generation: int | None, at) -> int | None:
+        """The generation asked for, or the one current at time `at`."""
+        from layers.versions import VersionError, beijing_time, parse_at
+
+        if at is None or at == "":
+            return generation
+        if generation is not None:
+            raise VersionError("按版本号和按时间查询只能选其一（--generation 或 --at）")
+        found = self.store().generation_at(at)
+        if found is None:
+            gens = self.store().generations()
+            first = f"：最早的版本是 {gens[0].id}" if gens else ""
+            raise VersionError(f"{beijing_time(parse_at(at))}（北京时间）时还没有任何图层版本"
+                               + first)
+        return found.id
 
     def route_area(self, actor: Actor, kind: str, code: str,
                    generation: int | None = None) -> dict:
@@ -235,6 +254,168 @@ class Gridmap:
         audit = acting.record("import", Path(path).name, note=note)
         return import_path(self.store(), path, crs=crs, encoding=encoding, note=note,
                            audit=audit)
+
+    # -- versions, drafts and publishing (planners: grids/publishing.py) -------------------------
+    def generation_at(self, actor: Actor, at) -> Generation | None:
+        """The generation that was current at `at` (None before the first)."""
+        self.acting(actor).require("layers.read")
+        return self.store().generation_at(at)
+
+    def versions(self, actor: Actor) -> list[Generation]:
+        """Every version, oldest first, with who (`actor`), why (`note`), what changed
+        (`changes`: layer -> added/changed/removed/unchanged counts)."""
+        self.acting(actor).require("layers.read")
+        return self.store().generations()
+
+    def version_diff(self, actor: Actor, generation: int, layer: str):
+        """The rows one version closed and added in one layer (the history's map diff)."""
+        from grids import publishing
+
+        self.acting(actor).require("layers.read", f"{layer}@{generation}")
+        return publishing.version_diff(self.store(), int(generation), layer)
+
+    def create_draft(self, actor: Actor, layer, note: str = ""):
+        """A new draft of one layer (or several) starting from the current version."""
+        from grids import publishing
+
+        return publishing.create_draft(self.acting(actor), layer, note)
+
+    def drafts(self, actor: Actor, status: str | None = "draft") -> list:
+        from grids import publishing
+
+        return publishing.drafts(self.acting(actor), status)
+
+    def draft(self, actor: Actor, draft_id: int):
+        from grids import publishing
+
+        return publishing.draft(self.acting(actor), draft_id)
+
+    def draft_features(self, actor: Actor, draft_id: int, layer: str) -> pd.DataFrame:
+        """A layer as the draft proposes it (the current layer with its edits)."""
+        from grids import publishing
+
+        return publishing.draft_features(self.acting(actor), draft_id, layer)
+
+    def save_draft(self, actor: Actor, draft_id: int, data, *, layer: str | None = None,
+                   note: str | None = None, expected_revision: int | None = None):
+        """Save a whole proposed layer (GeoDataFrame), several ({layer: frame}) or
+        `grids.publishing.FeatureEdits`; the previous content can be restored by undo."""
+        from grids import publishing
+
+        return publishing.save_draft(self.acting(actor), draft_id, data, layer=layer,
+                                     note=note, expected_revision=expected_revision)
+
+    def undo_draft(self, actor: Actor, draft_id: int):
+        from grids import publishing
+
+        return publishing.undo_draft(self.acting(actor), draft_id)
+
+    def rebase_draft(self, actor: Actor, draft_id: int):
+        from grids import publishing
+
+        return publishing.rebase_draft(self.acting(actor), draft_id)
+
+    def discard_draft(self, actor: Actor, draft_id: int):
+        from grids import publishing
+
+        return publishing.discard_draft(self.acting(actor), draft_id)
+
+    def read_layer_file(self, actor: Actor, path: Path, layer: str, *, crs: str | None = None,
+                        encoding: str | None = None) -> pd.DataFrame:
+        """An uploaded layer file (GeoJSON, KML, GeoPackage, zipped Shapefile) checked as an
+        import checks it, ready for `save_draft`."""
+        from grids import publishing
+
+        self.acting(actor).require("layers.publish", Path(path).name)
+        return publishing.read_layer_file(Path(path), layer, crs=crs, encoding=encoding)
+
+    def check_draft(self, actor: Actor, draft_id: int) -> list:
+        from grids import publishing
+
+        return publishing.check_draft(self.acting(actor), draft_id)
+
+    def publish_draft(self, actor: Actor, draft_id: int,
+                      acknowledged_warnings: list[str] | tuple = ()) -> Generation:
+        """Publish a draft as a new version (one transaction, audited). Refused with the draft
+        kept: LayerConflict (someone published one of its layers since it began),
+        PublishBlocked (check errors, warnings not acknowledged)."""
+        from grids import publishing
+
+        return publishing.publish_draft(self.acting(actor), draft_id, acknowledged_warnings)
+
+    def rollback(self, actor: Actor, layer, to_generation: int, note: str,
+                 acknowledged_warnings: list[str] | tuple = ()) -> Generation:
+        """Publish the features `layer` had in `to_generation` as a new version (audited)."""
+        from grids import publishing
+
+        return publishing.rollback(self.acting(actor), layer, to_generation, note,
+                                   acknowledged_warnings)
+
+    def impact(self, actor: Actor, draft_id: int):
+        """Who changes hands if the draft is published (grids.publishing.Impact)."""
+        from grids import publishing
+
+        return publishing.impact(self.acting(actor), draft_id)
+
+    def impact_excel(self, actor: Actor, draft_id: int) -> bytes:
+        from grids import publishing
+
+        acting = self.acting(actor)
+        found = publishing.impact(acting, draft_id)
+        return publishing.impact_excel(found, publishing.draft(acting, draft_id))
+
+    # -- data quality (数据质检: grids/checks.py, grids/validate.py) -------------------------------
+    def check_layers(self, actor: Actor, replacements: dict | None = None, *, settings=None):
+        """The findings over the current layers (some replaced by `replacements`, frames in
+        the store's form), as a `grids.validate.CheckReport`. The current layers' report is
+        kept per generation (the data-quality page reruns on every filter)."""
+        from grids import validate
+
+        self.acting(actor).require("layers.check")
+        snapshot = self._router().snapshot
+        if replacements or settings is not None:
+            return validate.check_snapshot(snapshot, replacements, settings=settings)
+        key = ("checks", snapshot.generation.id, snapshot.generation.created_at)
+        with self._router_lock:
+            found = self._derived.get(key)
+        if found is None:
+            found = validate.check_snapshot(snapshot)
+            with self._router_lock:
+                self._derived = {k: v for k, v in self._derived.items() if k[0] != "checks"}
+                self._derived[key] = found
+        return found
+
+    def check_path(self, actor: Actor, path: Path, *, crs: str | None = None,
+                   encoding: str | None = None, settings=None):
+        """A folder or zip in the import format checked as it would be published over the
+        current layers (`gridmap validate DIR`); nothing is written."""
+        from grids import validate
+
+        self.acting(actor).require("layers.check", Path(path).name)
+        return validate.check_path(self._router().snapshot, path, crs=crs, encoding=encoding,
+                                   settings=settings)
+
+    def check_draft_report(self, actor: Actor, draft_id: int, *, settings=None):
+        """The layers as a planner's draft would leave them, checked, as a CheckReport
+        (`gridmap validate --draft ID`; `layers.check`, where `check_draft` is the planner's
+        list of findings under `layers.publish`)."""
+        from grids import validate
+        from layers.schema import LAYERS
+        from layers.versions import VersionError, apply_edits
+
+        self.acting(actor).require("layers.check", f"draft:{draft_id}")
+        record = self.store().draft(int(draft_id))
+        if record is None:
+            raise VersionError(f"草稿 {draft_id} 不存在")
+        snapshot = self.store().snapshot()
+        edits = record.content.get("layers", {})
+        frames = {name: apply_edits(LAYERS[name], snapshot[name], edits[name])
+                  for name in record.layers if edits.get(name)}
+        return validate.check_snapshot(
+            snapshot, frames, settings=settings,
+            subject_zh=f"草稿 {record.id}（{record.note or '无说明'}；{record.status}）修改 "
+                       f"{'、'.join(sorted(frames)) or '（尚无修改）'} 后的图层"
+                       f"（基于当前版本 {snapshot.generation.id}）")
 
     def record_batch(self, actor: Actor, name: str, counts: dict) -> None:
         acting = self.acting(actor)

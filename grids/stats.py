@@ -260,7 +260,7 @@ def performance(acting: Acting, period: Period, *, bureau_code: str | None = Non
     since, until = period.bounds()
     query = IncidentQuery(reported_since=since, reported_until=until)
     scope_zh = "全市" if scope == "all" else (
-        f"{_bureau_name(bureaus, actor.bureau_code)}及下属机构" if by_bureau else "本人负责的网格")
+        f"{_name(bureaus, actor.bureau_code)}及下属机构" if by_bureau else "本人负责的网格")
     idle_bureaus: list[str] = []
     idle_towns: list[str] = []
     township_codes = None
@@ -273,7 +273,7 @@ def performance(acting: Acting, period: Period, *, bureau_code: str | None = Non
         tree = subtree(bureaus, bureau_code)
         query = replace(query, bureau_codes=tuple(sorted(tree)))
         idle_bureaus = sorted(tree & acting.own_bureaus) if by_bureau else sorted(tree)
-        scope_zh = f"{_bureau_name(bureaus, bureau_code)}及下属机构"
+        scope_zh = f"{_name(bureaus, bureau_code)}及下属机构"
     elif scope == "all":
         idle_bureaus = list(bureaus["code"])
     elif by_bureau:
@@ -339,10 +339,6 @@ def _own_townships(acting: Acting) -> set[str]:
     grids = acting.snapshot["grids"]
     mine = grids[grids["code"].astype(str).isin(acting.own_grids)]
     return set(mine["township_code"].astype(str))
-
-
-def _bureau_name(bureaus: pd.DataFrame, code: str) -> str:
-    return _name(bureaus, code)
 
 
 def _name(frame: pd.DataFrame, code: str) -> str:

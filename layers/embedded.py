@@ -42,6 +42,7 @@ from layers.store import (
     AttachmentInfo,
     AuditQuery,
     ConcurrentChange,
+    DraftRecord,
     Generation,
     IncidentQuery,
     SessionRecord,
@@ -54,7 +55,7 @@ from layers.store import (
 )
 from layers.visit_sql import VISIT_COLUMNS
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 USER_COLUMNS = (
     ("login", "TEXT PRIMARY KEY"), ("role", "TEXT NOT NULL"), ("name", "TEXT NOT NULL"),
     ("worker_id", "TEXT NOT NULL"), ("bureau_code", "TEXT NOT NULL"),
@@ -68,6 +69,14 @@ SESSION_COLUMNS = (
     ("last_seen", "TEXT NOT NULL"), ("client", "TEXT NOT NULL"),
 )
 VERSION_COLUMNS = [("gen_from", "INTEGER NOT NULL"), ("gen_to", "INTEGER")]
+DRAFT_COLUMNS = [
+    ("layers", "TEXT NOT NULL"), ("base", "TEXT NOT NULL"), ("author", "TEXT NOT NULL"),
+    ("created_at", "TEXT NOT NULL"), ("updated_at", "TEXT NOT NULL"), ("note", "TEXT NOT NULL"),
+    ("status", "TEXT NOT NULL"), ("revision", "INTEGER NOT NULL"), ("generation", "INTEGER"),
+    ("content", "TEXT NOT NULL"),
+]
+DRAFT_READ = ("id", "layers", "base", "author", "created_at", "updated_at", "note", "status",
+              "content", "revision", "generation")
 GEOMETRY_TYPES = {"polygon": "MULTIPOLYGON", "point": "POINT"}
 
 
@@ -99,13 +108,29 @@ class GeoPackageStore(Store):
                 # take the database file's permissions).
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            gpkg.register_functions(self.conn)  # what GDAL's index triggers call
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._ensure_schema()
+            self._conform()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"无法打开数据库文件 {self.path}：{exc}") from exc
         self._snapshots: dict[int, Snapshot] = {}
 
     # -- schema -----------------------------------------------------------------------------
+    def _conform(self) -> None:
+        """Upgrade in place what GIS tools expect (layers/gpkg.py `conform`): INTEGER primary
+        keys, an R-tree per feature table. Idempotent and read-only when nothing is due."""
+        if not gpkg.needs_conformance(self.conn):
+            return
+        self.conn.execute("PRAGMA foreign_keys = OFF")  # tables are rebuilt under their names
+        try:
+            with self._transaction():
+                gpkg.conform(self.conn)
+                if self.conn.execute("PRAGMA foreign_key_check").fetchone():
+                    raise StoreError(f"{self.path} 升级后外键校验失败，已回滚")
+        finally:
+            self.conn.execute("PRAGMA foreign_keys = ON")
+
     def _ensure_schema(self) -> None:
         have = {
             r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
@@ -113,13 +138,15 @@ class GeoPackageStore(Store):
         if "gridmap_meta" in have:
             version = self.conn.execute(
                 "SELECT value FROM gridmap_meta WHERE key = 'schema_version'").fetchone()
-            if version and version[0] in ("1", "2", "3"):
+            if version and version[0] in ("1", "2", "3", "4"):
                 with self._transaction():
                     if version[0] == "1":
                         self._schema_v2()
                     if version[0] in ("1", "2"):
                         self._schema_v3()
-                    self._schema_v4()
+                    if version[0] in ("1", "2", "3"):
+                        self._schema_v4()
+                    self._schema_v5()
             return
         if have - {"sqlite_sequence"}:
             raise StoreError(f"{self.path} 不是 gridmap 数据库（已有其他数据表）。")
@@ -133,7 +160,8 @@ class GeoPackageStore(Store):
                 primary_key="key TEXT PRIMARY KEY",
             )
             self.conn.execute(
-                "INSERT INTO gridmap_meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                "INSERT INTO gridmap_meta (key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,)
             )
             gpkg.create_attribute_table(
                 self.conn,
@@ -188,6 +216,45 @@ class GeoPackageStore(Store):
             self._schema_v2()
             self._schema_v3()
             self._schema_v4()
+            self._schema_v5()
+
+    def _schema_v5(self) -> None:
+        """Versions say who and what changed; planners' drafts with their undo history; one
+        view per layer of its current rows (`<layer>_current`), registered so that QGIS lists
+        it next to the history table."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(generations)")}
+        if "actor" not in have:
+            self.conn.execute("ALTER TABLE generations ADD COLUMN actor TEXT")
+            self.conn.execute("ALTER TABLE generations ADD COLUMN changes TEXT")
+        gpkg.create_attribute_table(
+            self.conn, "drafts", DRAFT_COLUMNS, "图层草稿（规划调整，发布前）",
+            primary_key="id INTEGER PRIMARY KEY AUTOINCREMENT")
+        gpkg.create_attribute_table(
+            self.conn, "draft_history",
+            [("draft_id", "INTEGER NOT NULL REFERENCES drafts (id)"),
+             ("revision", "INTEGER NOT NULL"), ("layers", "TEXT NOT NULL"),
+             ("base", "TEXT NOT NULL"), ("content", "TEXT NOT NULL"),
+             ("saved_at", "TEXT NOT NULL")],
+            "图层草稿的撤销记录", primary_key="id INTEGER PRIMARY KEY AUTOINCREMENT")
+        self.conn.execute("CREATE INDEX draft_history_draft ON draft_history (draft_id, id)")
+        for spec in LAYERS.values():
+            cols = ", ".join(f'"{c}"' for c in ["fid", *(["geom"] if spec.geometry else []),
+                                                 *spec.required, "attrs", "gen_from"])
+            view = f"{spec.name}_current"
+            self.conn.execute(f'CREATE VIEW "{view}" AS SELECT {cols} FROM "{spec.name}" '
+                              "WHERE gen_to IS NULL")
+            kind = "features" if spec.geometry else "attributes"
+            self.conn.execute(
+                "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, "
+                "srs_id, min_x, min_y, max_x, max_y) SELECT ?, ?, ?, ?, srs_id, min_x, min_y, "
+                "max_x, max_y FROM gpkg_contents WHERE table_name = ?",
+                (view, kind, view, f"{spec.title_zh}（当前版本）", spec.name))
+            if spec.geometry:
+                self.conn.execute(
+                    "INSERT INTO gpkg_geometry_columns SELECT ?, column_name, geometry_type_name,"
+                    " srs_id, z, m FROM gpkg_geometry_columns WHERE table_name = ?",
+                    (view, spec.name))
+        self.conn.execute("UPDATE gridmap_meta SET value = '5' WHERE key = 'schema_version'")
 
     def _schema_v4(self) -> None:
         """Files kept with case steps (photos, documents): append-only, with their hash; and
@@ -271,7 +338,8 @@ class GeoPackageStore(Store):
                 f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
                 f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {same}) "
                 "BEGIN SELECT RAISE(ABORT, '记录只能追加，不能替换已有记录'); END")
-        c.execute("INSERT OR IGNORE INTO gridmap_meta VALUES ('schema_version', '1')")
+        c.execute("INSERT OR IGNORE INTO gridmap_meta (key, value) "
+                  "VALUES ('schema_version', '1')")
         c.execute("UPDATE gridmap_meta SET value = '2' WHERE key = 'schema_version'")
         self._rebuild_state()
 
@@ -305,10 +373,12 @@ class GeoPackageStore(Store):
     # -- reading ----------------------------------------------------------------------------
     def generations(self) -> list[Generation]:
         rows = self.conn.execute(
-            "SELECT id, created_at, layers, note, source FROM generations ORDER BY id"
+            "SELECT id, created_at, layers, note, source, actor, changes FROM generations "
+            "ORDER BY id"
         ).fetchall()
         return [
-            Generation(r[0], r[1], tuple(json.loads(r[2])), r[3] or "", r[4] or "") for r in rows
+            Generation(r[0], r[1], tuple(json.loads(r[2])), r[3] or "", r[4] or "", r[5] or "",
+                       json.loads(r[6]) if r[6] else {}) for r in rows
         ]
 
     def current_generation(self) -> int:
@@ -355,29 +425,53 @@ class GeoPackageStore(Store):
     def commit_layers(
         self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = "",
         base_generation: int | None = None, audit: list[AuditRecord] | None = None,
+        actor: str = "", layer_bases: dict[str, int] | None = None,
+        draft_id: int | None = None,
     ) -> Generation:
-        """Close the current rows of each given layer and insert the new ones, atomically."""
-        created = utc_now()
+        """Make the given layers current, writing only the features that changed, atomically
+        (the contract: Store.commit_layers)."""
+        from layers import draft_sql
+        from layers.versions import check_layer_bases, diff_layer, stamp_audit
+
         with self._transaction():
             current = self.current_generation()
             if base_generation is not None and current != base_generation:
                 raise ConcurrentChange(
                     f"导入检查期间图层已被他人更新（版本 {base_generation} → {current}），"
                     "本次导入未写入任何数据，请重新导入以按最新图层检查。")
+            if layer_bases:
+                oldest = min(layer_bases.values())
+                check_layer_bases([g for g in self.generations() if g.id > oldest], layer_bases)
             gen = current + 1
+            # Never before the previous generation, whatever the clock says: "as of" a time
+            # finds one generation.
+            last = self.conn.execute("SELECT max(created_at) FROM generations").fetchone()[0]
+            created = max(utc_now(), last or "")
+            diffs = {name: diff_layer(LAYERS[name], self._read_layer(LAYERS[name], current),
+                                      layers[name]) for name in LAYERS if name in layers}
+            changes = {name: d.counts() for name, d in diffs.items()}
+            changed = tuple(sorted(name for name, d in diffs.items() if d.any))
             self.conn.execute(
-                "INSERT INTO generations VALUES (?, ?, ?, ?, ?)",
-                (gen, created, json.dumps(sorted(layers)), note, source),
+                "INSERT INTO generations (id, created_at, layers, note, source, actor, changes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (gen, created, json.dumps(list(changed)), note, source, actor,
+                 json.dumps(changes, sort_keys=True)),
             )
-            for name, frame in layers.items():
-                spec = LAYERS[name]
-                self.conn.execute(
-                    f'UPDATE "{name}" SET gen_to = ? WHERE gen_to IS NULL', (gen - 1,)
-                )
-                self._insert(spec, frame, gen)
-            self._append_audit(audit or [])
+            for name, diff in diffs.items():
+                spec, frame = LAYERS[name], layers[name]
+                self.conn.executemany(f'UPDATE "{name}" SET gen_to = ? WHERE fid = ?',
+                                      [(gen - 1, fid) for fid in diff.close])
+                if diff.insert:
+                    self._insert(spec, frame.iloc[diff.insert], gen)
+                bounds = (shapely.total_bounds(np.asarray(frame.geometry.values, dtype=object))
+                          if spec.geometry else None)
+                for table in (name, f"{name}_current"):
+                    gpkg.touch_contents(self.conn, table, bounds)
+            if draft_id is not None:
+                draft_sql.set_status(self.conn.cursor(), "?", draft_id, "published", gen)
+            self._append_audit(stamp_audit(audit or [], gen, changes))
         self._snapshots.clear()
-        return Generation(gen, created, tuple(sorted(layers)), note, source)
+        return Generation(gen, created, changed, note, source, actor, changes)
 
     def _insert(self, spec: LayerSpec, frame: pd.DataFrame, gen: int) -> None:
         values = [frame[c].astype(int if c == "rank" else str).tolist() for c in spec.required]
@@ -393,15 +487,58 @@ class GeoPackageStore(Store):
                 geoms = _as_multipolygons(geoms)
             columns.append(gpkg.encode(geoms, STORE_EPSG))
             names.append("geom")
-            gpkg.touch_contents(self.conn, spec.name, shapely.total_bounds(geoms))
-        else:
-            gpkg.touch_contents(self.conn, spec.name, None)
         placeholders = ", ".join("?" * len(names))
         quoted = ", ".join(f'"{n}"' for n in names)
         self.conn.executemany(
             f'INSERT INTO "{spec.name}" ({quoted}) VALUES ({placeholders})',
             zip(*columns, strict=True),
         )
+
+    # -- drafts -----------------------------------------------------------------------------------
+    def add_draft(self, draft: DraftRecord, *, audit: AuditRecord | None = None) -> int:
+        from layers import draft_sql
+
+        with self._transaction():
+            draft_id = draft_sql.add(self.conn.cursor(), "?", draft)
+            self._append_audit([with_target(audit, f"draft:{draft_id}")] if audit else [])
+        return draft_id
+
+    def drafts(self, status: str | None = None) -> list[DraftRecord]:
+        from layers import draft_sql
+
+        return draft_sql.select(self.conn.cursor(), "?", status=status)
+
+    def draft(self, draft_id: int) -> DraftRecord | None:
+        from layers import draft_sql
+
+        found = draft_sql.select(self.conn.cursor(), "?", draft_id=draft_id)
+        return found[0] if found else None
+
+    def save_draft(self, draft_id: int, *, content: dict, layers: tuple[str, ...],
+                   base: dict[str, int], note: str | None = None,
+                   expected_revision: int | None = None) -> DraftRecord:
+        from layers import draft_sql
+
+        with self._transaction():
+            draft_sql.save(self.conn.cursor(), "?", draft_id, content=content, layers=layers,
+                           base=base, note=note, expected_revision=expected_revision)
+        return self.draft(draft_id)
+
+    def undo_draft(self, draft_id: int) -> DraftRecord:
+        from layers import draft_sql
+
+        with self._transaction():
+            draft_sql.undo(self.conn.cursor(), "?", draft_id)
+        return self.draft(draft_id)
+
+    def set_draft_status(self, draft_id: int, status: str, *,
+                         audit: AuditRecord | None = None) -> DraftRecord:
+        from layers import draft_sql
+
+        with self._transaction():
+            draft_sql.set_status(self.conn.cursor(), "?", draft_id, status)
+            self._append_audit([audit] if audit else [])
+        return self.draft(draft_id)
 
     # -- incidents ------------------------------------------------------------------------------
     def add_incidents(self, records: pd.DataFrame, events: list[Event], *,
@@ -461,7 +598,8 @@ class GeoPackageStore(Store):
                           reason=note)
             self._insert_rows([rec], [geometry], [event])
             if request_key is not None:
-                self.conn.execute("INSERT INTO request_keys VALUES (?, ?)",
+                self.conn.execute("INSERT INTO request_keys (request_key, incident_id) "
+                                  "VALUES (?, ?)",
                                   (request_key, number))
             self._append_audit([with_target(audit, number)])
         return number

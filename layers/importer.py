@@ -183,7 +183,8 @@ def import_path(
             generation = store.commit_layers(
                 frames, note=note or "导入", source=str(path),
                 base_generation=checked if base_generation is None else base_generation,
-                audit=[audit] if audit is not None else None)
+                audit=[audit] if audit is not None else None,
+                actor=audit.actor if audit is not None else "")
         except StoreError as exc:  # the store rolled its transaction back
             raise ImportFailed([Problem(path.name, f"写入数据库失败，已全部回滚：{exc}")]) from exc
     return ImportReport(generation, {n: len(f) for n, f in frames.items()}, files, warnings)
@@ -451,9 +452,11 @@ def _read(src: Source, encoding: str | None) -> RawLayer:
 
 # -- checking one layer ----------------------------------------------------------------------------
 def check_layer(
-    spec: LayerSpec, raw: RawLayer, crs_override: str | None
+    spec: LayerSpec, raw: RawLayer, crs_override: str | None, *, topology: bool = True
 ) -> tuple[pd.DataFrame | None, list[Problem], str]:
-    """Validate one layer; returns (frame in store form, problems, description of the source)."""
+    """Validate one layer; returns (frame in store form, problems, description of the source).
+    With `topology=False` invalid polygons, overlapping comprehensive grids and bureau parent
+    cycles are let through (`gridmap validate` reports them as findings of grids/checks.py)."""
     columns, problems = _map_columns(spec, raw)
     problems += _check_headers(raw)
     if problems:
@@ -470,7 +473,7 @@ def check_layer(
     described = [raw.encoding] if raw.encoding and raw.encoding != "xlsx" else []
     geoms = None
     if spec.geometry:
-        geoms, geo_problems, crs_text, used_cols = _geometry(spec, raw, crs_override)
+        geoms, geo_problems, crs_text, used_cols = _geometry(spec, raw, crs_override, topology)
         problems += geo_problems
         used |= used_cols
         if crs_text:
@@ -478,8 +481,8 @@ def check_layer(
     extras = [c for c in raw.frame.columns if c not in used and c != "geometry"]
     frame["attrs"] = _attrs(raw, extras)
     problems += _check_text(raw, frame, spec.required)
-    problems += _check_values(spec, raw, frame)
-    if spec.name == "grids" and geoms is not None and not problems:
+    problems += _check_values(spec, raw, frame, topology)
+    if spec.name == "grids" and geoms is not None and not problems and topology:
         problems += _check_grid_overlaps(raw, frame, geoms)
     if problems:
         return None, problems, ""
@@ -614,7 +617,8 @@ def _check_grid_overlaps(raw: RawLayer, frame: pd.DataFrame, geoms: np.ndarray) 
     return problems + _more(raw, len(bad))
 
 
-def _geometry(spec: LayerSpec, raw: RawLayer, crs_override: str | None):
+def _geometry(spec: LayerSpec, raw: RawLayer, crs_override: str | None,
+              topology: bool = True):
     """Geometries in EPSG:4490, with problems; from the file's geometry or lon/lat columns."""
     used: set[str] = set()
     if raw.geometry is None:
@@ -712,7 +716,7 @@ def _geometry(spec: LayerSpec, raw: RawLayer, crs_override: str | None):
         return None, problems, label, used
     if convert is not None:
         geoms = shapely.transform(geoms, convert)
-    problems += _check_validity_and_region(raw, geoms)
+    problems += _check_validity_and_region(raw, geoms, topology)
     return geoms, problems, label, used
 
 
@@ -765,9 +769,10 @@ def _check_shapes(spec: LayerSpec, raw: RawLayer, geoms: np.ndarray) -> list[Pro
     return problems + _more(raw, len(infinite))
 
 
-def _check_validity_and_region(raw: RawLayer, geoms: np.ndarray) -> list[Problem]:
+def _check_validity_and_region(raw: RawLayer, geoms: np.ndarray,
+                               validity: bool = True) -> list[Problem]:
     problems = []
-    invalid = np.flatnonzero(~shapely.is_valid(geoms))
+    invalid = np.flatnonzero(~shapely.is_valid(geoms) if validity else np.zeros(len(geoms), bool))
     for i in invalid[:MAX_PER_CHECK]:
         problems.append(
             Problem(
@@ -821,7 +826,8 @@ def _more(raw: RawLayer, count: int) -> list[Problem]:
     return [Problem(raw.file, f"……同类问题另有 {extra} 处")] if extra > 0 else []
 
 
-def _check_values(spec: LayerSpec, raw: RawLayer, frame: pd.DataFrame) -> list[Problem]:
+def _check_values(spec: LayerSpec, raw: RawLayer, frame: pd.DataFrame,
+                  hierarchy: bool = True) -> list[Problem]:
     problems = []
     for col in spec.required:
         if col in spec.nullable:
@@ -879,7 +885,7 @@ def _check_values(spec: LayerSpec, raw: RawLayer, frame: pd.DataFrame) -> list[P
         ]
         problems += _more(raw, len(bad_ids))
     if spec.name == "bureaus":
-        problems += _check_bureaus(raw, frame)
+        problems += _check_bureaus(raw, frame, hierarchy)
     if spec.name == "precedence":
         from grids.precedence import Precedence, PrecedenceError
 
@@ -897,8 +903,8 @@ def _check_values(spec: LayerSpec, raw: RawLayer, frame: pd.DataFrame) -> list[P
     return problems
 
 
-def _check_bureaus(raw: RawLayer, frame: pd.DataFrame) -> list[Problem]:
-    problems = _check_hierarchy(raw, frame)
+def _check_bureaus(raw: RawLayer, frame: pd.DataFrame, hierarchy: bool = True) -> list[Problem]:
+    problems = _check_hierarchy(raw, frame) if hierarchy else []
     needs = {"county": "county_code", "numbered": "parent_code", "park": "park_code"}
     for i, row in enumerate(frame.itertuples(index=False)):
         col = needs.get(row.level)

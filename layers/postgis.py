@@ -52,6 +52,7 @@ from layers.store import (
     AttachmentInfo,
     AuditQuery,
     ConcurrentChange,
+    DraftRecord,
     Generation,
     IncidentQuery,
     SessionRecord,
@@ -188,6 +189,10 @@ def grant_runtime(url: str, role: str = APP_ROLE, password: str | None = None) -
             for table in _CLOSE_ROWS:
                 cur.execute(f"GRANT UPDATE (gen_to) ON {table} TO {ident}")
             cur.execute(f"GRANT UPDATE ON users, sessions, incident_state TO {ident}")
+            # Drafts are work in progress, not the record: saved over, their undo history
+            # trimmed.
+            cur.execute(f"GRANT INSERT, UPDATE ON drafts TO {ident}")
+            cur.execute(f"GRANT INSERT, DELETE ON draft_history TO {ident}")
             cur.execute(f"GRANT DELETE ON sessions TO {ident}")
             cur.execute(f"GRANT EXECUTE ON FUNCTION {SCHEMA}.analyze_routing_parts() TO {ident}")
     except psycopg2.Error as exc:
@@ -246,10 +251,11 @@ class PostgisStore(Store):
         with self.conn, self.conn.cursor() as cur:
             cur.execute(
                 "SELECT id, to_char(created_at AT TIME ZONE 'UTC', "
-                '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\'), layers, note, source '
+                '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\'), layers, note, source, actor, changes '
                 "FROM generations ORDER BY id"
             )
-            return [Generation(r[0], r[1], tuple(r[2]), r[3], r[4]) for r in cur.fetchall()]
+            return [Generation(r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6] or {})
+                    for r in cur.fetchall()]
 
     def snapshot(self, generation: int | None = None) -> Snapshot:
         gens = {g.id: g for g in self.generations()}
@@ -279,10 +285,18 @@ class PostgisStore(Store):
     def commit_layers(
         self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = "",
         base_generation: int | None = None, audit: list[AuditRecord] | None = None,
+        actor: str = "", layer_bases: dict[str, int] | None = None,
+        draft_id: int | None = None,
     ) -> Generation:
+        """Make the given layers current, writing only the features that changed, in one
+        transaction (the contract: Store.commit_layers)."""
+        from layers import draft_sql
+        from layers.versions import check_layer_bases, diff_layer, stamp_audit
+
         try:
             with self.conn, self.conn.cursor() as cur:
-                # Imports are serialised: the second waits for the first to commit.
+                # Imports and publishes are serialised: the second waits for the first to
+                # commit, then finds the generation it made.
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('gridmap layers'))")
                 cur.execute("SELECT coalesce(max(id), 0) FROM generations")
                 current = cur.fetchone()[0]
@@ -290,24 +304,92 @@ class PostgisStore(Store):
                     raise ConcurrentChange(
                         f"导入检查期间图层已被他人更新（版本 {base_generation} → {current}），"
                         "本次导入未写入任何数据，请重新导入以按最新图层检查。")
+                if layer_bases:
+                    cur.execute(
+                        "SELECT id, to_char(created_at AT TIME ZONE 'UTC', "
+                        '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\'), layers, note, source, actor '
+                        "FROM generations WHERE id > %s ORDER BY id",
+                        (min(layer_bases.values()),))
+                    check_layer_bases([Generation(r[0], r[1], tuple(r[2]), r[3], r[4], r[5])
+                                       for r in cur.fetchall()], layer_bases)
                 gen = current + 1
+                diffs = {name: diff_layer(LAYERS[name], _read_layer(cur, LAYERS[name], current),
+                                          layers[name]) for name in LAYERS if name in layers}
+                changes = {name: d.counts() for name, d in diffs.items()}
+                changed = sorted(name for name, d in diffs.items() if d.any)
+                # The time after the lock, never before the previous generation's: "as of" a
+                # time finds one generation.
                 cur.execute(
-                    "INSERT INTO generations (id, layers, note, source) VALUES (%s, %s, %s, %s)",
-                    (gen, sorted(layers), note, source),
+                    "INSERT INTO generations (id, created_at, layers, note, source, actor, "
+                    "changes) SELECT %s, greatest(clock_timestamp(), max(created_at)), %s, %s, "
+                    "%s, %s, %s FROM generations",
+                    (gen, changed, note, source, actor, json.dumps(changes)),
                 )
-                for name, frame in layers.items():
-                    _register_codes(cur, LAYERS[name], frame)
-                for name in [n for n in LAYERS if n in layers]:
-                    spec = LAYERS[name]
-                    cur.execute(f"UPDATE {name} SET gen_to = %s WHERE gen_to IS NULL", (gen - 1,))
-                    _copy_rows(cur, spec, layers[name], gen)
-                    if name in ROUTING_LAYERS:
-                        _refresh_parts(cur, name, gen)
-                _append_audit(cur, audit or [])
+                for name, diff in diffs.items():
+                    spec, frame = LAYERS[name], layers[name]
+                    _register_codes(cur, spec, frame)
+                    if diff.close:
+                        cur.execute(f"UPDATE {name} SET gen_to = %s WHERE fid = ANY(%s::bigint[])",
+                                    (gen - 1, diff.close))
+                    if diff.insert:
+                        _copy_rows(cur, spec, frame.iloc[diff.insert], gen)
+                    if name in ROUTING_LAYERS and diff.any:
+                        _refresh_parts(cur, name, gen, diff.close)
+                if draft_id is not None:
+                    draft_sql.set_status(cur, "%s", draft_id, "published", gen)
+                _append_audit(cur, stamp_audit(audit or [], gen, changes))
         except psycopg2.Error as exc:
             raise StoreError(f"写入 PostGIS 失败，已全部回滚：{exc}") from exc
         self._snapshots.clear()
         return next(g for g in self.generations() if g.id == gen)
+
+    # -- drafts -----------------------------------------------------------------------------------
+    def add_draft(self, draft: DraftRecord, *, audit: AuditRecord | None = None) -> int:
+        from layers import draft_sql
+
+        with self._write() as cur:
+            draft_id = draft_sql.add(cur, "%s", draft)
+            _append_audit(cur, [with_target(audit, f"draft:{draft_id}")] if audit else [])
+        return draft_id
+
+    def drafts(self, status: str | None = None) -> list[DraftRecord]:
+        from layers import draft_sql
+
+        with self.conn, self.conn.cursor() as cur:
+            return draft_sql.select(cur, "%s", status=status)
+
+    def draft(self, draft_id: int) -> DraftRecord | None:
+        from layers import draft_sql
+
+        with self.conn, self.conn.cursor() as cur:
+            found = draft_sql.select(cur, "%s", draft_id=draft_id)
+        return found[0] if found else None
+
+    def save_draft(self, draft_id: int, *, content: dict, layers: tuple[str, ...],
+                   base: dict[str, int], note: str | None = None,
+                   expected_revision: int | None = None) -> DraftRecord:
+        from layers import draft_sql
+
+        with self._write() as cur:
+            draft_sql.save(cur, "%s", draft_id, content=content, layers=layers, base=base,
+                           note=note, expected_revision=expected_revision)
+        return self.draft(draft_id)
+
+    def undo_draft(self, draft_id: int) -> DraftRecord:
+        from layers import draft_sql
+
+        with self._write() as cur:
+            draft_sql.undo(cur, "%s", draft_id)
+        return self.draft(draft_id)
+
+    def set_draft_status(self, draft_id: int, status: str, *,
+                         audit: AuditRecord | None = None) -> DraftRecord:
+        from layers import draft_sql
+
+        with self._write() as cur:
+            draft_sql.set_status(cur, "%s", draft_id, status)
+            _append_audit(cur, [audit] if audit else [])
+        return self.draft(draft_id)
 
     # -- incidents ------------------------------------------------------------------------------
     def _write(self):
@@ -617,10 +699,13 @@ def _copy_rows(cur, spec: LayerSpec, frame: pd.DataFrame, gen: int) -> None:
     _copy(cur, spec.name, names, data[names].itertuples(index=False))
 
 
-def _refresh_parts(cur, name: str, gen: int) -> None:
+def _refresh_parts(cur, name: str, gen: int, closed: list[int]) -> None:
+    """The routing parts of the rows a generation closed are closed with them; its new rows
+    are cut into parts."""
     layer = ROUTING_LAYERS.index(name)
     cur.execute(
-        "UPDATE routing_parts SET gen_to = %s WHERE layer = %s AND gen_to IS NULL", (gen - 1, layer)
+        "UPDATE routing_parts SET gen_to = %s WHERE layer = %s AND gen_to IS NULL "
+        "AND fid = ANY(%s::bigint[])", (gen - 1, layer, closed)
     )
     cur.execute(
         f"INSERT INTO routing_parts (layer, fid, gen_from, geom) "

@@ -33,12 +33,34 @@ class StoreError(RuntimeError):
 class Generation:
     id: int
     created_at: str  # ISO 8601, UTC
-    layers: tuple[str, ...]  # the layers this generation replaced or edited
-    note: str = ""
-    source: str = ""
+    layers: tuple[str, ...]  # the layers in which this generation changed features
+    note: str = ""  # why
+    source: str = ""  # the file imported, draft:<id>, rollback:<layer>@<generation>
+    actor: str = ""  # who (login; os:<user> for the command line)
+    # What changed: layer -> {"added", "changed", "removed", "unchanged"} feature counts.
+    changes: dict = field(default_factory=dict, hash=False, compare=False)
 
     def as_dict(self) -> dict:
         return {"generation": self.id, "created_at": self.created_at}
+
+
+@dataclass(frozen=True)
+class DraftRecord:
+    """A planner's change of some layers before it is published: edits of the current layers
+    (layers/versions.py), who began it and why, and the generation each layer was taken from."""
+
+    id: int
+    layers: tuple[str, ...]
+    base: dict  # layer -> generation the draft's edits of it start from
+    author: str  # login
+    created_at: str  # UTC ISO
+    updated_at: str
+    note: str  # why
+    status: str  # draft | published | discarded
+    content: dict  # {"layers": {layer: {"put": [...], "drop": [...]} | {"rows": [...]}}}
+    revision: int = 0  # saves and undos so far
+    undo_depth: int = 0  # previous contents that `undo_draft` can restore
+    generation: int | None = None  # the generation it was published as
 
 
 @dataclass
@@ -249,10 +271,59 @@ class Store(ABC):
     def commit_layers(
         self, layers: dict[str, pd.DataFrame], *, note: str = "", source: str = "",
         base_generation: int | None = None, audit: list[AuditRecord] | None = None,
+        actor: str = "", layer_bases: dict[str, int] | None = None,
+        draft_id: int | None = None,
     ) -> Generation:
-        """Replace the given layers in one transaction; returns the new generation. With
-        `base_generation`, refuses (ConcurrentChange) when the current generation is no longer
-        the one the layers were checked against."""
+        """Make the given layers (whole, as they are to be) current in one transaction;
+        returns the new generation. Only features that changed get new rows (layers/versions.py:
+        unchanged rows stay open, changed and removed ones are closed). With `base_generation`,
+        refuses (ConcurrentChange) when the current generation is no longer the one the layers
+        were checked against; with `layer_bases` (layer -> generation), refuses (LayerConflict)
+        when one of those layers changed after its generation (other layers may have). With
+        `draft_id`, that draft is marked published in the same transaction. The generation and
+        its changes are added to the detail of the `audit` entries."""
+
+    def generation_at(self, at) -> Generation | None:
+        """The generation that was current at `at` (an aware datetime or ISO 8601 text; without
+        a zone, Beijing time), or None before the first one."""
+        from layers.versions import parse_at, utc_instant
+
+        moment = parse_at(at)
+        found = None
+        for gen in self.generations():  # oldest first; created_at never goes backwards
+            if utc_instant(gen.created_at) > moment:
+                break
+            found = gen
+        return found
+
+    # -- drafts (planners' changes before they are published) --------------------------------
+    @abstractmethod
+    def add_draft(self, draft: DraftRecord, *, audit: AuditRecord | None = None) -> int:
+        """Store a new draft; its id."""
+
+    @abstractmethod
+    def drafts(self, status: str | None = None) -> list[DraftRecord]:
+        """Drafts (newest first), of one status or all."""
+
+    @abstractmethod
+    def draft(self, draft_id: int) -> DraftRecord | None: ...
+
+    @abstractmethod
+    def save_draft(self, draft_id: int, *, content: dict, layers: tuple[str, ...],
+                   base: dict[str, int], note: str | None = None,
+                   expected_revision: int | None = None) -> DraftRecord:
+        """Replace a draft's content, keeping the previous one on its undo history (the
+        newest UNDO_DEPTH states). With `expected_revision`, refuses (VersionError) when the
+        draft was saved elsewhere in between."""
+
+    @abstractmethod
+    def undo_draft(self, draft_id: int) -> DraftRecord:
+        """Restore the content the draft had before its last save (VersionError when none)."""
+
+    @abstractmethod
+    def set_draft_status(self, draft_id: int, status: str, *,
+                         audit: AuditRecord | None = None) -> DraftRecord:
+        """Discard a draft (only a draft that is still a draft)."""
 
     @abstractmethod
     def finder(self, snapshot: Snapshot) -> CandidateFinder:

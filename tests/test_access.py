@@ -144,6 +144,8 @@ def run(action: str, svc: Gridmap, who: Actor, world_dir, inside: bool) -> None:
         svc.acting(who).require("layers.publish")  # the planner pages will call this check
     elif action == "layers.read":
         svc.layer_versions(who)
+    elif action == "layers.check":
+        assert not svc.check_layers(who).has_errors  # the clean world
     elif action == "users.manage":
         svc.users(who)
     elif action == "audit.read":

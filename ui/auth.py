@@ -26,6 +26,7 @@ PAGES = (
     ("pages/5_用户管理.py", "用户管理", ":material/manage_accounts:", "users.manage"),
     ("pages/6_审计记录.py", "审计记录", ":material/policy:", "audit.read"),
     ("pages/7_绩效考评.py", "绩效考评", ":material/leaderboard:", "stats.read"),
+    ("pages/8_数据质检.py", "数据质检", ":material/rule:", "layers.check"),
 )
 
 

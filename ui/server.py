@@ -292,6 +292,12 @@ async def logout(request: Request) -> Response:
     return response
 
 
+async def session_check(_request: Request) -> Response:
+    """For the production proxy's `auth_request` (ui/production.py): reached only through the
+    gate, so only with a live session (without one the gate answers 401)."""
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
 def forget(token: str | None) -> None:
     """Drop a session from the gate's short cache (after a logout from a page)."""
     _checked.pop(token or "", None)
@@ -303,7 +309,8 @@ def create_app():
     os.environ[SERVED_FLAG] = "1"
     return st.App(str(ROOT / "app.py"),
                   routes=[Route("/login", login, methods=["GET", "POST"]),
-                          Route("/logout", logout, methods=["GET", "POST"])],
+                          Route("/logout", logout, methods=["GET", "POST"]),
+                          Route("/_gridmap/session", session_check, methods=["GET", "HEAD"])],
                   middleware=[Middleware(SessionGate)])
 
 

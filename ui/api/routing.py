@@ -42,7 +42,8 @@ def _query(name: str, kind: str, description: str, required: bool = False,
 # The hot routes read their parameters themselves (after the key is checked: an anonymous
 # request is refused with 401 whatever its parameters); the docs still list them.
 ACCURACY = _query("accuracy", "number", "定位精度半径（米）", default=0)
-AT = _query("at", "integer", "按历史图层版本（generation）查询")
+AT = _query("at", "string", "按历史图层查询：版本号（generation，整数），或时间（ISO 8601，"
+             "如 2026-12-02T10:00；不写时区即为北京时间）——按当时有效的版本回答")
 ROUTE_PARAMS = [_query("lon", "number", "经度（或投影坐标 X）", required=True),
                 _query("lat", "number", "纬度（或投影坐标 Y）", required=True),
                 _query("crs", "string", CRS_HELP, default="wgs84"), ACCURACY, AT]
@@ -61,12 +62,25 @@ def number_param(request: Request, name: str, default: float | None = None) -> f
 
 
 def generation_param(request: Request) -> int | None:
+    """`at` as a generation number (digits only), else None (see `time_param`)."""
     text = request.query_params.get("at", "").strip()
-    if not text:
+    return int(text) if text.isdigit() else None
+
+
+def time_param(request: Request) -> str | None:
+    """`at` as a time (anything but a bare number), checked here: a bad time is a 400."""
+    text = request.query_params.get("at", "").strip()
+    if not text or text.isdigit():
         return None
-    if not text.isdigit():
-        raise ApiError(400, f"参数 at 应为图层版本号（整数），收到 {text[:30]}")
-    return int(text)
+    if len(text) > 40:
+        raise ApiError(400, "参数 at 过长")
+    from layers.versions import VersionError, parse_at
+
+    try:
+        parse_at(text)
+    except VersionError as exc:
+        raise ApiError(400, f"参数 at 应为图层版本号（整数）或时间：{exc}") from exc
+    return text
 
 
 @router.get("/route", summary="按位置查询责任归属",
@@ -84,7 +98,8 @@ async def get_route(request: Request) -> Response:
             raise ApiError(400, "参数 crs 过长")
         return json_response(svc.route(
             actor, number_param(request, "lon"), number_param(request, "lat"), crs,
-            number_param(request, "accuracy", 0.0), generation=generation_param(request)))
+            number_param(request, "accuracy", 0.0), generation=generation_param(request),
+            at=time_param(request)))
 
     return await acting(request, work)
 
@@ -105,7 +120,8 @@ async def get_point(request: Request, srid: int, coordinates: str) -> Response:
             raise ApiError(400, f"坐标应写作 x,y（如 120.86,32.01），收到 {text[:40]}") from exc
         crs = SRID_NAMES.get(srid, f"EPSG:{srid}")
         return json_response(svc.route(actor, x, y, crs, number_param(request, "accuracy", 0.0),
-                                       generation=generation_param(request)))
+                                       generation=generation_param(request),
+                                       at=time_param(request)))
 
     return await acting(request, work)
 

@@ -1,0 +1,1 @@
+/work/main/.venv/lib/python3.11/site-packages/streamlit/static/static/js/Progress.P06l9H7a.js

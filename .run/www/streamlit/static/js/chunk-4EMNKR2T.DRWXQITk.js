@@ -1,0 +1,1 @@
+/work/main/.venv/lib/python3.11/site-packages/streamlit/static/static/js/chunk-4EMNKR2T.DRWXQITk.js

@@ -1,0 +1,1 @@
+/work/main/.venv/lib/python3.11/site-packages/streamlit/static/static/js/journeyDiagram-BOSHW7O7.DNTaWvv-.js

@@ -1,0 +1,1 @@
+/work/main/.venv/lib/python3.11/site-packages/streamlit/static/static/js/kanban-definition-FNSA4HC5.C0JMrvjF.js

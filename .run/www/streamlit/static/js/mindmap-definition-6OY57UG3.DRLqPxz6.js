@@ -1,0 +1,1 @@
+/work/main/.venv/lib/python3.11/site-packages/streamlit/static/static/js/mindmap-definition-6OY57UG3.DRLqPxz6.js

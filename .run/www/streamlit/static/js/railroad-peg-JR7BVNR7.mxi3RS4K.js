@@ -1,0 +1,1 @@
+/work/main/.venv/lib/python3.11/site-packages/streamlit/static/static/js/railroad-peg-JR7BVNR7.mxi3RS4K.js

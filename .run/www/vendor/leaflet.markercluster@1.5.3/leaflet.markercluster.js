@@ -1,0 +1,1 @@
+/work/main/static/vendor/leaflet.markercluster@1.5.3/leaflet.markercluster.js

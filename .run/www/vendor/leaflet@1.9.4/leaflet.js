@@ -1,0 +1,1 @@
+/work/main/static/vendor/leaflet@1.9.4/leaflet.js

@@ -1,0 +1,1 @@
+/work/main/static/vendor/refresh.sh

@@ -1,0 +1,231 @@
+"""The grid worker's phone page in a real browser (Debian's Chromium, headless) at 390×844 with
+touch, on the map world behind `gridmap serve`: the first screen (who, units, tasks — and no
+phone number of another township's people), a vertical swipe that starts on the map scrolls the
+page, a case taken from the phone through 接单 → 到达现场 (the browser's geolocation, granted)
+→ the on-site check with a photo → handed to the bureau, seen by a dispatcher; a patrol visit
+recorded and shown as last visited. Screenshots go to test-artifacts/phone/."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from grids.access import Actor
+from grids.service import Gridmap
+from tests import world
+from tests.browser import ARTIFACTS, ENTITIES, AppServer, Tab, build_map_world
+
+SHOTS = ARTIFACTS / "phone"
+A2_SOUTH = "320901002001001"
+# W003's township is 甲二镇 (320901002): its people's phones may show, no one else's.
+OTHER_TOWNSHIP_PHONES = ("13800000001", "13800000002", "13800000005", "13800000006",
+                         "13800000007", "13800000008")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with AppServer(build_map_world(tmp_path_factory.mktemp("phone"))) as s:
+        yield s
+
+
+class Phone(Tab):
+    """A grid worker's phone: 390×844, touch, the browser's position granted (at `where`)."""
+
+    def __init__(self, browser, server, where=world.P["a2_plain"], role="grid_worker") -> None:
+        self.server = server
+        self.shots = SHOTS
+        lon, lat = where
+        self.context = browser.new_context(
+            viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+            has_touch=True, locale="zh-CN", geolocation={"longitude": lon + 0.0003,
+                                                         "latitude": lat, "accuracy": 12},
+            permissions=["geolocation"], accept_downloads=True)
+        self.context.set_default_timeout(20_000)
+        self.page = self.context.new_page()
+        self.requests, self.sent, self.dialogs, self.errors = [], [], [], []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", self._dialog)
+        self.sign_in(role)
+
+    def idle(self) -> None:
+        self.page.wait_for_timeout(400)
+        self.page.wait_for_function(
+            "() => !document.querySelector('[data-testid=stStatusWidget]')")
+
+    def tap(self, name: str, exact: bool = True) -> None:
+        self.page.get_by_role("button", name=name, exact=exact).first.tap()
+        self.idle()
+
+
+@pytest.fixture
+def phone(browser, server):
+    p = Phone(browser, server)
+    yield p
+    p.context.close()
+
+
+def test_first_screen_shows_my_units_and_tasks(phone):
+    page = phone.page
+    page.get_by_text("我的任务（按时限）").wait_for()
+    phone.idle()
+    body = page.locator("body").inner_text()
+    assert "我的工作台" in body and "网格员3" in body and "320901002南网格" in body
+    assert "T0001" in body and "大气污染" in body  # the open case in my grid
+    assert "T0002" not in body  # another county's case
+    for number in OTHER_TOWNSHIP_PHONES:
+        assert number not in page.content(), number
+    # The first screen: who, the counts, the first task — without scrolling.
+    first_task = page.get_by_role("button", name="打开 T0001")
+    box = first_task.bounding_box()
+    assert box["y"] + box["height"] <= 844 and box["height"] >= 44  # a thumb-sized target
+    sizes = page.evaluate("""() => [...document.querySelectorAll('.gm-task, .gm-who')]
+        .map(e => parseFloat(getComputedStyle(e).fontSize))""")
+    assert sizes and min(sizes) >= 14
+    phone.shot("01_first_screen")
+    phone.check_clean()
+
+
+def test_a_swipe_on_the_map_scrolls_the_page(phone):
+    page = phone.page
+    frame_el = page.locator("iframe[title='streamlit_folium.st_folium']")
+    frame_el.wait_for()
+    frame_el.scroll_into_view_if_needed()
+    phone.idle()
+    frame = frame_el.element_handle().content_frame()
+    frame.wait_for_selector(".leaflet-container")
+    page.wait_for_timeout(800)
+    # The map fits the worker's own units, at most about half the screen tall.
+    box = frame_el.bounding_box()
+    assert box["height"] <= 844 / 2 + 10
+    centre_before = frame.evaluate("() => { const c = window.map.getCenter(); "
+                                   "return [c.lat, c.lng]; }")
+    scroller = "document.querySelector('[data-testid=stMain]') || document.scrollingElement"
+    top_before = page.evaluate(f"() => ({scroller}).scrollTop")
+    # One finger, real touch events (what a thumb sends), starting on the map, moving up.
+    cdp = page.context.new_cdp_session(page)
+    x = int(box["x"] + box["width"] / 2)
+    y = int(min(box["y"] + box["height"] * 0.7, 800))
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+    for i in range(1, 11):
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove",
+                                               "touchPoints": [{"x": x, "y": y - 20 * i}]})
+        page.wait_for_timeout(16)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    page.wait_for_timeout(800)
+    top_after = page.evaluate(f"() => ({scroller}).scrollTop")
+    centre_after = frame.evaluate("() => { const c = window.map.getCenter(); "
+                                  "return [c.lat, c.lng]; }")
+    assert top_after > top_before + 100  # the page scrolled …
+    assert centre_after == pytest.approx(centre_before, abs=1e-9)  # … the map did not move
+    phone.shot("02_after_swipe")
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (640, 480), (90, 120, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_a_case_taken_from_the_phone_and_seen_by_the_dispatcher(phone, browser, server):
+    page = phone.page
+    phone.tap("打开 T0001")
+    page.get_by_text("T0001", exact=False).first.wait_for()
+    nav = page.locator(".gm-nav a")
+    nav.nth(3).wait_for()
+    hrefs = [nav.nth(i).get_attribute("href") for i in range(nav.count())]
+    assert any(h.startswith("amapuri://") for h in hrefs)
+    assert any(h.startswith("baidumap://") and "bd09ll" in h for h in hrefs)
+    assert any(h.startswith("geo:32.08") for h in hrefs)
+    phone.tap("接单")
+    page.get_by_text("已记录：接单").wait_for()
+    page.get_by_role("button", name="获取手机定位").tap()
+    page.get_by_text("已定位，精度 ±12 米").wait_for()
+    phone.idle()
+    phone.tap("到达现场（记录定位）")
+    page.get_by_text("已记录：到达现场").wait_for()
+    assert re.search(r"距上报位置 \d+ 米", page.locator("body").inner_text())
+    page.get_by_role("textbox", name=re.compile("办理结果")).fill("现场核实：有刺鼻异味")
+    page.get_by_role("textbox", name=re.compile("办理结果")).press("Tab")
+    phone.idle()
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "现场.jpg", "mimeType": "image/jpeg", "buffer": png()}])
+    page.get_by_text("现场.jpg", exact=False).first.wait_for()
+    phone.idle()
+    phone.tap("网格员现场核实")
+    page.get_by_text("网格员现场核实，照片/附件 1 个", exact=False).wait_for()
+    page.get_by_role("textbox", name=re.compile("办理结果")).fill("废气未经处理直排，移送执法局")
+    page.get_by_role("textbox", name=re.compile("办理结果")).press("Tab")
+    phone.idle()
+    phone.tap("移送执法局（案件移送）")
+    page.get_by_text("移送执法局（案件移送）", exact=False).first.wait_for()
+    phone.shot("03_case_handed_over")
+    phone.check_clean()
+    # The dispatcher's desk sees it at the bureau, with the steps and the position.
+    svc = Gridmap(str(server.store))
+    try:
+        desk = Actor("t-dispatcher", "dispatcher", "调度员甲")
+        case = svc.case(desk, "T0001")
+        events = svc.case_events(desk, "T0001")
+        files = svc.case_files(desk, "T0001")
+    finally:
+        svc.close()
+    assert case["status"] == "transferred"
+    assert list(events["action"])[-4:] == ["accept", "arrive", "transition", "transition"]
+    arrive = events[events["action"] == "arrive"].iloc[-1]
+    assert "距上报位置" in arrive["reason"] and '"accuracy_m": 12' in arrive["data"]
+    assert [f.name for f in files] == ["现场.jpg"]
+    boss = Tab(browser, server, SHOTS, height=900)
+    try:
+        boss.page.goto(server.url + "案件?case=T0001")
+        boss.page.get_by_text("已移送执法局", exact=False).first.wait_for(timeout=30_000)
+        # The trail (a data grid: its accessible cells hold the text) names the arrival.
+        boss.page.locator("[data-testid=stDataFrame] [role=gridcell]",
+                          has_text="到达现场").first.wait_for(state="attached")
+        boss.shot("04_dispatcher_sees_it")
+    finally:
+        boss.context.close()
+
+
+def test_a_patrol_visit_is_recorded_and_shown_as_last_visited(phone, server):
+    page = phone.page
+    name = next(n for n, point, *_ in ENTITIES if point == "a2_plain")
+    page.get_by_text("监管对象与巡查", exact=False).wait_for()
+    page.get_by_role("textbox", name="查找监管对象").fill("印染")
+    page.get_by_role("textbox", name="查找监管对象").press("Enter")
+    phone.idle()
+    phone.tap("巡查 / 查看")
+    page.get_by_text(f"巡查：{name}").wait_for()
+    page.get_by_role("button", name="获取手机定位").tap()
+    page.get_by_text("已定位", exact=False).wait_for()
+    phone.idle()
+    groups = page.locator("[data-testid=stButtonGroup]")
+    assert groups.count() >= 4  # the industry's items and the common ones
+    for i in range(groups.count()):
+        groups.nth(i).get_by_role("radio", name="正常").tap()
+        phone.idle()
+        assert groups.nth(i).get_by_role("radio", name="正常").get_attribute(
+            "aria-checked") == "true"
+    phone.shot("05_visit_form")
+    phone.tap("保存巡查记录")
+    page.get_by_text("巡查已记录", exact=False).wait_for()
+    assert re.search(r"距企业 \d+ 米", page.locator("body").inner_text())
+    page.get_by_role("textbox", name="查找监管对象").fill("印染")
+    page.get_by_role("textbox", name="查找监管对象").press("Enter")
+    phone.idle()
+    assert "最近巡查：今天" in page.locator("body").inner_text()
+    phone.shot("06_last_visited")
+    svc = Gridmap(str(server.store))
+    try:
+        worker = Actor("t-worker", "grid_worker", "网格员3", worker_id="W003")
+        ents = svc._router().snapshot["entities"]
+        eid = str(ents[ents["name"] == name]["id"].iat[0])
+        visits = svc.entity_visits(worker, eid)
+    finally:
+        svc.close()
+    assert len(visits) == 1 and visits.iloc[0]["result"] == "ok"
+    assert visits.iloc[0]["distance_m"] < 60 and visits.iloc[0]["actor"] == "t-worker"
+    phone.check_clean()
