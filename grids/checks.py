@@ -277,6 +277,18 @@ def _to_metric(geoms):
     return shapely.transform(geoms, project)
 
 
+def _from_metric(geoms):
+    from geo.crs import metric_transformer
+
+    inverse = metric_transformer()[1]
+
+    def unproject(coords: np.ndarray) -> np.ndarray:
+        x, y = inverse.transform(coords[:, 0], coords[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(geoms, unproject)
+
+
 def _area_m2(geoms) -> np.ndarray:
     geoms = np.asarray(geoms, dtype=object)
     if not len(geoms):
@@ -631,22 +643,44 @@ class _Context:
         city = self.city
         if city is None or shapely.is_empty(city):
             return
+        self._narrow_gaps(polys, codes)
         holes = [shapely.Polygon(r) for p in shapely.get_parts(city) for r in p.interiors]
         if not holes:
             return
         holes = np.asarray(holes, dtype=object)
         tree = shapely.STRtree(polys)
-        floor = min(self.tol("county_gap"), self.tol("sliver"))
-        for hole, area, narrow in self._measure(holes, floor):
+        for hole, area, narrow in self._measure(holes, self.tol("county_gap")):
             near = codes[tree.query(hole, predicate="intersects")]
-            names = "、".join(near[:MAX_CODES]) or "—"
-            if narrow:
-                self._sliver("counties", [*near[:MAX_CODES]], hole, area,
-                             f"县（市）、区之间（{names}）")
-            elif area > self.tol("county_gap"):
+            if not narrow and area > self.tol("county_gap"):  # narrow: _narrow_gaps
                 self.add("county_gap", "counties", near[:MAX_CODES],
                          f"全市范围内约 {_area_text(area)} 不属于任何县（市）、区"
-                         f"（周边：{names}）", area_m2=area, geometry=hole, piece=True)
+                         f"（周边：{'、'.join(near[:MAX_CODES]) or '—'}）", area_m2=area,
+                         geometry=hole, piece=True)
+
+    def _narrow_gaps(self, polys: np.ndarray, codes: np.ndarray) -> None:
+        """Narrow gaps between counties, holes or channels open to the city's edge alike: what
+        a closing (out, then in, by half the sliver width, in metres) adds to the union of the
+        counties and that touches two counties or more (a concave corner of one county's
+        coast is filled by a closing too, but touches that county only)."""
+        rule = self.rules.rules.get("sliver")
+        if rule is None or not rule.width_m or len(polys) < 2:
+            return
+        radius = rule.width_m / 2.0
+        metric = _to_metric(polys)
+        union = _to_metric(self.city)
+        closed = shapely.buffer(shapely.buffer(union, radius, quad_segs=4), -radius,
+                                quad_segs=4)
+        added = _pieces(_polygonal(shapely.difference(closed, union)))
+        if not len(added):
+            return
+        tree = shapely.STRtree(metric)
+        for piece in added[shapely.area(added) > (rule.tolerance_m2 or 0.0)]:
+            near = sorted(tree.query(shapely.buffer(piece, 0.01), predicate="intersects"))
+            if len(near) < 2:
+                continue
+            names = [codes[k] for k in near][:MAX_CODES]
+            self._sliver("counties", names, _from_metric(piece), float(piece.area),
+                         f"县（市）、区之间（{'、'.join(names)}）")
 
     def _measure(self, pieces: np.ndarray, floor: float):
         """(piece, area m², narrow) of every piece over `floor` m² (the smallest tolerance
@@ -952,11 +986,8 @@ class _Context:
         frame = self.frames["jurisdictions"]
         frame["_county"] = [county_of.get(c, "") for c in frame["bureau_code"].astype(str)]
         # Overlaps were checked over the whole layer; per county only gaps and crossings.
-        try:
-            self._tiling("jurisdictions", "counties", "_county", np.arange(n),
-                         prefix="jurisdiction", gaps="narrow", overlaps=False)
-        finally:
-            frame.drop(columns="_county", inplace=True)
+        self._tiling("jurisdictions", "counties", "_county", np.arange(n),
+                     prefix="jurisdiction", gaps="narrow", overlaps=False)
 
     # -- sea areas --
     def _seas(self) -> None:

@@ -22,12 +22,16 @@ How a case's record is read (the same rules the live deadlines of the case list 
 - **closed_at** is when its current stint in `closed` began (NULL while open); hours to close
   count from the report.
 
-Times are ISO 8601 texts as the system writes them (with an offset or `Z`; a time without an
-offset is Beijing time, as everywhere in gridmap). The work is one statement: the period and
-scope filter of `incident_sql.where` on `incident_state`; one window (LAG, LEAD: SQLite ≥ 3.25
-and PostgreSQL) over the events of those cases, which finds where each stint begins and ends;
-a second window over the few events inside stints of several events only; one row per case
-back.
+The stints are followed as the events are written: each store keeps, in the same transaction as
+every event, the case's current state in `incident_state` (layers/incident_sql.py
+`apply_event`), and with it what these rules need of the past — the longest finished stint per
+state (`stays`, JSON: a state is a key once the case has left it), the times the case came back
+to its first state (`returns`), the report time and the start of the current stint as Unix
+seconds (`reported_epoch`, `since_epoch`, from ISO times with an offset or `Z`, or none =
+Beijing time). A case is late when any state's longest stint exceeds that state's limit, or its
+current stint does up to `now`: the limits come with the query (the store knows no rules), so
+the statement reads one row per case and no event — the period and scope filter of
+`incident_sql.where` on `incident_state`, joined to `incidents` for the township.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import pandas as pd
 from layers import incident_sql
 from layers.store import IncidentQuery
 
-FIRST_STATE = "reported"
+FIRST_STATE = incident_sql.FIRST_STATE  # back in it: sent back (`returns`)
 CLOSED_STATE = "closed"
 REFERRAL_STATE = "transferred"
 
@@ -52,36 +56,16 @@ FACT_COLUMNS = ("incident_id", "bureau_code", "township_code", "grid_code", "cat
 
 @dataclass(frozen=True)
 class Dialect:
-    """What differs between the stores: the placeholder, and turning ISO text into seconds
-    since 1970 (a double)."""
+    """What differs between the stores: the placeholder, and reading the longest stint in a
+    state (seconds, NULL if the case never left it) out of `s.stays`."""
 
     ph: str
-    epoch_utc: Callable[[str], str]  # of a column always written in UTC ("…Z")
-    epoch_any: Callable[[str], str]  # of a column with an offset, or none (= Beijing time)
-    # PostgreSQL sorts the events for the window anyway: their times are parsed once, before;
-    # sqlite reads them in the order of its index on (incident_id, seq), so that the window
-    # needs no sort, and parses the next event's time again rather than lose that order.
-    parse_first: bool = False
-    # Statements to run first in the same transaction (PostgreSQL: the session's time zone,
-    # which reads a time without an offset, and memory for the window's sort).
-    setup: tuple[str, ...] = ()
+    stay: str  # SQL of the stint, with one placeholder for `key(state)`
+    key: Callable[[str], str]
 
 
-SQLITE = Dialect(
-    "?",
-    lambda col: f"((julianday({col}) - 2440587.5) * 86400.0)",
-    # A time without an offset reads as Beijing time once "+08:00" is added; one with an
-    # offset (or Z) then no longer parses (NULL) and is read as it is.
-    lambda col: (f"((COALESCE(julianday({col} || '+08:00'), julianday({col})) - 2440587.5)"
-                 " * 86400.0)"),
-)
-POSTGRES = Dialect(
-    "%s",
-    lambda col: f"date_part('epoch', {col}::timestamptz)",
-    lambda col: f"date_part('epoch', {col}::timestamptz)",
-    True,
-    ("SET LOCAL TimeZone = 'Asia/Shanghai'", "SET LOCAL work_mem = '64MB'"),
-)
+SQLITE = Dialect("?", "json_extract(s.stays, ?)", lambda state: f'$."{state}"')
+POSTGRES = Dialect("%s", "CAST(s.stays ->> %s AS DOUBLE PRECISION)", lambda state: state)
 
 
 def facts_sql(query: IncidentQuery, limits: dict[str, float | None], now_epoch: float,
@@ -89,131 +73,52 @@ def facts_sql(query: IncidentQuery, limits: dict[str, float | None], now_epoch: 
               referral_state: str = REFERRAL_STATE) -> tuple[str, list]:
     """The statement and its parameters (every value a parameter, never SQL text)."""
     ph = dialect.ph
-    where, params = incident_sql.where(query, ph)
+    where, where_params = incident_sql.where(query, ph)
     if township_codes is not None:
         towns = list(township_codes)
         clause = (f"i.township_code IN ({', '.join([ph] * len(towns))})" if towns else "1 = 0")
         where = f"{where} AND {clause}" if where else f" WHERE {clause}"
-        params += towns
+        where_params += towns
     real = "DOUBLE PRECISION"
-    known = [(s, h) for s, h in limits.items() if h is not None]
-    limit_params = [v for s, h in known for v in (s, float(h))]
-
-    def limit(column: str) -> str:
-        if not known:
-            return "NULL"
-        return (f"CASE {column} " + " ".join(f"WHEN {ph} THEN CAST({ph} AS {real})"
-                                             for _ in known) + " END")
-
-    now = f"CAST({ph} AS {real})"
-    run_start = dialect.epoch_any("y.at")
-    # Rows of r: each event with its neighbours (prev, next: statuses; t_next: the next
-    # event's time). A row opens a stint when its status differs from the one before, ends
-    # one when it differs from the one after. An event that keeps the status (rare: a
-    # reassignment, a link) is looked up back to the event that opened its stint. The first
-    # stint is judged last, against the report time of the case (from `scope`). sqlite folds
-    # r and f into the aggregate of `per` (one pass in index order, no sort) and so evaluates
-    # a time again wherever it is named: the cheap conditions come first in each CASE.
+    # The longest a stint may last in each state with a limit, in seconds: to the second, with
+    # half a second of grace for times kept as floating-point seconds (exactly the limit is in
+    # time).
+    allowed = [(s, float(h) * 3600.0 + 0.5) for s, h in limits.items() if h is not None]
+    if allowed:
+        current = (f"CAST({ph} AS {real}) - s.since_epoch > CASE s.status "
+                   + " ".join(f"WHEN {ph} THEN CAST({ph} AS {real})" for _ in allowed)
+                   + " END")
+        current_params = [float(now_epoch), *(v for pair in allowed for v in pair)]
+        past = " OR ".join(f"{dialect.stay} > CAST({ph} AS {real})" for _ in allowed)
+        past_params = [v for s, secs in allowed for v in (dialect.key(s), secs)]
+    else:
+        current, current_params, past, past_params = "1 = 0", [], "1 = 0", []
     sql = f"""
-WITH scope AS MATERIALIZED (
-    SELECT s.incident_id, s.bureau_code, i.township_code, s.grid_code, s.category, s.status,
-           s.reported_utc, {dialect.epoch_utc("s.reported_utc")} AS t_rep
-    FROM incident_state s JOIN incidents i ON i.id = s.incident_id{where}
-),
-r AS ({_neighbours(dialect, where)}),
-f AS (
-    SELECT r.incident_id, r.status, r.next, r.t_next,
-           CASE WHEN r.prev IS NULL OR r.prev <> r.status THEN 1 ELSE 0 END AS opens,
-           CASE WHEN r.next IS NULL OR r.next <> r.status THEN 1 ELSE 0 END AS ends,
-           CASE WHEN r.prev IS NULL OR r.prev <> r.status THEN r.t ELSE (
-               SELECT {run_start} FROM incident_events y
-               WHERE y.incident_id = r.incident_id AND y.seq > COALESCE((
-                   SELECT MAX(x.seq) FROM incident_events x WHERE x.incident_id = r.incident_id
-                   AND x.seq < r.seq AND x.status <> r.status), -1)
-               ORDER BY y.seq LIMIT 1) END AS t0,
-           CASE WHEN r.prev IS NULL THEN 1 WHEN r.prev <> r.status THEN 0
-                WHEN EXISTS (SELECT 1 FROM incident_events x WHERE x.incident_id = r.incident_id
-                             AND x.seq < r.seq AND x.status <> r.status) THEN 0
-                ELSE 1 END AS is_first
-    FROM r
-),
-per AS (
-    SELECT incident_id,
-           MAX(CASE WHEN ends = 1 AND is_first = 0
-                     AND COALESCE(t_next, {now}) - t0 > {limit("status")} * 3600.0 + 0.5
-                    THEN 1 ELSE 0 END) AS late,
-           MAX(CASE WHEN next IS NULL AND is_first = 0
-                     AND {now} - t0 > {limit("status")} * 3600.0 + 0.5
-                    THEN 1 ELSE 0 END) AS late_now,
-           MAX(CASE WHEN ends = 1 AND is_first = 1 THEN status END) AS first_status,
-           MAX(CASE WHEN ends = 1 AND is_first = 1 THEN COALESCE(t_next, -1.0) END)
-               AS first_end,
-           MAX(CASE WHEN status = {ph} THEN 1 ELSE 0 END) AS referred,
-           SUM(CASE WHEN opens = 1 AND status = {ph} THEN 1 ELSE 0 END) AS first_stints,
-           MAX(CASE WHEN next IS NULL AND status = {ph} THEN t0 END) AS t_closed
-    FROM f GROUP BY incident_id
-),
-cases AS (
-    SELECT c.incident_id, c.bureau_code, c.township_code, c.grid_code, c.category, c.status,
-           c.reported_utc, c.t_rep, p.late, p.late_now, p.referred, p.first_stints,
-           p.t_closed, p.first_end,
-           CASE WHEN (CASE WHEN p.first_end < 0 THEN {now} ELSE p.first_end END) - c.t_rep
-                     > {limit("p.first_status")} * 3600.0 + 0.5 THEN 1 ELSE 0 END AS first_over
-    FROM scope c JOIN per p ON p.incident_id = c.incident_id
-)
-SELECT incident_id, bureau_code, township_code, grid_code, category, status, reported_utc,
-       t_closed, (t_closed - t_rep) / 3600.0,
-       CASE WHEN late = 1 OR first_over = 1 THEN 1 ELSE 0 END,
-       CASE WHEN late_now = 1 OR (first_over = 1 AND first_end < 0) THEN 1 ELSE 0 END,
-       referred, first_stints
-FROM cases"""
-    ordered = [*params, *(params if dialect.parse_first else []), float(now_epoch),
-               *limit_params, float(now_epoch), *limit_params, referral_state, FIRST_STATE,
-               CLOSED_STATE, float(now_epoch), *limit_params]
-    return sql, ordered
-
-
-def _neighbours(dialect: Dialect, where: str) -> str:
-    """Every event of the cases in scope with its neighbours' status and time (a window).
-    PostgreSQL selects the events by joining the tables of `scope` again (their statistics
-    give it a hash join; the CTE's would not)."""
-    at = dialect.epoch_any("e.at")
-    if dialect.parse_first:
-        return f"""
-    SELECT incident_id, seq, status, t,
-           LAG(status) OVER win AS prev, LEAD(status) OVER win AS next,
-           LEAD(t) OVER win AS t_next
-    FROM (SELECT e.incident_id, e.seq, e.status, {at} AS t FROM incident_events e
-          JOIN incident_state s ON s.incident_id = e.incident_id
-          JOIN incidents i ON i.id = s.incident_id{where}) ev
-    WINDOW win AS (PARTITION BY incident_id ORDER BY seq)
-"""
-    # sqlite: the neighbours by two seeks in its index on (incident_id, seq), which costs
-    # half of LAG and LEAD there (its window functions are slow; PostgreSQL's are not).
-    nxt = dialect.epoch_any("n.at")
-    return f"""
-    SELECT e.incident_id, e.seq, e.status, {at} AS t, p.status AS prev, n.status AS next,
-           {nxt} AS t_next
-    FROM incident_events e
-    LEFT JOIN incident_events n ON n.seq = (SELECT MIN(x.seq) FROM incident_events x
-        WHERE x.incident_id = e.incident_id AND x.seq > e.seq)
-    LEFT JOIN incident_events p ON p.seq = (SELECT MAX(x.seq) FROM incident_events x
-        WHERE x.incident_id = e.incident_id AND x.seq < e.seq)
-    WHERE e.incident_id IN (SELECT incident_id FROM scope)
-"""
+SELECT s.incident_id, s.bureau_code, i.township_code, s.grid_code, s.category, s.status,
+       s.reported_utc,
+       CASE WHEN s.status = {ph} THEN s.since_epoch END,
+       CASE WHEN s.status = {ph} THEN (s.since_epoch - s.reported_epoch) / 3600.0 END,
+       CASE WHEN ({current}) OR {past} THEN 1 ELSE 0 END,
+       CASE WHEN {current} THEN 1 ELSE 0 END,
+       CASE WHEN s.status = {ph} OR {dialect.stay} IS NOT NULL THEN 1 ELSE 0 END,
+       s.returns
+FROM incident_state s JOIN incidents i ON i.id = s.incident_id{where}"""
+    params = [CLOSED_STATE, CLOSED_STATE, *current_params, *past_params, *current_params,
+              referral_state, dialect.key(referral_state), *where_params]
+    return sql, params
 
 
 def facts_frame(rows: list[tuple]) -> pd.DataFrame:
     """The rows of `facts_sql` as the frame of FACT_COLUMNS (closed_at as UTC timestamps)."""
     raw = pd.DataFrame.from_records(rows, columns=[*FACT_COLUMNS[:7], "t_closed", "hours",
-                                                   "late", "late_now", "referred", "stints"],
+                                                   "late", "late_now", "referred", "returns"],
                                     coerce_float=True)
     t_closed = pd.to_numeric(raw["t_closed"], errors="coerce").to_numpy(dtype=float)
     raw["closed_at"] = pd.to_datetime(t_closed, unit="s", utc=True).round("ms")
     raw["hours_to_close"] = pd.to_numeric(raw["hours"], errors="coerce").astype(float)
     for column in ("late", "late_now", "referred"):
         raw[column] = raw[column].fillna(0).to_numpy(dtype=float) > 0
-    raw["returned"] = raw["stints"].fillna(0).to_numpy(dtype=float) > 1
+    raw["returned"] = raw["returns"].fillna(0).to_numpy(dtype=float) > 0
     return raw[list(FACT_COLUMNS)]
 
 

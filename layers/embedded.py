@@ -257,13 +257,17 @@ class GeoPackageStore(Store):
         self.conn.execute("UPDATE gridmap_meta SET value = '5' WHERE key = 'schema_version'")
 
     def _schema_v4(self) -> None:
-        """Files kept with case steps (photos, documents): append-only, with their hash; and
-        the instant each case entered its state, for deadlines sorted and filtered in SQL."""
+        """Files kept with case steps (photos, documents): append-only, with their hash; the
+        instant each case entered its state, for deadlines sorted and filtered in SQL; and what
+        the performance figures need of each case's past (report time, longest stint per
+        state, times sent back), so that they read no event. Columns a file lacks are added
+        and the state rebuilt from the events, which fills them."""
         have = {r[1] for r in self.conn.execute("PRAGMA table_info(incident_state)")}
-        if "since_epoch" not in have:
-            self.conn.execute("ALTER TABLE incident_state ADD COLUMN since_epoch REAL")
-            self.conn.execute("UPDATE incident_state SET since_epoch = "
-                              "(julianday(status_since) - 2440587.5) * 86400.0")
+        missing = [(n, t) for n, t in incident_sql.STATE_COLUMNS if n not in have]
+        for name, kind in missing:
+            self.conn.execute(f"ALTER TABLE incident_state ADD COLUMN {name} {kind}")
+        if missing:
+            self._rebuild_state()
         self.conn.execute("CREATE INDEX IF NOT EXISTS incident_state_deadline "
                           "ON incident_state (status, since_epoch)")
         gpkg.create_attribute_table(
@@ -344,7 +348,9 @@ class GeoPackageStore(Store):
         self._rebuild_state()
 
     def _rebuild_state(self) -> None:
-        """incident_state from the append-only record (for an upgraded version 1 file)."""
+        """incident_state from the append-only record (for an upgraded file), replacing what
+        it held."""
+        self.conn.execute("DELETE FROM incident_state")
         rows = self.conn.execute(
             f"SELECT {', '.join(INCIDENT_NAMES)}, geom FROM incidents ORDER BY fid").fetchall()
         if not rows:

@@ -9,6 +9,7 @@ rebuilt from the events (`state_rows`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import geopandas as gpd
@@ -32,9 +33,19 @@ STATE_COLUMNS: tuple[tuple[str, str], ...] = (
     # status_since as Unix seconds: deadlines are this plus the state's limit, so the store
     # sorts and filters by them with arithmetic and an index (status, since_epoch).
     ("since_epoch", "REAL"),
+    # What the performance figures (layers/case_facts.py) need of the case's past, so that they
+    # read one row per case and no event: the report time as Unix seconds; per state, the
+    # longest finished stint in it in seconds (JSON text {"reported": 1200.0, …}: a state is a
+    # key once the case has left it, so the keys are also the states it went through); and how
+    # many times the case was sent back to its first state (`returns`).
+    ("reported_epoch", "REAL"),
+    ("stays", "TEXT"),
+    ("returns", "INTEGER"),
 )
 STATE_NAMES = [n for n, _ in STATE_COLUMNS]
 STATE_INDEXES = ("status", "grid_code", "bureau_code", "reported_utc", "lon")
+# Every case begins in this state (its `create` event); back in it, a case was sent back.
+FIRST_STATE = "reported"
 
 
 def utc_text(value: object) -> str:
@@ -46,21 +57,37 @@ def utc_text(value: object) -> str:
 
 
 def initial_state(record: dict, lon: float, lat: float, event: Event | None) -> tuple:
-    """The state row of a new incident (before any event but its creation)."""
-    status = event.status if event else "reported"
+    """The state row of a new incident (before any event but its creation): its first stint
+    counts from the report."""
+    status = event.status if event else FIRST_STATE
     at = event.at if event else record["created_at"]
+    reported = epoch_of(record["reported_at"])
     return (record["id"], status, str(record["reported_at"]), str(at),
             record.get("grid_code"), record.get("bureau_code"),
             utc_text(record["reported_at"]), str(record["category"]), float(lon), float(lat),
-            epoch_of(record["reported_at"]))
+            reported, reported, "{}", 0)
 
 
 def apply_event(state: dict, event: Event) -> dict:
-    """The state after `event` (status since changes only when the status does)."""
+    """The state after `event`. A change of status ends the current stint: its length counts
+    towards the longest stint in that state (`stays`), and the new status and its time begin
+    the next; an event that keeps the status (a reassignment, a linked duplicate) does not."""
     out = dict(state)
+    stays = read_stays(state.get("stays"))
     if event.status != state["status"]:
+        at = epoch_of(event.at)
+        began = state.get("since_epoch")
+        if began is None:
+            began = epoch_of(state["status_since"])
+        held = round(at - float(began), 3)
+        left = state["status"]
+        if left not in stays or held > stays[left]:
+            stays[left] = held
+        if event.status == FIRST_STATE:
+            out["returns"] = int(state.get("returns") or 0) + 1
         out["status_since"] = event.at
-        out["since_epoch"] = epoch_of(event.at)
+        out["since_epoch"] = at
+    out["stays"] = json.dumps(stays, separators=(",", ":"), ensure_ascii=False)
     out["status"] = event.status
     out["updated_at"] = event.at
     if event.grid_code:
@@ -124,6 +151,14 @@ def where(query: IncidentQuery, ph: str) -> tuple[str, list]:
             clauses.append(f"s.lon BETWEEN {ph} AND {ph} AND s.lat BETWEEN {ph} AND {ph}")
             params.extend([box[0], box[2], box[1], box[3]])
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def read_stays(value: object) -> dict[str, float]:
+    """The `stays` of a state row: JSON text (sqlite), already a dict (PostgreSQL's jsonb), or
+    nothing (a row not yet rebuilt)."""
+    if isinstance(value, dict):
+        return dict(value)
+    return json.loads(value) if isinstance(value, str) and value else {}
 
 
 def epoch_of(value: object) -> float:

@@ -146,8 +146,10 @@ def migrate(url: str) -> list[str]:
                     f"INSERT INTO {SCHEMA}.schema_migrations (version) VALUES (%s)", (path.stem,)
                 )
                 applied_now.append(path.stem)
-            if any(stem.startswith("0002") for stem in applied_now):
-                _rebuild_state(cur)  # after every migration: the state table is complete
+            # After every migration, so that the state table is complete: 0002 created it,
+            # 0004 added columns only the events can fill.
+            if any(stem.startswith(("0002", "0004")) for stem in applied_now):
+                _rebuild_state(cur)
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {WORK_SCHEMA}")
     except psycopg2.Error as exc:
         raise StoreError(f"数据库初始化失败：{exc}") from exc
@@ -202,7 +204,9 @@ def grant_runtime(url: str, role: str = APP_ROLE, password: str | None = None) -
 
 
 def _rebuild_state(cur) -> None:
-    """incident_state from the record of a database migrated from version 0001."""
+    """incident_state from the record (of a database migrated from before 0002 or 0004),
+    replacing what it held."""
+    cur.execute("DELETE FROM incident_state")
     cur.execute(f"SELECT {', '.join(INCIDENT_NAMES)}, ST_X(geom), ST_Y(geom) FROM incidents "
                 "ORDER BY fid")
     states = {}

@@ -294,7 +294,7 @@ def home() -> None:
     if len(tasks) > 20:
         st.caption(f"另有 {len(tasks) - 20} 件，见“案件办理”。")
 
-    days = 30
+    days = int(ss.get("wk_days") or 30)
     coverage = None
     if can(actor, "patrol.coverage"):
         try:
@@ -338,6 +338,9 @@ def home() -> None:
 
     if coverage is not None and (actor.role != "grid_worker" or not self_view):
         with st.expander(f"巡查覆盖（近 {days} 天）", expanded=actor.role == "grid_leader"):
+            st.segmented_control("统计期", [7, 30, 90], key="wk_days", default=30,
+                                 format_func=lambda d: f"近 {d} 天")
+            st.caption("地图上蓝点为期内已巡查的监管对象，灰点为未巡查。")
             by = coverage.by_grid.rename(columns={
                 "grid": "网格编码", "name": "网格名称", "entities": "监管对象",
                 "visited": "已巡查", "share": "覆盖率"})

@@ -251,7 +251,7 @@ def test_a_draft_is_saved_resumed_undone_and_discarded(store, svc):
     d = svc.create_draft(PLANNER, "parks", "调整园区")
     assert d.status == "draft" and d.base == {"parks": 1} and d.author == PLANNER.login
     assert not d.changed and not d.can_undo
-    widths = [0.65, 0.66, 0.67]
+    widths = [120.65, 120.66, 120.67]
     for east in widths:
         parks = svc.draft_features(PLANNER, d.id, "parks")
         parks.loc[parks["code"] == "P2", "geometry"] = box(120.6, 32.13, east, 32.17)

@@ -39,7 +39,14 @@ CREATE INDEX attachments_incident ON attachments (incident_id, id);
 CREATE INDEX attachments_visit ON attachments (visit_id, id);
 
 -- The instant each case entered its current state (Unix seconds): deadlines are this plus the
--- state's limit, sorted and filtered with arithmetic and an index.
+-- state's limit, sorted and filtered with arithmetic and an index. And what the performance
+-- figures (layers/case_facts.py) need of each case's past, so that they read one row per case
+-- and no event: the report time (Unix seconds), the longest finished stint per state in
+-- seconds ({"reported": 1200.0, …}: the keys are also the states the case went through), and
+-- the times it was sent back to its first state. `migrate` (layers/postgis.py) rebuilds every
+-- state row from the events after this file, which fills them.
 ALTER TABLE incident_state ADD COLUMN since_epoch double precision;
-UPDATE incident_state SET since_epoch = extract(epoch FROM status_since::timestamptz);
+ALTER TABLE incident_state ADD COLUMN reported_epoch double precision;
+ALTER TABLE incident_state ADD COLUMN stays jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE incident_state ADD COLUMN returns integer NOT NULL DEFAULT 0;
 CREATE INDEX incident_state_deadline ON incident_state (status, since_epoch);
