@@ -1,11 +1,12 @@
 """The facts of each case that performance figures are counted from (grids/stats.py), computed
-in SQL by both stores from the append-only record, one row per case.
+in SQL by both stores, one row per case, from the current-state projection of the append-only
+record.
 
 How a case's record is read (the same rules the live deadlines of the case list follow):
 
 - The events of a case, in the order they were recorded (`seq`), each put the case in the
-  event's status at the event's time `at`. Its first stint (normally `reported`, opened by the
-  `create` event) counts from the time the case was reported (`reported_utc`).
+  event's status at the event's time `at`. Its first stint, in `reported` (where the `create`
+  event puts every case), counts from the time the case was reported (`reported_utc`).
 - A **stint** is one uninterrupted stay in one state: events that keep the status (a
   reassignment, a linked duplicate) do not end it; a change of status does. A case sent back
   (dispatched → reported) starts a new stint in `reported`, with a new limit, as the timer of

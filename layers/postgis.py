@@ -531,8 +531,6 @@ class PostgisStore(Store):
         sql, params = case_facts.facts_sql(query, limits, case_facts.now_epoch(now),
                                            case_facts.POSTGRES, township_codes)
         with self.conn, self.conn.cursor() as cur:
-            for statement in case_facts.POSTGRES.setup:  # time zone, sort memory: this only
-                cur.execute(statement)
             cur.execute(sql, params)
             rows = cur.fetchall()
         return case_facts.facts_frame(rows)
