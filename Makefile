@@ -1,12 +1,15 @@
 # The two commands of a fresh machine:
 #   make run    set up, build the sample store if missing, start the web map
 #   make test   set up (incl. PostGIS and Chromium from Debian packages) and run every test
+# and, to serve it for real: make prod (nginx from Debian in front of the app, README)
 PY ?= python3
 VENV := .venv
 STORE ?= data/gridmap.gpkg
 PORT ?= 8501
+PROD_PORT ?= 8080
+PROD_ARGS ?=
 
-.PHONY: run test setup demo lint bench
+.PHONY: run test setup demo lint bench prod
 
 setup: $(VENV)/.installed
 
@@ -25,6 +28,9 @@ demo: setup
 run: setup $(STORE)
 	$(VENV)/bin/gridmap --store $(STORE) serve --port $(PORT)
 
+prod: setup $(STORE)
+	scripts/serve-production.sh --store $(STORE) --port $(PROD_PORT) $(PROD_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -37,3 +43,4 @@ bench: setup $(STORE)
 	$(VENV)/bin/python bench/bench_map.py --store $(STORE)
 	$(VENV)/bin/python bench/bench_dispatch.py --store $(STORE)
 	$(VENV)/bin/python bench/bench_api.py --store $(STORE) --workers 2
+	$(VENV)/bin/python bench/bench_phone.py --store $(STORE)

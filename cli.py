@@ -95,12 +95,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser = with_store  # type: ignore[method-assign]
 
     p = sub.add_parser("demo", help="生成南通示例数据并导入数据库")
-    p.add_argument("--out", type=Path, default=SAMPLE_DIR, help="示例数据文件目录")
+    p.add_argument("--out", type=Path, default=None,
+                   help="示例数据文件目录（默认 data/sample；放大时 data/sample-xN）")
     p.add_argument("--seed", type=int, default=20200901, help="随机种子（相同种子生成相同数据）")
     p.add_argument("--force", action="store_true", help="数据库已有数据时也重建")
     p.add_argument("--as-of", dest="as_of", metavar="时间",
                    help="示例事件以此时间为准向前 30 天生成（北京时间，如 2026-12-02T10:00；"
                         "默认当前整点；相同种子和时间生成相同数据）")
+    p.add_argument("--scale", type=_scale, default=1, metavar="N",
+                   help="放大倍数：网格、监管对象和事件均为示例的 N 倍（每个综合网格和园区网格"
+                        "再细分为 N 个微网格），供性能测试用；默认 1 即标准示例")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("import", help="导入图层目录或 zip（整体成功或整体失败）")
@@ -481,6 +485,16 @@ def _as_of(text: str | None):
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone(timedelta(hours=8)))
 
 
+def _scale(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"“{text}”不是大于等于 1 的整数")
+    return value
+
+
 def cmd_demo(args) -> int:
     from grids.demo_users import add_demo_users
     from layers.demo import build_sample
@@ -503,7 +517,9 @@ def cmd_demo(args) -> int:
     from grids.cases import load_incident_file
 
     started = time.perf_counter()
-    counts = build_sample(args.out, seed=args.seed, as_of=_as_of(args.as_of))
+    if args.out is None:
+        args.out = SAMPLE_DIR if args.scale == 1 else SAMPLE_DIR.with_name(f"sample-x{args.scale}")
+    counts = build_sample(args.out, seed=args.seed, as_of=_as_of(args.as_of), scale=args.scale)
     # Built under a temporary name and renamed when complete: a killed build never leaves a
     # half-built store that the next `make run` would take as done.
     work = url if is_postgres_url(url) else str(Path(url).with_name(Path(url).name + ".building"))

@@ -502,8 +502,9 @@ class _Context:
     def _valid_polygons(self, layer: str) -> np.ndarray:
         """The layer's polygons, each repaired when it is not valid (findings say so)."""
         frame = self.frames[layer]
-        geoms = np.asarray(frame.geometry.values if "geometry" in frame else
-                           [None] * len(frame), dtype=object)
+        geoms = _geometries(frame)
+        if geoms is None:
+            geoms = np.full(len(frame), None, dtype=object)
         out = geoms.copy()
         missing = shapely.is_missing(geoms)
         types = shapely.get_type_id(geoms)
@@ -544,10 +545,8 @@ class _Context:
         geoms = self.geoms.get(layer)
         if geoms is not None:
             return geoms[int(i)]
-        frame = self.frames[layer]
-        if "geometry" in frame:
-            return frame.geometry.values[int(i)]
-        return None
+        geoms = _geometries(self.frames[layer])
+        return None if geoms is None else geoms[int(i)]
 
     def _references(self) -> None:
         known = {name: set(self.codes(name)) for name in self.frames if LAYERS[name].key}
@@ -1017,9 +1016,9 @@ class _Context:
     def _entities(self) -> None:
         e = self.frames["entities"]
         city = self.city
-        if city is None or "geometry" not in e or not len(e):
+        pts = _geometries(e)
+        if city is None or pts is None or not len(e):
             return
-        pts = np.asarray(e.geometry.values, dtype=object)
         x, y = shapely.get_x(pts), shapely.get_y(pts)
         inside = shapely.intersects_xy(city, x, y)
         if "sea_areas" in self.geoms and len(self.geoms["sea_areas"]):
@@ -1047,8 +1046,23 @@ def _attr(row, key: str) -> str:
     return ""
 
 
+def _geometries(frame: pd.DataFrame) -> np.ndarray | None:
+    """The geometries of a frame (a GeoDataFrame's active column, else a `geometry` column),
+    or None for a plain table."""
+    try:
+        values = frame.geometry.values  # a GeoDataFrame, whatever its column is called
+    except AttributeError:
+        if "geometry" not in frame:
+            return None
+        values = frame["geometry"].values
+    return np.asarray(values, dtype=object)
+
+
 def _in_store_crs(frame: pd.DataFrame) -> pd.DataFrame:
-    crs = getattr(frame, "crs", None) if "geometry" in frame else None
+    try:
+        crs = frame.geometry.crs
+    except AttributeError:
+        crs = None
     if crs is None:
         return frame
     try:

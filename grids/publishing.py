@@ -18,9 +18,11 @@ rollbacks, refusals, draft creation and discarding are audited.
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -371,10 +373,13 @@ def _blocked_message(errors: list, missing: list) -> str:
 
 
 def _finding_text(f) -> str:
-    text = getattr(f, "message_zh", "") or f.kind
+    """A finding in words: its own message (which names the features), else kind and codes."""
+    text = getattr(f, "message_zh", "")
+    if text:
+        return text
     codes = "、".join(str(c) for c in (getattr(f, "codes", None) or [])[:5])
     area = getattr(f, "area_m2", None)
-    return (f"{text}（{f.layer}" + (f"：{codes}" if codes else "")
+    return (f"{f.kind}（{f.layer}" + (f"：{codes}" if codes else "")
             + (f"，{area:,.0f} 平方米" if area else "") + "）")
 
 
@@ -503,17 +508,21 @@ class _DraftFinder(MemoryFinder):
 
 
 _RESOLVERS: dict[tuple, Resolver] = {}
+_CACHE_LOCK = threading.Lock()  # the page's server threads share these caches
 
 
 def _resolver(snapshot: Snapshot) -> Resolver:
     """The current layers' resolver over the in-memory finder (the proposed layers can only be
     routed in memory; both sides are routed alike), kept per generation."""
     key = (snapshot.generation.created_at, snapshot.generation.id, id(snapshot))
-    found = _RESOLVERS.get(key)
+    with _CACHE_LOCK:
+        found = _RESOLVERS.get(key)
     if found is None:
-        while len(_RESOLVERS) >= 2:
-            _RESOLVERS.pop(next(iter(_RESOLVERS)))
-        found = _RESOLVERS[key] = Resolver(snapshot, MemoryFinder.for_snapshot(snapshot))
+        found = Resolver(snapshot, MemoryFinder.for_snapshot(snapshot))
+        with _CACHE_LOCK:
+            while len(_RESOLVERS) >= 2:
+                _RESOLVERS.pop(next(iter(_RESOLVERS)))
+            _RESOLVERS[key] = found
     return found
 
 
@@ -544,9 +553,30 @@ def _answers(resolver: Resolver, snapshot: Snapshot, points: np.ndarray) -> pd.D
     return table.iloc[index].reset_index(drop=True)
 
 
+_BEFORE: dict[tuple, pd.DataFrame] = {}
+
+
+def _answers_now(resolver: Resolver, snapshot: Snapshot, points: np.ndarray) -> pd.DataFrame:
+    """`_answers` with the current layers, kept per generation and set of points: a preview
+    while editing routes only the proposed side again."""
+    import hashlib
+
+    digest = hashlib.blake2b(shapely.get_coordinates(points).tobytes(), digest_size=16)
+    key = (snapshot.generation.created_at, snapshot.generation.id, digest.hexdigest())
+    with _CACHE_LOCK:
+        found = _BEFORE.get(key)
+    if found is None:
+        found = _answers(resolver, snapshot, points)
+        with _CACHE_LOCK:
+            while len(_BEFORE) >= 4:
+                _BEFORE.pop(next(iter(_BEFORE)))
+            _BEFORE[key] = found
+    return found
+
+
 def _routed_changes(before: Resolver, after: Resolver, current: Snapshot, proposed: Snapshot,
                     points: np.ndarray) -> pd.DataFrame:
-    old = _answers(before, current, points)
+    old = _answers_now(before, current, points)
     new = _answers(after, proposed, points)
     bureau = old["bureau"].to_numpy() != new["bureau"].to_numpy()
     grid = old["grid"].to_numpy() != new["grid"].to_numpy()
@@ -609,10 +639,15 @@ def _changed_features(spec: LayerSpec, current: pd.DataFrame, frame: pd.DataFram
     return [(k, names.get(k, k), old.get(k), new.get(k)) for k in sorted(set(old) | set(new))]
 
 
-def _projected(geoms):
+@lru_cache(maxsize=1)
+def _to_area_crs():
     import pyproj
 
-    transformer = pyproj.Transformer.from_crs(STORE_EPSG, AREA_CRS, always_xy=True)
+    return pyproj.Transformer.from_crs(STORE_EPSG, AREA_CRS, always_xy=True)
+
+
+def _projected(geoms):
+    transformer = _to_area_crs()
     return shapely.transform(np.asarray(geoms, dtype=object),
                              lambda xy: np.column_stack(transformer.transform(xy[:, 0],
                                                                               xy[:, 1])))
@@ -665,7 +700,6 @@ def _cut_grids(current: Snapshot, proposed: Snapshot,
     grids = proposed["grids"]
     geoms = np.asarray(grids.geometry.values, dtype=object)
     tree = shapely.STRtree(geoms)
-    grid_area = None
     rows = []
     for name in CUTTING_LAYERS:
         if name not in frames:
@@ -674,12 +708,12 @@ def _cut_grids(current: Snapshot, proposed: Snapshot,
         for code, label, old, new in _changed_features(spec, current[name], frames[name]):
             if new is None:
                 continue
-            if grid_area is None:
-                grid_area = _area_m2(geoms)
             hit = tree.query(new, predicate="intersects")
             if not len(hit):
                 continue
             inside = _area_m2(shapely.intersection(geoms[hit], new))
+            grid_area = np.zeros(len(geoms))
+            grid_area[hit] = _area_m2(geoms[hit])
             outside = grid_area[hit] - inside
             cut = (inside > CUT_TOLERANCE_M2) & (outside > CUT_TOLERANCE_M2)
             if old is not None and cut.any():

@@ -31,8 +31,8 @@ to its first state (`returns`), the report time and the start of the current sti
 seconds (`reported_epoch`, `since_epoch`, from ISO times with an offset or `Z`, or none =
 Beijing time). A case is late when any state's longest stint exceeds that state's limit, or its
 current stint does up to `now`: the limits come with the query (the store knows no rules), so
-the statement reads one row per case and no event — the period and scope filter of
-`incident_sql.where` on `incident_state`, joined to `incidents` for the township.
+the statement reads one row per case of `incident_state` (which keeps the township of the
+intake, too) and no event — with the period and scope filter of `incident_sql.where`.
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ def facts_sql(query: IncidentQuery, limits: dict[str, float | None], now_epoch: 
     where, where_params = incident_sql.where(query, ph)
     if township_codes is not None:
         towns = list(township_codes)
-        clause = (f"i.township_code IN ({', '.join([ph] * len(towns))})" if towns else "1 = 0")
+        clause = (f"s.township_code IN ({', '.join([ph] * len(towns))})" if towns else "1 = 0")
         where = f"{where} AND {clause}" if where else f" WHERE {clause}"
         where_params += towns
+    join = " JOIN incidents i ON i.id = s.incident_id" if incident_sql.needs_record(query) else ""
     real = "DOUBLE PRECISION"
     # The longest a stint may last in each state with a limit, in seconds: to the second, with
     # half a second of grace for times kept as floating-point seconds (exactly the limit is in
@@ -95,7 +96,7 @@ def facts_sql(query: IncidentQuery, limits: dict[str, float | None], now_epoch: 
     else:
         current, current_params, past, past_params = "1 = 0", [], "1 = 0", []
     sql = f"""
-SELECT s.incident_id, s.bureau_code, i.township_code, s.grid_code, s.category, s.status,
+SELECT s.incident_id, s.bureau_code, s.township_code, s.grid_code, s.category, s.status,
        s.reported_utc,
        CASE WHEN s.status = {ph} THEN s.since_epoch END,
        CASE WHEN s.status = {ph} THEN (s.since_epoch - s.reported_epoch) / 3600.0 END,
@@ -103,7 +104,7 @@ SELECT s.incident_id, s.bureau_code, i.township_code, s.grid_code, s.category, s
        CASE WHEN {current} THEN 1 ELSE 0 END,
        CASE WHEN s.status = {ph} OR {dialect.stay} IS NOT NULL THEN 1 ELSE 0 END,
        s.returns
-FROM incident_state s JOIN incidents i ON i.id = s.incident_id{where}"""
+FROM incident_state s{join}{where}"""
     params = [CLOSED_STATE, CLOSED_STATE, *current_params, *past_params, *current_params,
               referral_state, dialect.key(referral_state), *where_params]
     return sql, params

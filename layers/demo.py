@@ -25,6 +25,7 @@ from shapely.geometry.base import BaseGeometry
 from layers import demo_admin as admin
 from layers import demo_entities as ents
 from layers import demo_geom as g
+from layers import demo_scale
 from layers.demo_names import mobile, person_name
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
@@ -49,9 +50,13 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def build_sample(out_dir: Path, seed: int = DEFAULT_SEED,
-                 as_of: datetime | None = None) -> dict[str, int]:
+                 as_of: datetime | None = None, scale: int = 1) -> dict[str, int]:
     """Write the complete sample dataset into `out_dir`; returns the row count of each layer.
-    Incidents are dated over the 30 days before `as_of` (default: now, to the hour)."""
+    Incidents are dated over the 30 days before `as_of` (default: now, to the hour).
+    `scale` N > 1: N times the grids, entities and incidents (layers/demo_scale.py)."""
+    if scale < 1:
+        raise ValueError(f"scale must be at least 1, not {scale}")
+    step = demo_scale.edge_step(scale)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -59,19 +64,22 @@ def build_sample(out_dir: Path, seed: int = DEFAULT_SEED,
     counties = admin.load_counties(REFERENCE_DIR)
     townships = admin.build_townships(rng, counties, REFERENCE_DIR)
     parks = admin.build_parks(rng, counties)
-    grids = admin.build_comprehensive_grids(rng, townships)
+    grids = admin.build_comprehensive_grids(rng, townships, densify_deg=step)
     _check_coverage("townships", [t["geometry"] for t in townships])
     _check_coverage("grids", [x["geometry"] for x in grids])
-    grids += admin.build_park_grids(rng, parks, townships)
+    grids += admin.build_park_grids(rng, parks, townships, densify_deg=step)
     sea_areas = admin.build_sea_areas(counties)
     bureaus, jurisdictions = admin.build_bureaus(rng, counties, parks)
-    entities = ents.build_entities(rng, counties, townships, parks)
+    entities = ents.build_entities(rng, counties, townships, parks, n_total=10_000 * scale)
     targets = ents.dedicated_targets(rng, entities, counties)
     grids += admin.build_dedicated_grids(rng, targets, townships)
+    if scale > 1:
+        grids = demo_scale.subdivide_grids(grids, scale)
+        _check_coverage("grids", [x["geometry"] for x in grids if x["kind"] == "comprehensive"])
     grids.sort(key=lambda x: x["code"])
     workers = _workers(rng, grids, townships)
     incidents = ents.build_incidents(rng, entities, counties, townships, sea_areas,
-                                     as_of=as_of)
+                                     as_of=as_of, **demo_scale.incident_counts(scale))
 
     county_rows = [
         {"code": c.code, "name": c.name, "geometry": c.geojson} for c in counties

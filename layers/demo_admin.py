@@ -201,9 +201,10 @@ def _largest_parts(geom: BaseGeometry, keep: float = 0.05) -> BaseGeometry:
 
 
 def build_comprehensive_grids(
-    rng: np.random.Generator, townships: list[dict[str, Any]]
+    rng: np.random.Generator, townships: list[dict[str, Any]], densify_deg: float | None = None
 ) -> list[dict[str, Any]]:
-    """Comprehensive grids: an exact partition of every township, smaller in streets."""
+    """Comprehensive grids: an exact partition of every township, smaller in streets.
+    `densify_deg` adds lattice vertices along the edges between grids (for a subdivision)."""
     out = []
     for town in townships:
         urban = town["kind_zh"] == "街道"
@@ -217,7 +218,7 @@ def build_comprehensive_grids(
         member = np.argmin(((g.to_xy(seeds)[:, None] - g.to_xy(centres)[None]) ** 2).sum(2), 1)
         order = sorted(range(m), key=lambda k: (-round(centres[k][1], 4), centres[k][0]))
         names = pick_unique(rng, URBAN_COMMUNITY if urban else RURAL_COMMUNITY, m)
-        cells = g.partition(geom, seeds)
+        cells = g.partition(geom, seeds, densify_deg=densify_deg)
         for cno, k in enumerate(order, start=1):
             community = names[cno - 1] + ("社区" if urban else "村")
             idx = [i for i in range(n) if member[i] == k and cells[i] is not None]
@@ -240,9 +241,10 @@ def township_of(townships: list[dict[str, Any]], geom: BaseGeometry) -> str:
 
 
 def build_park_grids(
-    rng: np.random.Generator, parks: list[dict[str, Any]], townships: list[dict[str, Any]]
+    rng: np.random.Generator, parks: list[dict[str, Any]], townships: list[dict[str, Any]],
+    densify_deg: float | None = None,
 ) -> list[dict[str, Any]]:
-    """A few park grids per park, together covering the park.
+    """A few park grids per park, together covering the park (`densify_deg`: as above).
 
     Codes: township code + "9" + two-digit park number + three-digit running number.
     """
@@ -256,7 +258,7 @@ def build_park_grids(
                 area = _largest_parts(shapely.difference(area, other["geometry"], grid_size=g.GRID))
         n = int(np.clip(round(park["area_km2"] / 10), 2, 5))
         seeds = g.spread_points(rng, area, n, candidates=16)
-        cells = [c for c in g.partition(area, seeds) if c is not None]
+        cells = [c for c in g.partition(area, seeds, densify_deg=densify_deg) if c is not None]
         for k, cell in enumerate(cells, start=1):
             town = township_of(townships, cell)
             out.append({

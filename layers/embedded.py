@@ -259,9 +259,9 @@ class GeoPackageStore(Store):
     def _schema_v4(self) -> None:
         """Files kept with case steps (photos, documents): append-only, with their hash; the
         instant each case entered its state, for deadlines sorted and filtered in SQL; and what
-        the performance figures need of each case's past (report time, longest stint per
-        state, times sent back), so that they read no event. Columns a file lacks are added
-        and the state rebuilt from the events, which fills them."""
+        the performance figures need of each case (report time, longest stint per state,
+        times sent back, township), so that they read neither events nor records. Columns a
+        file lacks are added and the state rebuilt from the events, which fills them."""
         have = {r[1] for r in self.conn.execute("PRAGMA table_info(incident_state)")}
         missing = [(n, t) for n, t in incident_sql.STATE_COLUMNS if n not in have]
         for name, kind in missing:

@@ -33,14 +33,16 @@ STATE_COLUMNS: tuple[tuple[str, str], ...] = (
     # status_since as Unix seconds: deadlines are this plus the state's limit, so the store
     # sorts and filters by them with arithmetic and an index (status, since_epoch).
     ("since_epoch", "REAL"),
-    # What the performance figures (layers/case_facts.py) need of the case's past, so that they
-    # read one row per case and no event: the report time as Unix seconds; per state, the
-    # longest finished stint in it in seconds (JSON text {"reported": 1200.0, …}: a state is a
-    # key once the case has left it, so the keys are also the states it went through); and how
-    # many times the case was sent back to its first state (`returns`).
+    # What the performance figures (layers/case_facts.py) need of the case, so that they read
+    # one row per case and neither events nor records: the report time as Unix seconds; per
+    # state, the longest finished stint in it in seconds (JSON text {"reported": 1200.0, …}: a
+    # state is a key once the case has left it, so the keys are also the states it went
+    # through); how many times the case was sent back to its first state (`returns`); and the
+    # township it was routed to at intake (no event changes it), which the figures count by.
     ("reported_epoch", "REAL"),
     ("stays", "TEXT"),
     ("returns", "INTEGER"),
+    ("township_code", "TEXT"),
 )
 STATE_NAMES = [n for n, _ in STATE_COLUMNS]
 STATE_INDEXES = ("status", "grid_code", "bureau_code", "reported_utc", "lon")
@@ -65,7 +67,7 @@ def initial_state(record: dict, lon: float, lat: float, event: Event | None) -> 
     return (record["id"], status, str(record["reported_at"]), str(at),
             record.get("grid_code"), record.get("bureau_code"),
             utc_text(record["reported_at"]), str(record["category"]), float(lon), float(lat),
-            reported, reported, "{}", 0)
+            reported, reported, "{}", 0, record.get("township_code"))
 
 
 def apply_event(state: dict, event: Event) -> dict:

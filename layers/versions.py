@@ -222,7 +222,8 @@ def describe_changes(changes: dict) -> str:
 # -- draft content --------------------------------------------------------------------------------
 def layer_frame(spec: LayerSpec, frame: pd.DataFrame) -> pd.DataFrame:
     """A proposed layer as the stores take it: the required columns (text; `rank` integer),
-    `attrs` (dict) and, for spatial layers, geometry in EPSG:4490. Other columns go to attrs."""
+    `attrs` (dict) and, for spatial layers, geometry in EPSG:4490. Other columns go to attrs,
+    except the page's own (named with a leading underscore) and the store's (fid, gen_*)."""
     missing = [c for c in spec.required if c not in frame.columns]
     if missing:
         raise VersionError(f"图层 {spec.name}（{spec.title_zh}）缺少必需字段："
@@ -235,7 +236,7 @@ def layer_frame(spec: LayerSpec, frame: pd.DataFrame) -> pd.DataFrame:
     skip = {*spec.required, "attrs", "fid", "gen_from", "gen_to", "geometry", "geom"}
     if spec.geometry:
         skip.add(frame.geometry.name)
-    extras = [c for c in frame.columns if c not in skip]
+    extras = [c for c in frame.columns if c not in skip and not str(c).startswith("_")]
     base = (list(frame["attrs"]) if "attrs" in frame.columns else [{}] * len(frame))
     attrs = []
     for i, a in enumerate(base):

@@ -65,15 +65,16 @@ shown = view.filtered(findings, chosen_sev, chosen_kind, chosen_layer)
 if not findings:
     st.success("未发现问题。")
 
-map_col, table_col = st.columns([1.2, 1], gap="small")
-with table_col:
-    frame = view.table(shown)
-    picked = st.dataframe(frame, hide_index=True, width="stretch", height=view.MAP_HEIGHT,
-                          key="qc_table", on_select="rerun", selection_mode="single-row",
-                          column_config={"说明": st.column_config.TextColumn(width="large")})
-    rows = list(getattr(getattr(picked, "selection", None), "rows", []) or [])
-    focus = shown[rows[0]] if rows and rows[0] < len(shown) else None
-with map_col:
+# The table first in the script (its selection moves the map), drawn below the map.
+map_area = st.container()
+frame = view.table(shown)
+picked = st.dataframe(frame, hide_index=True, width="stretch",
+                      height=view.table_height(len(frame)), key="qc_table", on_select="rerun",
+                      selection_mode="single-row",
+                      column_config={"说明": st.column_config.TextColumn(width="large")})
+rows = list(getattr(getattr(picked, "selection", None), "rows", []) or [])
+focus = shown[rows[0]] if rows and rows[0] < len(shown) else None
+with map_area:
     snapshot = router.snapshot
     context = snapshot["counties"].geometry.values if "counties" in snapshot.layers else None
     fmap = view.findings_map(options.basemap, shown, context, focus)
@@ -88,7 +89,7 @@ with map_col:
         st.caption(f"地图上显示前 {view.MAX_ON_MAP} 项（错误在前）；表格和 Excel 含全部 "
                    f"{len(shown)} 项。")
     else:
-        st.caption("红色：错误；橙色：警告。选中表格中的一行，地图移到该问题。")
+        st.caption("红色：错误；橙色：警告。选中下表中的一行，地图移到该问题。")
 
 st.download_button(
     f"下载 Excel（当前筛选的 {len(shown)} 项问题、检查规则）",

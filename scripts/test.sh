@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need from Debian packages (PostGIS, Chromium) when
-# missing, then lints and runs every test. PostGIS is started by the test session itself
-# (tests/pg.py) unless GRIDMAP_TEST_DATABASE_URL points at a server.
+# The test command: installs what the tests need from Debian packages (PostGIS, Chromium, GDAL,
+# nginx) when missing, then lints and runs every test. PostGIS is started by the test session
+# itself (tests/pg.py) unless GRIDMAP_TEST_DATABASE_URL points at a server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,14 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # A CJK font, so that the screenshots the browser tests save show Chinese, not boxes.
 fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need+=(fonts-wqy-microhei)
+# GDAL itself (its validate_gpkg.py, its Python bindings for the system python3, ogrinfo): the
+# GeoPackage store is proven with the tools planners open it with (tests/test_gpkg_gdal.py).
+/usr/bin/python3 -c "import osgeo.ogr, osgeo_utils.samples.validate_gpkg" >/dev/null 2>&1 \
+  || need+=(python3-gdal)
+command -v ogrinfo >/dev/null 2>&1 || need+=(gdal-bin)
+# nginx with its brotli modules: the production setup is tested for real (tests/test_production.py).
+read -ra nginx_need <<< "$(scripts/nginx-packages.sh)"
+need+=("${nginx_need[@]}")
 if [ -z "${GRIDMAP_TEST_DATABASE_URL:-}" ]; then
   pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
   [ -n "$pgbin" ] || need+=(postgresql)

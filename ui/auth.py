@@ -27,6 +27,7 @@ PAGES = (
     ("pages/6_审计记录.py", "审计记录", ":material/policy:", "audit.read"),
     ("pages/7_绩效考评.py", "绩效考评", ":material/leaderboard:", "stats.read"),
     ("pages/8_数据质检.py", "数据质检", ":material/rule:", "layers.check"),
+    ("pages/9_规划调整.py", "规划调整", ":material/edit_location_alt:", "layers.publish"),
 )
 
 

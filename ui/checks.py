@@ -144,6 +144,11 @@ def _bounds(focus: Finding | None, findings: list[Finding], context) -> tuple:
     return (minx - pad, miny - pad, maxx + pad, maxy + pad)
 
 
+def table_height(rows: int, most: int = 600) -> int:
+    """Pixels for a table of `rows` rows and its header, at most `most`."""
+    return min(most, 35 * (max(rows, 1) + 1) + 3)
+
+
 def table(findings: list[Finding]) -> pd.DataFrame:
     """The page's table (the Excel's first sheet)."""
     return findings_frame(findings)

@@ -147,7 +147,9 @@ def _write_compressed(source: Path, target: Path, kind: str, brotli: str | None)
                 shutil.copyfileobj(src, out)
         else:
             with tmp.open("wb") as out:
-                subprocess.run([brotli, "-q", "11", "-c", str(source)], stdout=out, check=True)
+                nice = ["nice", "-n", "10"] if shutil.which("nice") else []  # serving first
+                subprocess.run([*nice, brotli, "-q", "11", "-c", str(source)], stdout=out,
+                               check=True)
         st = source.stat()
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
         os.replace(tmp, target)
@@ -185,7 +187,8 @@ def plan_mirror(www: Path = WWW_DIR, sources: dict[str, Path] | None = None,
                     todo.append((size, source, target, kind))
         if dst_dir.exists():
             for path in list(_files(dst_dir)):
-                if path not in wanted:
+                # (dot files: another process's half-written file)
+                if path not in wanted and not path.name.startswith("."):
                     path.unlink(missing_ok=True)
     todo.sort(key=lambda t: t[0])
     return [(s, t, k) for _, s, t, k in todo]
@@ -240,7 +243,7 @@ def nginx_conf(s: Setup) -> str:
     if s.brotli_modules:
         brotli = (f"    brotli on;\n    brotli_comp_level 5;\n    brotli_min_length 1000;\n"
                   f"    brotli_types {COMPRESSED_TYPES};\n")
-        brotli_static = "        brotli_static on;\n"
+        brotli_static = "            brotli_static on;\n"
     listen = f"{s.host}:{s.port}" if ":" not in s.host else f"[{s.host}]:{s.port}"
     if s.tls_cert:
         listen_lines = (f"        listen {listen} ssl http2;\n"
@@ -250,12 +253,12 @@ def nginx_conf(s: Setup) -> str:
                         "        ssl_session_cache shared:gridmap_tls:10m;\n")
     else:
         listen_lines = f"        listen {listen};\n"
-    static = (f"        auth_request {SESSION_CHECK};\n"
-              "        gzip_static on;\n" + brotli_static +
-              f'        add_header Cache-Control "{IMMUTABLE}";\n'
-              '        add_header X-Content-Type-Options "nosniff";\n')
-    no_store = ('        proxy_hide_header Cache-Control;\n'
-                '        add_header Cache-Control "private, no-store" always;\n')
+    static = (f"            auth_request {SESSION_CHECK};\n"
+              "            gzip_static on;\n" + brotli_static +
+              f'            add_header Cache-Control "{IMMUTABLE}";\n'
+              '            add_header X-Content-Type-Options "nosniff";\n')
+    no_store = ('            proxy_hide_header Cache-Control;\n'
+                '            add_header Cache-Control "private, no-store" always;\n')
     return f"""# Written by `gridmap serve --production` (ui/production.py) at each start.
 {modules}# Workers run as the invoking user ({user}); every path is under the run directory.
 {"user " + user + ";" if os.geteuid() == 0 else "# (not root: no user directive)"}
@@ -280,7 +283,7 @@ http {{
     fastcgi_temp_path {run}/tmp/fastcgi;
     uwsgi_temp_path {run}/tmp/uwsgi;
     scgi_temp_path {run}/tmp/scgi;
-    log_format timed '$remote_addr [$time_local] "$request" $status $body_bytes_sent '
+    log_format timed '$remote_addr [$time_local] "$request" $status $bytes_sent '
                      '$request_time $upstream_response_time "$http_user_agent"';
     access_log {run}/logs/access.log timed;
     sendfile on;
@@ -335,6 +338,12 @@ http {{
         location ^~ /static/ {{
             root {www}/streamlit;
 {static}        }}
+        # Streamlit's icon (not content-hashed: a day).
+        location = /favicon.png {{
+            auth_request {SESSION_CHECK};
+            root {www}/streamlit;
+            add_header Cache-Control "public, max-age=86400";
+        }}
         # The vendored map libraries: package@version directories (static/vendor/ASSETS.md).
         location ^~ /app/static/vendor/ {{
             alias {www}/vendor/;
@@ -482,7 +491,10 @@ class Production:
         self.mirror = threading.Thread(target=self._precompress, daemon=True)
         self.mirror.start()
         app_log = logs / "app.log"
-        env = {**os.environ, **(self.env or {})}
+        # Websocket messages compressed too (permessage-deflate, negotiated through nginx):
+        # the map's HTML rides in them.
+        env = {"STREAMLIT_SERVER_ENABLE_WEBSOCKET_COMPRESSION": "true", **os.environ,
+               **(self.env or {})}
         self.app = subprocess.Popen(
             [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())",
              "--store", self.store, "serve", "--host", "127.0.0.1", "--port", str(s.app_port)],
@@ -533,7 +545,7 @@ def serve_production(store: str, setup: Setup) -> int:
     def terminate(_sig, _frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, terminate)
+    previous = signal.signal(signal.SIGTERM, terminate)
     prod = Production(store, setup)
     try:
         prod.start()
@@ -551,3 +563,4 @@ def serve_production(store: str, setup: Setup) -> int:
         return 0
     finally:
         prod.stop()
+        signal.signal(signal.SIGTERM, previous)

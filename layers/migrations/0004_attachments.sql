@@ -40,13 +40,15 @@ CREATE INDEX attachments_visit ON attachments (visit_id, id);
 
 -- The instant each case entered its current state (Unix seconds): deadlines are this plus the
 -- state's limit, sorted and filtered with arithmetic and an index. And what the performance
--- figures (layers/case_facts.py) need of each case's past, so that they read one row per case
--- and no event: the report time (Unix seconds), the longest finished stint per state in
--- seconds ({"reported": 1200.0, …}: the keys are also the states the case went through), and
--- the times it was sent back to its first state. `migrate` (layers/postgis.py) rebuilds every
--- state row from the events after this file, which fills them.
+-- figures (layers/case_facts.py) need of each case, so that they read one row per case and
+-- neither events nor records: the report time (Unix seconds), the longest finished stint per
+-- state in seconds ({"reported": 1200.0, …}: the keys are also the states the case went
+-- through), the times it was sent back to its first state, and the township it was routed to
+-- at intake (no event changes it). `migrate` (layers/postgis.py) rebuilds every state row from
+-- the events after this file, which fills them.
 ALTER TABLE incident_state ADD COLUMN since_epoch double precision;
 ALTER TABLE incident_state ADD COLUMN reported_epoch double precision;
 ALTER TABLE incident_state ADD COLUMN stays jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE incident_state ADD COLUMN returns integer NOT NULL DEFAULT 0;
+ALTER TABLE incident_state ADD COLUMN township_code text;
 CREATE INDEX incident_state_deadline ON incident_state (status, since_epoch);

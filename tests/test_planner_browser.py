@@ -1,0 +1,129 @@
+"""The 规划调整 page in Debian's Chromium against `gridmap serve` on the map world: the planner
+picks the chemical park, draws its new boundary with mouse clicks on the Leaflet map, sees the
+preview (the entity of the national zone east of the park goes to the park's bureau),
+publishes it, finds the version in the history, and routing as of now answers with the new
+park while as of before the publish it answers the old one; a dispatcher does not see the page
+and is refused at its URL. Every request is recorded: none may leave the host. Screenshots go
+to test-artifacts/planner/."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from grids.access import Actor
+from grids.service import Gridmap
+from tests import world
+from tests.browser import ARTIFACTS, AppServer, Tab, build_map_world, page_point
+
+SHOTS = ARTIFACTS / "planner"
+MAP = "iframe[title='streamlit_folium.st_folium']"
+IDLE = "() => !document.querySelector('[data-testid=stStatusWidget]')"
+PLANNER = Actor("t-planner", "planner", "规划员")
+P2_LABEL = "甲化工园区（P2 · 化工园区 · 甲县 · 执法机构：甲化工园区执法局）"
+NOTE = "按省政府批复扩大化工园区"
+# The new boundary: P2 (120.60–120.64 × 32.13–32.17) drawn 0.03° further east.
+CORNERS = [(120.6, 32.13), (120.67, 32.13), (120.67, 32.17), (120.6, 32.17)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with AppServer(build_map_world(tmp_path_factory.mktemp("planner"))) as s:
+        yield s
+
+
+def draw_map(page):
+    """(iframe element, frame) of the editing map once its draw toolbar is there."""
+    page.frame_locator(MAP).locator(".leaflet-draw-draw-polygon").wait_for(timeout=60_000)
+    element = page.query_selector(MAP)
+    return element, element.content_frame()
+
+
+def metric(page, label: str) -> str:
+    box = page.locator("[data-testid=stMetric]").filter(has_text=label).first
+    return box.locator("[data-testid=stMetricValue]").inner_text().strip()
+
+
+def route(server, point: str, **kwargs) -> dict:
+    svc = Gridmap(str(server.store))
+    try:
+        return svc.route(PLANNER, *world.P[point], **kwargs)
+    finally:
+        svc.close()
+
+
+def test_planner_draws_a_new_park_boundary_previews_and_publishes(browser, server):
+    tab = Tab(browser, server, SHOTS, height=1500, role="planner")
+    page = tab.page
+    page.goto(server.url + "规划调整")
+    page.get_by_role("button", name="开始调整（新建草稿）").wait_for(timeout=60_000)
+    assert "规划调整" in page.locator("[data-testid=stSidebar]").inner_text()
+    box = page.get_by_label("要调整的园区", exact=True).and_(page.locator("input"))
+    box.click()
+    page.keyboard.type("化工")
+    page.get_by_role("option", name=P2_LABEL, exact=True).click()
+    note = page.get_by_role("textbox", name="修改原因（发布时记入版本记录）", exact=True)
+    note.fill(NOTE)
+    note.press("Tab")
+    page.wait_for_timeout(500)  # the values reach the server before the click
+    page.get_by_role("button", name="开始调整（新建草稿）").click()
+    page.get_by_text("已新建草稿", exact=False).wait_for(timeout=30_000)
+    element, frame = draw_map(page)
+    assert frame.evaluate("() => document.querySelectorAll('path.leaflet-interactive')"
+                          ".length") > 0  # the park's polygon, loaded editable
+    tab.shot("01_draft")
+
+    frame.evaluate("() => { window.map.setView([32.15, 120.635], 13); }")
+    page.wait_for_timeout(500)
+    frame.locator(".leaflet-draw-draw-polygon").click()
+    for lon, lat in CORNERS:
+        page.mouse.click(*page_point(element, frame, lon, lat))
+        page.wait_for_timeout(250)
+    page.mouse.click(*page_point(element, frame, *CORNERS[0]))  # the first point: closed
+    page.get_by_text("已保存到草稿", exact=False).wait_for(timeout=30_000)
+    page.wait_for_function(IDLE, timeout=60_000)
+    assert metric(page, "监管对象变化") == "1"
+    assert metric(page, "其中执法机构变化") == "1"
+    preview = page.locator("[data-testid=stDataFrame]").first
+    preview.locator("[role=gridcell]", has_text="甲开发区电子有限公司").first.wait_for(
+        state="attached", timeout=15_000)
+    tab.shot("02_preview")
+
+    before = datetime.now(UTC)
+    page.get_by_role("button", name="检查草稿").click()
+    page.get_by_text("检查未发现问题", exact=False).wait_for(timeout=60_000)
+    page.wait_for_function(IDLE, timeout=60_000)
+    page.get_by_role("button", name="发布为新版本").click()
+    page.get_by_text("已发布为版本 2", exact=False).wait_for(timeout=60_000)
+    tab.shot("03_published")
+
+    page.get_by_text("版本历史与回退", exact=True).click()
+    versions = page.locator("[data-testid=stDataFrame]").first
+    versions.locator("[role=gridcell]", has_text=NOTE).first.wait_for(state="attached",
+                                                                     timeout=30_000)
+    page.wait_for_function(IDLE, timeout=60_000)
+    tab.shot("04_history")
+
+    now = route(server, "national")
+    assert now["park"]["code"] == "P2" and now["bureau"]["code"] == "B-P2"
+    assert now["version"]["generation"] == 2
+    then = route(server, "national", at=before)
+    assert then["park"]["code"] == "P1" and then["bureau"]["code"] == "B-A"
+    tab.check_clean()
+    tab.context.close()
+
+
+def test_a_dispatcher_does_not_see_the_page(browser, server):
+    tab = Tab(browser, server, SHOTS, role="dispatcher")
+    tab.page.goto(server.url)  # the city map, with the pages the dispatcher may open
+    bar = tab.page.locator("[data-testid=stSidebar]")
+    bar.get_by_text("退出登录").wait_for(timeout=60_000)  # drawn after the page links
+    assert "投诉受理" in bar.inner_text() and "规划调整" not in bar.inner_text()
+    tab.page.goto(server.url + "规划调整")
+    tab.page.get_by_text("无权打开此页面").wait_for(timeout=60_000)
+    assert tab.page.get_by_role("button", name="开始调整（新建草稿）").count() == 0
+    assert tab.page.locator(MAP).count() == 0
+    tab.shot("10_dispatcher_refused")
+    tab.check_clean()
+    tab.context.close()
