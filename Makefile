@@ -43,4 +43,5 @@ bench: setup $(STORE)
 	$(VENV)/bin/python bench/bench_map.py --store $(STORE)
 	$(VENV)/bin/python bench/bench_dispatch.py --store $(STORE)
 	$(VENV)/bin/python bench/bench_api.py --store $(STORE) --workers 2
+	$(VENV)/bin/python bench/bench_validate.py --store $(STORE)
 	$(VENV)/bin/python bench/bench_phone.py --store $(STORE)

@@ -694,6 +694,10 @@ def cmd_validate(args) -> int:
     except RulesError as exc:
         print(f"错误：{exc}", file=sys.stderr)
         return 2
+    except ImportFailed as exc:  # nothing to check (no such path, not a zip …)
+        print("错误：无法检查（数据库未作任何改动）：\n" + "\n".join(
+            f"  - {p}" for p in exc.problems[:30]), file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     else:

@@ -4,9 +4,11 @@
     .venv/bin/python bench/bench_phone.py --runs 5 --ready "css=.gm-worker-ready"
 
 Starts `gridmap serve --production` (ui/production.py: nginx from Debian in front of the app,
-precompressed files waited for) against the store, and measures the same page through nginx
-("proxy") and straight from the app behind it ("direct", the same process: what plain `gridmap
-serve` gives), interleaved, in Debian's headless Chromium as a phone: a 390×844 touch context
+precompressed files waited for; over HTTPS and HTTP/2 with a throwaway self-signed certificate,
+as phones need it — `--no-tls` for plain HTTP/1.1) against the store, and measures the same page
+through nginx ("proxy") and straight from the app behind it ("direct", the same process: what
+plain `gridmap serve` gives: HTTP/1.1, nothing compressed but the websocket), interleaved, in
+Debian's headless Chromium as a phone: a 390×844 touch context
 (is_mobile, has_touch, device scale 3), CPU slowed 4× (CDP Emulation.setCPUThrottlingRate) and
 the network shaped (CDP Network.emulateNetworkConditions):
 
@@ -22,8 +24,9 @@ Each run is a new browser context (empty cache):
   selector inside the map iframe: Leaflet's container with the app's data-gridmap=ready or drawn
   overlays; `--map ''` to ignore the map). Bytes are what crossed the network: the sum of CDP
   Network.loadingFinished encodedDataLength (headers included) of every request from the login
-  form on, until the network has been quiet for 2 s; websocket messages are counted apart
-  (their payloads as received: Chromium does not report a websocket's compressed size);
+  form on, until the network has been quiet for 2 s; plus the websocket's bytes: through
+  nginx as sent on the wire (nginx's access log, compressed), direct its payloads (Chromium
+  reports no websocket's compressed size);
 - **repeat visit**: the same page opened again in the same context (cache warm, still signed
   in), timed from navigation to usable.
 
@@ -63,6 +66,8 @@ PROFILES = {
            "uploadThroughput": 1_500_000 / 8},
     "fast3g": {"latency": 562.5, "downloadThroughput": 1_440_000 / 8,
                "uploadThroughput": 675_000 / 8},
+    # No shaping: with --cpu, what the phone's CPU alone costs (--profiles none --cpu 4).
+    "none": {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
 }
 TARGETS = {"first_mb": 1.5, "first_s": 8.0, "repeat_s": 3.0}
 PHONE = {
@@ -347,7 +352,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", help="a store with demo-worker (default: a new sample store)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--profiles", default="4g,fast3g")
+    parser.add_argument("--profiles", default="4g,fast3g",
+                        help="network profiles: 4g, fast3g, none (default 4g,fast3g)")
     parser.add_argument("--targets", default="proxy,direct")
     parser.add_argument("--cpu", type=float, default=4.0, help="CPU slowdown (default 4)")
     parser.add_argument("--ready", default="text=我的任务",

@@ -1,15 +1,36 @@
-"""Routing speed against the standard tools, in one run (run by hand: `make bench`).
+"""Batch routing against the standard tools, timed side by side (run by hand: `make bench`).
 
-Batch: N random points over Nantong routed by gridmap's batch path (every routing layer, the
-rules, one answer per point) against, on the same points and the same layers, a plain shapely
-STRtree.query(points, predicate="within") per layer and geopandas.sjoin per layer (which
-only find the polygons, without any rule). Single: in-process `Router.route` latency.
+    .venv/bin/python bench/bench_routing.py                      # sample and ×16, 1M points
+    .venv/bin/python bench/bench_routing.py --scales 1 --points 200000 --compare routing-….json
+
+For each store (the sample, and `gridmap demo --scale 16` built once into `--cache` if missing;
+`--store` uses a store of your own instead of the sample), the same `--points` random points
+over the counties' extent (sea and outside included), as lon/lat arrays, go to every contender:
+
+- **gridmap batch (lookup + rules)**: `Resolver.resolve_indexed` — every routing layer looked
+  up and every rule applied: one decided answer (county, township, grid, park, bureau, or
+  ambiguous/outside) per point;
+- **gridmap batch + answer columns**: the same and the answer table (codes, names, workers,
+  reasons: what `gridmap assign` writes);
+- **geopandas.sjoin(within) per layer**: the points as the left frame (sjoin builds its tree on
+  them once and reuses it for the six layers, querying with each prepared polygon,
+  `contains`), the six routing layers as right frames: the (point, polygon) pairs only, no rule;
+- **shapely STRtree(points).query(polygons, "contains")**: the same without geopandas: one
+  tree over the points, queried with each layer's prepared polygons.
+
+Each starts from the lon/lat arrays (the baselines' point geometries and tree are built inside
+the timing, gridmap's polygon index is the store's, built when it is opened). Interleaved rounds,
+min/median, the machine's load: bench/harness.py; results in bench/results/routing-<date>.json.
+Then single routes in process and the cold `gridmap route` on each store.
+Target (issue 14): gridmap batch ≥ 3× sjoin(within), on the sample and at 40k cells.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,12 +39,40 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from grids.routing import Router
-from layers.finder import Queries
-from layers.schema import ROUTING_LAYERS
-from layers.store import open_store
+from harness import Contender, Report, add_arguments, measure  # noqa: E402
+
+from grids.routing import Router  # noqa: E402
+from layers.finder import Queries  # noqa: E402
+from layers.schema import ROUTING_LAYERS  # noqa: E402
+from layers.store import open_store  # noqa: E402
+
+GRIDMAP = str(Path(sys.executable).with_name("gridmap"))
+# Incidents of a cached store are dated from this moment, so that a rebuilt store is the same.
+AS_OF = "2026-12-01T00:00"
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gridmap-bench"
+
+OURS = "gridmap batch (lookup + rules)"
+SJOIN = "geopandas.sjoin(within) per layer"
+STRTREE = "shapely STRtree(points) contains"
+
+
+def cached_store(cache: Path, scale: int, rebuild: bool = False) -> Path:
+    """`gridmap demo --scale N` into the cache directory, unless it is there already."""
+    cache.mkdir(parents=True, exist_ok=True)
+    store = cache / f"sample-x{scale}.gpkg"
+    if store.exists() and not rebuild:
+        return store
+    print(f"building the ×{scale} store into {store} (once; --rebuild to redo) …", flush=True)
+    started = time.perf_counter()
+    subprocess.run([GRIDMAP, "--store", str(store), "demo", "--force", "--scale", str(scale),
+                    "--as-of", AS_OF, "--out", str(cache / f"files-x{scale}")],
+                   check=True, stdout=subprocess.DEVNULL)
+    print(f"  built in {time.perf_counter() - started:.0f} s (load {os.getloadavg()[0]:.2f})")
+    return store
 
 
 def random_points(snapshot, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -32,99 +81,121 @@ def random_points(snapshot, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarr
     return rng.uniform(minx, maxx, n), rng.uniform(miny, maxy, n)
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--store", default=None)
-    parser.add_argument("--points", type=int, default=1_000_000)
-    parser.add_argument("--singles", type=int, default=10_000)
-    args = parser.parse_args()
-
-    store = open_store(args.store)
-    router = Router(store)
+def contenders(router: Router, lon: np.ndarray, lat: np.ndarray) -> list[Contender]:
     snap = router.snapshot
-    layer_sizes = {name: len(snap[name]) for name in ROUTING_LAYERS}
-    print(f"store {store.url}, generation {snap.generation.id}, layers {layer_sizes}")
-    lon, lat = random_points(snap, args.points)
-    n = len(lon)
+    crs = snap["counties"].crs
+    rights = [snap[name][["geometry"]] for name in ROUTING_LAYERS]
+    polys = [np.asarray(snap[name].geometry.values, dtype=object) for name in ROUTING_LAYERS]
+    for p in polys:
+        shapely.prepare(p)
+    warm_lon, warm_lat = lon[:10_000], lat[:10_000]
 
-    # gridmap batch path: finder + rules + one resolution per point
-    router.resolver.resolve_indexed(Queries.build(lon[:1000], lat[:1000]))  # warm up
-    t_gridmap, (results, index) = timed(
-        lambda: router.resolver.resolve_indexed(Queries.build(lon, lat))
-    )
-    t_answers, table = timed(lambda: router.writer.frame(results, index))
-    statuses = {s: int((table["status"] == s).sum()) for s in ("ok", "ambiguous", "outside")}
+    def ours(x=lon, y=lat):
+        return router.resolver.resolve_indexed(Queries.build(x, y))
 
-    # plain shapely: STRtree per layer, predicate evaluated by GEOS
-    points = shapely.points(lon, lat)
-    t_strtree = 0.0
-    for name in ROUTING_LAYERS:
-        tree = shapely.STRtree(np.asarray(snap[name].geometry.values))
-        dt, _ = timed(lambda tree=tree: tree.query(points, predicate="within"))
-        t_strtree += dt
+    def ours_columns():
+        results, index = ours()
+        return router.writer.frame(results, index)
 
-    # geopandas.sjoin per layer
-    left = gpd.GeoDataFrame({"i": np.arange(n)}, geometry=points, crs=snap["counties"].crs)
-    t_sjoin = 0.0
-    for name in ROUTING_LAYERS:
-        right = snap[name][["geometry"]]
-        dt, _ = timed(lambda right=right: gpd.sjoin(left, right, predicate="within"))
-        t_sjoin += dt
+    def statuses(out) -> dict:
+        results, index = out
+        status = np.array([r.status for r in results])[index]
+        return {s: int((status == s).sum()) for s in ("ok", "ambiguous", "outside")}
 
-    per_layer = len(ROUTING_LAYERS)
-    print(f"\nbatch, {n:,} random points over the county extent, {per_layer} layers")
-    print(f"  status counts: {statuses}")
-    rows = [
-        ("gridmap batch (lookup + rules)", t_gridmap),
-        ("gridmap batch + answer columns", t_gridmap + t_answers),
-        ("shapely STRtree.query per layer", t_strtree),
-        ("geopandas.sjoin per layer", t_sjoin),
+    def sjoin(x=lon, y=lat):
+        left = gpd.GeoDataFrame(geometry=gpd.points_from_xy(x, y), crs=crs)
+        return [gpd.sjoin(left, right, predicate="within") for right in rights]
+
+    def strtree(x=lon, y=lat):
+        tree = shapely.STRtree(shapely.points(x, y))
+        return [tree.query(p, predicate="contains") for p in polys]
+
+    def pairs(out) -> dict:
+        counts = [len(o) if hasattr(o, "columns") else o.shape[1] for o in out]
+        return {"pairs per layer": dict(zip(ROUTING_LAYERS, counts, strict=True))}
+
+    return [
+        Contender(OURS, ours, warm=lambda: ours(warm_lon, warm_lat), check=statuses),
+        Contender("gridmap batch + answer columns", ours_columns),
+        Contender(SJOIN, sjoin, warm=lambda: sjoin(warm_lon, warm_lat), check=pairs),
+        Contender(STRTREE, strtree, warm=lambda: strtree(warm_lon, warm_lat), check=pairs),
     ]
-    for label, t in rows:
-        print(
-            f"  {label:34s} {t:7.2f} s  {n / t / 1e6:6.2f} M pts/s  "
-            f"({n * per_layer / t / 1e6:5.2f} M pt-layers/s)"
-        )
-    print(f"  ratio gridmap/sjoin speed:   {t_sjoin / t_gridmap:5.2f}x (target >= 1)")
-    print(f"  ratio gridmap/STRtree speed: {t_strtree / t_gridmap:5.2f}x")
 
-    # single routes, in process, through the full answer (coordinates, rules, JSON data)
-    slon, slat = random_points(snap, args.singles, seed=2)
-    router.route(float(slon[0]), float(slat[0]))
+
+def singles(router: Router, n: int) -> dict:
+    """In-process `Router.route` latency (the full answer) over random points."""
+    lon, lat = random_points(router.snapshot, n, seed=2)
+    router.route(float(lon[0]), float(lat[0]))
     latencies = []
-    for x, y in zip(slon.tolist(), slat.tolist(), strict=True):
+    for x, y in zip(lon.tolist(), lat.tolist(), strict=True):
         start = time.perf_counter()
         router.route(x, y)
         latencies.append((time.perf_counter() - start) * 1000)
     latencies.sort()
-    p50 = statistics.median(latencies)
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
-    print(f"\nsingle route, {len(latencies):,} random points, in process")
-    print(f"  p50 {p50:.3f} ms   p99 {p99:.3f} ms   (target p99 < 1 ms)")
-    cold_start(args.store)
+    return {"routes": n, "p50_ms": round(statistics.median(latencies), 3),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 3)}
 
 
-def cold_start(store: str, runs: int = 5) -> None:
+def cold_start(store: Path, runs: int) -> dict:
     """`gridmap route` as a person runs it: a new process each time (imports, store, answer)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    exe = str(Path(sys.executable).with_name("gridmap"))
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run([exe, "--store", store, "route", "120.86", "32.01"], check=True,
+        subprocess.run([GRIDMAP, "--store", str(store), "route", "120.86", "32.01"], check=True,
                        capture_output=True)
         times.append(time.perf_counter() - t)
-    print(f"\ncold `gridmap route`, {runs} runs: min {min(times):.2f} s, "
-          f"median {sorted(times)[runs // 2]:.2f} s   (target < 1 s)")
+    return {"runs": runs, "min_s": round(min(times), 3),
+            "median_s": round(statistics.median(times), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--store", help="the store to use for ×1 (default: the sample, built "
+                                        "into the cache)")
+    parser.add_argument("--scales", default="1,16", help="comma-separated: 1 is the sample")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                        help=f"where the sample stores are built (default {DEFAULT_CACHE})")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the cached stores")
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--singles", type=int, default=10_000)
+    parser.add_argument("--cold", type=int, default=5, help="cold `gridmap route` runs")
+    add_arguments(parser)
+    args = parser.parse_args()
+    scales = [int(s) for s in args.scales.split(",")]
+
+    report = Report("routing", {k: str(v) for k, v in vars(args).items()})
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    extra: dict = {"singles": {}, "cold_route": {}}
+    for scale in scales:
+        if scale == 1 and args.store:
+            path = Path(args.store)
+        else:
+            path = cached_store(args.cache, scale, args.rebuild)
+        group = "sample" if scale == 1 else f"x{scale}"
+        store = open_store(str(path))
+        router = Router(store)
+        snap = router.snapshot
+        sizes = {name: len(snap[name]) for name in ROUTING_LAYERS}
+        lon, lat = random_points(snap, args.points)
+        print(f"\n{group}: {path}, layers {sizes}, {len(lon):,} points, {args.rounds} rounds")
+        timings = measure(contenders(router, lon, lat), rounds=args.rounds)
+        report.add(group, timings,
+                   info={"store": str(path), "grids": sizes["grids"], "points": len(lon),
+                         "layers": sizes, "rounds": args.rounds},
+                   ratios=[(OURS, SJOIN), (OURS, STRTREE)], unit=("M pts/s", len(lon) / 1e6))
+        print(f"  target: gridmap batch ≥ 3× sjoin(within); now "
+              f"{report.data['groups'][group]['ratios'][0]['median_x']:.2f}×")
+        if args.singles:
+            extra["singles"][group] = s = singles(router, args.singles)
+            print(f"  single route in process, {s['routes']:,} random points: p50 "
+                  f"{s['p50_ms']:.3f} ms, p99 {s['p99_ms']:.3f} ms (load {os.getloadavg()[0]:.2f})")
+        store.close()
+        del router, snap, timings
+        if args.cold:
+            extra["cold_route"][group] = c = cold_start(path, args.cold)
+            print(f"  cold `gridmap route`, {c['runs']} runs: min {c['min_s']:.2f} s, median "
+                  f"{c['median_s']:.2f} s (load {os.getloadavg()[0]:.2f})")
+    report.finish(save=args.save, compare=args.compare, extra=extra)
 
 
 if __name__ == "__main__":

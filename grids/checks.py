@@ -76,6 +76,7 @@ KIND_ZH = {
 # Layers by role in the messages (a grid kind has its own word).
 GRID_KIND_ZH = {"comprehensive": "综合网格", "park": "园区网格", "dedicated": "专属网格"}
 M_PER_DEGREE = 111_320.0
+_TIGHT = re.compile(r"(）|平方米|平方公里)\s+(?=[\u4e00-\u9fff])")
 MAX_CODES = 8  # codes named per finding (neighbours of a gap …)
 
 
@@ -439,6 +440,7 @@ class _Context:
             return None
         rule = self.rules[check]
         codes = [str(c) for c in codes if str(c)]
+        message = _TIGHT.sub(r"\1", message)  # "（P1） 与" -> "（P1）与"
         if location is None:
             location = _point(geometry)
         key = [rule.check, layer, *codes]

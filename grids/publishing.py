@@ -41,7 +41,6 @@ from layers.versions import (
     diff_layer,
     edit_counts,
     edits_between,
-    keyed,
     layer_frame,
     merge_edits,
 )
@@ -460,6 +459,7 @@ def impact_of(store: Store, current: Snapshot, frames: dict[str, pd.DataFrame],
     before = _resolver(current)
     after = Resolver(proposed, _DraftFinder(proposed, MemoryFinder.for_snapshot(current),
                                             set(frames)))
+    _share_decisions(before, after, set(frames))
     entities = current.layers.get("entities")
     points = (np.asarray(entities.geometry.values, dtype=object)
               if entities is not None and len(entities) else np.array([], dtype=object))
@@ -488,6 +488,18 @@ def impact_of(store: Store, current: Snapshot, frames: dict[str, pd.DataFrame],
     }
     return Impact(draft_id, current.generation.id, entity_rows, cases, cut, areas,
                   len(points), time.perf_counter() - started, summary)
+
+
+def _share_decisions(before: Resolver, after: Resolver, changed: set[str]) -> None:
+    """Seed the proposed layers' resolver with the current one's decisions for places that no
+    changed layer covers: they decide alike (the same rows of the unchanged layers). Not when
+    bureaus, rules or jurisdictions change: those reach every place (a county bureau covers its
+    county only where no jurisdiction is drawn)."""
+    if changed & {"bureaus", "precedence", "jurisdictions"}:
+        return
+    mine = [ROUTING_LAYERS.index(n) for n in changed if n in ROUTING_LAYERS]
+    after._cache.update({sets: found for sets, found in list(before._cache.items())
+                         if not any(sets[k] for k in mine)})
 
 
 class _DraftFinder(MemoryFinder):
@@ -538,7 +550,8 @@ def _answers(resolver: Resolver, snapshot: Snapshot, points: np.ndarray) -> pd.D
     b, g = resolver.bureaus, resolver.grids
     people: dict[str, list[str]] = {}
     w = snapshot["workers"]
-    for grid, name, wid in zip(w["grid_code"], w["name"], w["id"], strict=True):
+    for grid, name, wid in zip(w["grid_code"].tolist(), w["name"].tolist(), w["id"].tolist(),
+                               strict=True):
         people.setdefault(grid, []).append(f"{name}（{wid}）")
     distinct = []
     for res in results:
@@ -920,7 +933,7 @@ def _validated(spec: LayerSpec, frame: pd.DataFrame) -> pd.DataFrame:
 
     frame = layer_frame(spec, frame)
     problems = []
-    keys = identity_text(spec, frame)
+    keys = _identity_text(spec, frame)
     for col in spec.required:
         if col in spec.nullable or col == "rank":
             continue
@@ -956,14 +969,9 @@ def _validated(spec: LayerSpec, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def identity_text(spec: LayerSpec, frame: pd.DataFrame) -> list[str]:
+def _identity_text(spec: LayerSpec, frame: pd.DataFrame) -> list[str]:
     from layers.versions import keys_of
 
     return [k.replace("\x1f", "/") or f"第 {i + 1} 个要素" for i, k in
             enumerate(keys_of(spec, frame))]
-
-
-def keyed_layers() -> tuple[str, ...]:
-    """Layers a draft edits feature by feature (the others are saved whole)."""
-    return tuple(n for n, s in LAYERS.items() if keyed(s))
 

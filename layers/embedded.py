@@ -75,8 +75,6 @@ DRAFT_COLUMNS = [
     ("status", "TEXT NOT NULL"), ("revision", "INTEGER NOT NULL"), ("generation", "INTEGER"),
     ("content", "TEXT NOT NULL"),
 ]
-DRAFT_READ = ("id", "layers", "base", "author", "created_at", "updated_at", "note", "status",
-              "content", "revision", "generation")
 GEOMETRY_TYPES = {"polygon": "MULTIPOLYGON", "point": "POINT"}
 
 

@@ -34,7 +34,6 @@ BEIJING = timezone(timedelta(hours=8), "北京时间")
 # re-inserted) apart from "added" and "removed"; drafts of these layers hold whole layers.
 IDENTITY = {"jurisdictions": ("bureau_code",), "workers": ("id",),
             "precedence": ("subject", "key")}
-DRAFT_STATUSES = ("draft", "published", "discarded")
 STATUS_ZH = {"draft": "草稿", "published": "已发布", "discarded": "已放弃"}
 CHANGE_ZH = {"added": "新增", "changed": "修改", "removed": "删除", "unchanged": "未变"}
 # Previous contents kept per draft for undo (the brief asks for at least 50).

@@ -5,6 +5,8 @@ the map and in the table, filters them and downloads them; a dispatcher does not
 
 from __future__ import annotations
 
+import zipfile
+
 import openpyxl
 import pytest
 from shapely.geometry import box
@@ -158,5 +160,36 @@ def test_a_dispatcher_does_not_see_the_page(browser, server):
         timeout=60_000)
     planner.check_clean()
     planner.context.close()
+    tab.check_clean()
+    tab.context.close()
+
+
+def test_a_zip_in_the_import_format_is_checked_without_being_written(browser, server,
+                                                                      tmp_path):
+    """Upload a zip: its layers are checked as they would replace the current ones (a cycle in
+    the bureaus' parents, and the crafted grids put right), and nothing is imported."""
+    b = world.layers()["bureaus"]
+    b.loc[b["code"] == "B-A", "parent_code"] = "B-A-1"
+    files = world.write(tmp_path / "upload", {"bureaus": b})
+    archive = tmp_path / "layers.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("bureaus.csv", "grids.geojson"):
+            z.write(files / name, name)
+    tab = Tab(browser, server, SHOTS, role="planner")
+    open_page(tab)
+    tab.page.get_by_text("检查一套导入格式的图层").click()
+    tab.page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(
+        str(archive))
+    tab.page.get_by_text("layers.zip 中的图层").wait_for(timeout=60_000)
+    tab.page.wait_for_timeout(1500)
+    assert metrics(tab)["错误"] == "3"  # the cycle; the park overlap and the park outside
+    checks = sorted(r[8] for r in table_rows(tab))
+    assert checks == ["cycle", "grid_without_worker", "outside", "park_overlap"]  # no sliver
+    tab.shot("20_upload")
+    store = open_store(str(server.store))
+    try:
+        assert len(store.generations()) == 1
+    finally:
+        store.close()
     tab.check_clean()
     tab.context.close()

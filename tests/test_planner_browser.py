@@ -8,9 +8,12 @@ to test-artifacts/planner/."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 
 import pytest
+import shapely
+from openpyxl import load_workbook
 
 from grids.access import Actor
 from grids.service import Gridmap
@@ -90,20 +93,54 @@ def test_planner_draws_a_new_park_boundary_previews_and_publishes(browser, serve
         state="attached", timeout=15_000)
     tab.shot("02_preview")
 
+    # The edit tool on the saved boundary (loaded editable): drag the north-east vertex.
+    element, frame = draw_map(page)
+    frame.evaluate("() => { window.map.setView([32.15, 120.635], 13); }")
+    page.wait_for_timeout(500)
+    frame.locator(".leaflet-draw-edit-edit").click()
+    frame.locator(".leaflet-editing-icon").first.wait_for(timeout=10_000)
+    page.mouse.move(*page_point(element, frame, 120.67, 32.17))
+    page.mouse.down()
+    page.mouse.move(*page_point(element, frame, 120.675, 32.175), steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(300)
+    frame.locator(".leaflet-draw-actions a", has_text="保存").first.click()
+    page.get_by_text("修改边界节点", exact=False).first.wait_for(timeout=30_000)
+    page.get_by_text("第 2 次保存", exact=False).first.wait_for(timeout=30_000)
+    page.wait_for_function(IDLE, timeout=60_000)
+    assert metric(page, "监管对象变化") == "1"
+    svc = Gridmap(str(server.store))
+    parks = svc.draft_features(PLANNER, int(svc.drafts(PLANNER)[0].id), "parks")
+    svc.close()
+    moved = parks[parks["code"] == "P2"].geometry.values[0]
+    assert moved.bounds[2] > 120.671 and moved.bounds[3] > 32.171  # the corner moved
+    corners = {tuple(xy) for xy in shapely.get_coordinates(moved).tolist()}
+    assert {(120.6, 32.13), (120.6, 32.17)} <= corners  # clicked near, snapped exactly
+    tab.shot("03_vertex_moved")
+
+    # The impact for the sign-off, as Excel.
+    with page.expect_download(timeout=30_000) as download:
+        page.get_by_role("button", name="下载影响评估 Excel（签字确认用）").click()
+    book = load_workbook(io.BytesIO(download.value.path().read_bytes()))
+    rows = list(book["监管对象变化"].iter_rows(values_only=True))
+    assert rows[0][:2] == ("统一社会信用代码", "名称") and rows[1][1] == "甲开发区电子有限公司"
+    facts = dict(r[:2] for r in book["概况"].iter_rows(values_only=True))
+    assert facts["修改原因"] == NOTE
+
     before = datetime.now(UTC)
     page.get_by_role("button", name="检查草稿").click()
     page.get_by_text("检查未发现问题", exact=False).wait_for(timeout=60_000)
     page.wait_for_function(IDLE, timeout=60_000)
     page.get_by_role("button", name="发布为新版本").click()
     page.get_by_text("已发布为版本 2", exact=False).wait_for(timeout=60_000)
-    tab.shot("03_published")
+    tab.shot("04_published")
 
     page.get_by_text("版本历史与回退", exact=True).click()
     versions = page.locator("[data-testid=stDataFrame]").first
     versions.locator("[role=gridcell]", has_text=NOTE).first.wait_for(state="attached",
                                                                      timeout=30_000)
     page.wait_for_function(IDLE, timeout=60_000)
-    tab.shot("04_history")
+    tab.shot("05_history")
 
     now = route(server, "national")
     assert now["park"]["code"] == "P2" and now["bureau"]["code"] == "B-P2"
@@ -120,6 +157,7 @@ def test_a_dispatcher_does_not_see_the_page(browser, server):
     bar = tab.page.locator("[data-testid=stSidebar]")
     bar.get_by_text("退出登录").wait_for(timeout=60_000)  # drawn after the page links
     assert "投诉受理" in bar.inner_text() and "规划调整" not in bar.inner_text()
+    tab.page.wait_for_function(IDLE, timeout=60_000)
     tab.page.goto(server.url + "规划调整")
     tab.page.get_by_text("无权打开此页面").wait_for(timeout=60_000)
     assert tab.page.get_by_role("button", name="开始调整（新建草稿）").count() == 0

@@ -215,12 +215,12 @@ def test_join_cut_a_hole_edit_and_undo(store_path, monkeypatch):
     assert len(drawn_boundary(store_path, 1).interiors) == 0
     at = undo(at)
     assert drawn_boundary(store_path, 1).equals(world.CHEMICAL_PARK)
-    assert [b for b in at.button if b.key == "pl_undo"][0].disabled
+    assert at.button(key="pl_undo").disabled
     assert "草稿尚无改动" in texts(at)
 
 
 def undo(at) -> AppTest:
-    return [b for b in at.button if b.key == "pl_undo"][0].click().run()
+    return at.button(key="pl_undo").click().run()
 
 
 def test_paint_by_unit(store_path, monkeypatch):
@@ -253,17 +253,17 @@ def test_paint_by_unit(store_path, monkeypatch):
 def test_leave_resume_and_discard(store_path, monkeypatch):
     at = start(open_page(store_path, monkeypatch))
     at = draw(at, P2_WIDER)
-    at = [b for b in at.button if b.key == "pl_leave"][0].click().run()
+    at = at.button(key="pl_leave").click().run()
     assert "已离开草稿" in texts(at)
     at.radio(key="pl_start").set_value("resume").run()
     drafts = table(at, "草稿编号")
     assert drafts["草稿编号"].tolist() == [1]
     assert drafts["修改原因"].iat[0] == "按批复扩大化工园区"
     assert drafts["改动"].iat[0] == "园区（parks）修改 1"
-    at = [b for b in at.button if b.key == "pl_resume"][0].click().run()
+    at = at.button(key="pl_resume").click().run()
     assert at.selectbox(key="pl_park").value == "P2"  # the park the draft edits
     assert metrics(at)["监管对象变化"] == "1"
-    at = [b for b in at.button if b.key == "pl_discard"][0].click().run()
+    at = at.button(key="pl_discard").click().run()
     assert "草稿 1 已放弃" in texts(at)
     svc = Gridmap(str(store_path))
     assert svc.draft(PLANNER, 1).status == "discarded" and not svc.drafts(PLANNER)
@@ -273,9 +273,9 @@ def test_leave_resume_and_discard(store_path, monkeypatch):
 def test_a_conflict_keeps_the_draft_and_rebase_continues(store_path, monkeypatch):
     at = start(open_page(store_path, monkeypatch))
     at = draw(at, P2_WIDER)
-    at = [b for b in at.button if b.key == "pl_check"][0].click().run()
+    at = at.button(key="pl_check").click().run()
     assert "检查未发现问题" in texts(at)
-    assert not [b for b in at.button if b.key == "pl_publish"][0].disabled
+    assert not at.button(key="pl_publish").disabled
     # Another planner publishes a change of the parks meanwhile.
     other = Actor("t-planner", "planner", "规划员乙")
     svc = Gridmap(str(store_path))
@@ -284,15 +284,15 @@ def test_a_conflict_keeps_the_draft_and_rebase_continues(store_path, monkeypatch
     svc.save_draft(other, theirs.id, pl.with_geometry(parks, "P1", box(120.58, 32.12, 120.69,
                                                                        32.18)))
     svc.publish_draft(other, theirs.id, [])
-    at = [b for b in at.button if b.key == "pl_publish"][0].click().run()
+    at = at.button(key="pl_publish").click().run()
     shown = texts(at)
     assert "草稿已保留" in shown and "园区" in shown
     assert svc.draft(PLANNER, 1).status == "draft"
-    assert [b for b in at.button if b.key == "pl_publish"][0].disabled
-    at = [b for b in at.button if b.key == "pl_rebase"][0].click().run()
+    assert at.button(key="pl_publish").disabled
+    at = at.button(key="pl_rebase").click().run()
     assert "已改为基于当前版本" in texts(at)
-    at = [b for b in at.button if b.key == "pl_check"][0].click().run()
-    at = [b for b in at.button if b.key == "pl_publish"][0].click().run()
+    at = at.button(key="pl_check").click().run()
+    at = at.button(key="pl_publish").click().run()
     assert "已发布为版本 3" in texts(at)
     assert svc.draft(PLANNER, 1).status == "published"
     svc.close()
@@ -301,13 +301,13 @@ def test_a_conflict_keeps_the_draft_and_rebase_continues(store_path, monkeypatch
 def test_warnings_acknowledged_one_by_one_then_history_and_rollback(store_path, monkeypatch):
     at = start(open_page(store_path, monkeypatch), code="P1", note="开发区向东扩展")
     at = draw(at, box(120.58, 32.12, 120.72, 32.18))  # into county B
-    at = [b for b in at.button if b.key == "pl_check"][0].click().run()
+    at = at.button(key="pl_check").click().run()
     [ack] = [c for c in at.checkbox if c.key.startswith("pl_ack_")]
     assert "超出所属县" in ack.label
-    publish = [b for b in at.button if b.key == "pl_publish"][0]
+    publish = at.button(key="pl_publish")
     assert publish.disabled
     at = ack.check().run()
-    at = [b for b in at.button if b.key == "pl_publish"][0].click().run()
+    at = at.button(key="pl_publish").click().run()
     assert "已发布为版本 2" in texts(at)
     assert route(store_path, "near_border", generation=2)["park"]["code"] == "P1"
     # History: who and why, the diff of the version, roll back with a reason.
@@ -320,10 +320,10 @@ def test_warnings_acknowledged_one_by_one_then_history_and_rollback(store_path, 
     assert diff.values.tolist() == [["删除或修改前", "P1", "甲国家级开发区"],
                                     ["新增或修改后", "P1", "甲国家级开发区"]]
     at.selectbox(key="pl_rb_to").set_value(1).run()
-    at = [b for b in at.button if b.key == "pl_rb_go"][0].click().run()
+    at = at.button(key="pl_rb_go").click().run()
     assert "回退前请填写原因" in texts(at)
     at.text_input(key="pl_rb_note").input("批复撤回").run()
-    at = [b for b in at.button if b.key == "pl_rb_go"][0].click().run()
+    at = at.button(key="pl_rb_go").click().run()
     assert "已回退为版本 3" in texts(at)
     assert route(store_path, "near_border")["park"] is None
     assert route(store_path, "near_border", generation=2)["park"]["code"] == "P1"
@@ -336,22 +336,22 @@ def test_a_new_park_and_its_bureau(store_path, monkeypatch):
     at.text_input(key="pl_new_name").input("甲二镇新材料园").run()
     at.selectbox(key="pl_new_kind").set_value("chemical_park").run()
     at.selectbox(key="pl_new_county").set_value("320901").run()
-    at = [b for b in at.button if b.key == "pl_new_go"][0].click().run()
+    at = at.button(key="pl_new_go").click().run()
     assert "请填写执法机构编码" in texts(at) and "请先给出园区的初始范围" in texts(at)
     at.text_input(key="pl_new_bcode").input("B-P9").run()
     at.text_input(key="pl_new_bname").input("甲二镇新材料园执法局").run()
     assert at.selectbox(key="pl_new_bparent").value == "B-A"  # the county's bureau
     at.multiselect(key="pl_new_units").select("320901002001001").run()
     at.text_input(key="pl_new_note").input("省政府批复新设化工园区").run()
-    at = [b for b in at.button if b.key == "pl_new_go"][0].click().run()
+    at = at.button(key="pl_new_go").click().run()
     assert not at.exception, at.exception
     assert "已新建草稿 1：园区 P9 及执法机构 B-P9" in texts(at)
     assert at.selectbox(key="pl_park").value == "P9"
     assert metrics(at)["监管对象变化"] == "4"  # as painting the unit into P2 above
-    at = [b for b in at.button if b.key == "pl_check"][0].click().run()
+    at = at.button(key="pl_check").click().run()
     for box_ in [c for c in at.checkbox if c.key.startswith("pl_ack_")]:
         at = box_.check().run()
-    at = [b for b in at.button if b.key == "pl_publish"][0].click().run()
+    at = at.button(key="pl_publish").click().run()
     assert "已发布为版本 2" in texts(at), texts(at)
     answer = route(store_path, "a2_plain")
     assert answer["park"]["code"] == "P9" and answer["bureau"]["code"] == "B-P9"
@@ -372,7 +372,7 @@ def test_upload_a_layer_file(store_path, monkeypatch, tmp_path):
         ("parks.geojson", geojson.read_bytes(), "application/geo+json")).run()
     assert not at.exception, at.exception
     assert table(at, "编码")["编码"].tolist() == ["P2"]
-    at = [b for b in at.button if b.key == "pl_upload_put"][0].click().run()
+    at = at.button(key="pl_upload_put").click().run()
     assert "上传文件中的 1 个园区：已保存到草稿 1" in texts(at)
     assert drawn_boundary(store_path, 1).equals(P2_WIDER)
     assert metrics(at)["监管对象变化"] == "1"
@@ -387,7 +387,7 @@ def test_upload_a_layer_file(store_path, monkeypatch, tmp_path):
     at.file_uploader(key="pl_upload").set_value(
         ("drawn.zip", archive.read_bytes(), "application/zip")).run()
     assert not at.exception, at.exception
-    at = [b for b in at.button if b.key == "pl_upload_shape"][0].click().run()
+    at = at.button(key="pl_upload_shape").click().run()
     assert "园区 P2 的边界（取自上传文件）" in texts(at)
     saved = drawn_boundary(store_path, 1)
     assert saved.symmetric_difference(box(120.6, 32.13, 120.65, 32.17)).area < 1e-10
@@ -411,5 +411,22 @@ def test_names_on_the_planner_maps_are_text():
                        layers["parks"].iloc[[1]], layers["parks"].iloc[[1]])
     for fmap in (m, pl.diff_map(basemap, diff, layers["counties"].geometry.values)):
         page = fmap.get_root().render()
-        assert "&lt;img src=x" in page  # the names are there, as text
+        assert "lt;img src=x" in page  # the names are there, as text (in JSON: \\u0026lt;)
         assert "<img src=x" not in page and "${alert" not in page and "`</script>" not in page
+
+
+def test_gcj02_basemap_brings_unmoved_vertices_back_exactly():
+    """On a GCJ-02 basemap (Amap-style tiles) the map shows shifted coordinates; an edit that
+    moves one vertex brings the others back exactly as stored (the inverse is iterative)."""
+    from ui.basemap import Basemap
+
+    display = pl.Display(Basemap("amap", "高德", datum="gcj02"))
+    shown = display.geom(world.CHEMICAL_PARK, remember=True)
+    assert shown.bounds[0] > 120.604  # hundreds of metres east, as the tiles draw it
+    xy = shapely.get_coordinates(shown)
+    xy[2] += 0.001  # the edit tool moved one vertex
+    back = shapely.get_coordinates(display.back(shapely.Polygon(xy)))
+    stored = shapely.get_coordinates(world.CHEMICAL_PARK)
+    assert [tuple(p) for i, p in enumerate(back) if i != 2] == [
+        tuple(p) for i, p in enumerate(stored) if i != 2]
+    assert back[2] == pytest.approx(stored[2] + 0.001, abs=2e-5)

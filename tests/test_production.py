@@ -221,6 +221,35 @@ def test_static_files_compressed_and_immutable(prod):
     assert r.status_code == 200 and "no-store" in r.headers["Cache-Control"]
 
 
+def test_websocket_upgrade_and_compression(prod):
+    """/_stcore/stream is upgraded through nginx, and its messages are compressed
+    (permessage-deflate, negotiated between the browser and the app); without a session the
+    gate refuses it."""
+
+    def handshake(cookie: str) -> str:
+        with socket.create_connection(("127.0.0.1", prod.port), timeout=20) as sock:
+            sock.sendall((
+                "GET /_stcore/stream HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{prod.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                "Sec-WebSocket-Protocol: streamlit\r\n"
+                f"Cookie: gridmap_session={cookie}\r\n\r\n").encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            return answer.decode("latin-1")
+
+    token = requests.utils.dict_from_cookiejar(signed_in(prod.url).cookies)["gridmap_session"]
+    answer = handshake(token)
+    assert answer.startswith("HTTP/1.1 101"), answer
+    assert "permessage-deflate" in answer
+    assert not handshake("not-a-session").startswith("HTTP/1.1 101")
+
+
 def test_request_body_limit_is_the_apps(prod):
     from ui.server import SERVER_CONFIG
 

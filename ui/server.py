@@ -330,7 +330,15 @@ SERVER_CONFIG = {
 }
 
 
+# Set by the production setup (ui/production.py) for the app behind nginx: websocket messages
+# (the map's HTML rides in them) compressed with permessage-deflate, negotiated through nginx.
+WS_COMPRESSION_FLAG = "GRIDMAP_WS_COMPRESSION"
+
+
 def serve(store: str, host: str = "127.0.0.1", port: int = 8501) -> None:
     os.environ["GRIDMAP_STORE"] = store
     app = create_app()
-    app.run(config={**SERVER_CONFIG, "server.address": host, "server.port": port})
+    config = {**SERVER_CONFIG, "server.address": host, "server.port": port}
+    if os.environ.get(WS_COMPRESSION_FLAG) == "1":
+        config["server.enableWebsocketCompression"] = True
+    app.run(config=config)
