@@ -14,6 +14,8 @@ the service layer, as the planner page does, and times:
   built) and warm (`--repeat` times: every preview while editing), median and minimum: every
   entity routed in one batch with the current and with the proposed layers, open cases, cut
   grids, areas;
+- the same for a change that can reach every place (a numbered bureau's area withdrawn):
+  all 10,000 entities routed both ways;
 - `publish_draft`: the checks (grids/checks.py, as far as they exist) and the commit of the
   new generation (only the changed park gets a new row);
 - `gridmap route --at` style lookup: `Store.generation_at` + routing one point as of the time
@@ -112,6 +114,14 @@ def measure(url: str, label: str, files: Path, args) -> dict:
             impact.areas["added_geometry"].iat[0].representative_point())[0])
         _, as_of = timed(lambda: svc.route(PLANNER, x, y, "cgcs2000", at=before.created_at),
                          args.repeat)
+        # A change that can reach every place (a numbered bureau's area withdrawn: its county
+        # bureau covers it again): all 10,000 entities are routed both ways.
+        areas = svc.create_draft(PLANNER, "jurisdictions", "基准测试：撤销一个执法辖区")
+        rows = svc.draft_features(PLANNER, areas.id, "jurisdictions")
+        areas = svc.save_draft(PLANNER, areas.id, rows.iloc[1:])
+        every, every_cold = timed(lambda: svc.impact(PLANNER, areas.id), 1)
+        _, every_warm = timed(lambda: svc.impact(PLANNER, areas.id), args.repeat)
+        svc.discard_draft(PLANNER, areas.id)
         result = {
             "store": label, "park": code, "buffer_m": args.buffer_m,
             "entities": int(impact.entities_routed), "grids": len(snap["grids"]),
@@ -120,7 +130,11 @@ def measure(url: str, label: str, files: Path, args) -> dict:
             "added_m2": round(impact.summary["added_m2"]),
             "save_draft_s": round(save_s, 4),
             "impact_cold_s": round(cold[0], 4), "impact_warm": figures(warm),
+            "entities_in_reach": impact.summary["entities_in_reach"],
             "impact_excel_s": round(excel_t[0], 4), "excel_bytes": len(excel),
+            "every_entity": {"in_reach": every.summary["entities_in_reach"],
+                             "changed": len(every.entities), "cold_s": round(every_cold[0], 4),
+                             "warm": figures(every_warm)},
             "checks_s": round(checks[0], 4), "warnings": len(warnings),
             "publish_s": round(publish[0], 4), "generation": gen.id,
             "changes": gen.changes.get("parks"),

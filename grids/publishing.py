@@ -450,32 +450,36 @@ def impact(acting: Acting, draft_id: int) -> Impact:
 
 def impact_of(store: Store, current: Snapshot, frames: dict[str, pd.DataFrame],
               draft_id: int = 0) -> Impact:
-    """The impact of replacing `frames` in the `current` layers: every supervised entity routed
-    in one batch with the current layers and with the proposed ones (in memory, the same
-    finder for both), open cases likewise, grids cut by changed park and bureau lines, area
-    added and removed."""
+    """The impact of replacing `frames` in the `current` layers: every supervised entity
+    compared (routed in one batch with the current layers and with the proposed ones, in
+    memory, the same finder for both — only those where an answer can change, see
+    `_reach`), open cases likewise, grids cut by changed park and bureau lines, area added and
+    removed."""
     started = time.perf_counter()
     proposed = Snapshot(current.generation, {**current.layers, **frames})
     before = _resolver(current)
     after = Resolver(proposed, _DraftFinder(proposed, MemoryFinder.for_snapshot(current),
                                             set(frames)))
     _share_decisions(before, after, set(frames))
+    reach = _reach(current, frames)
     entities = current.layers.get("entities")
     points = (np.asarray(entities.geometry.values, dtype=object)
               if entities is not None and len(entities) else np.array([], dtype=object))
-    ent = _routed_changes(before, after, current, proposed, points)
+    near = _within(points, reach)
+    ent = _routed_changes(before, after, current, proposed, points[near])
     entity_rows = pd.DataFrame(columns=list(ENTITY_COLUMNS))
-    if len(points) and ent["changed"].any():
-        mine = ent["changed"].to_numpy()
-        e = entities[mine]
+    if len(ent) and ent["changed"].any():
+        mine = near[ent["changed"].to_numpy()]
+        e = entities.iloc[mine]
         entity_rows = pd.DataFrame({
             "id": e["id"].astype(str).to_numpy(), "name": e["name"].to_numpy(),
             "industry": e["industry"].to_numpy(),
             "lon": np.round(shapely.get_x(points[mine]), 6),
             "lat": np.round(shapely.get_y(points[mine]), 6),
-            **{c: ent[c].to_numpy()[mine] for c in ent.columns if c != "changed"},
+            **{c: ent[c].to_numpy()[ent["changed"].to_numpy()] for c in ent.columns
+               if c != "changed"},
         })[list(ENTITY_COLUMNS)]
-    cases = _case_changes(store, before, after, current, proposed)
+    cases = _case_changes(store, before, after, current, proposed, reach)
     cut = _cut_grids(current, proposed, frames)
     areas = _area_changes(current, frames)
     summary = {
@@ -486,8 +490,37 @@ def impact_of(store: Store, current: Snapshot, frames: dict[str, pd.DataFrame],
         "added_m2": float(areas["added_m2"].sum()) if len(areas) else 0.0,
         "removed_m2": float(areas["removed_m2"].sum()) if len(areas) else 0.0,
     }
+    summary["entities_in_reach"] = len(near)  # routed; the rest lie where nothing changed
     return Impact(draft_id, current.generation.id, entity_rows, cases, cut, areas,
                   len(points), time.perf_counter() - started, summary)
+
+
+# Layers a change of which alters answers only inside the changed features' old and new
+# shapes. Any other (bureaus, rules, jurisdictions — a county bureau covers its county where
+# no jurisdiction is drawn —, workers) may alter answers anywhere.
+LOCAL_LAYERS = ("counties", "townships", "grids", "parks", "sea_areas")
+
+
+def _reach(current: Snapshot, frames: dict[str, pd.DataFrame]):
+    """Where an answer can change: the old and new shapes of every changed feature (an
+    STRtree over them), or None when the change can reach every place."""
+    if set(frames) - set(LOCAL_LAYERS):
+        return None
+    shapes = []
+    for name, frame in frames.items():
+        diff = diff_layer(LAYERS[name], current[name], frame)
+        now = current[name]
+        shapes += list(now[now["fid"].isin(diff.close)].geometry.values)
+        shapes += list(frame.iloc[diff.insert].geometry.values)
+    return shapely.STRtree(np.asarray([g for g in shapes if g is not None], dtype=object))
+
+
+def _within(points: np.ndarray, reach) -> np.ndarray:
+    """Positions of the points inside (or on) the reach, ascending; all without one."""
+    if reach is None or not len(points):
+        return np.arange(len(points))
+    found = reach.query(points, predicate="intersects")
+    return np.unique(found[0]) if found.size else np.array([], dtype=np.int64)
 
 
 def _share_decisions(before: Resolver, after: Resolver, changed: set[str]) -> None:
@@ -608,9 +641,11 @@ def _routed_changes(before: Resolver, after: Resolver, current: Snapshot, propos
 
 
 def _case_changes(store: Store, before: Resolver, after: Resolver, current: Snapshot,
-                  proposed: Snapshot) -> pd.DataFrame:
+                  proposed: Snapshot, reach) -> pd.DataFrame:
     """Open cases whose place would belong to another bureau or grid."""
     found = store.query_incidents(IncidentQuery(not_statuses=("closed",)))
+    if len(found):
+        found = found.iloc[_within(np.asarray(found.geometry.values, dtype=object), reach)]
     if not len(found):
         return pd.DataFrame(columns=list(CASE_COLUMNS))
     points = np.asarray(found.geometry.values, dtype=object)

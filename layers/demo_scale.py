@@ -15,7 +15,11 @@ give the same files.
 
 from __future__ import annotations
 
+import itertools
 import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,6 +32,9 @@ SPLIT_KINDS = ("comprehensive", "park")
 # Vertex spacing along the edges between grids, before they are cut (township borders keep the
 # sample's 150 m): finer for finer cuts.
 EDGE_STEP = 0.0015
+# Grids are cut in this many processes at most, when there are at least PARALLEL_FROM of them.
+MAX_WORKERS = 4
+PARALLEL_FROM = 400
 
 
 def edge_step(scale: int) -> float | None:
@@ -51,16 +58,30 @@ def subdivide_grids(grids: list[dict[str, Any]], scale: int) -> list[dict[str, A
     """Comprehensive and park grids cut into `scale` micro-grids each (codes: the grid's code
     and a running number, so they keep the township prefix); other grids unchanged."""
     width = suffix_width(scale)
+    todo = [grid["geometry"] for grid in grids if grid["kind"] in SPLIT_KINDS]
+    parts = iter(_split_all(todo, scale))
     out: list[dict[str, Any]] = []
     for grid in grids:
         if grid["kind"] not in SPLIT_KINDS:
             out.append(grid)
             continue
-        for k, piece in enumerate(split(grid["geometry"], scale), start=1):
+        for k, piece in enumerate(next(parts), start=1):
             out.append({**grid, "code": f"{grid['code']}{k:0{width}d}",
                         "name": f"{grid['name']}第{k}微网格",
                         "area_km2": round(g.km2_area(piece), 3), "geometry": piece})
     return out
+
+
+def _split_all(geoms: list[BaseGeometry], n: int) -> list[list[BaseGeometry]]:
+    """split() of every geometry, in worker processes when there are many (each result
+    depends on its grid alone, so the order of work changes nothing)."""
+    workers = min(os.cpu_count() or 1, MAX_WORKERS)
+    forking = "fork" in multiprocessing.get_all_start_methods()  # no re-import of __main__
+    if len(geoms) < PARALLEL_FROM or workers < 2 or not forking:
+        return [split(geom, n) for geom in geoms]
+    chunk = max(1, len(geoms) // (workers * 8))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(split, geoms, itertools.repeat(n), chunksize=chunk))
 
 
 def split(geom: BaseGeometry, n: int) -> list[BaseGeometry]:
@@ -75,24 +96,26 @@ def split(geom: BaseGeometry, n: int) -> list[BaseGeometry]:
 
 def lattice_points(geom: BaseGeometry, n: int) -> np.ndarray:
     """`n` lon/lat points of a square lattice (in the local isotropic plane) inside `geom`,
-    centred on its centroid: the spacing shrinks from √(area/n) until exactly n fall inside
-    (or, failing that, the first lattice with more keeps the n farthest from the edge)."""
+    centred on its centroid: the spacing √(area/n) is tried first, then ever further from it
+    (±1 %, ±2 % … ±50 %) until exactly n fall inside; failing that, the lattice nearest to
+    √(area/n) with more keeps the n farthest from the edge."""
     plane = g.to_xy_geom(geom)
     shapely.prepare(plane)
     area = float(shapely.area(plane))
     cx, cy = shapely.get_coordinates(shapely.centroid(plane))[0]
     x0, y0, x1, y1 = shapely.bounds(plane)
     more = None
-    for f in np.linspace(1.25, 0.5, 61):
-        s = math.sqrt(area / n) * float(f)
+    factors = 1.0 + np.array([0.0] + [s * k / 100 for k in range(1, 51) for s in (-1, 1)])
+    for f in factors.tolist():
+        step = math.sqrt(area / n) * f
         for off in (0.5, 0.0):
-            xs = cx + (np.arange(math.floor((x0 - cx) / s) - 1, math.ceil((x1 - cx) / s) + 2)
-                       + off) * s
-            ys = cy + (np.arange(math.floor((y0 - cy) / s) - 1, math.ceil((y1 - cy) / s) + 2)
-                       + off) * s
-            px, py = (a.ravel() for a in np.meshgrid(xs, ys))
+            xs = cx + (np.arange(math.floor((x0 - cx) / step) - 1,
+                                 math.ceil((x1 - cx) / step) + 2) + off) * step
+            ys = cy + (np.arange(math.floor((y0 - cy) / step) - 1,
+                                 math.ceil((y1 - cy) / step) + 2) + off) * step
+            px, py = np.tile(xs, len(ys)), np.repeat(ys, len(xs))
             inside = shapely.contains_xy(plane, px, py)
-            found = int(inside.sum())
+            found = int(np.count_nonzero(inside))
             if found == n:
                 return _lonlat(np.column_stack([px[inside], py[inside]]))
             if found > n and more is None:

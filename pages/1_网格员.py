@@ -267,8 +267,9 @@ def home() -> None:
                      format_func=lambda i: labels.get(i, i))
     show_message()
     units = "、".join(f"{g.name}（{g.kind_zh}）" for g in mine.grids.itertuples())
+    phone = f'，电话 {cards.esc(w["phone"])}' if w.get("phone") else ""
     st.html(f'<div class="gm-who"><b>{cards.esc(w["name"])}</b>（{cards.esc(w["roles"])}，'
-            f'编号 {cards.esc(w["id"])}）<br>负责网格：{cards.esc(units) or "—"}</div>')
+            f'编号 {cards.esc(w["id"])}{phone}）<br>负责网格：{cards.esc(units) or "—"}</div>')
     open_states = tuple(s for s in flow.states if s != "closed")
     found = svc.case_page(actor, CaseFilter(statuses=open_states, grids=codes), now=now,
                           size=100)

@@ -13,6 +13,8 @@ import json
 import tempfile
 from pathlib import Path
 
+import geopandas as gpd
+import pandas as pd
 import shapely
 import streamlit as st
 from shapely.errors import GEOSException
@@ -73,7 +75,6 @@ def save(draft_id: int, revision: int, data, what: str, note: str | None = None)
     except (StoreError, ValueError) as exc:
         flash("error", f"未保存：{exc}")
         return
-    ss["_pl_revision_saved"] = saved.revision
     flash("success", f"{what}：已保存到草稿 {saved.id}（第 {saved.revision} 次保存）")
 
 
@@ -170,9 +171,6 @@ def upload_put(draft_id: int, revision: int) -> None:
     parks = svc.draft_features(actor, draft_id, "parks")
     codes = set(frame["code"].astype(str))
     kept = parks[~parks["code"].astype(str).isin(codes)]
-    import geopandas as gpd
-    import pandas as pd
-
     merged = gpd.GeoDataFrame(pd.concat([kept, frame[list(kept.columns)]], ignore_index=True),
                               geometry="geometry", crs=parks.crs)
     save(draft_id, revision, {"parks": merged}, f"上传文件中的 {len(frame)} 个园区")
@@ -233,11 +231,20 @@ def take_drawing(draft, code: str, boundary, layers: dict) -> bool:
 def take_paint(draft, code: str, boundary, layers: dict) -> bool:
     """A click on a grid unit in paint mode: the unit joins or leaves the park."""
     value = ss.get(PAINT_KEY)
-    click = value.get("last_object_clicked") if isinstance(value, dict) else None
-    if not isinstance(click, dict) or "lat" not in click:
+    if not isinstance(value, dict):
         return False
-    token = json.dumps([click, value.get("last_object_clicked_count")], sort_keys=True)
-    if seen(PAINT_KEY, token):
+    # A click on a unit is reported as an object clicked; a click elsewhere on the map (a unit
+    # beyond those drawn) as a map click: whichever is new.
+    click = None
+    for field, token in (
+            ("last_object_clicked", [value.get("last_object_clicked"),
+                                     value.get("last_object_clicked_count")]),
+            ("last_clicked", [value.get("last_clicked")])):
+        found = value.get(field)
+        if isinstance(found, dict) and "lat" in found and not seen(
+                f"{PAINT_KEY}.{field}", json.dumps(token, sort_keys=True)):
+            click = found
+    if click is None:
         return False
     display = pl.Display(options.basemap, ss.get("_pl_sent"))
     lon, lat = display.point(float(click["lng"]), float(click["lat"]))
@@ -353,8 +360,10 @@ def new_park_section() -> None:
         county_bureaus = bureaus[(bureaus["county_code"].astype(str) == county)
                                  & (bureaus["level"] == "county")]["code"].astype(str).tolist()
         parents = list(bureau_names)
-        if ss.get("pl_new_bparent") not in parents and county_bureaus:
-            ss["pl_new_bparent"] = county_bureaus[0]
+        if county_bureaus and (ss.get("_pl_new_county") != county
+                               or ss.get("pl_new_bparent") not in parents):
+            ss["pl_new_bparent"] = county_bureaus[0]  # the county's bureau, for a new county
+        ss["_pl_new_county"] = county
         b1, b2, b3, b4 = st.columns(4)
         b1.text_input("执法机构编码", key="pl_new_bcode")
         b2.text_input("执法机构名称", key="pl_new_bname",
@@ -506,7 +515,8 @@ def editor(draft) -> None:
             st.caption("工具栏：画园区边界 / 画矩形（按上方所选方式替换、并入或挖去）；"
                        "编辑边界节点；删除园区的某一部分。" + pl.LEGEND)
         elif mode == "paint":
-            show_map(m, PAINT_KEY, ["last_object_clicked", "last_object_clicked_count"])
+            show_map(m, PAINT_KEY, ["last_object_clicked", "last_object_clicked_count",
+                                    "last_clicked"])
             st.caption("单击综合网格单元：园区外的单元并入园区，园区内的单元移出园区。" + pl.LEGEND)
         else:
             show_map(m, VIEW_KEY, [])

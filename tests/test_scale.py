@@ -187,7 +187,7 @@ def test_the_sample_incidents_were_routed(scaled, scaled_router):
     assert set(incidents["route_status"]) <= {"ok", "ambiguous", "outside"}
     ok = incidents[incidents["route_status"] == "ok"]
     assert len(ok) > len(incidents) / 4
-    on_land = ok[ok["county_code"].notna()]  # at sea: a sea area, no grid
+    on_land = ok[ok["township_code"].notna()]  # at sea: a sea area and its county, no grid
     assert on_land["grid_code"].notna().all()
     assert set(on_land["grid_code"]) <= set(scaled_router.snapshot["grids"]["code"].astype(str))
     # The exact ones (GPS, 50 m) near an entity mostly fall in one grid.

@@ -53,6 +53,7 @@ ENTITIES = [
     ("老园区内", 120.61, 32.15),  # already in P2
     ("园区外", 120.665, 32.15),  # east of the new line
     ("甲二镇南", 120.68, 32.08),  # far away
+    ("甲一局辖区内", 120.55, 32.15),  # in numbered bureau B-A-1's strip, no park
 ]
 
 
@@ -496,6 +497,8 @@ def test_impact_preview_equals_the_hand_computed_lists(store, svc):
     assert set(found.entities["changes"]) == {"执法机构"}
     assert (found.entities["grid_before"] == found.entities["grid_after"]).all()
     assert found.entities_routed == len(ENTITIES)
+    # Only the entities in the old or the new park were routed: elsewhere nothing changed.
+    assert found.summary["entities_in_reach"] == 3
     # Open cases: the one inside the new area.
     assert list(found.cases["id"]) == [inside]
     assert found.cases["bureau_after"].iat[0] == "B-P2"
@@ -525,6 +528,16 @@ def test_impact_preview_equals_the_hand_computed_lists(store, svc):
     assert found.loc["新园区内乙", "workers_after"] == "网格员9（W009）"
     assert found.loc["新园区内甲", "changes"] == "执法机构"
     assert found.loc["老园区内", "changes"] == "网格、网格员"  # its park grid shrank away
+    # A bureau's area taken away reaches beyond its shape (the county bureau covers what no
+    # area is drawn for): every entity is compared again.
+    areas = svc.create_draft(PLANNER, "jurisdictions", "撤销甲县执法一局辖区")
+    j = svc.draft_features(PLANNER, areas.id, "jurisdictions")
+    areas = svc.save_draft(PLANNER, areas.id, j[j["bureau_code"] != "B-A-1"])
+    moved = svc.impact(PLANNER, areas.id)
+    assert list(moved.entities["name"]) == ["甲一局辖区内"]
+    assert moved.entities[["bureau_before", "bureau_after"]].values.tolist() == [["B-A-1",
+                                                                                  "B-A"]]
+    assert moved.summary["entities_in_reach"] == len(ENTITIES)
     # The sign-off workbook: Chinese headers, one row per entity.
     import io
 

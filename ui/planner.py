@@ -551,7 +551,8 @@ def edit_map(basemap: Basemap, layers: dict[str, pd.DataFrame], *, code: str | N
             geoms = np.asarray(frame.geometry.values, dtype=object)
             near = shapely.intersects(geoms, area)
             _outline(m, geoms[near], display, name, style, simplify)
-    units = units_near(layers, bounds)
+    units = units_near(layers, bounds_of(shown or list(focus if focus is not None else []),
+                                         pad=1.0))  # beyond the view: units to paint in
     if len(units):
         geoms = list(units.geometry.values)
         shares = [unit_share(boundary, g) for g in geoms]
