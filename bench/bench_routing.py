@@ -164,7 +164,8 @@ def main() -> None:
     scales = [int(s) for s in args.scales.split(",")]
 
     report = Report("routing", {k: str(v) for k, v in vars(args).items()})
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    print(f"machine: {os.cpu_count()} CPUs, load average "
+          f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())}")
     extra: dict = {"singles": {}, "cold_route": {}}
     for scale in scales:
         if scale == 1 and args.store:

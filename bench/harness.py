@@ -195,8 +195,8 @@ def print_group(group: str, entry: dict, unit: tuple[str, float] | None = None) 
         if t["facts"]:
             print("      " + ", ".join(f"{k}: {v}" for k, v in t["facts"].items()))
     for r in entry["ratios"]:
-        print(f"  {r['ours']} vs {r['other']}: {r['median_x']:.2f}x faster by median, "
-              f"{r['min_x']:.2f}x by min")
+        print(f"  speed {r['ours']} : {r['other']} = {r['median_x']:.2f}x by median, "
+              f"{r['min_x']:.2f}x by min (> 1: the first is faster)")
 
 
 def read(path: str | Path) -> dict:

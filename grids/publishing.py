@@ -225,16 +225,16 @@ def read_layer_file(path: Path, layer: str, *, crs: str | None = None,
                 raise ImportFailed([Problem(file.name, f"含多个图层，但没有名为 {layer} 的图层")])
         raw = _read(Source(layer, file, file.name, inner), encoding)
         stored = raw.frame.pop("attrs") if "attrs" in raw.frame.columns else None
-        raw.frame.drop(columns=[c for c in ("fid", "gen_from", "gen_to") if c in raw.frame],
-                       inplace=True)
+        raw.frame = raw.frame.drop(columns=[c for c in ("fid", "gen_from", "gen_to")
+                                            if c in raw.frame])
         frame, problems, _ = check_layer(spec, raw, crs)
     if problems or frame is None:
         raise ImportFailed(problems)
     if stored is not None:
         merged = []
         for text, extra in zip(stored, frame["attrs"], strict=True):
-            try:
-                kept = json.loads(text) if isinstance(text, str) and text else {}
+            try:  # JSON text, or an object where the format has them (GeoJSON)
+                kept = json.loads(text) if isinstance(text, str) and text else text
             except ValueError:
                 kept = {}
             merged.append({**(kept if isinstance(kept, dict) else {}), **(extra or {})})

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import subprocess
 import time
 from collections import Counter
@@ -27,7 +28,9 @@ from tests.conftest import gridmap_exe
 
 SCALE = 4
 AS_OF = "2026-12-02T10:00"
-BUILD_BUDGET_S = 120  # measured 26 s under a load of 5 on this 2-core machine
+# The build's budget: 2 minutes of CPU (measured: about 25 s), and 2 minutes of wall clock on
+# an idle machine, stretched by how many processes share each CPU (the suite runs beside others).
+BUILD_BUDGET_S = 120
 # The sample at scale 1: 2,532 comprehensive and park grids, 12 dedicated ones, 294 incidents.
 SAMPLE_SPLIT_GRIDS, SAMPLE_DEDICATED, SAMPLE_INCIDENTS = 2532, 12, 294
 KIND_RANK = {"dedicated": 1, "park": 2, "comprehensive": 3}  # grids/precedence.csv
@@ -38,6 +41,7 @@ class Scaled:
     store: Path
     files: Path
     seconds: float
+    cpu_seconds: float
     load: float
     stdout: str
     stderr: str
@@ -47,12 +51,17 @@ class Scaled:
 def scaled(tmp_path_factory) -> Scaled:
     base = tmp_path_factory.mktemp("scale")
     store, files = base / "x4.gpkg", base / "files"
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     out = subprocess.run([gridmap_exe(), "--store", str(store), "demo", "--scale", str(SCALE),
                           "--as-of", AS_OF, "--out", str(files)],
                          check=True, capture_output=True, text=True)
-    return Scaled(store, files, time.perf_counter() - started, os.getloadavg()[0], out.stdout,
-                  out.stderr)
+    return Scaled(store, files, time.perf_counter() - started, _children_cpu() - cpu,
+                  os.getloadavg()[0], out.stdout, out.stderr)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +88,12 @@ def land_points(router: Router, n: int, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 def test_built_in_time_with_n_times_the_sample(scaled):
-    assert scaled.seconds < BUILD_BUDGET_S, (
-        f"--scale {SCALE} took {scaled.seconds:.0f} s (load {scaled.load:.1f} "
-        f"on {os.cpu_count()} CPUs)")
+    cpus = os.cpu_count() or 1
+    said = (f"--scale {SCALE}: {scaled.seconds:.0f} s, {scaled.cpu_seconds:.0f} s of CPU, "
+            f"load {scaled.load:.1f} on {cpus} CPUs")
+    print(said)
+    assert scaled.cpu_seconds < BUILD_BUDGET_S, said
+    assert scaled.seconds < BUILD_BUDGET_S * max(1.0, scaled.load / cpus), said
     counts = {m[1]: int(m[2].replace(",", ""))
               for m in re.finditer(r"^\s+(\w+)\s+([\d,]+)$", scaled.stdout, re.M)}
     # Every comprehensive and park grid in SCALE parts (a part may vanish, rarely).

@@ -307,6 +307,32 @@ def resumed_p2(svc: Gridmap, draft_id: int):
     return parks.loc[parks["code"] == "P2", "geometry"].iat[0]
 
 
+def test_a_layer_edited_in_qgis_comes_back_as_one_change(new_store, files, tmp_path):
+    """The `parks_current` view exported (as QGIS would: with `attrs` as JSON text and
+    `gen_from`), one park moved, uploaded into a draft: one feature changed, the extra
+    attributes kept."""
+    import pyogrio
+
+    store = new_store("gpkg")
+    parks = world.layers()["parks"].assign(备注=["国家级", "省批化工园区"])
+    import_path(store, world.write(tmp_path / "in", {"parks": parks}))
+    add_world_users(store.url)
+    svc = Gridmap(store.url)
+    exported = pyogrio.read_dataframe(store.path, layer="parks_current")
+    assert {"attrs", "gen_from"} <= set(exported.columns)
+    exported.loc[exported["code"] == "P2", "geometry"] = P2_WIDER
+    path = tmp_path / "园区_修改.geojson"
+    exported.to_file(path, driver="GeoJSON")
+    frame = svc.read_layer_file(PLANNER, path, "parks")
+    assert "gen_from" not in frame.columns
+    assert frame.set_index("code")["attrs"]["P1"] == {"备注": "国家级"}
+    d = svc.create_draft(PLANNER, "parks", "QGIS 中修改")
+    d = svc.save_draft(PLANNER, d.id, frame)
+    assert d.counts == {"parks": {"added": 0, "changed": 1, "removed": 0}}
+    assert svc.publish_draft(PLANNER, d.id, []).changes["parks"]["unchanged"] == 1
+    svc.close()
+
+
 def test_undo_keeps_at_least_fifty_states(store, svc):
     d = svc.create_draft(PLANNER, "parks", "多次修改")
     saves = 55
