@@ -1,1 +1,0 @@
-/work/main/.venv/lib/python3.11/site-packages/streamlit_folium/frontend/build/static/js/main.521860b0.js

@@ -1,1 +1,0 @@
-/work/main/.venv/lib/python3.11/site-packages/streamlit/static/static/js/mindmap-definition-6OY57UG3.DRLqPxz6.js

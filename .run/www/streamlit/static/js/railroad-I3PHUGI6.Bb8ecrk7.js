@@ -1,1 +1,0 @@
-/work/main/.venv/lib/python3.11/site-packages/streamlit/static/static/js/railroad-I3PHUGI6.Bb8ecrk7.js

@@ -1,1 +1,0 @@
-/work/main/static/vendor/leaflet-draw@1.0.4/leaflet.draw.js

@@ -1,1 +1,0 @@
-/work/main/static/vendor/leaflet.awesome-markers@2.0.5/leaflet.awesome-markers.js

@@ -1,1 +1,0 @@
-/work/main/static/vendor/leaflet.markercluster@1.5.3/leaflet.markercluster.js

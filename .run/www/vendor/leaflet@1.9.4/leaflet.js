@@ -1,1 +1,0 @@
-/work/main/static/vendor/leaflet@1.9.4/leaflet.js

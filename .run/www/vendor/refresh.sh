@@ -1,1 +1,0 @@
-/work/main/static/vendor/refresh.sh

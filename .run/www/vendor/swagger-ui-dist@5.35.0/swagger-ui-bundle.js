@@ -1,1 +1,0 @@
-/work/main/static/vendor/swagger-ui-dist@5.35.0/swagger-ui-bundle.js
