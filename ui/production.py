@@ -47,7 +47,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,6 +157,12 @@ def _write_compressed(source: Path, target: Path, kind: str, brotli: str | None)
         tmp.unlink(missing_ok=True)
 
 
+def _older(path: Path, seconds: float) -> bool:
+    with contextlib.suppress(OSError):
+        return time.time() - path.lstat().st_mtime > seconds
+    return False
+
+
 def plan_mirror(www: Path = WWW_DIR, sources: dict[str, Path] | None = None,
                 brotli: str | None = None) -> list[tuple[Path, Path, str]]:
     """Lay out the mirror's symlinks (at once) and remove what no longer has a source; returns
@@ -188,17 +193,40 @@ def plan_mirror(www: Path = WWW_DIR, sources: dict[str, Path] | None = None,
                     todo.append((size, source, target, kind))
         if dst_dir.exists():
             for path in list(_files(dst_dir)):
-                # (dot files: another process's half-written file)
-                if path not in wanted and not path.name.startswith("."):
+                # (a dot file is another process's half-written file, or one left by a stop)
+                if path not in wanted and (not path.name.startswith(".") or _older(path, 3600)):
                     path.unlink(missing_ok=True)
     todo.sort(key=lambda t: t[0])
     return [(s, t, k) for _, s, t, k in todo]
 
 
 def compress(todo: list[tuple[Path, Path, str]], brotli: str | None,
-             workers: int | None = None) -> None:
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        list(pool.map(lambda t: _write_compressed(t[0], t[1], t[2], brotli), todo))
+             workers: int | None = None, stop: threading.Event | None = None) -> None:
+    """Write the compressed copies, `workers` at a time; stops between two files once `stop`
+    is set (daemon threads: a stopping server never waits for the mirror)."""
+    left = list(reversed(todo))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while not (stop and stop.is_set()) and not errors:
+            with lock:
+                if not left:
+                    return
+                source, target, kind = left.pop()
+            try:
+                _write_compressed(source, target, kind, brotli)
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work, daemon=True)
+               for _ in range(workers or os.cpu_count() or 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def precompress(www: Path = WWW_DIR, sources: dict[str, Path] | None = None,
@@ -481,6 +509,7 @@ class Production:
         self.nginx: subprocess.Popen | None = None
         self.mirror: threading.Thread | None = None
         self.mirror_error: BaseException | None = None
+        self.stopping = threading.Event()
 
     def start(self) -> Production:
         s = self.s
@@ -523,7 +552,7 @@ class Production:
 
     def _compress(self, todo, brotli) -> None:
         try:
-            compress(todo, brotli)
+            compress(todo, brotli, stop=self.stopping)
         except BaseException as exc:  # nginx compresses on the fly meanwhile; reported by wait
             self.mirror_error = exc
 
@@ -538,6 +567,7 @@ class Production:
 
     def stop(self) -> None:
         """nginx first (no new requests), then the app."""
+        self.stopping.set()
         _stop(self.nginx, signal.SIGQUIT)  # graceful: lets open requests finish
         _stop(self.app)
 
