@@ -101,6 +101,10 @@ def phone_map(basemap: Basemap, grids, entities: pd.DataFrame, tasks: pd.DataFra
     sw, ne = point(minx, miny), point(maxx, maxy)
     m.fit_bounds([sw, ne], padding=(12, 12))
     assets.localize(m)
+    # Leaflet and jQuery (folium's popups are built with it), not Bootstrap or the icon fonts:
+    # on a phone every script costs, and streamlit-folium loads them one after another.
+    m.default_js = [(n, u) for n, u in m.default_js if n in ("leaflet", "jquery")]
+    m.default_css = [(n, u) for n, u in m.default_css if n == "leaflet_css"]
     return m
 
 
