@@ -9,9 +9,13 @@ over the counties' extent (sea and outside included), as lon/lat arrays, go to e
 
 - **gridmap batch (lookup + rules)**: `Resolver.resolve_indexed` — every routing layer looked
   up and every rule applied: one decided answer (county, township, grid, park, bureau, or
-  ambiguous/outside) per point;
+  ambiguous/outside) per point. The resolver remembers the decision for each distinct place
+  it has seen; that memo is emptied before every run, so every run decides every place, as a
+  new `gridmap assign` process does;
 - **gridmap batch + answer columns**: the same and the answer table (codes, names, workers,
   reasons: what `gridmap assign` writes);
+- **gridmap batch, decisions remembered**: a resolver that has routed these points before (a
+  long-running app process): the lookup and the memo, no rule run — for what the rules cost;
 - **geopandas.sjoin(within) per layer**: the points as the left frame (sjoin builds its tree on
   them once and reuses it for the six layers, querying with each prepared polygon,
   `contains`), the six routing layers as right frames: the (point, polygon) pairs only, no rule;
@@ -45,6 +49,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from harness import Contender, Report, add_arguments, measure  # noqa: E402
 
+from grids.resolver import Resolver  # noqa: E402
 from grids.routing import Router  # noqa: E402
 from layers.finder import Queries  # noqa: E402
 from layers.schema import ROUTING_LAYERS  # noqa: E402
@@ -93,6 +98,14 @@ def contenders(router: Router, lon: np.ndarray, lat: np.ndarray) -> list[Contend
     def ours(x=lon, y=lat):
         return router.resolver.resolve_indexed(Queries.build(x, y))
 
+    def forget():  # every run decides every place afresh
+        router.resolver._cache.clear()
+
+    remembering = Resolver(snap, router.resolver.finder)
+
+    def remembered():
+        return remembering.resolve_indexed(Queries.build(lon, lat))
+
     def ours_columns():
         results, index = ours()
         return router.writer.frame(results, index)
@@ -115,8 +128,10 @@ def contenders(router: Router, lon: np.ndarray, lat: np.ndarray) -> list[Contend
         return {"pairs per layer": dict(zip(ROUTING_LAYERS, counts, strict=True))}
 
     return [
-        Contender(OURS, ours, warm=lambda: ours(warm_lon, warm_lat), check=statuses),
-        Contender("gridmap batch + answer columns", ours_columns),
+        Contender(OURS, ours, warm=lambda: ours(warm_lon, warm_lat), check=statuses,
+                  setup=forget),
+        Contender("gridmap batch + answer columns", ours_columns, setup=forget),
+        Contender("gridmap batch, decisions remembered", remembered, warm=remembered),
         Contender(SJOIN, sjoin, warm=lambda: sjoin(warm_lon, warm_lat), check=pairs),
         Contender(STRTREE, strtree, warm=lambda: strtree(warm_lon, warm_lat), check=pairs),
     ]
@@ -159,7 +174,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--singles", type=int, default=10_000)
     parser.add_argument("--cold", type=int, default=5, help="cold `gridmap route` runs")
-    add_arguments(parser)
+    add_arguments(parser, rounds=5)
     args = parser.parse_args()
     scales = [int(s) for s in args.scales.split(",")]
 

@@ -41,14 +41,17 @@ MIN_ROUNDS = 3
 @dataclass
 class Contender:
     """One way of doing the job. `run` does it once and is timed; `warm` (untimed, once before
-    the rounds) loads code and caches as a long-running process would have them; `check`
-    (untimed, on the first run's output) returns facts about the output to print and save,
-    e.g. how many points it matched, so that a contender that does less is seen to."""
+    the rounds) loads code and caches as a long-running process would have them; `setup`
+    (untimed, before every run) resets what must not carry over from one run to the next (a
+    memo of earlier answers); `check` (untimed, on the first run's output) returns facts about
+    the output to print and save, e.g. how many points it matched, so that a contender that
+    does less is seen to."""
 
     name: str
     run: Callable[[], Any]
     warm: Callable[[], Any] | None = None
     check: Callable[[Any], dict] | None = None
+    setup: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -89,6 +92,8 @@ def measure(contenders: list[Contender], rounds: int = MIN_ROUNDS,
     for r in range(rounds):
         k = r % len(contenders)
         for c in contenders[k:] + contenders[:k]:
+            if c.setup is not None:
+                c.setup()
             gc.collect()
             timing = timings[c.name]
             timing.load_1min.append(os.getloadavg()[0])
@@ -235,10 +240,10 @@ def print_comparison(old: dict, new: dict) -> None:
         print("  (no contender in common)")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, rounds: int = MIN_ROUNDS) -> None:
     """The options every harness benchmark takes."""
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS,
-                        help=f"interleaved rounds (at least {MIN_ROUNDS})")
+    parser.add_argument("--rounds", type=int, default=rounds,
+                        help=f"interleaved rounds (at least {MIN_ROUNDS}; default {rounds})")
     parser.add_argument("--compare", metavar="RESULTS_JSON",
                         help="an earlier results file to print speed-ups against")
     parser.add_argument("--no-save", dest="save", action="store_false",

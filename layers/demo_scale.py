@@ -9,8 +9,8 @@ township. The grids are built with `densify_deg` (vertices along the edges betwe
 the cuts have vertices to end on. Dedicated grids (around their targets) are kept whole.
 
 Entities and incidents are N times as many, drawn by the sample's own generators (same places,
-same mixes). Nothing here draws from the random generator: the same seed, scale and `--as-of`
-give the same files.
+same mixes). The cutting draws nothing from the sample's random generator: the same seed, scale
+and `--as-of` give the same files.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def contenders(calls: list[str]) -> list[harness.Contender]:
     return [
         harness.Contender("a", job("a", [1, 2, 3]), warm=lambda: calls.append("warm a"),
                           check=lambda out: {"items": len(out)}),
-        harness.Contender("b", job("b", [])),
+        harness.Contender("b", job("b", []), setup=lambda: calls.append("setup b")),
         harness.Contender("c", job("c", [])),
     ]
 
@@ -32,7 +32,8 @@ def contenders(calls: list[str]) -> list[harness.Contender]:
 def test_rounds_are_interleaved_and_rotated():
     calls: list[str] = []
     timings = harness.measure(contenders(calls), rounds=3, progress=False)
-    assert calls == ["warm a", "a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert calls == ["warm a", "a", "setup b", "b", "c", "setup b", "b", "c", "a", "c", "a",
+                     "setup b", "b"]
     for t in timings.values():
         assert len(t.runs_s) == 3 and len(t.load_1min) == 3
         assert t.min_s <= t.median_s
