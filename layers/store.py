@@ -399,9 +399,10 @@ class Store(ABC):
     def case_facts(self, query: IncidentQuery, limits: dict[str, float | None], *, now: str,
                    township_codes: tuple[str, ...] | None = None) -> pd.DataFrame:
         """One row per case of `query` (its period: `reported_since`/`reported_until`; its
-        scope: bureaus, grids), computed in SQL from the events, never replayed here: the
-        columns of layers/case_facts.FACT_COLUMNS (late against `limits`, state -> hours, the
-        open stint measured up to `now`, an ISO time). Rules: layers/case_facts.py."""
+        scope: bureaus, grids), computed in SQL from the state kept with the events (one row
+        per case of `incident_state`), never replayed here: the columns of
+        layers/case_facts.FACT_COLUMNS (late against `limits`, state -> hours, the open stint
+        measured up to `now`, an ISO time). Rules: layers/case_facts.py."""
 
     # -- users and sessions -------------------------------------------------------------------
     @abstractmethod

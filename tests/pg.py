@@ -69,7 +69,10 @@ class Cluster:
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB "
-            "-c max_parallel_workers_per_gather=2 -c work_mem=64MB"
+            "-c max_parallel_workers_per_gather=2 -c work_mem=64MB "
+            # The suite keeps its stores open until the end (one database each, and their
+            # routers' shared connections): more than the default 100 clients.
+            "-c max_connections=400"
         )
         self._run(
             "pg_ctl",

@@ -173,14 +173,24 @@ def test_names_render_as_text(visit):
 
 
 def test_worker_page(visit):
-    _, frame = visit.open("网格员?worker=W003")
-    visit.page.get_by_text("负责网格").first.wait_for(timeout=15_000)
+    # A dispatcher opens one worker's page: the phone layout, its own compact map of the
+    # worker's units (not the city map's data files).
+    visit.page.goto(visit.server.url + "网格员?worker=W003")
+    visit.page.get_by_text("我的任务（按时限）").wait_for(timeout=30_000)
     text = visit.page.locator("body").inner_text()
-    assert "网格员3" in text and "下载 Excel 花名册" in text
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not frame.evaluate(
-            "() => document.querySelectorAll('.leaflet-overlay-pane path').length"):
-        visit.page.wait_for_timeout(100)
-    assert frame.evaluate("() => window.map.getZoom()") >= 12  # zoomed to their grid
+    assert "网格员3" in text and "320901002南网格" in text and "T0001" in text
+    visit.page.get_by_text("负责网格与花名册").wait_for()  # the roster's expander
+    frame = visit.page.frame_locator("iframe[title='streamlit_folium.st_folium']")
+    frame.locator(".leaflet-overlay-pane path").first.wait_for(timeout=30_000)
+    element = visit.page.locator("iframe[title='streamlit_folium.st_folium']").element_handle()
+    # Fitted to the worker's units: their outline is wholly in view, and not lost in it.
+    fit = element.content_frame().evaluate("""() => { let out = null;
+        window.map.eachLayer(l => { if (!out && l.getBounds && l.getLatLngs) {
+            const v = window.map.getBounds(), b = l.getBounds();
+            out = [v.contains(b), Math.max(
+                (b.getEast() - b.getWest()) / (v.getEast() - v.getWest()),
+                (b.getNorth() - b.getSouth()) / (v.getNorth() - v.getSouth()))]; }
+        }); return out; }""")
+    assert fit[0] and fit[1] > 0.3
     visit.shot("05_worker_page")
     visit.check_clean()
