@@ -1,4 +1,4 @@
-"""The routing checks on a larger store: `gridmap demo --scale 4` (about 10,000 grids, 40,000
+"""The routing checks on a larger store: `gridmap demo --scale 2` (about 5,000 grids, 20,000
 entities), built once per session by the real command within a time budget."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from layers.finder import Queries
 from layers.store import open_store
 from tests.conftest import gridmap_exe
 
-SCALE = 4
+SCALE = 2  # enough to prove the subdivision and routing; ×16 is for the benchmarks
 AS_OF = "2026-12-02T10:00"
 # The build's budget: 2 minutes of CPU (measured: about 25 s), and 2 minutes of wall clock on
 # an idle machine, stretched by how many processes share each CPU (the suite runs beside others).

@@ -141,7 +141,9 @@ def test_each_role_sees_its_own_figures(browser, server):
     worker.page.goto(server.url + "网格员")
     bar = worker.page.locator("[data-testid=stSidebar]")
     bar.get_by_text("退出登录").wait_for(timeout=60_000)
-    assert "案件办理" in bar.inner_text() and "绩效考评" not in bar.inner_text()
+    # The page links are drawn by the same script run; wait for them, not only for logout.
+    bar.get_by_text("案件办理").wait_for(timeout=60_000)
+    assert "绩效考评" not in bar.inner_text()
     worker.page.goto(server.url + "绩效考评")
     worker.page.get_by_text("无权打开此页面").wait_for(timeout=60_000)
     assert worker.page.locator("[data-testid=stDataFrame]").count() == 0
