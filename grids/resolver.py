@@ -19,6 +19,7 @@ import shapely
 
 from grids.outcome import Outcome, Resolution
 from grids.precedence import Precedence
+from layers import faces as faces_mod
 from layers.finder import Hits, Queries
 from layers.schema import ROUTING_LAYERS
 from layers.store import CandidateFinder, Snapshot
@@ -78,6 +79,8 @@ class Resolver:
         self.park_rank = [rank("park_kind", k) for k in self.parks["kind"]]
         self._index_bureaus()
         self._cache: dict[Sets, tuple[Outcome, ...]] = {}
+        # Large batches of exact points go through the face raster (layers/faces.py).
+        self.use_faces = True
 
     # -- bureaus ----------------------------------------------------------------------------
     def _index_bureaus(self) -> None:
@@ -495,6 +498,45 @@ class Resolver:
 
     def resolve_indexed(self, queries: Queries) -> tuple[list[Resolution], np.ndarray]:
         """Distinct resolutions and, per location, the index of its resolution (batch form)."""
+        exact = queries.radius <= 0
+        if self.use_faces and int(exact.sum()) >= faces_mod.MIN_BATCH:
+            faces = self.faces()
+            if faces is not None:
+                return self._resolve_by_faces(queries, faces, exact)
+        return self._resolve_found(queries)
+
+    def faces(self) -> faces_mod.FaceIndex | None:
+        """The face raster of this snapshot (built on the first large batch), or None when the
+        snapshot has no routing polygons."""
+        try:
+            return faces_mod.FaceIndex.for_snapshot(self.snapshot, self.finder)
+        except ValueError:
+            return None
+
+    def _resolve_by_faces(self, queries: Queries, faces: faces_mod.FaceIndex,
+                          exact: np.ndarray) -> tuple[list[Resolution], np.ndarray]:
+        """Points away from every boundary by the face raster (one decision per face present),
+        the rest (near a boundary, discs, non-finite) by the finder."""
+        n = len(queries)
+        face = np.full(n, -1, dtype=np.int32)
+        which = np.flatnonzero(exact)
+        face[which] = faces.lookup(queries.lon[which], queries.lat[which]).face
+        known = face >= 0
+        present = np.flatnonzero(np.bincount(face[known], minlength=len(faces.sets)))
+        results = [Resolution(self.decide(faces.sets[f])) for f in present.tolist()]
+        slot = np.full(len(faces.sets), -1, dtype=np.int64)
+        slot[present] = np.arange(len(present))
+        index = np.empty(n, dtype=np.int64)
+        index[known] = slot[face[known]]
+        rest = np.flatnonzero(~known)
+        if len(rest):
+            more, sub = self._resolve_found(queries.subset(rest))
+            index[rest] = sub + len(results)
+            results.extend(more)
+        return results, index
+
+    def _resolve_found(self, queries: Queries) -> tuple[list[Resolution], np.ndarray]:
+        """Every location through the finder's (location, polygon) pairs."""
         n = len(queries)
         hits = self.finder.find(queries)
         if n <= SMALL_BATCH:  # a click or a typed point: grouping costs more than it saves

@@ -1,0 +1,148 @@
+"""A raster of the faces of the routing layers' overlay, for batches of exact points.
+
+Every polygon boundary of every routing layer is drawn into a fine raster over the layers'
+extent, widened by one cell. A cell that no boundary comes near lies wholly inside one face of
+the overlay of all routing layers (the same county, township, grid, park, sea area and
+jurisdictions everywhere in it), and so does every cell it is connected to through other such
+cells. Those connected regions are labelled once (scipy.ndimage.label) and each is looked up at
+one point of it with the exact finder: afterwards a point in such a cell gets its polygon sets
+from two array lookups, with no geometry test at all. Points in a cell near a boundary (a few
+per cent of an area) go the exact way, so answers are the same as the exact finder's, including
+points on a boundary.
+
+Why the widening is enough: boundaries are densified so that consecutive vertices are at most
+half a cell apart on each axis; every point of a boundary is then within a quarter cell of a
+vertex, so its cell (even a point lying exactly on a cell edge, whichever side rounding puts it)
+is the vertex's cell or one of its eight neighbours, and all nine are marked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import shapely
+
+from layers.schema import ROUTING_LAYERS
+from layers.store import Snapshot
+
+Sets = tuple[tuple[int, ...], ...]
+
+# Raster size: the cell is chosen so that the band of boundary cells covers about this share of
+# the extent, within these bounds on the number of cells (16 M cells: 64 MB of labels).
+BOUNDARY_SHARE = 0.03
+MIN_CELLS = 256 * 256
+MAX_CELLS = 4096 * 4096
+# Below this many exact points a batch is cheaper through the finder than building the raster.
+MIN_BATCH = 20_000
+
+
+@dataclass(frozen=True)
+class FaceLookup:
+    """Per point: the face id (an index into FaceIndex.sets), or -1 for the exact way."""
+
+    face: np.ndarray
+
+
+class FaceIndex:
+    """Face raster of one snapshot's routing layers (see the module docstring)."""
+
+    _cache: ClassVar[dict[tuple[str, int], FaceIndex]] = {}
+
+    def __init__(self, snapshot: Snapshot, finder) -> None:
+        geoms = [np.asarray(snapshot[n].geometry.values, dtype=object) for n in ROUTING_LAYERS]
+        present = [g for g in geoms if len(g)]
+        bounds = np.array([shapely.total_bounds(g) for g in present]) if present else None
+        if bounds is None or not np.isfinite(bounds).all():
+            raise ValueError("no routing polygons")
+        minx, miny = bounds[:, 0].min(), bounds[:, 1].min()
+        maxx, maxy = bounds[:, 2].max(), bounds[:, 3].max()
+        boundaries = [shapely.boundary(g) for g in present]
+        length = float(sum(shapely.length(b).sum() for b in boundaries))
+        # Square cells in degrees are fine at Nantong's latitude: the band is what matters.
+        width, height = maxx - minx, maxy - miny
+        cell = BOUNDARY_SHARE * width * height / (3.0 * max(length, 1e-12))
+        cell = max(cell, np.sqrt(width * height / MAX_CELLS))
+        cell = min(cell, np.sqrt(width * height / MIN_CELLS))
+        # Two cells of margin: a point outside the raster is away from every polygon.
+        self.x0, self.y0, self.cell = minx - 2 * cell, miny - 2 * cell, cell
+        self.nx = int(np.ceil(width / cell)) + 5
+        self.ny = int(np.ceil(height / cell)) + 5
+
+        from scipy import ndimage  # only a batch needs it: keep single routes light
+
+        vertex = np.zeros(self.ny * self.nx, dtype=bool)
+        for b in boundaries:
+            xy = shapely.get_coordinates(shapely.segmentize(b, cell / 2))
+            ix = np.floor((xy[:, 0] - self.x0) / cell).astype(np.int64)
+            iy = np.floor((xy[:, 1] - self.y0) / cell).astype(np.int64)
+            vertex[iy * self.nx + ix] = True
+        # Each vertex's cell and its eight neighbours (the margin keeps them on the raster).
+        near = ndimage.binary_dilation(vertex.reshape(self.ny, self.nx),
+                                       structure=np.ones((3, 3), dtype=bool))
+        del vertex
+        labels, count = ndimage.label(~near)
+        self.labels = labels.astype(np.int32, copy=False)
+        # One cell of each region (the first in raster order: written backwards, so the first
+        # write of a region is the last one made).
+        flat = self.labels.ravel()
+        cells = np.flatnonzero(flat)[::-1]
+        first = np.zeros(count + 1, dtype=np.int64)
+        first[flat[cells]] = cells
+        reps = first[1:]
+        cx = self.x0 + (reps % self.nx + 0.5) * cell
+        cy = self.y0 + (reps // self.nx + 0.5) * cell
+        region_sets = _sets_at(finder, cx, cy)
+        # Regions with the same polygon sets share a face (the sea, a grid cut by a park …).
+        self.sets: list[Sets] = []
+        ids: dict[Sets, int] = {}
+        face_of_region = np.full(count + 1, -1, dtype=np.int32)
+        empty: Sets = tuple(() for _ in ROUTING_LAYERS)
+        self._empty = ids.setdefault(empty, 0)
+        for region, sets in enumerate(region_sets, start=1):
+            if sets is not None:
+                face_of_region[region] = ids.setdefault(sets, len(ids))
+        self.sets = list(ids)
+        self.face_of_region = face_of_region
+        self.near_share = float(np.count_nonzero(near)) / near.size
+
+    @classmethod
+    def for_snapshot(cls, snapshot: Snapshot, finder) -> FaceIndex:
+        if getattr(snapshot, "scope", None) is not None:
+            raise ValueError("a snapshot of one place has no face raster of its own")
+        key = (snapshot.generation.created_at, snapshot.generation.id)
+        if key not in cls._cache:
+            while len(cls._cache) >= 2:  # large arrays: the current generation and one more
+                cls._cache.pop(next(iter(cls._cache)))
+            cls._cache[key] = cls(snapshot, finder)
+        return cls._cache[key]
+
+    def lookup(self, lon: np.ndarray, lat: np.ndarray) -> FaceLookup:
+        """Face ids of exact points; -1 where the point is near a boundary (or not finite)."""
+        fx = np.floor((lon - self.x0) / self.cell)
+        fy = np.floor((lat - self.y0) / self.cell)
+        finite = np.isfinite(fx) & np.isfinite(fy)
+        inside = finite & (fx >= 0) & (fx < self.nx) & (fy >= 0) & (fy < self.ny)
+        face = np.full(len(lon), -1, dtype=np.int32)
+        ix, iy = fx[inside].astype(np.int64), fy[inside].astype(np.int64)
+        face[inside] = self.face_of_region[self.labels[iy, ix]]
+        # Beyond the raster's margin no polygon is near: the face of "nothing here".
+        outside = finite & ~inside
+        face[outside] = self._empty
+        return FaceLookup(face)
+
+
+def _sets_at(finder, x: np.ndarray, y: np.ndarray) -> list[Sets | None]:
+    """The polygon sets at points known to be away from every boundary (one finder call);
+    None where the finder still sees an edge (it cannot, but then that region stays exact)."""
+    from layers.finder import Queries
+
+    hits = finder.find(Queries.build(x, y))
+    on_edge = set(hits.query[hits.edge].tolist())
+    grouped: list[list[set[int]]] = [[set() for _ in ROUTING_LAYERS] for _ in range(len(x))]
+    for layer, q, row in zip(hits.layer.tolist(), hits.query.tolist(), hits.row.tolist(),
+                             strict=True):
+        grouped[q][layer].add(row)
+    return [None if q in on_edge else tuple(tuple(sorted(s)) for s in g)
+            for q, g in enumerate(grouped)]

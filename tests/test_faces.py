@@ -1,0 +1,99 @@
+"""The face raster (layers/faces.py) answers exactly as the finder does: for random points, for
+every vertex of every routing polygon (on a boundary), and for points a hair beside them — in
+both stores and on the Nantong sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+
+from grids.resolver import Resolver
+from grids.routing import Router
+from layers import faces as faces_mod
+from layers.faces import FaceIndex
+from layers.finder import Queries
+from layers.schema import ROUTING_LAYERS
+from layers.store import open_store
+
+
+def boundary_points(snapshot, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices of the routing polygons and points beside them (1e-9° and a few metres off,
+    both ways) and on their edges' midpoints."""
+    xy = np.concatenate([
+        shapely.get_coordinates(shapely.boundary(np.asarray(snapshot[n].geometry.values)))
+        for n in ROUTING_LAYERS if len(snapshot[n])
+    ])
+    rng = np.random.default_rng(seed)
+    if len(xy) > limit:
+        xy = xy[rng.choice(len(xy), limit, replace=False)]
+    mid = (xy[:-1] + xy[1:]) / 2  # of consecutive vertices: mostly the middle of an edge
+    beside = [xy + rng.normal(0, scale, xy.shape) for scale in (1e-9, 1e-7, 3e-5)]
+    pts = np.concatenate([xy, mid, *beside])
+    return pts[:, 0], pts[:, 1]
+
+
+def answers(resolver: Resolver, lon, lat, faces: bool) -> list:
+    resolver.use_faces = faces
+    resolver._cache.clear()
+    results, index = resolver.resolve_indexed(Queries.build(lon, lat))
+    return [results[i].outcomes for i in index.tolist()]
+
+
+def check_same(resolver: Resolver, lon, lat) -> None:
+    with_faces = answers(resolver, lon, lat, True)
+    finder_only = answers(resolver, lon, lat, False)
+    wrong = [i for i, (a, b) in enumerate(zip(with_faces, finder_only, strict=True)) if a != b]
+    assert not wrong, (f"{len(wrong)} of {len(lon)} points differ, e.g. "
+                       f"({lon[wrong[0]]:.10f}, {lat[wrong[0]]:.10f})")
+
+
+def test_faces_agree_with_the_finder(router: Router, monkeypatch):
+    monkeypatch.setattr(faces_mod, "MIN_BATCH", 1000)
+    snap = router.snapshot
+    minx, miny, maxx, maxy = snap["counties"].total_bounds
+    rng = np.random.default_rng(3)
+    lon = rng.uniform(minx - 0.05, maxx + 0.05, 10_000)
+    lat = rng.uniform(miny - 0.05, maxy + 0.05, 10_000)
+    blon, blat = boundary_points(snap, 600, seed=4)
+    lon, lat = np.concatenate([lon, blon]), np.concatenate([lat, blat])
+    # non-finite input goes the finder's way, as before
+    lon[:3] = np.nan
+    check_same(router.resolver, lon, lat)
+    router.resolver.use_faces = True
+
+
+def test_every_vertex_is_near_and_most_of_the_area_is_not(router: Router):
+    index = FaceIndex.for_snapshot(router.snapshot, router.resolver.finder)
+    snap = router.snapshot
+    xy = np.concatenate([
+        shapely.get_coordinates(shapely.boundary(np.asarray(snap[n].geometry.values)))
+        for n in ROUTING_LAYERS if len(snap[n])
+    ])
+    assert (index.lookup(xy[:, 0], xy[:, 1]).face == -1).all()
+    minx, miny, maxx, maxy = snap["counties"].total_bounds
+    rng = np.random.default_rng(5)
+    lon, lat = rng.uniform(minx, maxx, 50_000), rng.uniform(miny, maxy, 50_000)
+    by_raster = (index.lookup(lon, lat).face >= 0).mean()
+    assert by_raster > 0.8, f"only {by_raster:.0%} of random points answered by the raster"
+    # far outside: the face of "no polygon here"
+    far = index.lookup(np.array([minx - 5.0]), np.array([miny - 5.0])).face
+    assert index.sets[int(far[0])] == tuple(() for _ in ROUTING_LAYERS)
+
+
+@pytest.fixture(scope="module")
+def sample_router(sample_store):
+    store = open_store(str(sample_store))
+    yield Router(store)
+    store.close()
+
+
+def test_faces_agree_on_the_sample(sample_router: Router):
+    snap = sample_router.snapshot
+    minx, miny, maxx, maxy = snap["counties"].total_bounds
+    rng = np.random.default_rng(6)
+    lon, lat = rng.uniform(minx, maxx, 100_000), rng.uniform(miny, maxy, 100_000)
+    blon, blat = boundary_points(snap, 1_200, seed=7)
+    check_same(sample_router.resolver, np.concatenate([lon, blon]),
+               np.concatenate([lat, blat]))
+    sample_router.resolver.use_faces = True
