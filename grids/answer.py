@@ -30,6 +30,7 @@ class AnswerWriter:
 
     def __init__(self, resolver: Resolver) -> None:
         self.r = resolver
+        self._rows: dict[tuple, dict] = {}  # answer columns by outcomes (frame)
         snap = resolver.snapshot
         workers = snap["workers"]
         self.workers_by_grid: dict[str, list[dict]] = {}
@@ -183,45 +184,62 @@ class AnswerWriter:
         """The answer columns of a batch: one row per location, built once per distinct answer."""
         rows = []
         for res in results:
-            a = self.answer(res)
-            rows.append(
-                {
-                    "status": a["status"],
-                    "county_code": _get(a["county"], "code"),
-                    "county_name": _get(a["county"], "name"),
-                    "township_code": _get(a["township"], "code"),
-                    "township_name": _get(a["township"], "name"),
-                    "grid_code": _get(a["grid"], "code"),
-                    "grid_name": _get(a["grid"], "name"),
-                    "grid_kind": _get(a["grid"], "kind"),
-                    "workers": "；".join(
-                        f"{w['name']}（{ROLE_ZH[w['role']]}）{w['phone']}" for w in a["workers"]
-                    ),
-                    "park_code": _get(a["park"], "code"),
-                    "park_name": _get(a["park"], "name"),
-                    "bureau_code": _get(a["bureau"], "code"),
-                    "bureau_name": _get(a["bureau"], "name"),
-                    "bureau_level": _get(a["bureau"], "level"),
-                    "chain": " > ".join(a["chain"]),
-                    "flags": ",".join(a["flags"]),
-                    "reasons": "；".join(a["reasons"]),
-                    "candidates": json.dumps(
-                        [
-                            {
-                                k: _get(c[k], "code")
-                                for k in ("county", "township", "grid", "bureau", "park")
-                            }
-                            for c in a["candidates"]
-                        ],
-                        ensure_ascii=False,
-                    )
-                    if a["candidates"]
-                    else "",
-                    "generation": a["version"]["generation"],
-                }
+            row = self._rows.get(res.outcomes)
+            if row is None:
+                row = self._row(res)
+                if len(self._rows) < 200_000:  # a file's chunks share most of their answers
+                    self._rows[res.outcomes] = row
+            rows.append(row)
+        # Spread the distinct answers over the rows as numpy object arrays: taking a million
+        # rows of pyarrow-backed text columns costs seconds, taking pointers milliseconds.
+        if not rows:
+            return pd.DataFrame(rows).iloc[index].reset_index(drop=True)
+        columns = {}
+        for name in rows[0]:
+            values = np.empty(len(rows), dtype=object)
+            values[:] = [r[name] for r in rows]
+            columns[name] = pd.Series(values[index], dtype=object, copy=False)
+        columns["generation"] = pd.Series(
+            np.array([r["generation"] for r in rows], dtype=np.int64)[index], copy=False)
+        return pd.DataFrame(columns)
+
+    def _row(self, res: Resolution) -> dict:
+        """The answer columns of one resolution."""
+        a = self.answer(res)
+        return {
+            "status": a["status"],
+            "county_code": _get(a["county"], "code"),
+            "county_name": _get(a["county"], "name"),
+            "township_code": _get(a["township"], "code"),
+            "township_name": _get(a["township"], "name"),
+            "grid_code": _get(a["grid"], "code"),
+            "grid_name": _get(a["grid"], "name"),
+            "grid_kind": _get(a["grid"], "kind"),
+            "workers": "；".join(
+                f"{w['name']}（{ROLE_ZH[w['role']]}）{w['phone']}" for w in a["workers"]
+            ),
+            "park_code": _get(a["park"], "code"),
+            "park_name": _get(a["park"], "name"),
+            "bureau_code": _get(a["bureau"], "code"),
+            "bureau_name": _get(a["bureau"], "name"),
+            "bureau_level": _get(a["bureau"], "level"),
+            "chain": " > ".join(a["chain"]),
+            "flags": ",".join(a["flags"]),
+            "reasons": "；".join(a["reasons"]),
+            "candidates": json.dumps(
+                [
+                    {
+                        k: _get(c[k], "code")
+                        for k in ("county", "township", "grid", "bureau", "park")
+                    }
+                    for c in a["candidates"]
+                ],
+                ensure_ascii=False,
             )
-        table = pd.DataFrame(rows)
-        return table.iloc[index].reset_index(drop=True)
+            if a["candidates"]
+            else "",
+            "generation": a["version"]["generation"],
+        }
 
 
 def _get(d: dict | None, key: str) -> str:

@@ -55,6 +55,9 @@ from layers.readers import LAT_NAMES, LON_NAMES, ReadError, read_table, read_vec
 from layers.store import IncidentQuery
 from ui.cards import GRID_KIND_ZH, LEVEL_ZH  # the labels the cards use, one table of each
 
+# From this size on (about 200,000 rows) a file is routed through the face raster
+# (layers/faces.py), built once before its first chunk.
+FACES_FROM_BYTES = 10 * 2**20
 CHUNK_ROWS = 20_000  # rows read, routed and written at a time by `assign_file` (~5 KB each)
 # The web page (pages/4_批量分派.py, ui/batch.py) holds a whole upload and its result in memory:
 # larger files are for `gridmap assign`. .streamlit/config.toml's server.maxUploadSize is the
@@ -575,6 +578,8 @@ def assign_file(
     summary = BatchSummary(out_path, generation=router.snapshot.generation.id)
     labels = ExportLabels.of(router) if headers == "zh" else None
     part = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
+    if in_path.stat().st_size >= FACES_FROM_BYTES:
+        router.resolver.faces()  # a large file: its chunks all use the face raster
     try:
         with _writer(part, out_path, source, labels) as write, contextlib.closing(chunks):
             for chunk in chunks:

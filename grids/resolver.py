@@ -499,7 +499,12 @@ class Resolver:
     def resolve_indexed(self, queries: Queries) -> tuple[list[Resolution], np.ndarray]:
         """Distinct resolutions and, per location, the index of its resolution (batch form)."""
         exact = queries.radius <= 0
-        if self.use_faces and int(exact.sum()) >= faces_mod.MIN_BATCH:
+        points = int(exact.sum())
+        if self.use_faces and (
+            points >= faces_mod.MIN_BATCH
+            or (points >= faces_mod.MIN_BATCH_BUILT
+                and faces_mod.FaceIndex.built(self.snapshot))
+        ):
             faces = self.faces()
             if faces is not None:
                 return self._resolve_by_faces(queries, faces, exact)

@@ -34,8 +34,10 @@ Sets = tuple[tuple[int, ...], ...]
 BOUNDARY_SHARE = 0.03
 MIN_CELLS = 256 * 256
 MAX_CELLS = 4096 * 4096
-# Below this many exact points a batch is cheaper through the finder than building the raster.
-MIN_BATCH = 20_000
+# Building the raster costs about as much as routing this many points through the finder: a
+# batch this large builds it; once built (per layer version) smaller batches use it too.
+MIN_BATCH = 200_000
+MIN_BATCH_BUILT = 2_000
 
 
 @dataclass(frozen=True)
@@ -79,17 +81,20 @@ class FaceIndex:
             iy = np.floor((xy[:, 1] - self.y0) / cell).astype(np.int64)
             vertex[iy * self.nx + ix] = True
         # Each vertex's cell and its eight neighbours (the margin keeps them on the raster).
-        near = ndimage.binary_dilation(vertex.reshape(self.ny, self.nx),
-                                       structure=np.ones((3, 3), dtype=bool))
-        del vertex
+        vertex = vertex.reshape(self.ny, self.nx)
+        rows = vertex.copy()
+        rows[1:] |= vertex[:-1]
+        rows[:-1] |= vertex[1:]
+        near = rows.copy()
+        near[:, 1:] |= rows[:, :-1]
+        near[:, :-1] |= rows[:, 1:]
+        del vertex, rows
         labels, count = ndimage.label(~near)
         self.labels = labels.astype(np.int32, copy=False)
-        # One cell of each region (the first in raster order: written backwards, so the first
-        # write of a region is the last one made).
+        # One cell of each region: whichever write wins, it is a cell of that region.
         flat = self.labels.ravel()
-        cells = np.flatnonzero(flat)[::-1]
         first = np.zeros(count + 1, dtype=np.int64)
-        first[flat[cells]] = cells
+        first[flat[::-1]] = np.arange(flat.size - 1, -1, -1, dtype=np.int32)
         reps = first[1:]
         cx = self.x0 + (reps % self.nx + 0.5) * cell
         cy = self.y0 + (reps // self.nx + 0.5) * cell
@@ -106,6 +111,10 @@ class FaceIndex:
         self.sets = list(ids)
         self.face_of_region = face_of_region
         self.near_share = float(np.count_nonzero(near)) / near.size
+
+    @classmethod
+    def built(cls, snapshot: Snapshot) -> bool:
+        return (snapshot.generation.created_at, snapshot.generation.id) in cls._cache
 
     @classmethod
     def for_snapshot(cls, snapshot: Snapshot, finder) -> FaceIndex:

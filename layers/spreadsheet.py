@@ -384,6 +384,21 @@ def _is_text_column(values: pd.Series) -> bool:
     )
 
 
+def _guard_column(values: pd.Series) -> pd.Series:
+    """`values` with its text cells guarded. Each distinct value is looked at once (answer
+    columns repeat a few thousand values over a million rows); untouched when none changes."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    uniques = list(uniques)
+    fixed = [guard(u) for u in uniques]
+    changed = [k for k, (u, f) in enumerate(zip(uniques, fixed, strict=True)) if f is not u]
+    if not changed:
+        return values
+    out = values.astype(object)
+    mask = np.isin(codes, changed)
+    out[mask] = np.asarray(fixed, dtype=object)[codes[mask]]
+    return out
+
+
 def guarded(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of `frame` whose text cells and column names are guarded. Number columns are left
     as numbers (-32.5 in a float column is written -32.5); object columns can mix numbers and
@@ -392,7 +407,7 @@ def guarded(frame: pd.DataFrame) -> pd.DataFrame:
     for j in range(safe.shape[1]):
         values = safe.iloc[:, j]
         if _is_text_column(values):
-            safe.isetitem(j, values.map(guard))
+            safe.isetitem(j, _guard_column(values))
     safe.columns = [guard(str(c)) for c in safe.columns]
     return safe
 

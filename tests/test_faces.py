@@ -88,7 +88,8 @@ def sample_router(sample_store):
     store.close()
 
 
-def test_faces_agree_on_the_sample(sample_router: Router):
+def test_faces_agree_on_the_sample(sample_router: Router, monkeypatch):
+    monkeypatch.setattr(faces_mod, "MIN_BATCH", 1000)
     snap = sample_router.snapshot
     minx, miny, maxx, maxy = snap["counties"].total_bounds
     rng = np.random.default_rng(6)
@@ -97,3 +98,37 @@ def test_faces_agree_on_the_sample(sample_router: Router):
     check_same(sample_router.resolver, np.concatenate([lon, blon]),
                np.concatenate([lat, blat]))
     sample_router.resolver.use_faces = True
+
+
+def test_a_large_file_is_assigned_through_the_raster(sample_router: Router, tmp_path,
+                                                     monkeypatch):
+    """`assign_file` builds the raster for a large file and every chunk uses it: the output is
+    the finder's, byte for byte."""
+    import pandas as pd
+
+    from grids import batch
+
+    snap = sample_router.snapshot
+    minx, miny, maxx, maxy = snap["counties"].total_bounds
+    rng = np.random.default_rng(8)
+    blon, blat = boundary_points(snap, 300, seed=9)
+    n = 6000 - len(blon)
+    src = tmp_path / "in.csv"
+    pd.DataFrame({
+        "编号": [f"TS{i}" for i in range(6000)],
+        "经度": np.concatenate([rng.uniform(minx, maxx, n), blon]).round(9),
+        "纬度": np.concatenate([rng.uniform(miny, maxy, n), blat]).round(9),
+    }).to_csv(src, index=False)
+    resolver = sample_router.resolver
+    FaceIndex._cache.clear()
+    monkeypatch.setattr(batch, "FACES_FROM_BYTES", 0)
+    monkeypatch.setattr(faces_mod, "MIN_BATCH_BUILT", 100)
+    batch.assign_file(sample_router, src, tmp_path / "faces.csv", crs="wgs84", chunk_rows=1000)
+    assert FaceIndex.built(snap)
+    resolver.use_faces = False
+    try:
+        batch.assign_file(sample_router, src, tmp_path / "finder.csv", crs="wgs84",
+                          chunk_rows=1000)
+    finally:
+        resolver.use_faces = True
+    assert (tmp_path / "faces.csv").read_bytes() == (tmp_path / "finder.csv").read_bytes()
