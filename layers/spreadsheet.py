@@ -386,17 +386,38 @@ def _is_text_column(values: pd.Series) -> bool:
 
 def _guard_column(values: pd.Series) -> pd.Series:
     """`values` with its text cells guarded. Each distinct value is looked at once (answer
-    columns repeat a few thousand values over a million rows); untouched when none changes."""
+    columns repeat a few thousand values over a million rows), and only those that do not start
+    with a letter, a digit or a Chinese character (which no formula or space does); the column
+    is returned untouched when nothing changes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    uniques = list(uniques)
-    fixed = [guard(u) for u in uniques]
-    changed = [k for k, (u, f) in enumerate(zip(uniques, fixed, strict=True)) if f is not u]
+    try:
+        text = pa.array(uniques, type=pa.string(), from_pandas=True)
+        plain = pc.fill_null(pc.match_substring_regex(text, _PLAIN_START), False)
+        look = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers among the text: look at each
+        look = np.arange(len(uniques))
+    changed, fixed = [], []
+    for k in look.tolist():
+        value = uniques[k]
+        safe = guard(value)
+        if safe is not value:
+            changed.append(k)
+            fixed.append(safe)
     if not changed:
         return values
     out = values.astype(object)
+    lookup = np.empty(len(uniques), dtype=object)
+    lookup[changed] = fixed
     mask = np.isin(codes, changed)
-    out[mask] = np.asarray(fixed, dtype=object)[codes[mask]]
+    out[mask] = lookup[codes[mask]]
     return out
+
+
+# A cell starting like this needs no look: no formula and no space starts with such a character.
+_PLAIN_START = "^[0-9A-Za-z\u4e00-\u9fff]"
 
 
 def guarded(frame: pd.DataFrame) -> pd.DataFrame:
@@ -415,14 +436,65 @@ def guarded(frame: pd.DataFrame) -> pd.DataFrame:
 def csv_bytes(frame: pd.DataFrame) -> bytes:
     """UTF-8 CSV with a BOM (so Excel opens Chinese text correctly) and CRLF line ends; text cells
     that Excel would take for a formula are prefixed with an apostrophe. Numbers are left alone."""
-    return guarded(frame).to_csv(index=False, lineterminator=_EOL).encode("utf-8-sig")
+    return _BOM + _csv_rows(guarded(frame), header=True)
+
+
+_BOM = "\ufeff".encode()
+
+
+def _csv_rows(safe: pd.DataFrame, header: bool) -> bytes:
+    """CSV rows of an already guarded frame: through pyarrow's writer (ten times pandas'), which
+    quotes every text cell — a CR or LF inside a cell can never start a row. Frames with columns
+    it would write differently from pandas (dates, categories …) go through pandas."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    columns = [_arrow_column(safe.iloc[:, j]) for j in range(safe.shape[1])]
+    if any(c is None for c in columns):
+        return safe.to_csv(index=False, header=header, lineterminator=_EOL).encode("utf-8")
+    names = [str(c) for c in safe.columns]
+    table = pa.table(dict(zip([f"c{j}" for j in range(len(names))], columns, strict=True)))
+    buf = io.BytesIO()
+    if header:
+        heading = pa.table({f"c{j}": pa.array([], pa.string()) for j in range(len(names))})
+        heading = heading.rename_columns(names)
+        pacsv.write_csv(heading, buf, pacsv.WriteOptions(eol=_EOL))
+    if len(table):
+        pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, eol=_EOL))
+    return buf.getvalue()
+
+
+def _arrow_column(values: pd.Series):
+    """`values` as an arrow array written as pandas writes it, or None (then pandas writes)."""
+    import pyarrow as pa
+
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype) and not values.isna().any():
+        return pa.array(np.where(values.to_numpy(dtype=bool), "True", "False"))
+    if pd.api.types.is_integer_dtype(dtype) and not values.isna().any():
+        return pa.array(values.to_numpy())
+    if pd.api.types.is_float_dtype(dtype):
+        return pa.array(np.asarray(values, dtype=float), from_pandas=True)  # NaN: empty
+    if pd.api.types.is_string_dtype(dtype) or dtype.kind == "O":
+        try:  # pandas' arrow-backed text is handed over as it is
+            return pa.array(values, type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+        if dtype.kind != "O":
+            return None
+        # Text mixed with numbers: each number as pandas writes it (str), empty for NaN/None.
+        cells = [None if v is None or (isinstance(v, float) and v != v)
+                 else v if isinstance(v, str) else str(v) for v in values.tolist()]
+        return pa.array(cells, type=pa.string())
+    return None
 
 
 class CsvWriter:
     """The CSV of `csv_bytes` written chunk by chunk: header with the first chunk, then rows."""
 
     def __init__(self, target: str | Path) -> None:
-        self._file = open(target, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115
+        self._file = open(target, "wb")  # noqa: SIM115
+        self._file.write(_BOM)
         self._columns: list | None = None
         self.rows = 0
 
@@ -432,7 +504,7 @@ class CsvWriter:
             self._columns = list(frame.columns)
         elif list(frame.columns) != self._columns:
             raise ValueError("every chunk of a CSV file must have the same columns")
-        guarded(frame).to_csv(self._file, index=False, header=first, lineterminator=_EOL)
+        self._file.write(_csv_rows(guarded(frame), header=first))
         self.rows += len(frame)
 
     def close(self) -> None:
