@@ -18,6 +18,7 @@ is the vertex's cell or one of its eight neighbours, and all nine are marked.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,6 +39,7 @@ MAX_CELLS = 4096 * 4096
 # batch this large builds it; once built (per layer version) smaller batches use it too.
 MIN_BATCH = 200_000
 MIN_BATCH_BUILT = 2_000
+_BUILDING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,14 @@ class FaceIndex:
         if getattr(snapshot, "scope", None) is not None:
             raise ValueError("a snapshot of one place has no face raster of its own")
         key = (snapshot.generation.created_at, snapshot.generation.id)
-        if key not in cls._cache:
-            while len(cls._cache) >= 2:  # large arrays: the current generation and one more
-                cls._cache.pop(next(iter(cls._cache)))
-            cls._cache[key] = cls(snapshot, finder)
-        return cls._cache[key]
+        with _BUILDING:  # one build per version, whichever thread (session) asks first
+            found = cls._cache.get(key)
+            if found is None:
+                found = cls(snapshot, finder)
+                while len(cls._cache) >= 2:  # large arrays: the current version and one more
+                    cls._cache.pop(next(iter(cls._cache)), None)
+                cls._cache[key] = found
+        return found
 
     def lookup(self, lon: np.ndarray, lat: np.ndarray) -> FaceLookup:
         """Face ids of exact points; -1 where the point is near a boundary (or not finite)."""
