@@ -179,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
                         "应用在本机另一端口；Ctrl-C 同时停止（见 README“Production serving”）")
     p.add_argument("--app-port", type=int, default=0,
                    help="生产模式下应用自身的端口（仅 127.0.0.1；默认任选空闲端口）")
+    p.add_argument("--app-processes", type=int, default=1,
+                   help="生产模式下应用进程数（默认 1；多于 1 个时 nginx 按会话 Cookie 固定分配，"
+                        "宜配合 PostGIS，见 README“Production: more than one process”）")
     p.add_argument("--run-dir", default=None,
                    help="生产模式的配置、日志、临时文件目录（默认 .run/production）")
     p.add_argument("--tls-cert", default=None, help="生产模式：HTTPS 证书文件（PEM）")
@@ -458,6 +461,7 @@ def cmd_serve(args) -> int:
 
         setup = production.Setup(
             port=args.port or production.DEFAULT_PORT, host=args.host, app_port=args.app_port,
+            app_processes=args.app_processes,
             run_dir=Path(args.run_dir) if args.run_dir else production.RUN_DIR,
             tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None)
@@ -466,6 +470,10 @@ def cmd_serve(args) -> int:
         except production.ProductionError as exc:
             print(f"错误：{exc}", file=sys.stderr)
             return 2
+    if args.app_processes != 1:
+        print("错误：--app-processes 仅用于生产模式（--production）：nginx 在多个应用进程之前",
+              file=sys.stderr)
+        return 2
     from ui.server import serve
 
     serve(store_url(args.store), host=args.host, port=args.port or 8501)
@@ -592,11 +600,11 @@ def cmd_route(args) -> int:
     extent, crs = _route_extent_args(args)
     if extent is not None:
         answer = _as_admin(args, lambda svc, me: svc.route_extent(
-            me, extent, crs, generation=args.generation, at=args.at))
+            me, extent, crs, generation=args.generation, at=args.at, once=True))
     else:
         answer = _as_admin(args, lambda svc, me: svc.route(
             me, args.lon, args.lat, crs, args.accuracy, generation=args.generation,
-            at=args.at))
+            at=args.at, once=True))
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
     else:

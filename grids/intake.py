@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ from geo.disc import accuracy_disc, distance_m, distance_to_geometry_m
 from grids.acting import Acting
 from grids.flow import Category, duplicate_rule, load_categories
 from grids.routing import Router, RoutingInputError
-from layers.store import IncidentQuery
+from layers.store import IncidentQuery, Store
 
 NEARBY_RADIUS_M = 1000.0
 DUPLICATE_RADIUS_M = 1000.0
@@ -34,22 +33,19 @@ class IntakeAnswer:
 
 
 class EntityIndex:
-    """Supervised entities of one snapshot, for 'what is near this point'."""
-
-    _cache: ClassVar[dict[tuple[int, str], EntityIndex]] = {}
+    """Supervised entities, for 'what is near this point'."""
 
     def __init__(self, entities: pd.DataFrame) -> None:
         self.entities = entities
         self.tree = shapely.STRtree(np.asarray(entities.geometry.values, dtype=object))
 
     @classmethod
-    def of(cls, router: Router) -> EntityIndex:
-        gen = router.snapshot.generation
-        key = (gen.id, gen.created_at)
-        if key not in cls._cache:
-            cls._cache.clear()  # one generation at a time is what the intake page shows
-            cls._cache[key] = cls(router.snapshot["entities"])
-        return cls._cache[key]
+    def around(cls, store: Store, router: Router, lon: float, lat: float,
+               radius_m: float) -> EntityIndex:
+        """The entities of the router's generation near a disc, asked of the store by the
+        disc's box (its spatial index): never every entity to answer one place."""
+        box = tuple(shapely.bounds(accuracy_disc(lon, lat, radius_m)).tolist())
+        return cls(store.entities_in(box, router.snapshot.generation.id))
 
     def near(self, lon: float, lat: float, radius_m: float, limit: int = 30) -> pd.DataFrame:
         hits = self.tree.query(accuracy_disc(lon, lat, radius_m), predicate="intersects")
@@ -220,7 +216,7 @@ def intake(
         route=route,
         category=cat,
         referral=referral,
-        nearby=EntityIndex.of(router).near(lon, lat, radius),
+        nearby=EntityIndex.around(acting.store, router, lon, lat, radius).near(lon, lat, radius),
         duplicates=possible_duplicates(
             acting.store,
             lon,
@@ -263,7 +259,8 @@ def intake_extent(
     reach = float(distance_m(lon, lat, coords[:, 0], coords[:, 1]).max()) if len(coords) else 0.0
     # A disc around the centre that holds the whole extent and its margin, then the real
     # distance to the extent.
-    near = EntityIndex.of(router).near(lon, lat, reach + NEARBY_RADIUS_M, limit=1_000_000)
+    near = EntityIndex.around(acting.store, router, lon, lat, reach + NEARBY_RADIUS_M).near(
+        lon, lat, reach + NEARBY_RADIUS_M, limit=1_000_000)
     if len(near):
         dist = np.round(distance_to_geometry_m(geom, near["lon"], near["lat"]), 0)
         near = near.assign(distance_m=dist)[dist <= NEARBY_RADIUS_M]

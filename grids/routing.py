@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import shapely
@@ -12,7 +13,7 @@ from geo.crs import CrsError, parse_crs, to_store
 from geo.plausibility import implausible
 from geo.sanity import check_points
 from grids.answer import AnswerWriter
-from grids.resolver import Resolver
+from grids.resolver import EDGE_RADIUS_M, Resolver
 from layers.finder import Queries
 from layers.store import Store
 
@@ -22,16 +23,24 @@ class RoutingInputError(ValueError):
 
 
 class Router:
-    """Everything needed to answer for one generation of a store's layers."""
+    """Everything needed to answer for one generation of a store's layers.
 
-    def __init__(self, store: Store, generation: int | None = None) -> None:
-        snapshot = store.snapshot(generation)
+    With `bbox` (lon/lat, EPSG:4490) a router for places inside that box only: its snapshot
+    holds only the grids around it (Store.snapshot), which is what one answer needs (`route_once`:
+    `gridmap route`); it refuses any place not inside the box."""
+
+    def __init__(self, store: Store, generation: int | None = None, *,
+                 bbox: tuple[float, float, float, float] | None = None) -> None:
+        snapshot = store.snapshot(generation, bbox=bbox) if bbox else store.snapshot(generation)
         self.snapshot = snapshot
         self.resolver = Resolver(snapshot, store.finder(snapshot))
         self.writer = AnswerWriter(self.resolver)
 
-    def route(self, x: float, y: float, crs: str = "wgs84", accuracy_m: float = 0.0) -> dict:
-        """The routing answer for one location, as JSON-ready data."""
+    @staticmethod
+    def locate(x: float, y: float, crs: str = "wgs84", accuracy_m: float = 0.0):
+        """(system, lon, lat, state) of a location as the user gives it: lon/lat arrays of one
+        in EPSG:4490, state as geo.sanity.check_points says (ok, swapped). RoutingInputError
+        (Chinese) when it cannot be routed."""
         try:
             system = parse_crs(crs)
         except CrsError as exc:
@@ -48,6 +57,12 @@ class Router:
                 raise RoutingInputError(why)
         if state == "out_of_range":
             raise RoutingInputError(f"坐标 ({x}, {y}) 在 {system.label_zh} 中不是有效坐标")
+        return system, lon, lat, state
+
+    def route(self, x: float, y: float, crs: str = "wgs84", accuracy_m: float = 0.0) -> dict:
+        """The routing answer for one location, as JSON-ready data."""
+        system, lon, lat, state = self.locate(x, y, crs, accuracy_m)
+        self._within_scope(point_box(float(lon[0]), float(lat[0]), accuracy_m))
         flags = ("swapped",) if state == "swapped" else ()
         res = self.resolver.resolve(Queries.build(lon, lat, [accuracy_m]))[0]
         point = {
@@ -65,6 +80,12 @@ class Router:
             )
         return answer
 
+    def _within_scope(self, box: tuple[float, float, float, float]) -> None:
+        scope = self.snapshot.scope
+        if scope is not None and not (scope[0] <= box[0] and scope[1] <= box[1]
+                                      and box[2] <= scope[2] and box[3] <= scope[3]):
+            raise ValueError(f"此路由器只回答 {scope} 范围内的位置")
+
     def route_extent(self, geometry, crs: str = "wgs84") -> dict:
         """The answer for a line or an area (WKT, GeoJSON geometry/Feature/FeatureCollection
         or shapely geometry) given in `crs`. Never ambiguous: a cross-county extent goes to the
@@ -76,6 +97,7 @@ class Router:
         except CrsError as exc:
             raise RoutingInputError(str(exc)) from exc
         geom = self.extent_to_store(geometry, system)
+        self._within_scope(extent_box(geom))
         res = self.resolver.resolve_extent(geom)
         centre = shapely.centroid(geom)
         given = _as_geometry(geometry)
@@ -175,6 +197,46 @@ class Router:
         if not np.isfinite(shapely.get_coordinates(out)).all():
             raise RoutingInputError(f"事件范围的坐标在 {system.label_zh} 中不是有效坐标")
         return out
+
+
+def route_once(store: Store, x: float, y: float, crs: str = "wgs84", accuracy_m: float = 0.0,
+               generation: int | None = None) -> dict:
+    """One answer, reading only the grids around the place (`gridmap route`: its time and
+    memory do not grow with the number of grids or entities). The same answer as
+    `Router(store, generation).route(…)`."""
+    _, lon, lat, _ = Router.locate(x, y, crs, accuracy_m)
+    box = point_box(float(lon[0]), float(lat[0]), accuracy_m)
+    return Router(store, generation, bbox=box).route(x, y, crs, accuracy_m)
+
+
+def route_extent_once(store: Store, geometry, crs: str = "wgs84",
+                      generation: int | None = None) -> dict:
+    """One answer for a line or an area, reading only the grids around it (`gridmap route
+    --wkt/--geojson`); the same as `Router(store, generation).route_extent(…)`."""
+    box = extent_box(Router.extent_to_store(geometry, crs))
+    return Router(store, generation, bbox=box).route_extent(geometry, crs)
+
+
+# How far a scoped snapshot reaches beyond 1.1 × what the answer looks at (the accuracy disc,
+# or the small disc of the second look at a point on a boundary), in metres.
+SCOPE_MARGIN_M = 50.0
+
+
+def point_box(lon: float, lat: float, accuracy_m: float = 0.0) -> tuple[float, ...]:
+    """A lon/lat box holding everything the answer for a location looks at: its accuracy disc
+    or the small disc of a point on a boundary (grids.resolver.EDGE_RADIUS_M), with a margin."""
+    reach = 1.1 * max(float(accuracy_m), EDGE_RADIUS_M) + SCOPE_MARGIN_M
+    dlat = reach / 110_574.0
+    dlon = reach / (111_320.0 * max(math.cos(math.radians(lat)), 0.01))
+    return (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+
+
+def extent_box(geom) -> tuple[float, ...]:
+    """A lon/lat box holding a line or an area (EPSG:4490), with a margin."""
+    minx, miny, maxx, maxy = shapely.bounds(geom).tolist()
+    pad = point_box((minx + maxx) / 2, max(abs(miny), abs(maxy)))
+    dlon, dlat = (pad[2] - pad[0]) / 2, (pad[3] - pad[1]) / 2
+    return (minx - dlon, miny - dlat, maxx + dlon, maxy + dlat)
 
 
 EXTENT_TYPES = ("LineString", "MultiLineString", "Polygon", "MultiPolygon")

@@ -23,7 +23,7 @@ from grids import accounts, cases, intake, portfolio
 from grids.access import Actor
 from grids.acting import Acting
 from grids.flow import CaseError
-from grids.routing import Router
+from grids.routing import Router, route_extent_once, route_once
 from layers.audit import AuditRecord, Verification, verify
 from layers.store import (
     AuditQuery,
@@ -142,18 +142,25 @@ class Gridmap:
         return self.router_for(actor, "batch.assign", generation)
 
     def route(self, actor: Actor, x: float, y: float, crs: str = "wgs84",
-              accuracy_m: float = 0.0, generation: int | None = None, at=None) -> dict:
+              accuracy_m: float = 0.0, generation: int | None = None, at=None,
+              once: bool = False) -> dict:
         """The answer with the current layers, a `generation`, or the layers current `at` a
-        time (ISO 8601 or datetime; no zone = Beijing time: `gridmap route --at`)."""
+        time (ISO 8601 or datetime; no zone = Beijing time: `gridmap route --at`). `once`:
+        one answer and no more (the command line): only the grids around the place are read
+        and no router is kept (grids/routing.route_once)."""
         self.acting(actor).require("route")
+        if once:
+            return route_once(self.store(), x, y, crs, accuracy_m, self._as_of(generation, at))
         return self._router(self._as_of(generation, at)).route(x, y, crs, accuracy_m)
 
     def route_extent(self, actor: Actor, extent, crs: str = "wgs84",
-                     generation: int | None = None, at=None) -> dict:
+                     generation: int | None = None, at=None, once: bool = False) -> dict:
         """A line or an area (WKT, GeoJSON or shapely in `crs`): led by the lowest bureau
         covering all of it (cross-county: the municipal bureau), with every grid and worker it
-        touches (`gridmap route --wkt/--geojson`)."""
+        touches (`gridmap route --wkt/--geojson`; `once` as for `route`)."""
         self.acting(actor).require("route")
+        if once:
+            return route_extent_once(self.store(), extent, crs, self._as_of(generation, at))
         return self._router(self._as_of(generation, at)).route_extent(extent, crs)
 
     def _as_of(self, generation: int | None, at) -> int | None:
@@ -702,6 +709,11 @@ class Gridmap:
 
     def actor_for_key(self, key: str | None) -> Actor | None:
         return accounts.api_key_actor(self.store(), key)
+
+    def take_token(self, bucket: str, rate: float, burst: float, cost: float = 1.0) -> float:
+        """A rate limit's token bucket (`Store.take_token`): 0 when let through, else the
+        seconds to wait. With PostGIS one bucket for every process of the deployment."""
+        return self.store().take_token(bucket, rate, burst, cost)
 
     def _check_links(self, acting: Acting, user: UserRecord) -> None:
         """A worker account names a roster id, a bureau account a bureau code, that exist."""

@@ -35,6 +35,8 @@ from layers.incidents import (
 from layers.schema import LAYERS, STORE_EPSG, LayerSpec
 from layers.store import (
     ATTACHMENT_INFO,
+    DEFERRED_LAYERS,
+    SCOPED_LAYERS,
     SESSION_FIELDS,
     USER_FIELDS,
     VISIT_FIELDS,
@@ -42,9 +44,11 @@ from layers.store import (
     AttachmentInfo,
     AuditQuery,
     ConcurrentChange,
+    Deferred,
     DraftRecord,
     Generation,
     IncidentQuery,
+    Layers,
     SessionRecord,
     Snapshot,
     Store,
@@ -52,6 +56,8 @@ from layers.store import (
     UserRecord,
     VisitQuery,
     VisitRecord,
+    scope_box,
+    within_box,
 )
 from layers.visit_sql import VISIT_COLUMNS
 
@@ -76,6 +82,9 @@ DRAFT_COLUMNS = [
     ("content", "TEXT NOT NULL"),
 ]
 GEOMETRY_TYPES = {"polygon": "MULTIPOLYGON", "point": "POINT"}
+# Indexes for what the store's queries filter by, beyond the schema's own: the workers of the
+# grids around a place (`snapshot(bbox=…)`). Created when a file lacks them.
+INDEXES = {"workers_grid": 'CREATE INDEX IF NOT EXISTS "workers_grid" ON "workers" (grid_code)'}
 
 
 def layer_columns(spec: LayerSpec) -> list[tuple[str, str]]:
@@ -110,6 +119,7 @@ class GeoPackageStore(Store):
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._ensure_schema()
             self._conform()
+            self._ensure_indexes()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"无法打开数据库文件 {self.path}：{exc}") from exc
         self._snapshots: dict[int, Snapshot] = {}
@@ -128,6 +138,17 @@ class GeoPackageStore(Store):
                     raise StoreError(f"{self.path} 升级后外键校验失败，已回滚")
         finally:
             self.conn.execute("PRAGMA foreign_keys = ON")
+
+    def _ensure_indexes(self) -> None:
+        """The INDEXES a file lacks (made before they were added), created; read-only when
+        it has them all."""
+        have = {r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        missing = [sql for name, sql in INDEXES.items() if name not in have]
+        if missing:
+            with self._transaction():
+                for sql in missing:
+                    self.conn.execute(sql)
 
     def _ensure_schema(self) -> None:
         have = {
@@ -389,7 +410,8 @@ class GeoPackageStore(Store):
         row = self.conn.execute("SELECT max(id) FROM generations").fetchone()
         return int(row[0] or 0)
 
-    def snapshot(self, generation: int | None = None) -> Snapshot:
+    def snapshot(self, generation: int | None = None, *,
+                 bbox: tuple[float, float, float, float] | None = None) -> Snapshot:
         gens = {g.id: g for g in self.generations()}
         if not gens:
             raise StoreError(
@@ -398,18 +420,93 @@ class GeoPackageStore(Store):
         gen_id = max(gens) if generation is None else int(generation)
         if gen_id not in gens:
             raise StoreError(f"版本 {gen_id} 不存在（现有版本 1–{max(gens)}）。")
+        if bbox is not None:
+            return self._read_snapshot(gens[gen_id], scope_box(bbox))
         if gen_id not in self._snapshots:
-            layers = {name: self._read_layer(spec, gen_id) for name, spec in LAYERS.items()}
-            self._snapshots[gen_id] = Snapshot(gens[gen_id], layers)
+            self._snapshots[gen_id] = self._read_snapshot(gens[gen_id])
         return self._snapshots[gen_id]
 
-    def _read_layer(self, spec: LayerSpec, gen: int) -> pd.DataFrame:
+    def _read_snapshot(self, gen: Generation, bbox: tuple | None = None) -> Snapshot:
+        frames: dict[str, pd.DataFrame] = {}
+        deferred: dict[str, Deferred] = {}
+        for name, spec in LAYERS.items():
+            if name in DEFERRED_LAYERS:
+                deferred[name] = Deferred(
+                    lambda spec=spec: self._read_later(spec, gen),
+                    lambda spec=spec: self._count_later(spec, gen),
+                )
+            elif bbox is not None and name in SCOPED_LAYERS:
+                frames[name] = self._read_scoped(spec, gen.id, bbox)
+            else:
+                frames[name] = self._read_layer(spec, gen.id)
+        return Snapshot(gen, Layers(frames, deferred, order=LAYERS), scope=bbox)
+
+    def _read_scoped(self, spec: LayerSpec, gen: int, bbox: tuple) -> pd.DataFrame:
+        """Rows of a SCOPED_LAYERS layer around `bbox`: grids whose extent meets it (their
+        R-tree), workers of those grids."""
+        # The GeoPackage R-tree of the grids (every file has one: `_conform`) holds rows of
+        # every generation; the generation filter is the layer query's own.
+        near = ('fid IN (SELECT id FROM "rtree_grids_geom" WHERE minx <= ? AND maxx >= ? '
+                "AND miny <= ? AND maxy >= ?)")
+        box = (bbox[2], bbox[0], bbox[3], bbox[1])
+        if spec.name == "grids":
+            return self._read_layer(spec, gen, near, box)
+        return self._read_layer(
+            spec, gen,
+            "grid_code IN (SELECT code FROM grids WHERE gen_from <= ? "
+            f"AND (gen_to IS NULL OR gen_to >= ?) AND {near})",
+            (gen, gen, *box),
+        )
+
+    def entities_in(self, bbox: tuple[float, float, float, float],
+                    generation: int | None = None) -> gpd.GeoDataFrame:
+        box = scope_box(bbox)
+        gen = self.current_generation() if generation is None else int(generation)
+        frame = self._read_layer(
+            LAYERS["entities"], gen,
+            'fid IN (SELECT id FROM "rtree_entities_geom" WHERE minx <= ? AND maxx >= ? '
+            "AND miny <= ? AND maxy >= ?)", (box[2], box[0], box[3], box[1]))
+        return within_box(frame, box)
+
+    def _read_later(self, spec: LayerSpec, gen: Generation) -> pd.DataFrame:
+        """A deferred layer, read on a connection of its own (whichever thread asks)."""
+        with contextlib.closing(self._reader(gen)) as conn:
+            return self._read_layer(spec, gen.id, conn=conn)
+
+    def _count_later(self, spec: LayerSpec, gen: Generation) -> int:
+        with contextlib.closing(self._reader(gen)) as conn:
+            return int(conn.execute(
+                f'SELECT count(*) FROM "{spec.name}" WHERE gen_from <= ? '
+                "AND (gen_to IS NULL OR gen_to >= ?)", (gen.id, gen.id)).fetchone()[0])
+
+    def _reader(self, gen: Generation) -> sqlite3.Connection:
+        """A read-only connection to the file, refused when the file no longer holds `gen`
+        as it was (replaced by `gridmap demo --force` meanwhile)."""
+        conn = None
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                   timeout=60)
+            row = conn.execute("SELECT created_at FROM generations WHERE id = ?",
+                               (gen.id,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"无法读取数据库文件 {self.path}：{exc}") from exc
+        if row is None or row[0] != gen.created_at:
+            conn.close()
+            raise StoreError(f"数据库文件 {self.path} 已被替换（版本 {gen.id} 已不是原来的内容），"
+                             "请重新打开。")
+        return conn
+
+    def _read_layer(self, spec: LayerSpec, gen: int, where: str = "", params: tuple = (), *,
+                    conn: sqlite3.Connection | None = None) -> pd.DataFrame:
         cols = ["fid", *spec.required, "attrs"]
         select = ", ".join(f'"{c}"' for c in cols) + (", geom" if spec.geometry else "")
-        rows = self.conn.execute(
+        rows = (conn or self.conn).execute(
             f'SELECT {select} FROM "{spec.name}" WHERE gen_from <= ? '
-            "AND (gen_to IS NULL OR gen_to >= ?) ORDER BY fid",
-            (gen, gen),
+            "AND (gen_to IS NULL OR gen_to >= ?)" + (f" AND {where}" if where else "")
+            + " ORDER BY fid",
+            (gen, gen, *params),
         ).fetchall()
         frame = pd.DataFrame([r[: len(cols)] for r in rows], columns=cols)
         # A NULL attrs may come back as None or NaN (pandas' string inference): both are {}.

@@ -97,6 +97,8 @@ class MemoryFinder:
 
     @classmethod
     def for_snapshot(cls, snapshot: Snapshot) -> MemoryFinder:
+        if snapshot.scope is not None:  # a snapshot for one place: never shared
+            return cls(snapshot)
         key = (snapshot.generation.created_at, snapshot.generation.id)
         if key not in cls._cache:
             while len(cls._cache) >= 4:  # a few generations side by side, not every one ever

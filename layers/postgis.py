@@ -24,7 +24,7 @@ import psycopg2
 import psycopg2.extras
 import shapely
 
-from layers import incident_sql, visit_sql
+from layers import incident_sql, ratelimit, visit_sql
 from layers.audit import (
     AUDIT_NAMES,
     AuditRecord,
@@ -45,6 +45,8 @@ from layers.incidents import (
 from layers.schema import LAYERS, ROUTING_LAYERS, STORE_EPSG, LayerSpec
 from layers.store import (
     ATTACHMENT_INFO,
+    DEFERRED_LAYERS,
+    SCOPED_LAYERS,
     SESSION_FIELDS,
     USER_FIELDS,
     VISIT_FIELDS,
@@ -52,9 +54,11 @@ from layers.store import (
     AttachmentInfo,
     AuditQuery,
     ConcurrentChange,
+    Deferred,
     DraftRecord,
     Generation,
     IncidentQuery,
+    Layers,
     SessionRecord,
     Snapshot,
     Store,
@@ -63,6 +67,8 @@ from layers.store import (
     VisitQuery,
     VisitRecord,
     redact_url,
+    scope_box,
+    within_box,
 )
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -196,6 +202,8 @@ def grant_runtime(url: str, role: str = APP_ROLE, password: str | None = None) -
             cur.execute(f"GRANT INSERT, UPDATE ON drafts TO {ident}")
             cur.execute(f"GRANT INSERT, DELETE ON draft_history TO {ident}")
             cur.execute(f"GRANT DELETE ON sessions TO {ident}")
+            # Rate limits (layers/ratelimit.py): counters, not the record.
+            cur.execute(f"GRANT INSERT, UPDATE, DELETE ON rate_buckets TO {ident}")
             cur.execute(f"GRANT EXECUTE ON FUNCTION {SCHEMA}.analyze_routing_parts() TO {ident}")
     except psycopg2.Error as exc:
         raise StoreError(f"创建运行账号失败：{exc}") from exc
@@ -261,18 +269,69 @@ class PostgisStore(Store):
             return [Generation(r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6] or {})
                     for r in cur.fetchall()]
 
-    def snapshot(self, generation: int | None = None) -> Snapshot:
+    def snapshot(self, generation: int | None = None, *,
+                 bbox: tuple[float, float, float, float] | None = None) -> Snapshot:
         gens = {g.id: g for g in self.generations()}
         if not gens:
             raise StoreError("PostGIS 数据库中还没有任何图层，请先导入数据或运行 `gridmap demo`。")
         gen_id = max(gens) if generation is None else int(generation)
         if gen_id not in gens:
             raise StoreError(f"版本 {gen_id} 不存在（现有版本 1–{max(gens)}）。")
+        if bbox is not None:
+            return self._read_snapshot(gens[gen_id], scope_box(bbox))
         if gen_id not in self._snapshots:
-            with self.conn, self.conn.cursor() as cur:
-                layers = {name: _read_layer(cur, spec, gen_id) for name, spec in LAYERS.items()}
-            self._snapshots[gen_id] = Snapshot(gens[gen_id], layers)
+            self._snapshots[gen_id] = self._read_snapshot(gens[gen_id])
         return self._snapshots[gen_id]
+
+    def _read_snapshot(self, gen: Generation, bbox: tuple | None = None) -> Snapshot:
+        frames: dict[str, pd.DataFrame] = {}
+        deferred: dict[str, Deferred] = {}
+        with self.lock, self.conn, self.conn.cursor() as cur:
+            for name, spec in LAYERS.items():
+                if name in DEFERRED_LAYERS:
+                    deferred[name] = Deferred(
+                        lambda spec=spec: self._read_later(spec, gen),
+                        lambda spec=spec: self._read_later(spec, gen, count=True),
+                    )
+                elif bbox is not None and name in SCOPED_LAYERS:
+                    frames[name] = _read_layer(cur, spec, gen.id, *_scoped(spec, gen.id, bbox))
+                else:
+                    frames[name] = _read_layer(cur, spec, gen.id)
+        return Snapshot(gen, Layers(frames, deferred, order=LAYERS), scope=bbox)
+
+    def entities_in(self, bbox: tuple[float, float, float, float],
+                    generation: int | None = None) -> gpd.GeoDataFrame:
+        box = scope_box(bbox)
+        with self.lock, self.conn, self.conn.cursor() as cur:
+            if generation is None:
+                cur.execute("SELECT coalesce(max(id), 0) FROM generations")
+                generation = cur.fetchone()[0]
+            frame = _read_layer(cur, LAYERS["entities"], int(generation),
+                                "geom && ST_MakeEnvelope(%s, %s, %s, %s, 4490)", box)
+        return within_box(frame, box)
+
+    def _read_later(self, spec: LayerSpec, gen: Generation, count: bool = False):
+        """A deferred layer (or its row count), read when first used, from whichever thread,
+        on a connection of its own (never inside a transaction of the store's, nor after the
+        store is closed). Refused when the generation is no longer the one the snapshot was
+        of."""
+        conn = connect(self.url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT to_char(created_at AT TIME ZONE 'UTC', "
+                    '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\') FROM generations WHERE id = %s',
+                    (gen.id,))
+                row = cur.fetchone()
+                if row is None or row[0] != gen.created_at:
+                    raise StoreError(f"数据库中的版本 {gen.id} 已不是原来的内容，请重新打开。")
+                if count:
+                    cur.execute(f"SELECT count(*) FROM {spec.name} WHERE gen_from <= %s "
+                                "AND (gen_to IS NULL OR gen_to >= %s)", (gen.id, gen.id))
+                    return int(cur.fetchone()[0])
+                return _read_layer(cur, spec, gen.id)
+        finally:
+            conn.close()
 
     def finder(self, snapshot: Snapshot) -> PostgisFinder:
         return PostgisFinder(self, snapshot)
@@ -614,6 +673,12 @@ class PostgisStore(Store):
             _append_audit(cur, [audit] if audit else [])
         return count
 
+    # -- rate limits ------------------------------------------------------------------------------
+    def take_token(self, bucket: str, rate: float, burst: float, cost: float = 1.0) -> float:
+        """In the database: one bucket for every process (layers/ratelimit.py)."""
+        with self._write() as cur:
+            return ratelimit.take_in_database(cur, bucket, rate, burst, cost)
+
     # -- audit ------------------------------------------------------------------------------------
     def append_audit(self, records: list[AuditRecord]) -> None:
         with self._write() as cur:
@@ -647,13 +712,15 @@ class PostgisStore(Store):
 
 
 # -- layer rows ---------------------------------------------------------------------------------
-def _read_layer(cur, spec: LayerSpec, gen: int) -> pd.DataFrame:
+def _read_layer(cur, spec: LayerSpec, gen: int, where: str = "",
+                params: tuple = ()) -> pd.DataFrame:
     cols = ["fid", *spec.required, "attrs"]
     select = ", ".join(f'"{c}"' for c in cols) + (", ST_AsBinary(geom)" if spec.geometry else "")
     cur.execute(
         f"SELECT {select} FROM {spec.name} WHERE gen_from <= %s AND "
-        "(gen_to IS NULL OR gen_to >= %s) ORDER BY fid",
-        (gen, gen),
+        "(gen_to IS NULL OR gen_to >= %s)" + (f" AND {where}" if where else "")
+        + " ORDER BY fid",
+        (gen, gen, *params),
     )
     rows = cur.fetchall()
     frame = pd.DataFrame([r[: len(cols)] for r in rows], columns=cols)
@@ -668,6 +735,19 @@ def _read_layer(cur, spec: LayerSpec, gen: int) -> pd.DataFrame:
         )
         return gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
     return frame
+
+
+def _scoped(spec: LayerSpec, gen: int, bbox: tuple) -> tuple[str, tuple]:
+    """(condition, parameters) of a SCOPED_LAYERS layer around `bbox`: the grids whose extent
+    meets it (their GiST index), the workers of those grids (their grid_code index)."""
+    near = "geom && ST_MakeEnvelope(%s, %s, %s, %s, 4490)"
+    if spec.name == "grids":
+        return near, tuple(bbox)
+    return (
+        "grid_code IN (SELECT code FROM grids WHERE gen_from <= %s "
+        f"AND (gen_to IS NULL OR gen_to >= %s) AND {near})",
+        (gen, gen, *bbox),
+    )
 
 
 def _register_codes(cur, spec: LayerSpec, frame: pd.DataFrame) -> None:
@@ -1044,7 +1124,13 @@ class PostgisFinder:
         for k in range(len(ROUTING_LAYERS)):
             mine = layer == k
             if mine.any():
-                row[mine] = np.searchsorted(self.fids[k], fid[mine])
+                found = np.minimum(np.searchsorted(self.fids[k], fid[mine]),
+                                   max(len(self.fids[k]) - 1, 0))
+                if not len(self.fids[k]) or (self.fids[k][found] != fid[mine]).any():
+                    # A polygon the snapshot does not hold: a place outside a scoped
+                    # snapshot's box. Never answered with another row.
+                    raise ValueError(f"{ROUTING_LAYERS[k]} 中有不在本快照中的要素")
+                row[mine] = found
         pieces = {i: shapely.from_wkb(bytes(p)) for i, p in parts.items()}
         return Hits(
             np.asarray(layer, np.int8),

@@ -8,9 +8,11 @@ can be reproduced with the layers it was given with.
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -63,19 +65,115 @@ class DraftRecord:
     generation: int | None = None  # the generation it was published as
 
 
+# Layers a store's snapshot reads only when they are first used: routing never needs them, and
+# they are the ones that grow to a million rows (a province's supervised entities).
+DEFERRED_LAYERS = ("entities",)
+# Layers a snapshot for one place (`Store.snapshot(bbox=…)`) holds only around that place: the
+# ones that grow with the number of grid units. A grid's workers are kept with their grid.
+SCOPED_LAYERS = ("grids", "workers")
+
+
+def scope_box(bbox) -> tuple[float, float, float, float]:
+    """A snapshot scope checked: (min lon, min lat, max lon, max lat), finite, not inverted."""
+    box = tuple(float(v) for v in bbox)
+    if len(box) != 4 or not all(map(math.isfinite, box)) or box[0] > box[2] or box[1] > box[3]:
+        raise ValueError(f"bbox 应为 (最小经度, 最小纬度, 最大经度, 最大纬度)，收到 {bbox}")
+    return box  # type: ignore[return-value]
+
+
+def within_box(frame: gpd.GeoDataFrame, box: tuple[float, float, float, float]):
+    """The rows of a point layer inside `box`, edges included (after an index's coarser
+    box test: GeoPackage R-trees and GiST keep float32 boxes)."""
+    x, y = frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy()
+    keep = (x >= box[0]) & (x <= box[2]) & (y >= box[1]) & (y <= box[3])
+    return frame[keep].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """How a store reads one layer of a snapshot later: the whole frame, and its row count
+    (without reading it)."""
+
+    read: Callable[[], pd.DataFrame]
+    count: Callable[[], int]
+
+
+class Layers(Mapping):
+    """The layers of a snapshot by name: the frames read with it, and the deferred ones
+    (DEFERRED_LAYERS), read on first use and kept. Any thread may read a deferred layer: the
+    stores read it on a connection of its own."""
+
+    def __init__(self, frames: Mapping[str, pd.DataFrame] | None = None,
+                 deferred: Mapping[str, Deferred] | None = None,
+                 order: Iterable[str] | None = None) -> None:
+        self._frames = dict(frames or {})
+        self._deferred = dict(deferred or {})
+        names = [*self._frames, *(n for n in self._deferred if n not in self._frames)]
+        if order is not None:
+            first = [n for n in order if n in names]
+            names = [*first, *(n for n in names if n not in first)]
+        self._names = names
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        frame = self._frames.get(name)
+        if frame is not None:
+            return frame
+        if name not in self._deferred:
+            raise KeyError(name)
+        with self._lock:
+            if name not in self._frames:
+                self._frames[name] = self._deferred[name].read()
+        return self._frames[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._frames or name in self._deferred
+
+    def is_read(self, name: str) -> bool:
+        """Whether the layer's rows are in memory (a deferred layer not yet used: False)."""
+        return name in self._frames
+
+    def count(self, name: str) -> int:
+        """The layer's row count, without reading a deferred layer."""
+        if name in self._frames:
+            return len(self._frames[name])
+        return self._deferred[name].count()
+
+
 @dataclass
 class Snapshot:
     """Every layer as of one generation. Spatial layers are GeoDataFrames in EPSG:4490 with a
-    `fid` column (the store's row id) and an `attrs` column (dict of the extra attributes)."""
+    `fid` column (the store's row id) and an `attrs` column (dict of the extra attributes).
+
+    A store's snapshot reads the DEFERRED_LAYERS (the supervised entities) only when they are
+    first used (`layers` is then a `Layers`). A snapshot with a `scope` (lon/lat box) holds
+    the SCOPED_LAYERS only around it: it answers for places inside that box and nothing else
+    (see `Store.snapshot`)."""
 
     generation: Generation
-    layers: dict[str, pd.DataFrame] = field(default_factory=dict)
+    layers: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    scope: tuple[float, float, float, float] | None = None
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         return self.layers[name]
 
+    def is_read(self, name: str) -> bool:
+        """Whether a layer's rows are in memory (False for a deferred layer not yet used)."""
+        layers = self.layers
+        return layers.is_read(name) if isinstance(layers, Layers) else name in layers
+
     def counts(self) -> dict[str, int]:
-        return {name: len(df) for name, df in self.layers.items()}
+        """Row counts per layer (a deferred layer is counted in the store, not read)."""
+        layers = self.layers
+        if isinstance(layers, Layers):
+            return {name: layers.count(name) for name in layers}
+        return {name: len(df) for name, df in layers.items()}
 
 
 class CandidateFinder(Protocol):
@@ -264,8 +362,26 @@ class Store(ABC):
         """All generations, oldest first."""
 
     @abstractmethod
-    def snapshot(self, generation: int | None = None) -> Snapshot:
-        """Every layer as of `generation` (default: the current one)."""
+    def snapshot(self, generation: int | None = None, *,
+                 bbox: tuple[float, float, float, float] | None = None) -> Snapshot:
+        """Every layer as of `generation` (default: the current one). The DEFERRED_LAYERS
+        (the supervised entities) are read only when first used (`Snapshot.layers` is a
+        `Layers`), so that routing never reads them.
+
+        With `bbox` (min lon, min lat, max lon, max lat in EPSG:4490): a snapshot for
+        answering places inside that box only (one `gridmap route`), its `scope`: the
+        SCOPED_LAYERS hold only the grids whose extent meets the box (found through the
+        spatial index) and the workers of those grids, every other layer is whole. Every
+        polygon that touches a place inside the box is in it, so a place's answer is the
+        same as with the whole snapshot; any other use is wrong. Never cached."""
+
+    @abstractmethod
+    def entities_in(self, bbox: tuple[float, float, float, float],
+                    generation: int | None = None) -> gpd.GeoDataFrame:
+        """The supervised entities of `generation` (default: the current one) whose point
+        lies in `bbox` (min lon, min lat, max lon, max lat in EPSG:4490, edges included),
+        found through the spatial index, never by reading them all: the columns of the
+        snapshot's `entities` layer, in fid order (what is near a place: the intake)."""
 
     @abstractmethod
     def commit_layers(
@@ -452,6 +568,16 @@ class Store(ABC):
     @abstractmethod
     def audit_chain(self) -> Iterator[dict]:
         """Every entry in sequence order, streamed (for verification)."""
+
+    # -- rate limits ------------------------------------------------------------------------------
+    def take_token(self, bucket: str, rate: float, burst: float, cost: float = 1.0) -> float:
+        """Token bucket `bucket`, refilled at `rate` per second up to `burst` (≥ 1): 0 when it
+        held a token (then `cost` are taken; 0 only looks), else the seconds until it will.
+        Here the process's buckets (a GeoPackage serves one machine); PostGIS keeps them in
+        the database, shared by every process (layers/ratelimit.py)."""
+        from layers import ratelimit
+
+        return ratelimit.LOCAL.take(f"{self.url}|{bucket}", rate, burst, cost)
 
     @abstractmethod
     def close(self) -> None: ...

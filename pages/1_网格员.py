@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import streamlit as st
-from streamlit_folium import st_folium
 
 from grids import portfolio
 from grids.access import PermissionDenied, can
@@ -32,7 +31,7 @@ from grids.evidence import MAX_BYTES, Upload
 from grids.flow import CaseError, load_flow
 from grids.patrols import ANSWERS_ZH, checklist_for
 from layers.store import StoreError
-from ui import assets, cards, cases, geolocate, page, state, worker
+from ui import cards, cases, geolocate, page, state, worker
 
 st.set_page_config(page_title="网格员工作台 · 南通市生态环境执法网格地图",
                    page_icon="🪪", layout="wide")
@@ -285,14 +284,8 @@ def home() -> None:
     st.markdown("##### 我的任务（按时限）")
     if not len(tasks):
         st.info("负责网格内没有未结案件。")
-    for row in tasks.head(20).itertuples(index=False):
-        with st.container(border=True):
-            place = row.grid_label if row.grid_label != "—" else row.bureau_label
-            st.html(f'<div class="gm-task">{worker.chip(row.countdown, row.level)} '
-                    f'<b>{cards.esc(row.category_zh)}</b>　{cards.esc(row.status_label)}<br>'
-                    f'{cards.esc(place)}<br>{cards.esc(str(row.description)[:40])}</div>')
-            st.button(f"打开 {row.id}", key=f"wk_open_{row.id}", on_click=go,
-                      kwargs={"case": row.id}, width="stretch")
+    if len(tasks):
+        worker.rows("wk_tasks", worker.task_rows(tasks.head(20)), lambda i: go(case=i))
     if len(tasks) > 20:
         st.caption(f"另有 {len(tasks) - 20} 件，见“案件办理”。")
 
@@ -308,10 +301,7 @@ def home() -> None:
         visited = {str(r.id): cards.beijing_text(r.last_at)
                    for r in coverage.entities.itertuples() if r.last_at}
     st.markdown("##### 地图")
-    m = worker.phone_map(options.basemap, mine.grids, mine.entities, tasks, visited)
-    assets.ensure_offline(m, allowed_hosts=options.basemap.hosts)
-    st_folium(m, key="wk_map", height=worker.MAP_HEIGHT, use_container_width=True,
-              returned_objects=[])
+    worker.phone_map("wk_map", options.basemap, mine.grids, mine.entities, tasks, visited)
 
     st.markdown(f"##### 监管对象与巡查（{len(mine.entities)}）")
     query = st.text_input("查找监管对象", key="wk_find", placeholder="名称、行业或地址",
@@ -328,13 +318,9 @@ def home() -> None:
                     | ents["address"].str.contains(q, regex=False)]
     # Not visited for the longest first: that is where to go next.
     ents = ents.sort_values("last_epoch", na_position="first")
-    for row in ents.head(15).itertuples(index=False):
-        with st.container(border=True):
-            st.html(f'<div class="gm-task"><b>{cards.esc(row.name)}</b>　{cards.esc(row.industry)}'
-                    f'<br>最近巡查：{cards.esc(worker.ago_zh(row.last_epoch, now.timestamp()))}'
-                    "</div>")
-            st.button("巡查 / 查看", key=f"wk_visit_{row.id}", on_click=go,
-                      kwargs={"visit": row.id}, width="stretch")
+    if len(ents):
+        worker.rows("wk_ents", worker.entity_rows(ents.head(15), now.timestamp()),
+                    lambda i: go(visit=i))
     if len(ents) > 15:
         st.caption(f"共 {len(ents)} 家，仅显示最久未巡查的 15 家；可输入名称查找。")
 
@@ -353,8 +339,8 @@ def home() -> None:
                                mime="application/vnd.openxmlformats-officedocument."
                                     "spreadsheetml.sheet", width="stretch")
     with st.expander("负责网格与花名册"):
-        st.table(pd.DataFrame(mine.grids[list(portfolio.GRID_COLUMNS)]).rename(
-            columns=portfolio.GRID_COLUMNS), hide_index=True)
+        st.html(worker.table_html(pd.DataFrame(mine.grids[list(portfolio.GRID_COLUMNS)]).rename(
+            columns=portfolio.GRID_COLUMNS)))
         st.download_button("下载 Excel 花名册（网格、监管对象、未结事件）",
                            lambda: svc.roster_excel(actor, worker_id),
                            file_name=f"网格员花名册_{w['name']}_{w['id']}.xlsx",

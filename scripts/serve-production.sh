@@ -3,6 +3,8 @@
 # from Debian packages when missing, then runs `gridmap serve --production` — nginx in front of
 # the app, both stopped by Ctrl-C. Arguments go to gridmap, e.g.
 #   scripts/serve-production.sh --store data/gridmap.gpkg --port 8080 --host 0.0.0.0
+#   scripts/serve-production.sh --store postgresql://… --app-processes 4   (README "Production:
+#   more than one process": nginx keeps each session on one of the 4 app processes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -220,6 +220,9 @@ def test_the_runtime_role_cannot_rewrite_the_record(new_store, world_dir, pg_clu
     lat = np.full(n, P["a2_plain"][1])
     results = router.resolver.resolve(Queries.build(lon, lat))
     assert len(results) == n
+    # The rate limits' buckets (layers/ratelimit.py) are kept by the runtime role.
+    assert [svc.take_token("api:t", 0.5, 2) for _ in range(2)] == [0.0, 0.0]
+    assert svc.take_token("api:t", 0.5, 2) > 1.5
     svc.close()
     conn = psycopg2.connect(app_url, options="-c search_path=gridmap,public")
     conn.autocommit = True

@@ -44,6 +44,13 @@ def map_args(at) -> dict:
     return json.loads(element.proto.json_args)
 
 
+def component_data(at, name: str, key: str) -> dict:
+    """The data of the components-v2 element `name` mounted with `key`."""
+    [element] = [e for e in at.get("bidi_component")
+                 if e.proto.component_name == name and e.proto.id.endswith(key)]
+    return json.loads(element.proto.json)
+
+
 def card(at) -> str:
     return "".join(h.proto.body for h in at.get("html"))
 
@@ -219,15 +226,25 @@ def test_worker_page(store_path, monkeypatch):
     assert at.selectbox(key="worker").value == "W003"
     shown = "".join(h.proto.body for h in at.get("html"))
     assert "网格员3" in shown and "320901002南网格（综合网格）" in shown
-    assert "T0001" in shown  # its open case, in the task list
-    args = map_args(at)
-    assert args["returned_objects"] == [] and "fitBounds" in args["script"]  # their grids
-    assert "gestureHandling" in args["script"]  # two fingers move the map on a phone
-    # The entities of its units, the names as text (escaped), findable by name.
-    assert "&lt;img src=x onerror=alert(1)&gt;" in shown and XSS_NAME not in shown
+    # Its open case, in the task list (cards drawn by static/gridmap/rows.js from plain text).
+    tasks = component_data(at, "gridmap_rows", "wk_tasks")["rows"]
+    assert [(r["id"], r["button"]) for r in tasks] == [("T0001", "打开 T0001")]
+    assert tasks[0]["lines"][1].startswith("有刺鼻异味<script>")  # text, set as text
+    # The map of its units, drawn in the page (static/gridmap/phonemap.js), no iframe.
+    assert not [e for e in at.get("component_instance")
+                if e.proto.component_name == "streamlit_folium.st_folium"]
+    drawn = component_data(at, "gridmap_phone_map", "wk_map")
+    assert len(drawn["units"]["features"]) == 1 and [c[0:2] for c in drawn["cases"]]
+    assert any("leaflet-gesture-handling" in a for a in drawn["assets"])  # two fingers move it
+    assert not any(assets.is_external(a) for a in drawn["assets"])
+    (s, w), (n, e) = drawn["bounds"]
+    assert s < n and w < e and all(s <= c[0] <= n and w <= c[1] <= e for c in drawn["cases"])
+    # The entities of its units (names as text, however they look), findable by name.
+    names = [r["title"] for r in component_data(at, "gridmap_rows", "wk_ents")["rows"]]
+    assert XSS_NAME in names
     at.text_input(key="wk_find").input("印染").run()
-    listed = "".join(h.proto.body for h in at.get("html"))
-    assert "甲二镇印染有限公司" in listed and "甲一镇机械制造厂" not in listed
+    names = [r["title"] for r in component_data(at, "gridmap_rows", "wk_ents")["rows"]]
+    assert "甲二镇印染有限公司" in names and "甲一镇机械制造厂" not in names
     downloads = [d.proto.label for d in at.get("download_button")]
     assert any(label.startswith("下载 Excel 花名册") for label in downloads)
     # The roster itself is checked in test_portfolio; here: it is a workbook of this worker.

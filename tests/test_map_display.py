@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from grids.access import Actor
 from grids.routing import Router
 from layers import display
 from layers.store import open_store
@@ -167,3 +168,34 @@ def test_the_same_place_clicked_again_after_a_search_hit(store_path, monkeypatch
     assert "gm-hit-card" in card(click(1))  # the same report again: nothing new
     html = card(click(2))
     assert "gm-hit-card" not in html and f"{lon:.6f}, {lat:.6f}" in html
+
+
+def test_an_incidents_file_says_whom_it_is_for_to_any_process(store_path, tmp_path,
+                                                              monkeypatch):
+    """Several app processes share static/cache/ (README, *Production: more than one
+    process*): a process that did not write an incidents file still lets only its audience
+    fetch it — the audience is read from the name, not from the writer's memory."""
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(mapdata, "CACHE_DIR", tmp_path / "cache")
+    router = Router(open_store(str(store_path)))
+    bureau = Actor("t-bureau", "bureau", bureau_code="B-A")
+    data = mapdata.publish(str(store_path), router, NONE, incident_frame(), background=False,
+                           audience=mapdata.audience(bureau))
+    assert mapdata.audience_tag(mapdata.audience(bureau)) in data.incidents_file
+    path = f"/app/static/cache/{data.key}/{data.incidents_file}"
+    other = f"/app/static/cache/{data.key}/incidents-{'0' * 16}-{'1' * 16}.json"
+    script = (
+        "import sys\n"
+        "from grids.access import Actor\n"
+        "from ui.server import _may_fetch\n"
+        "path, other = sys.argv[1:]\n"
+        "for actor in (Actor('t-bureau', 'bureau', bureau_code='B-A'),\n"
+        "              Actor('t-bureau-b', 'bureau', bureau_code='B-B'),\n"
+        "              Actor('t-dispatcher', 'dispatcher')):\n"
+        "    print(_may_fetch(actor, path), _may_fetch(actor, other))\n")
+    out = subprocess.run([sys.executable, "-c", script, path, other], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["True False", "False False", "False False"]

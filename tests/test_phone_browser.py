@@ -91,18 +91,19 @@ def test_first_screen_shows_my_units_and_tasks(phone):
 
 def test_a_swipe_on_the_map_scrolls_the_page(phone):
     page = phone.page
-    frame_el = page.locator("iframe[title='streamlit_folium.st_folium']")
-    frame_el.wait_for()
-    frame_el.scroll_into_view_if_needed()
+    # The map is drawn in the page itself (static/gridmap/phonemap.js), not in an iframe.
+    assert page.locator("iframe[title='streamlit_folium.st_folium']").count() == 0
+    map_el = page.locator(".gm-phone-map[data-gridmap=ready]")
+    map_el.wait_for()
+    map_el.scroll_into_view_if_needed()
     phone.idle()
-    frame = frame_el.element_handle().content_frame()
-    frame.wait_for_selector(".leaflet-container")
     page.wait_for_timeout(800)
     # The map fits the worker's own units, at most about half the screen tall.
-    box = frame_el.bounding_box()
+    box = map_el.bounding_box()
     assert box["height"] <= 844 / 2 + 10
-    centre_before = frame.evaluate("() => { const c = window.map.getCenter(); "
-                                   "return [c.lat, c.lng]; }")
+    centre = ("() => { const c = document.querySelector('.gm-phone-map').gridmapMap.getCenter();"
+              " return [c.lat, c.lng]; }")
+    centre_before = page.evaluate(centre)
     scroller = "document.querySelector('[data-testid=stMain]') || document.scrollingElement"
     top_before = page.evaluate(f"() => ({scroller}).scrollTop")
     # One finger, real touch events (what a thumb sends), starting on the map, moving up.
@@ -117,11 +118,23 @@ def test_a_swipe_on_the_map_scrolls_the_page(phone):
     cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
     page.wait_for_timeout(800)
     top_after = page.evaluate(f"() => ({scroller}).scrollTop")
-    centre_after = frame.evaluate("() => { const c = window.map.getCenter(); "
-                                  "return [c.lat, c.lng]; }")
+    centre_after = page.evaluate(centre)
     assert top_after > top_before + 100  # the page scrolled …
     assert centre_after == pytest.approx(centre_before, abs=1e-9)  # … the map did not move
     phone.shot("02_after_swipe")
+    # A tap on my case's marker shows what a hover shows on a desktop, as text.
+    point = page.evaluate("""() => { const box = document.querySelector('.gm-phone-map');
+        let out = null;
+        box.gridmapMap.eachLayer(l => { if (!out && l.getLatLng && l.options.radius === 10) {
+            const p = box.gridmapMap.latLngToContainerPoint(l.getLatLng()),
+                  r = box.getBoundingClientRect();
+            out = [r.left + p.x, r.top + p.y]; } });
+        return out; }""")
+    page.touchscreen.tap(*point)
+    popup = page.locator(".gm-phone-map .leaflet-popup-content")
+    popup.wait_for()
+    assert "T0001" in popup.inner_text() and "<script>" in popup.inner_text()
+    assert page.locator(".gm-phone-map .leaflet-popup-content script").count() == 0
 
 
 def png() -> bytes:
@@ -197,7 +210,10 @@ def test_a_patrol_visit_is_recorded_and_shown_as_last_visited(phone, server):
     page.get_by_role("textbox", name="查找监管对象").fill("印染")
     page.get_by_role("textbox", name="查找监管对象").press("Enter")
     phone.idle()
-    phone.tap("巡查 / 查看")
+    # The list's cards are drawn by static/gridmap/rows.js once the run's data is there.
+    card = page.locator(".gm-row", has_text=name)
+    card.get_by_role("button", name="巡查 / 查看").tap()
+    phone.idle()
     page.get_by_text(f"巡查：{name}").wait_for()
     page.get_by_role("button", name="获取手机定位").tap()
     page.get_by_text("已定位", exact=False).wait_for()
@@ -216,7 +232,7 @@ def test_a_patrol_visit_is_recorded_and_shown_as_last_visited(phone, server):
     page.get_by_role("textbox", name="查找监管对象").fill("印染")
     page.get_by_role("textbox", name="查找监管对象").press("Enter")
     phone.idle()
-    assert "最近巡查：今天" in page.locator("body").inner_text()
+    card.get_by_text("最近巡查：今天").wait_for()
     phone.shot("06_last_visited")
     svc = Gridmap(str(server.store))
     try:

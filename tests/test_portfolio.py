@@ -51,6 +51,11 @@ def test_worker_index(router):
     leader = index.set_index("id").loc["L001"]
     assert leader["roles"] == "网格长" and leader["townships"] == "甲二镇"
     assert "甲二镇网格长" in leader["label"]
+    # Made once per snapshot (every worker page asks); each caller gets its own copy.
+    index.loc[:, "phone"] = "changed"
+    again = portfolio.worker_index(router.snapshot)
+    assert "changed" not in set(again["phone"]) and len(again) == len(index)
+    assert portfolio._INDEXES[id(router.snapshot)][0]() is router.snapshot
 
 
 def test_portfolio_of_a_worker(store, router):

@@ -289,6 +289,31 @@ def test_a_browser_signs_in_and_the_map_renders_through_the_proxy(prod, browser,
     tab.context.close()
 
 
+def test_the_page_shell_says_where_the_server_is(prod, browser, tmp_path):
+    """nginx puts one script into Streamlit's page shell (production.SHELL_SCRIPT, before its
+    module script, pages only): a page under a path (/网格员) asks for /_stcore/health and
+    host-config at the root at once, not first under its own path (a 404, a round trip lost on
+    every page load); the worker's phone page then works as before, its map drawn in the page."""
+    s = signed_in(prod.url, "t-worker")
+    page = s.get(prod.url + "网格员", headers={"Accept": "text/html"}, timeout=20).text
+    assert page.count(production.SHELL_SCRIPT) == 1
+    assert page.index(production.SHELL_SCRIPT) < page.index(entry_script())
+    assert production.SHELL_SCRIPT not in requests.get(prod.url + "login", timeout=20).text
+    # Not embedded anywhere: no parent frame's messages are listened to (ui/server.py).
+    assert s.get(prod.url + "_stcore/host-config", timeout=20).json()["allowedOrigins"] == []
+    tab = Tab(browser, prod, tmp_path / "shots", role="grid_worker")
+    tab.page.goto(prod.url + "网格员")
+    tab.page.locator(".gm-phone-map[data-gridmap=ready]").wait_for(timeout=60_000)
+    tab.page.get_by_role("button", name="打开 T0001").wait_for()
+    assert tab.page.evaluate("() => window.__streamlit.BACKEND_BASE_URL") == prod.url
+    health = [u for u in tab.requests if "/_stcore/health" in u or "/_stcore/host-config" in u]
+    assert health and all(u.split("?")[0].split("/", 3)[3] in ("_stcore/health",
+                                                               "_stcore/host-config")
+                          for u in health), health
+    tab.check_clean()
+    tab.context.close()
+
+
 def test_https_and_http2_with_secure_cookies(world, tmp_path):
     """With a certificate (phones need HTTPS for geolocation; Chromium offers brotli only over
     HTTPS beyond localhost): the session cookie is Secure (the app sees the scheme nginx
@@ -363,3 +388,47 @@ def test_missing_nginx_is_explained(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err
     assert "未找到 nginx" in err and "make prod" in err and "nginx-light" in err
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_several_app_processes_behind_nginx_keep_a_session_on_one(world, tmp_path):
+    """`--app-processes 2` (README, *Production: more than one process*): the upstream lists
+    both, hashed by the session cookie — nginx -t accepts it —, a signed-in browser's requests
+    all reach one process while sessions are spread over both, and Ctrl-C stops all three."""
+    ports = [free_port(), free_port()]
+    one = production.nginx_conf(production.Setup(app_port=ports[0]))
+    assert "hash $cookie_gridmap_session" not in one  # one process: nothing to keep
+    setup = production.Setup(app_port=ports[0], app_ports=ports, run_dir=tmp_path / "conf",
+                             nginx=production.nginx_binary() or "")
+    setup.brotli_modules = production.brotli_modules(setup.nginx)
+    production.write_config(setup)
+    production.check_config(setup)  # the real nginx reads it
+    upstream = re.search(r"upstream gridmap_app \{(.*?)\}", production.nginx_conf(setup), re.S)[1]
+    assert re.findall(r"server 127\.0\.0\.1:(\d+);", upstream) == [str(p) for p in ports]
+    assert "hash $cookie_gridmap_session consistent;" in upstream
+
+    with ProductionServer(world, tmp_path / "run", "--app-processes", "2") as server:
+        said = server.output.read_text(encoding="utf-8")
+        apps = re.findall(r"127\.0\.0\.1:(\d+)", said.split("应用", 1)[1].split("\n", 1)[0])
+        assert len(apps) == 2 and str(server.app_port) in apps, said
+        for port in apps:  # both answer on their own
+            assert requests.get(f"http://127.0.0.1:{port}/_stcore/health",
+                                timeout=10).status_code == 200
+        log = server.run_dir / "logs" / "access.log"
+        served_by: dict[int, set[str]] = {}
+        for n in range(20):  # until both processes have sessions (each 1 in 2)
+            s = signed_in(server.url)
+            for k in range(4):
+                assert s.get(f"{server.url}_stcore/health?session={n}&k={k}",
+                             timeout=10).status_code == 200
+            time.sleep(0.3)  # nginx writes its log line after the answer
+            lines = [ln for ln in log.read_text().splitlines() if f"?session={n}&" in ln]
+            assert len(lines) == 4, lines
+            served_by[n] = {re.search(r" (127\.0\.0\.1:\d+) ", ln)[1] for ln in lines}
+            if n >= 2 and len(set().union(*served_by.values())) == 2:
+                break
+        assert all(len(v) == 1 for v in served_by.values()), served_by  # sticky
+        assert set().union(*served_by.values()) == {f"127.0.0.1:{p}" for p in apps}
+        assert server.interrupt() == 0
+    for port in (server.port, *map(int, apps)):
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass

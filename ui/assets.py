@@ -51,7 +51,7 @@ VENDORED: dict[str, str] = {
     # folium.plugins.Draw: 1.0.4, which can edit existing polygons (folium pins 1.0.2)
     "leaflet_draw_js": "leaflet-draw@1.0.4/leaflet.draw.js",
     "leaflet_draw_css": "leaflet-draw@1.0.4/leaflet.draw.css",
-    # ui/worker.GestureHandling: the phone map (one finger scrolls the page, two move the map)
+    # ui/worker.MAP_ASSETS: the phone map (one finger scrolls the page, two move the map)
     "gesture_handling_js": "leaflet-gesture-handling@1.2.2/leaflet-gesture-handling.min.js",
     "gesture_handling_css": "leaflet-gesture-handling@1.2.2/leaflet-gesture-handling.min.css",
 }

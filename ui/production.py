@@ -3,8 +3,9 @@
 `gridmap serve --production` (README "Production serving"; `make prod` installs nginx first)
 starts the app on 127.0.0.1 at a port of its own, writes an nginx configuration into a run
 directory (its own pid, logs and temp paths: no root needed), starts nginx in front of it, and
-stops both on Ctrl-C. Streamlit does not compress its frontend (its 5 MB of scripts reach a phone
-as they are on disk); nginx does:
+stops both on Ctrl-C (`--app-processes N`: N app processes in nginx's upstream, each browser
+kept on one by its session cookie, see `upstream_servers`). Streamlit does not compress its
+frontend (its 5 MB of scripts reach a phone as they are on disk); nginx does:
 
 - **precompressed files** (`gzip_static`, `brotli_static`): Streamlit's frontend, the vendored
   map libraries (static/vendor) and the streamlit-folium frontend are mirrored into `.run/www/`
@@ -68,6 +69,13 @@ COMPRESSED_TYPES = ("text/plain text/css text/xml application/javascript text/ja
 HASHED_NAME = re.compile(r"[.-][A-Za-z0-9_-]{8}\.[a-z0-9]+$")  # index.DormvYxC.js
 FOLIUM_COMPONENT = "streamlit_folium.st_folium"
 SESSION_CHECK = "/_gridmap/session"  # ui/server.py answers it behind the gate
+# Streamlit's page shell gets one line (nginx sub_filter, before its module script): where the
+# server is. Without it Streamlit's frontend first asks for /_stcore/health and host-config
+# under the page's own path (/网格员/_stcore/health: 404) and only then at the root — a round
+# trip lost on every page load, on a phone's 4G about 0.1–0.3 s.
+SHELL_ANCHOR = '<script type="module" crossorigin'
+SHELL_SCRIPT = ('<script>window.__streamlit=window.__streamlit||'
+                '{BACKEND_BASE_URL:location.origin+"/"};</script>')
 
 
 class ProductionError(RuntimeError):
@@ -246,6 +254,8 @@ class Setup:
     port: int = DEFAULT_PORT
     host: str = "127.0.0.1"
     app_port: int = 0  # 0: a free port
+    app_processes: int = 1  # app processes behind nginx (sticky by session cookie)
+    app_ports: list[int] = field(default_factory=list)  # all of them; the first is app_port
     run_dir: Path = RUN_DIR
     www: Path = WWW_DIR
     tls_cert: Path | None = None
@@ -318,7 +328,8 @@ http {{
     uwsgi_temp_path {run}/tmp/uwsgi;
     scgi_temp_path {run}/tmp/scgi;
     log_format timed '$remote_addr [$time_local] "$request" $status $bytes_sent '
-                     '$request_time $upstream_response_time "$http_user_agent"';
+                     '$request_time $upstream_response_time $upstream_addr '
+                     '"$http_user_agent"';
     access_log {run}/logs/access.log timed;
     sendfile on;
     tcp_nopush on;
@@ -344,8 +355,7 @@ http {{
     }}
 
     upstream gridmap_app {{
-        server 127.0.0.1:{s.app_port};
-        keepalive 16;
+{upstream_servers(s)}        keepalive 16;
     }}
 
     server {{
@@ -416,10 +426,33 @@ http {{
         location / {{
             proxy_pass http://gridmap_app;
             include {run}/proxy_params.conf;
-{no_store}        }}
+{no_store}{shell_filter()}        }}
     }}
 }}
 """
+
+
+def upstream_servers(s: Setup) -> str:
+    """The app processes of the upstream block. With more than one, a browser stays on one of
+    them: a Streamlit session (its websocket, widget state, uploads, downloads) lives in the
+    process that opened it, so requests are spread by the session cookie (consistent hashing:
+    a process added or gone moves only its own share). Requests without one (the login form)
+    may reach any process: what they need — the form's CSRF cookie, the sessions, the login
+    throttle — is in the cookie or the database, like cases, layer versions and rate limits
+    (README, *Production: more than one process*)."""
+    ports = s.app_ports or [s.app_port]
+    sticky = ("        hash $cookie_gridmap_session consistent;  # sticky: one session, one "
+              "process\n" if len(ports) > 1 else "")
+    return sticky + "".join(f"        server 127.0.0.1:{p};\n" for p in ports)
+
+
+def shell_filter() -> str:
+    """nginx lines that put SHELL_SCRIPT into Streamlit's page shell (pages only: the app's
+    own pages, the login form, have no module script and are left as they are)."""
+    for text in (SHELL_ANCHOR, SHELL_SCRIPT):
+        assert "'" not in text and "$" not in text  # one nginx string, no variables
+    return (f"            sub_filter '{SHELL_ANCHOR}' '{SHELL_SCRIPT}{SHELL_ANCHOR}';\n"
+            "            sub_filter_once on;\n")
 
 
 PROXY_PARAMS = """# Included by every proxied location of nginx.conf.
@@ -505,7 +538,8 @@ class Production:
         self.store = store
         self.s = setup
         self.env = env
-        self.app: subprocess.Popen | None = None
+        self.app: subprocess.Popen | None = None  # the first of `apps`
+        self.apps: list[subprocess.Popen] = []
         self.nginx: subprocess.Popen | None = None
         self.mirror: threading.Thread | None = None
         self.mirror_error: BaseException | None = None
@@ -519,7 +553,10 @@ class Production:
         if bool(s.tls_cert) != bool(s.tls_key):
             raise ProductionError("--tls-cert 与 --tls-key 需同时给出")
         s.brotli_modules = brotli_modules(s.nginx)
+        if s.app_processes < 1:
+            raise ProductionError("--app-processes 至少为 1")
         s.app_port = s.app_port or free_port()
+        s.app_ports = [s.app_port, *(free_port() for _ in range(s.app_processes - 1))]
         logs = s.run_dir / "logs"
         write_config(s)
         check_config(s)
@@ -529,18 +566,23 @@ class Production:
         todo = plan_mirror(s.www, brotli=brotli)
         self.mirror = threading.Thread(target=self._compress, args=(todo, brotli), daemon=True)
         self.mirror.start()
-        app_log = logs / "app.log"
         # Websocket messages compressed too (permessage-deflate, negotiated through nginx):
         # the map's HTML rides in them.
         env = {"GRIDMAP_WS_COMPRESSION": "1", **os.environ, **(self.env or {})}
-        with app_log.open("ab") as out:
-            self.app = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())",
-                 "--store", self.store, "serve", "--host", "127.0.0.1", "--port",
-                 str(s.app_port)],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        app_logs = [logs / ("app.log" if i == 0 else f"app-{i + 1}.log")
+                    for i in range(len(s.app_ports))]
+        for port, app_log in zip(s.app_ports, app_logs, strict=True):
+            with app_log.open("ab") as out:
+                self.apps.append(subprocess.Popen(
+                    [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())",
+                     "--store", self.store, "serve", "--host", "127.0.0.1", "--port",
+                     str(port)],
+                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True))
+        self.app = self.apps[0]
         try:
-            _wait(self.app, f"http://127.0.0.1:{s.app_port}/", "应用", app_log)
+            for app, port, app_log in zip(self.apps, s.app_ports, app_logs, strict=True):
+                _wait(app, f"http://127.0.0.1:{port}/", "应用", app_log)
             with (logs / "nginx.out").open("ab") as out:
                 self.nginx = subprocess.Popen(nginx_command(s), cwd=s.run_dir, stdout=out,
                                               stderr=subprocess.STDOUT, start_new_session=True)
@@ -563,13 +605,19 @@ class Production:
             raise ProductionError(f"预压缩失败：{self.mirror_error}")
 
     def running(self) -> bool:
-        return all(p is not None and p.poll() is None for p in (self.app, self.nginx))
+        return bool(self.apps) and all(
+            p is not None and p.poll() is None for p in (*self.apps, self.nginx))
 
     def stop(self) -> None:
-        """nginx first (no new requests), then the app."""
+        """nginx first (no new requests), then the app processes."""
         self.stopping.set()
         _stop(self.nginx, signal.SIGQUIT)  # graceful: lets open requests finish
-        _stop(self.app)
+        for app in self.apps:  # all at once, then wait for each
+            if app.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(app.pid, signal.SIGTERM)
+        for app in self.apps:
+            _stop(app)
 
     def __enter__(self) -> Production:
         return self.start()
@@ -591,7 +639,8 @@ def serve_production(store: str, setup: Setup) -> int:
         prod.start()
         compression = "brotli + gzip" if setup.brotli_modules else "gzip（未安装 brotli 模块）"
         print(f"生产模式已启动：{setup.url}\n"
-              f"  nginx（{compression}，静态文件长期缓存）→ 应用 127.0.0.1:{setup.app_port}\n"
+              f"  nginx（{compression}，静态文件长期缓存）→ 应用 "
+              + "、".join(f"127.0.0.1:{p}" for p in setup.app_ports) + "\n"
               f"  配置与日志：{setup.run_dir}（nginx.conf、logs/）\n"
               "  按 Ctrl-C 停止。", flush=True)
         while prod.running():

@@ -13,6 +13,7 @@ open incidents to the audience it was written for (ui/mapdata.py).
 from __future__ import annotations
 
 import html
+import math
 import os
 import secrets
 import time
@@ -130,7 +131,7 @@ def _may_fetch(actor: Actor, path: str) -> bool:
         return False
     name = path.rsplit("/", 1)[-1]
     if name.startswith("incidents-"):
-        return mapdata.audience_of(name) == mapdata.audience(actor)
+        return mapdata.written_for(name, mapdata.audience(actor))
     return True
 
 
@@ -221,8 +222,10 @@ async def login(request: Request) -> Response:
     if body is None:
         return PlainTextResponse("请求过大", status_code=413)
     client = request.client.host if request.client else ""
-    if _throttled(client):
-        return PlainTextResponse("该地址登录失败次数过多，请 10 分钟后再试", status_code=429)
+    wait = await run_in_threadpool(_throttled, client)
+    if wait > 0:
+        return PlainTextResponse(f"该地址登录失败次数过多，请 {math.ceil(wait / 60)} 分钟后再试",
+                                 status_code=429, headers={"Retry-After": str(math.ceil(wait))})
     form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
     next_path = form.get("next", "/")
     next_path = next_path if _safe_next(next_path) else "/"
@@ -236,7 +239,7 @@ async def login(request: Request) -> Response:
         signed = await run_in_threadpool(service().sign_in, form.get("login", "")[:64],
                                          form.get("password", "")[:256], client)
     except AuthError as exc:
-        _failed(client)
+        await run_in_threadpool(_failed, client)
         return _with_csrf(login_page(str(exc), next_path, csrf_new, form.get("login", "")[:32],
                                      status=401, sample=sample), csrf_new, secure)
     response = RedirectResponse(next_path, status_code=303)
@@ -262,25 +265,25 @@ async def _small_body(request: Request) -> bytes | None:
 
 
 # Per client address: accounts lock after 5 failures, but one address trying many logins is
-# slowed down too (in this process; behind a reverse proxy, the proxy's own limits apply).
+# slowed down too: IP_FAILURES failures at once, then one more every IP_WINDOW_S / IP_FAILURES
+# seconds — a token bucket of the store (layers/ratelimit.py): with PostGIS one bucket per
+# address for every app process behind the proxy.
 IP_FAILURES = 30
 IP_WINDOW_S = 600.0
-_failures: dict[str, list[float]] = {}
 
 
-def _recent_failures(client: str) -> list[float]:
-    now = time.monotonic()
-    return [t for t in _failures.get(client, []) if now - t < IP_WINDOW_S]
+def _take(client: str, cost: float) -> float:
+    return service().take_token(f"login:{client}", IP_FAILURES / IP_WINDOW_S, IP_FAILURES,
+                                cost)
 
 
 def _failed(client: str) -> None:
-    if len(_failures) > 10_000:
-        _failures.clear()
-    _failures[client] = [*_recent_failures(client), time.monotonic()]
+    _take(client, 1.0)
 
 
-def _throttled(client: str) -> bool:
-    return len(_recent_failures(client)) >= IP_FAILURES
+def _throttled(client: str) -> float:
+    """Seconds this address must wait before trying again (0: it may try now)."""
+    return _take(client, 0.0)
 
 
 async def logout(request: Request) -> Response:
@@ -326,6 +329,10 @@ SERVER_CONFIG = {
     "client.showSidebarNavigation": False,
     # Tracebacks (with server paths) are for the log, not for visitors.
     "client.showErrorDetails": "none",
+    # The app is not embedded in another site: no parent frame may send it messages (Streamlit's
+    # default trusts its Community Cloud domains, and matching every message against that list
+    # costs a phone's CPU on each script run).
+    "client.allowedOrigins": [],
     "theme.base": "light",
 }
 

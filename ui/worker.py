@@ -3,7 +3,10 @@
 Phones are the grid workers' computers: the page is laid out for 390 px first — one column,
 touch targets of at least 44 px, text of at least 14 px —, the map is compact and fitted to the
 worker's units, one finger scrolls the page and two move the map (leaflet-gesture-handling,
-vendored), and a tap on a marker opens what a hover shows on a desktop.
+vendored), and a tap on a marker opens what a hover shows on a desktop. The map is drawn in the
+page itself by a small components-v2 module (static/gridmap/phonemap.js) from JSON, not in
+streamlit-folium's iframe: on a phone's slow CPU that iframe (its own page, a React app and
+folium's marker script) took about a second of each visit.
 
 Navigation buttons are links the worker taps (the phone's Amap or Baidu Maps app, or any map
 app through `geo:`), converted to the coordinate system each app expects; the page itself makes
@@ -12,21 +15,19 @@ no request to them.
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import quote
 
-import folium
 import numpy as np
 import pandas as pd
+import shapely
 import streamlit as st
-from branca.element import MacroElement
-from folium.elements import JSCSSMixin
-from jinja2 import Template
 
 from geo.china_offsets import wgs84_to_bd09, wgs84_to_gcj02
 from grids.deadlines import LEVEL_COLOR
 from ui import assets, cards, mapview
-from ui.basemap import Basemap
+from ui.basemap import MAX_ZOOM, Basemap
 
 MAP_HEIGHT = 330  # px: well under half of an 844 px phone screen
 PHONE_CSS = """<style>
@@ -43,76 +44,84 @@ div[data-testid="stLinkButton"] a { min-height: 44px; font-size: 15px; }
   font-weight: 600; font-size: 14px; }
 .gm-chip.amber { color: #000; }
 .gm-who { font-size: 15px; }
+.gm-table { overflow-x: auto; font-size: 14px; }
+.gm-table table { border-collapse: collapse; width: 100%; }
+.gm-table th, .gm-table td { border-bottom: 1px solid #e6e9ef; padding: 4px 8px; text-align: left;
+  white-space: nowrap; }
 </style>"""
-
-
-class GestureHandling(JSCSSMixin, MacroElement):
-    """leaflet-gesture-handling: on a touch screen one finger scrolls the page and two fingers
-    move the map (a hint says so, in Chinese); on a desktop the wheel zooms only with Ctrl."""
-
-    _template = Template("")
-    default_js = [("gesture_handling_js", "leaflet-gesture-handling.min.js")]  # noqa: RUF012
-    default_css = [("gesture_handling_css", "leaflet-gesture-handling.min.css")]  # noqa: RUF012
 
 
 GESTURE_TEXT = {"touch": "请用两根手指移动地图", "scroll": "按住 Ctrl 并滚动鼠标滚轮缩放地图",
                 "scrollMac": "按住 ⌘ 并滚动以缩放地图"}
+# Leaflet and leaflet-gesture-handling (static/vendor), as the page's own URLs (the map is drawn
+# in the page, not in an iframe: relative to the page, under any baseUrlPath).
+MAP_ASSETS = ("leaflet_css", "gesture_handling_css", "leaflet", "gesture_handling_js")
+ENTITY_STYLE = {"radius": 7, "color": "#ffffff", "weight": 2, "fillOpacity": 1, "popupWidth": 240}
+CASE_STYLE = {"radius": 10, "color": "#000000", "weight": 2, "fillOpacity": 1, "popupWidth": 260}
+_PHONE_MAP = st.components.v2.component(
+    "gridmap_phone_map", isolate_styles=False,
+    js=(assets.STATIC_DIR / "gridmap" / "phonemap.js").read_text(encoding="utf-8"))
 
 
-def phone_map(basemap: Basemap, grids, entities: pd.DataFrame, tasks: pd.DataFrame,
-              visited: dict[str, str] | None = None) -> folium.Map:
-    """The worker's units outlined, their cases coloured by time left, their entities; fitted
-    to the units. Popups (a tap) carry what tooltips (a hover) do. Every text is
-    `cards.js_html`: folium writes it into JavaScript template literals."""
-    bounds = shapely_bounds(grids)
-    minx, miny, maxx, maxy = bounds
-    m = mapview._base_map(basemap, (miny + maxy) / 2, (minx + maxx) / 2, 13)
-    m.options.update(gestureHandling=True,
-                     gestureHandlingOptions={"text": GESTURE_TEXT, "duration": 1200})
-    GestureHandling().add_to(m)
-    units = mapview.highlight_group(basemap, grids.geometry.values, name="负责网格")
-    units.add_to(m)
+def phone_map_data(basemap: Basemap, grids, entities: pd.DataFrame, tasks: pd.DataFrame,
+                   visited: dict[str, str] | None = None) -> dict:
+    """What static/gridmap/phonemap.js draws: the worker's units outlined, their entities
+    (blue: visited in the period, grey: not), their cases coloured by time left; fitted to the
+    units. Positions in the basemap's display coordinates; texts are plain text (the script
+    sets them as text, a tap shows what a hover shows)."""
+    missing = [n for n in MAP_ASSETS if not (assets.VENDOR_DIR / assets.VENDORED[n]).is_file()]
+    if missing:
+        raise assets.OfflineAssetError(
+            "地图前端文件缺失（static/vendor/）：" + "、".join(assets.VENDORED[n] for n in missing)
+            + "。请运行 static/vendor/refresh.sh 恢复，见 static/vendor/ASSETS.md。")
+    minx, miny, maxx, maxy = shapely_bounds(grids)
     visited = visited or {}
 
     def point(lon, lat) -> list[float]:
         x, y = basemap.to_display([float(lon)], [float(lat)])
-        return [float(np.ravel(y)[0]), float(np.ravel(x)[0])]
+        return [round(float(np.ravel(y)[0]), 6), round(float(np.ravel(x)[0]), 6)]
 
-    ents = folium.FeatureGroup(name=cards.js_html("监管对象"))
+    units = []
+    for geom in grids.geometry.values if len(grids) else ():
+        if geom is None or geom.is_empty:
+            continue
+        if basemap.shifted:
+            geom = shapely.transform(geom, lambda xy: np.column_stack(
+                basemap.to_display(xy[:, 0], xy[:, 1])))
+        units.append({"type": "Feature", "properties": {}, "geometry": json.loads(
+            shapely.to_geojson(shapely.set_precision(geom, 1e-6)))})
+    ents = []
     for row in entities.itertuples(index=False):
         last = visited.get(str(row.id))
         text = f"{row.name}（{row.industry}）" + (f"\n最近巡查 {last}" if last else "\n尚未巡查")
-        folium.CircleMarker(point(row.lon, row.lat), radius=7, color="#ffffff", weight=2,
-                            fill_color="#1565c0" if last else "#90a4ae", fill_opacity=1,
-                            tooltip=folium.Tooltip(cards.js_html(text)),
-                            popup=folium.Popup(cards.js_html(text), max_width=240),
-                            ).add_to(ents)
-    ents.add_to(m)
-    cases = folium.FeatureGroup(name=cards.js_html("我的案件"))
-    for row in tasks.itertuples(index=False):
-        text = f"{row.id} {row.category_zh} · {row.countdown}\n{str(row.description)[:60]}"
-        folium.CircleMarker(point(row.lon, row.lat), radius=10, color="#000000", weight=2,
-                            fill_color=LEVEL_COLOR.get(row.level, "#9e9e9e"), fill_opacity=1,
-                            tooltip=folium.Tooltip(cards.js_html(text)),
-                            popup=folium.Popup(cards.js_html(text), max_width=260),
-                            ).add_to(cases)
-    cases.add_to(m)
-    folium.LayerControl(collapsed=True).add_to(m)
-    sw, ne = point(minx, miny), point(maxx, maxy)
-    m.fit_bounds([sw, ne], padding=(12, 12))
-    assets.localize(m)
-    # Leaflet and jQuery (folium's popups are built with it), not Bootstrap or the icon fonts:
-    # on a phone every script costs, and streamlit-folium loads them one after another.
-    m.default_js = [(n, u) for n, u in m.default_js if n in ("leaflet", "jquery")]
-    m.default_css = [(n, u) for n, u in m.default_css if n == "leaflet_css"]
-    return m
+        ents.append([*point(row.lon, row.lat), bool(last), text])
+    cases = [[*point(row.lon, row.lat), LEVEL_COLOR.get(row.level, "#9e9e9e"),
+              f"{row.id} {row.category_zh} · {row.countdown}\n{str(row.description)[:60]}"]
+             for row in tasks.itertuples(index=False)]
+    return {
+        "height": MAP_HEIGHT, "minZoom": mapview.MIN_ZOOM, "maxZoom": MAX_ZOOM,
+        "assets": ["app/static/vendor/" + assets.VENDORED[n] for n in MAP_ASSETS],
+        "tiles": [{"url": t.url, "attr": t.attr, "subdomains": t.subdomains,
+                   "maxNativeZoom": t.max_native_zoom} for t in basemap.tiles],
+        "bounds": [point(minx, miny), point(maxx, maxy)],
+        "units": {"type": "FeatureCollection", "features": units},
+        "unitStyle": {k: v for k, v in mapview.HIGHLIGHT.items() if k != "interactive"},
+        "entities": ents, "entityStyle": ENTITY_STYLE,
+        "visitedFill": "#1565c0", "unvisitedFill": "#90a4ae",
+        "cases": cases, "caseStyle": CASE_STYLE,
+        "labels": {"entities": "监管对象", "cases": "我的案件"}, "gestureText": GESTURE_TEXT,
+    }
+
+
+def phone_map(key: str, basemap: Basemap, grids, entities: pd.DataFrame, tasks: pd.DataFrame,
+              visited: dict[str, str] | None = None) -> None:
+    """The worker's compact map (see phone_map_data), drawn in the page by phonemap.js."""
+    _PHONE_MAP(key=key, data=phone_map_data(basemap, grids, entities, tasks, visited))
 
 
 def shapely_bounds(grids) -> tuple[float, float, float, float]:
     if not len(grids):
         return (120.5, 31.6, 121.9, 32.7)
-    import shapely
-
     b = shapely.total_bounds(np.asarray(grids.geometry.values, dtype=object))
     return tuple(float(v) for v in b)
 
@@ -201,3 +210,66 @@ def ago_zh(epoch: float | None, now_epoch: float) -> str:
 
 def inject_css() -> None:
     st.html(PHONE_CSS)
+
+
+# -- lists of cards with a button (tasks, entities) ------------------------------------------------
+ROWS_CSS = """
+.gm-rows { display: flex; flex-direction: column; gap: 8px; }
+.gm-row { border: 1px solid rgba(49, 51, 63, 0.2); border-radius: 8px; padding: 10px 14px;
+  font-size: 15px; line-height: 1.45; overflow-wrap: anywhere; }
+.gm-row button { display: block; width: 100%; min-height: 44px; margin-top: 8px; padding: 4px 12px;
+  font: inherit; font-size: 15px; color: inherit; background: #fff; cursor: pointer;
+  border: 1px solid rgba(49, 51, 63, 0.2); border-radius: 8px; }
+.gm-row button:hover, .gm-row button:focus-visible { border-color: #ff4b4b; color: #ff4b4b; }
+.gm-row button:active { background: #ff4b4b; color: #fff; }
+"""
+_ROWS = st.components.v2.component(
+    "gridmap_rows", isolate_styles=False, css=ROWS_CSS,
+    js=(assets.STATIC_DIR / "gridmap" / "rows.js").read_text(encoding="utf-8"))
+
+
+def rows(key: str, items: list[dict], on_open) -> None:
+    """Cards with a button each (static/gridmap/rows.js), one element for the whole list;
+    `items`: {id, chip: [text, colour, dark] or None, title, tag, lines, button} — all plain
+    text. A tap on a button calls `on_open(id)` before the next script run (like a button's
+    on_click)."""
+
+    def opened() -> None:
+        value = (st.session_state.get(key) or {}).get("open")
+        if value is not None:
+            on_open(str(value))
+
+    _ROWS(key=key, data={"rows": items}, on_open_change=opened)
+
+
+def task_rows(tasks: pd.DataFrame) -> list[dict]:
+    """The task list's cards: time left, category, state, place, the first words."""
+    out = []
+    for row in tasks.itertuples(index=False):
+        place = row.grid_label if row.grid_label != "—" else row.bureau_label
+        out.append({"id": str(row.id), "chip": chip_spec(row.countdown, row.level),
+                    "title": str(row.category_zh), "tag": str(row.status_label),
+                    "lines": [str(place), str(row.description)[:40]],
+                    "button": f"打开 {row.id}"})
+    return out
+
+
+def entity_rows(entities: pd.DataFrame, now_epoch: float) -> list[dict]:
+    """The entity list's cards: name, industry, when last visited."""
+    return [{"id": str(row.id), "chip": None, "title": str(row.name), "tag": str(row.industry),
+             "lines": [f"最近巡查：{ago_zh(row.last_epoch, now_epoch)}"],
+             "button": "巡查 / 查看"} for row in entities.itertuples(index=False)]
+
+
+def chip_spec(left_text: str, level: str) -> list:
+    return [str(left_text), LEVEL_COLOR.get(level, "#9e9e9e"), level == "amber"]
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    """A small table as HTML (st.html) rather than st.table, which brings Arrow's formatting,
+    moment and numbro to the page (65 kB compressed, and their start-up on a slow CPU)."""
+    head = "".join(f"<th>{cards.esc(c)}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{cards.esc(v)}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return (f'<div class="gm-table"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")

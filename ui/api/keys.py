@@ -4,7 +4,8 @@ A key (`gmk_<id>_<secret>`, made by `gridmap apikey add NAME --role ROLE`) is an
 role (grids/accounts.py): the same permission table and the same audit trail as a person of that
 role. It is given as the Open311 parameter `api_key` (query string or form field) or as the
 header `X-API-Key`, checked in the store on every request (a revoked key stops at once), and
-limited per key by a token bucket in the process.
+limited per key by a token bucket (layers/ratelimit.py): with PostGIS in the database, one bucket
+per key for every worker process and every machine.
 
 Settings (environment, read when the app is created):
 
@@ -17,7 +18,8 @@ Settings (environment, read when the app is created):
 - `GRIDMAP_API_REPLAY_CACHE` answers to POSTs with a client request id kept per process, so
   that retries are answered without registering again (20000; 0: every retry goes to the store)
 
-With `--workers N` each process keeps its own buckets: a key may make up to N times the rate.
+With the embedded store (GeoPackage) each process keeps its own buckets: with `--workers N` a key
+may make up to N times the rate there.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -103,37 +103,12 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
-class TokenBuckets:
-    """One bucket per key: `burst` tokens, refilled at `rate` per second."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: str, now: float | None = None) -> float:
-        """0 when a token was taken, else the seconds until one will be there."""
-        if math.isinf(self.rate):
-            return 0.0
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
-
-
 class Keys:
     """Turns a given key into the actor it belongs to, or refuses (401, 429)."""
 
     def __init__(self, service, limits: Limits) -> None:
         self.service = service
         self.limits = limits
-        self.buckets = TokenBuckets(limits.rate, limits.burst)
 
     def actor(self, key: str | None) -> Actor:
         """Blocking (reads the store): call from a worker thread."""
@@ -145,7 +120,7 @@ class Keys:
         if actor is None:
             raise ApiError(401, "接口密钥无效或已吊销，请联系系统管理员",
                            {"WWW-Authenticate": f'ApiKey header="{KEY_HEADER}"'})
-        wait = self.buckets.take(actor.login)
+        wait = self.service.take_token(f"api:{actor.login}", self.limits.rate, self.limits.burst)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise ApiError(429, f"请求过于频繁：每个接口密钥至多 {self.limits.rate_text()}，"

@@ -3,7 +3,8 @@
 `create_api(store_url)` builds the app (tests and embedding); `run(store_url, host, port,
 workers)` serves it: one uvicorn server, or `workers` spawned processes each with its own
 listening socket on the port (`Workers`, `serve_worker`); each process builds its own app from
-GRIDMAP_STORE and keeps its own rate buckets and replay cache.
+GRIDMAP_STORE and keeps its own replay cache (the rate buckets are the store's:
+with PostGIS shared by every worker, layers/ratelimit.py).
 
 Around the routes: a body-size limit (413 before a large body is read), an access log that
 never writes query strings (they carry keys), and errors in Open311's format with Chinese
