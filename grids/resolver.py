@@ -535,15 +535,20 @@ class Resolver:
         index[known] = slot[face[known]]
         rest = np.flatnonzero(~known)
         if len(rest):
-            more, sub = self._resolve_found(queries.subset(rest))
+            # Exact points: the in-memory lookup (a disc's pieces stay the store's to cut).
+            bulk = faces.finder if exact[rest].all() else None
+            more, sub = self._resolve_found(queries.subset(rest), bulk)
             index[rest] = sub + len(results)
             results.extend(more)
         return results, index
 
-    def _resolve_found(self, queries: Queries) -> tuple[list[Resolution], np.ndarray]:
-        """Every location through the finder's (location, polygon) pairs."""
+    def _resolve_found(self, queries: Queries, finder=None) -> tuple[list[Resolution], np.ndarray]:
+        """Every location through the finder's (location, polygon) pairs (`finder`: another
+        finder over the same snapshot, e.g. the in-memory one next to the face raster, for the
+        bulk lookup; a point exactly on a boundary is looked at again by the store's)."""
         n = len(queries)
-        hits = self.finder.find(queries)
+        finder = finder or self.finder
+        hits = finder.find(queries)
         if n <= SMALL_BATCH:  # a click or a typed point: grouping costs more than it saves
             results = [
                 self._resolve_slow(queries, hits, q, np.flatnonzero(hits.query == q))
@@ -591,6 +596,7 @@ class Resolver:
         if queries.radius[q] <= 0:
             # Exactly on a boundary: look again with a tiny disc to see both sides.
             wider = Queries.build(queries.lon[q : q + 1], queries.lat[q : q + 1], [EDGE_RADIUS_M])
+            # The store's own finder: how a disc is split at a boundary is the store's answer.
             again = self.finder.find(wider)
             return self._resolve_disc(wider.discs[0], again, np.arange(len(again.query)))
         return self._resolve_disc(queries.discs[q], hits, mine)

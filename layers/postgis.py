@@ -341,6 +341,11 @@ class PostgisStore(Store):
         if self._read_conn is None or self._read_conn.closed:
             self._read_conn = connect(self.url)
             self._read_conn.autocommit = True
+            with self._read_conn.cursor() as cur:
+                # Statements are prepared once per connection: plan them once too. Under the
+                # default `auto` PostgreSQL re-plans the one-point statement at every EXECUTE
+                # on a large store (0.33 ms of a 0.9 ms route at 40k grids).
+                cur.execute("SET plan_cache_mode = force_generic_plan")
             self.prepared = set()
         return self._read_conn
 

@@ -33,16 +33,16 @@ def boundary_points(snapshot, limit: int, seed: int) -> tuple[np.ndarray, np.nda
     return pts[:, 0], pts[:, 1]
 
 
-def answers(resolver: Resolver, lon, lat, faces: bool) -> list:
+def answers(resolver: Resolver, lon, lat, faces: bool, radius=None) -> list:
     resolver.use_faces = faces
     resolver._cache.clear()
-    results, index = resolver.resolve_indexed(Queries.build(lon, lat))
+    results, index = resolver.resolve_indexed(Queries.build(lon, lat, radius))
     return [results[i].outcomes for i in index.tolist()]
 
 
-def check_same(resolver: Resolver, lon, lat) -> None:
-    with_faces = answers(resolver, lon, lat, True)
-    finder_only = answers(resolver, lon, lat, False)
+def check_same(resolver: Resolver, lon, lat, radius=None) -> None:
+    with_faces = answers(resolver, lon, lat, True, radius)
+    finder_only = answers(resolver, lon, lat, False, radius)
     wrong = [i for i, (a, b) in enumerate(zip(with_faces, finder_only, strict=True)) if a != b]
     assert not wrong, (f"{len(wrong)} of {len(lon)} points differ, e.g. "
                        f"({lon[wrong[0]]:.10f}, {lat[wrong[0]]:.10f})")
@@ -60,6 +60,10 @@ def test_faces_agree_with_the_finder(router: Router, monkeypatch):
     # non-finite input goes the finder's way, as before
     lon[:3] = np.nan
     check_same(router.resolver, lon, lat)
+    # with accuracy discs among them (those stay with the store's finder)
+    radius = np.zeros(len(lon))
+    radius[-300:] = 25.0
+    check_same(router.resolver, lon, lat, radius)
     router.resolver.use_faces = True
 
 
