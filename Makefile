@@ -9,7 +9,7 @@ PORT ?= 8501
 PROD_PORT ?= 8080
 PROD_ARGS ?=
 
-.PHONY: run test setup demo lint bench prod
+.PHONY: run test setup demo lint bench bench-postgis prod
 
 setup: $(VENV)/.installed
 
@@ -39,9 +39,14 @@ test: setup
 
 bench: setup $(STORE)
 	$(VENV)/bin/python bench/bench_routing.py --store $(STORE)
-	$(VENV)/bin/python bench/bench_postgis.py
+	$(MAKE) bench-postgis
 	$(VENV)/bin/python bench/bench_map.py --store $(STORE)
 	$(VENV)/bin/python bench/bench_dispatch.py --store $(STORE)
 	$(VENV)/bin/python bench/bench_api.py --store $(STORE) --workers 2
 	$(VENV)/bin/python bench/bench_validate.py --store $(STORE)
 	$(VENV)/bin/python bench/bench_phone.py --store $(STORE)
+
+# PostGIS against hand-written SQL (a throwaway cluster; PostgreSQL + PostGIS as for `make test`):
+# the sample and ×16 stores, 1M points, 3 rounds; BENCH_POSTGIS_ARGS for e.g. --scales 1
+bench-postgis: setup
+	$(VENV)/bin/python bench/bench_postgis.py $(BENCH_POSTGIS_ARGS)

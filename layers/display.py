@@ -25,6 +25,7 @@ previous vertex, ring closed (last vertex = first).
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -321,17 +322,21 @@ def entity_details(snapshot: Snapshot, assignment: pd.DataFrame | None, chunk: i
     `assignment` is the batch-routing frame of the entities in snapshot order (or None)."""
     order = entity_order(snapshot)[chunk * ENTITY_CHUNK:(chunk + 1) * ENTITY_CHUNK]
     frame = snapshot["entities"]
-    rows = []
-    for pos in order:
-        extra = frame["attrs"].iat[pos] or {}
-        a = assignment.iloc[pos] if assignment is not None else {}
-        rows.append([
-            str(frame["id"].iat[pos]), str(frame["name"].iat[pos]),
-            str(extra.get("address", "")), str(extra.get("inspection_class", "")),
-            *(str(a.get(k, "") or "") for k in ("grid_code", "grid_name", "township_name",
-                                               "workers")),
-        ])
-    return rows
+    attrs = [a or {} for a in frame["attrs"].to_numpy(object)[order]]
+    columns = [
+        [str(v) for v in frame["id"].to_numpy(object)[order]],
+        [str(v) for v in frame["name"].to_numpy(object)[order]],
+        [str(a.get("address", "")) for a in attrs],
+        [str(a.get("inspection_class", "")) for a in attrs],
+    ]
+    for key in ("grid_code", "grid_name", "township_name", "workers"):
+        if assignment is not None and key in assignment:
+            values = assignment[key].to_numpy(object)[order]
+            columns.append(["" if v is None or (isinstance(v, float) and v != v) else str(v)
+                            for v in values])
+        else:
+            columns.append([""] * len(order))
+    return [list(row) for row in zip(*columns, strict=True)]
 
 
 def entity_chunks(snapshot: Snapshot) -> int:
@@ -357,3 +362,232 @@ def city_bounds(snapshot: Snapshot) -> tuple[float, float, float, float]:
         minx, miny, maxx, maxy = (float(v) for v in frame.total_bounds)
         return (minx, miny, maxx, maxy)
     return (120.2, 31.6, 121.95, 32.75)
+
+
+# -- entities at every zoom: tiles of aggregated bins and of points -------------------------------
+@dataclass(frozen=True)
+class EntityBand:
+    """Map zooms up to `max_zoom` (inclusive) show the entities of this band, fetched per
+    web-mercator tile of `tile_zoom` (only the tiles in view). `bin_zoom` > 0: entities are
+    counted per square bin (the web-mercator tile of `bin_zoom`, 64 px at the band's largest
+    zoom) and a bin of more than one is sent as its count at its entities' mean position; 0:
+    every entity is sent (the browser's cluster plugin groups them)."""
+
+    index: int
+    max_zoom: int
+    tile_zoom: int
+    bin_zoom: int
+
+
+# One band per zoom up to 14, each with bins of 64 px (tiles of its zoom + 2) in files of
+# tiles of its zoom − 2 (a view is 2–3 such tiles across); from zoom 15 every entity, in files
+# of zoom-13 tiles. The files of a band hold at most 16×16 bins, whatever the number of entities.
+ENTITY_BANDS = (
+    *(EntityBand(i, zoom, max(zoom - 2, 0), zoom + 2) for i, zoom in enumerate(range(8, 15))),
+    EntityBand(7, 30, 13, 0),
+)
+ENTITY_TILE_FORMAT = "gridmap-entity-tile/1"
+
+
+def entity_band_for_zoom(zoom: float) -> EntityBand:
+    return next((b for b in ENTITY_BANDS if zoom <= b.max_zoom), ENTITY_BANDS[-1])
+
+
+def mercator_tile(lon: np.ndarray, lat: np.ndarray, zoom: int) -> tuple[np.ndarray, np.ndarray]:
+    """Web-mercator tile indexes (x, y) of points at `zoom` (as gridmap.js computes them)."""
+    n = 2.0**zoom
+    lat = np.clip(np.asarray(lat, dtype=float), -85.0511, 85.0511)
+    rad = np.radians(lat)
+    x = np.floor((np.asarray(lon, dtype=float) + 180.0) / 360.0 * n)
+    y = np.floor((1.0 - np.log(np.tan(rad) + 1.0 / np.cos(rad)) / np.pi) / 2.0 * n)
+    top = n - 1
+    return np.clip(x, 0, top).astype(np.int64), np.clip(y, 0, top).astype(np.int64)
+
+
+def _display_xy(snapshot: Snapshot, shift: Shift | None, shift_key: str) -> np.ndarray:
+    """Integer display positions (ENTITY_SCALE) of the entities in display order (cached)."""
+    def make() -> np.ndarray:
+        geoms = snapshot["entities"].geometry.values[entity_order(snapshot)]
+        x, y = np.asarray(shapely.get_x(geoms)), np.asarray(shapely.get_y(geoms))
+        if shift is not None and len(x):
+            x, y = shift(x, y)
+        return np.round(np.column_stack([x, y]) * ENTITY_SCALE).astype(np.int64).reshape(-1, 2)
+
+    return _CACHE.get_or((generation_key(snapshot), "entity_xy", shift_key if shift else ""), make)
+
+
+def entity_tiles(snapshot: Snapshot, band: EntityBand | int, shift: Shift | None = None,
+                 shift_key: str = "") -> dict[str, dict]:
+    """The tiles of a band: "{tx}_{ty}" → its file ("gridmap-entity-tile/1"), non-empty tiles
+    only. A tile file:
+
+        {"format": ..., "band": b, "tile": [tx, ty], "scale": 100000, "count": n,
+         "points": {"xy": [...], "pos": [...], "s": [...], "i": [...]},
+         "bins": {"xy": [...], "n": [...]},
+         "permit": [...], "industry": [...]}
+
+    `count` is the tile's entities: its points plus the sum of its bins' `n`. `xy` are flat
+    delta-encoded integers at `scale` (as "gridmap-points/1"); a point's `pos` (delta-encoded,
+    ascending) is its place in the display order, which names its details chunk
+    (pos // ENTITY_CHUNK) and row (pos % ENTITY_CHUNK); `s`, `i` index `permit`, `industry`.
+    Every entity is in exactly one tile of each band, as a point or counted in one bin."""
+    band = ENTITY_BANDS[band] if isinstance(band, int) else band
+
+    def make() -> dict[str, dict]:
+        ints = _display_xy(snapshot, shift, shift_key)
+        if not len(ints):
+            return {}
+        frame = snapshot["entities"].iloc[entity_order(snapshot)]
+        permit, s_all = _dict_code(frame["permit_class"].tolist())
+        industry, i_all = _dict_code(frame["industry"].tolist())
+        s_all, i_all = np.asarray(s_all), np.asarray(i_all)
+        lon, lat = ints[:, 0] / ENTITY_SCALE, ints[:, 1] / ENTITY_SCALE
+        tx, ty = mercator_tile(lon, lat, band.tile_zoom)
+        if band.bin_zoom:
+            bx, by = mercator_tile(lon, lat, band.bin_zoom)
+            cell = (bx << np.int64(32)) | by
+        else:
+            cell = np.arange(len(ints), dtype=np.int64)
+        tile = (tx << np.int64(32)) | ty
+        order = np.lexsort((np.arange(len(ints)), cell, tile))  # by tile, bin, then display order
+        out: dict[str, dict] = {}
+        tiles, starts = np.unique(tile[order], return_index=True)
+        bounds = [*starts.tolist(), len(order)]
+        for k, key in enumerate(tiles.tolist()):
+            members = order[bounds[k]:bounds[k + 1]]
+            cells, first, counts = np.unique(cell[members], return_index=True, return_counts=True)
+            single = counts == 1
+            points = np.sort(members[first[single]])
+            binned = np.flatnonzero(~single)
+            bin_xy = np.empty((len(binned), 2), dtype=np.int64)
+            group_of = np.repeat(np.arange(len(cells)), counts)  # members are sorted by cell
+            sums = np.zeros((len(cells), 2))
+            np.add.at(sums, group_of, ints[members].astype(float))
+            if len(binned):
+                bin_xy[:] = np.round(sums[binned] / counts[binned, None]).astype(np.int64)
+            pos_deltas = points.copy()
+            pos_deltas[1:] -= points[:-1]
+            out[f"{key >> 32}_{key & 0xFFFFFFFF}"] = {
+                "format": ENTITY_TILE_FORMAT, "band": band.index,
+                "tile": [int(key >> 32), int(key & 0xFFFFFFFF)], "scale": ENTITY_SCALE,
+                "count": len(members),
+                "points": {"xy": _deltas(ints[points]) if len(points) else [],
+                           "pos": pos_deltas.tolist(), "s": s_all[points].tolist(),
+                           "i": i_all[points].tolist()},
+                "bins": {"xy": _deltas(bin_xy) if len(binned) else [],
+                         "n": counts[binned].tolist()},
+                "permit": permit, "industry": industry,
+            }
+        return out
+
+    return _CACHE.get_or((generation_key(snapshot), "entity_tiles", band.index,
+                          shift_key if shift else ""), make)
+
+
+def entity_tile_counts(snapshot: Snapshot, band: EntityBand, shift: Shift | None = None,
+                       shift_key: str = "") -> dict[str, int]:
+    """"{tx}_{ty}" → entities in that tile of the band (as `entity_tiles` counts them, without
+    making the tiles)."""
+    ints = _display_xy(snapshot, shift, shift_key)
+    if not len(ints):
+        return {}
+    tx, ty = mercator_tile(ints[:, 0] / ENTITY_SCALE, ints[:, 1] / ENTITY_SCALE, band.tile_zoom)
+    keys, counts = np.unique((tx << np.int64(32)) | ty, return_counts=True)
+    return {f"{k >> 32}_{k & 0xFFFFFFFF}": int(n)
+            for k, n in zip(keys.tolist(), counts.tolist(), strict=True)}
+
+
+def entity_index(snapshot: Snapshot, shift: Shift | None = None, shift_key: str = "") -> dict:
+    """What the browser needs to ask only for tiles that exist: per band its zooms and its
+    non-empty tiles with their entity counts."""
+    return {"format": "gridmap-entity-index/1", "count": len(snapshot["entities"]),
+            "chunk": ENTITY_CHUNK,
+            "bands": [{"index": b.index, "maxZoom": b.max_zoom, "tileZoom": b.tile_zoom,
+                       "binZoom": b.bin_zoom,
+                       "tiles": entity_tile_counts(snapshot, b, shift, shift_key)}
+                      for b in ENTITY_BANDS]}
+
+
+# -- grids only where they are legible ------------------------------------------------------------
+GRID_MIN_PIXELS = 8  # a grid of median size is drawn from the zoom band where it is this wide
+
+
+def grid_min_level(snapshot: Snapshot, first_zoom: float) -> int:
+    """The first zoom band (index into LEVELS) in which the grid layer is drawn: the band at
+    whose smallest zoom (`first_zoom` for the first band: the city view) a grid of median size
+    is GRID_MIN_PIXELS wide. Below it the map shows counties and townships, and routing (which
+    never reads the display layers) still answers every click. Cached per generation."""
+    def make() -> int:
+        geoms = np.asarray(snapshot["grids"].geometry.values, dtype=object)
+        if not len(geoms):
+            return 0
+        width_deg = float(np.median(np.sqrt(shapely.area(geoms))))
+        for level in LEVELS:
+            zoom = first_zoom if level.index == 0 else LEVELS[level.index - 1].max_zoom + 1
+            # degrees per pixel at this zoom (longitude, 256-px tiles; latitude narrows a
+            # degree of longitude, so this errs on the side of drawing)
+            if width_deg / (360.0 / (256 * 2**zoom)) >= GRID_MIN_PIXELS:
+                return level.index
+        return LEVELS[-1].index
+
+    return _CACHE.get_or((generation_key(snapshot), "grid_min_level", first_zoom), make)
+
+
+def empty_layer(name: str, level: Level | int) -> dict:
+    """An encoded layer with no features (a layer not drawn in this zoom band)."""
+    level = LEVELS[level] if isinstance(level, int) else level
+    return {"format": FORMAT, "layer": name, "level": level.index, "scale": 10**level.decimals,
+            "count": 0, "props": {}, "dicts": {}, "geoms": [], "hidden": True}
+
+
+# -- big polygon layers per tile at the fine bands ------------------------------------------------
+# A polygon layer with more features is sent per tile at bands ≥ 1 (the environment may lower
+# it: the browser tests tile their ten grids).
+TILED_LAYER_MIN = int(os.environ.get("GRIDMAP_MAP_TILED_MIN", "3000"))
+LAYER_TILE_ZOOM = {1: 9, 2: 11}  # band → web-mercator zoom of its tiles (a view: 1–4 tiles)
+TILE_MARGIN = 0.01  # degrees around a feature (covers a display shift such as GCJ-02's)
+
+
+def layer_tiles(snapshot: Snapshot, name: str, level: Level | int, shift: Shift | None = None,
+                shift_key: str = "") -> dict[str, dict]:
+    """A polygon layer's band cut per web-mercator tile of LAYER_TILE_ZOOM[level]: "{tx}_{ty}"
+    → an encoded layer (the same format) of the features whose bounding box (with
+    TILE_MARGIN) touches the tile. A feature may be in several tiles: the browser draws each
+    code once. Cached per generation."""
+    level = LEVELS[level] if isinstance(level, int) else level
+    zoom = LAYER_TILE_ZOOM[level.index]
+
+    def make() -> dict[str, dict]:
+        full = encode_layer(snapshot, name, level, shift, shift_key)
+        bounds = shapely.bounds(np.asarray(snapshot[name].geometry.values, dtype=object))
+        x0, y1 = mercator_tile(bounds[:, 0] - TILE_MARGIN, bounds[:, 1] - TILE_MARGIN, zoom)
+        x1, y0 = mercator_tile(bounds[:, 2] + TILE_MARGIN, bounds[:, 3] + TILE_MARGIN, zoom)
+        members: dict[str, list[int]] = {}
+        for i in range(len(bounds)):
+            if not full["geoms"][i] or np.isnan(bounds[i, 0]):
+                continue
+            for tx in range(int(x0[i]), int(x1[i]) + 1):
+                for ty in range(int(y0[i]), int(y1[i]) + 1):
+                    members.setdefault(f"{tx}_{ty}", []).append(i)
+        out = {}
+        for key, rows in members.items():
+            props, dicts = {}, {}
+            for col, values in full["props"].items():
+                picked = [values[i] for i in rows]
+                if col in full["dicts"]:
+                    dicts[col], props[col] = _dict_code([full["dicts"][col][v] for v in picked])
+                else:
+                    props[col] = picked
+            out[key] = {**full, "props": props, "dicts": dicts, "count": len(rows),
+                        "geoms": [full["geoms"][i] for i in rows], "tile": key}
+        return out
+
+    return _CACHE.get_or((generation_key(snapshot), "layer_tiles", name, level.index,
+                          shift_key if shift else ""), make)
+
+
+def tiled_index(name: str, level: Level | int, tiles: dict[str, dict]) -> dict:
+    """The band file of a layer sent per tile: no features, the tiles that have some."""
+    level = LEVELS[level] if isinstance(level, int) else level
+    return {**empty_layer(name, level), "hidden": False,
+            "tiled": {"zoom": LAYER_TILE_ZOOM[level.index], "tiles": sorted(tiles)}}

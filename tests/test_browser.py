@@ -180,13 +180,13 @@ def test_worker_page(visit):
     text = visit.page.locator("body").inner_text()
     assert "网格员3" in text and "320901002南网格" in text and "T0001" in text
     visit.page.get_by_text("负责网格与花名册").wait_for()  # the roster's expander
-    frame = visit.page.frame_locator("iframe[title='streamlit_folium.st_folium']")
-    frame.locator(".leaflet-overlay-pane path").first.wait_for(timeout=30_000)
-    element = visit.page.locator("iframe[title='streamlit_folium.st_folium']").element_handle()
+    # The map is drawn in the page itself (static/gridmap/phonemap.js).
+    visit.page.locator(".gm-phone-map[data-gridmap=ready]").wait_for(timeout=30_000)
     # Fitted to the worker's units: their outline is wholly in view, and not lost in it.
-    fit = element.content_frame().evaluate("""() => { let out = null;
-        window.map.eachLayer(l => { if (!out && l.getBounds && l.getLatLngs) {
-            const v = window.map.getBounds(), b = l.getBounds();
+    fit = visit.page.evaluate("""() => { let out = null;
+        const map = document.querySelector('.gm-phone-map').gridmapMap;
+        map.eachLayer(l => { if (!out && l.getBounds && l.getLatLngs) {
+            const v = map.getBounds(), b = l.getBounds();
             out = [v.contains(b), Math.max(
                 (b.getEast() - b.getWest()) / (v.getEast() - v.getWest()),
                 (b.getNorth() - b.getSouth()) / (v.getNorth() - v.getSouth()))]; }

@@ -137,7 +137,7 @@ def test_each_role_sees_what_it_may(browser, server, role):
         assert name in text and phone in text
         assert "13800000009" not in text  # a worker of county B
         # The city's data files are not theirs, even with a session.
-        for name in ("grid_workers.json", "entities.json"):
+        for name in ("grid_workers.json", "entities.index.json"):
             for folder in _cache_dirs():
                 assert fetch(f"{server.url}app/static/cache/{folder}/{name}", cookie)[0] == 403
         # Another worker's page is refused below the page.

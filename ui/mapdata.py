@@ -3,15 +3,27 @@ Streamlit serves at /app/static/cache/ (server.enableStaticServing), so the brow
 caches them instead of receiving them with every script run.
 
 A directory per (store, generation, datum) holds, in the formats of layers/display.py:
-  {layer}.{level}.json   polygon layers per zoom band
-  entities.json          every entity's position, permit class and industry (for clustering)
+  {layer}.{level}.json   polygon layers per zoom band; a big grid layer at the finer bands is
+                         an index of its tiles, {layer}.{level}.{tx}_{ty}.json
+  entities.index.json    per entity zoom band (layers/display.py ENTITY_BANDS) its non-empty
+                         tiles and their counts
+  entities.b{band}.{tx}_{ty}.json  the entities of one web-mercator tile of a band: counts per
+                         square bin (and lone entities) in the city bands, every entity in the
+                         finest — the browser fetches the tiles in view, never all entities
   entities.{k}.json      details of chunk k (name, credit code, address, grid, workers)
   grid_workers.json      grid code → workers and phones (for grid tooltips)
-  incidents-{hash}.json  open incidents (they change without a new generation), times as
-                         Beijing time text, with the time limit of their step and overdue
-The first zoom band, the entity positions and the workers are written before the page is
-served; the other bands and the entity details follow in a background thread (the browser
-retries a file that is not there yet).
+  incidents-{audience}-{hash}.json  open incidents (they change without a new generation),
+                         times as Beijing time text, with the time limit of their step and
+                         overdue; {audience} is `audience_tag` of who it was written for
+The first zoom band, the entity index, the tiles of the entity band of the city view and the
+workers are written before the page is served; the other bands and the entity details follow
+in a background thread (the browser retries a file that is not there yet). Grids too small to
+see at a band's zooms are not in its file (display.grid_min_level).
+
+Several app processes on one machine share the directory (README, *Production: more than one
+process*): every file is written under a name of its own and renamed into place, the same
+content whoever writes it, and who may fetch an incidents file is read from its name — any
+process can answer for a file another one wrote.
 """
 
 from __future__ import annotations
@@ -36,7 +48,8 @@ CACHE_DIR = STATIC_DIR / "cache"
 KEEP_DIRS = 8  # older generations' directories beyond this many are removed
 _LOCK = threading.Lock()
 _DONE: dict[str, threading.Event] = {}
-_AUDIENCE: dict[str, str] = {}  # incidents file name -> the audience it was written for
+# key → (the files of the city view's entity band, the zoom the grids are drawn from)
+_FIRST: dict[str, tuple[tuple[str, ...], int]] = {}
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,8 @@ class MapData:
     incidents_file: str  # file name inside base_url, "" when there are none
     entity_count: int
     entity_chunks: int
+    entity_first: tuple[str, ...] = ()  # the tiles of the entity band of the city view
+    grid_min_zoom: int = 0  # the grids are drawn from this zoom on
 
 
 def _write(path: Path, data) -> None:
@@ -56,7 +71,9 @@ def _write(path: Path, data) -> None:
 
 def data_key(store_url: str, router: Router, basemap: Basemap) -> str:
     g = router.snapshot.generation
-    text = f"{store_url}|{g.id}|{g.created_at}|{basemap.datum}|{display.FORMAT}|{display.LEVELS}"
+    text = (f"{store_url}|{g.id}|{g.created_at}|{basemap.datum}|{display.FORMAT}|{display.LEVELS}"
+            f"|{display.ENTITY_TILE_FORMAT}|{display.ENTITY_BANDS}|{display.GRID_MIN_PIXELS}"
+            f"|{display.TILED_LAYER_MIN}|{display.LAYER_TILE_ZOOM}|{display.TILE_MARGIN}")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -69,10 +86,17 @@ def audience(actor) -> str:
     return f"{actor.role}:{actor.bureau_code or actor.worker_id}"
 
 
-def audience_of(name: str) -> str | None:
-    """The audience an incidents file was written for (None: not written by this process)."""
-    with _LOCK:
-        return _AUDIENCE.get(name)
+def audience_tag(audience: str) -> str:
+    """The part of an incidents file's name that says whom it is for."""
+    return hashlib.sha256(f"gridmap incidents for {audience}".encode()).hexdigest()[:16]
+
+
+def written_for(name: str, audience: str) -> bool:
+    """Whether the incidents file `name` was written for `audience` (read from the name, so
+    any app process can tell, whichever wrote it)."""
+    parts = name.removesuffix(".json").split("-")
+    return (len(parts) == 3 and parts[0] == "incidents" and name.endswith(".json")
+            and parts[1] == audience_tag(audience))
 
 
 def publish(store_url: str, router: Router, basemap: Basemap,
@@ -85,14 +109,22 @@ def publish(store_url: str, router: Router, basemap: Basemap,
     folder = CACHE_DIR / key
     shift = basemap.to_display if basemap.shifted else None
     with _LOCK:
-        first = key not in _DONE or not (folder / "entities.json").exists()
+        first = (key not in _DONE or key not in _FIRST
+                 or not (folder / "entities.index.json").exists())
         if first:
             folder.mkdir(parents=True, exist_ok=True)
             _ignore_cache_dir()
             for name in display.POLYGON_DISPLAY_LAYERS:
                 _write(folder / f"{name}.0.json",
-                       display.encode_layer(snap, name, 0, shift, basemap.datum))
-            _write(folder / "entities.json", display.encode_entities(snap, shift, basemap.datum))
+                       _layer(snap, name, display.LEVELS[0], shift, basemap.datum))
+            city_band = city_entity_band(snap)
+            _write_entity_band(folder, snap, city_band, shift, basemap.datum)
+            # Kept here: the display cache is busy (and locked) while the rest is written.
+            _FIRST[key] = (tuple(entity_tile_name(city_band.index, t) for t in
+                                 display.entity_tiles(snap, city_band, shift, basemap.datum)),
+                           grid_min_zoom(snap))
+            # The index last: the browser asks only for the tiles it names.
+            _write(folder / "entities.index.json", display.entity_index(snap, shift, basemap.datum))
             _write(folder / "grid_workers.json", display.grid_workers(snap))
             done = _DONE[key] = threading.Event()
             _prune(keep=key)
@@ -103,8 +135,43 @@ def publish(store_url: str, router: Router, basemap: Basemap,
         if not background:
             rest.join()
     incidents_file = _incidents(folder, incidents, shift, audience)
+    first_files, min_zoom = _FIRST[key]
     return MapData(key, f"{STATIC_URL}cache/{key}/", incidents_file, len(snap["entities"]),
-                   display.entity_chunks(snap))
+                   display.entity_chunks(snap), first_files, min_zoom)
+
+
+def grid_min_level(snap) -> int:
+    """The first zoom band that draws the grids (layers/display.grid_min_level)."""
+    from ui.mapview import view_for_bbox
+
+    return display.grid_min_level(snap, view_for_bbox(display.city_bounds(snap))[1])
+
+
+def grid_min_zoom(snap) -> int:
+    level = grid_min_level(snap)
+    return 0 if level == 0 else display.LEVELS[level - 1].max_zoom + 1
+
+
+def _layer(snap, name: str, level, shift, datum: str) -> dict:
+    if name == "grids" and level.index < grid_min_level(snap):
+        return display.empty_layer(name, level)  # too small to see here: drawn from a finer band
+    return display.encode_layer(snap, name, level, shift, datum)
+
+
+def city_entity_band(snap) -> display.EntityBand:
+    """The entity band of the zoom the city map opens at (ui/mapview.build_map)."""
+    from ui.mapview import view_for_bbox  # the map view imports this module
+
+    return display.entity_band_for_zoom(view_for_bbox(display.city_bounds(snap))[1])
+
+
+def entity_tile_name(band: int, tile: str) -> str:
+    return f"entities.b{band}.{tile}.json"
+
+
+def _write_entity_band(folder: Path, snap, band, shift, datum: str) -> None:
+    for tile, data in display.entity_tiles(snap, band, shift, datum).items():
+        _write(folder / entity_tile_name(band.index, tile), data)
 
 
 def wait_published(key: str, timeout: float = 60.0) -> bool:
@@ -118,8 +185,22 @@ def _publish_rest(folder: Path, router: Router, shift, datum: str, done: threadi
     try:
         for level in display.LEVELS[1:]:
             for name in display.POLYGON_DISPLAY_LAYERS:
+                if (name == "grids" and level.index in display.LAYER_TILE_ZOOM
+                        and level.index >= grid_min_level(snap)
+                        and len(snap[name]) > display.TILED_LAYER_MIN):
+                    # Too many to send whole: per tile, the browser fetches those in view.
+                    tiles = display.layer_tiles(snap, name, level, shift, datum)
+                    for tile, data in tiles.items():
+                        _write(folder / f"{name}.{level.index}.{tile}.json", data)
+                    _write(folder / f"{name}.{level.index}.json",
+                           display.tiled_index(name, level, tiles))
+                    continue
                 _write(folder / f"{name}.{level.index}.json",
-                       display.encode_layer(snap, name, level, shift, datum))
+                       _layer(snap, name, level, shift, datum))
+        first = city_entity_band(snap)
+        for band in display.ENTITY_BANDS:
+            if band != first:
+                _write_entity_band(folder, snap, band, shift, datum)
         assignment = entity_assignment(router) if len(snap["entities"]) else None
         for chunk in range(display.entity_chunks(snap)):
             _write(folder / f"entities.{chunk}.json", {
@@ -160,13 +241,11 @@ def _incidents(folder: Path, incidents: pd.DataFrame | None, shift, audience: st
     data["overdue"] = ["1" if not pd.isna(v) and bool(v) else "" for v in overdue]
     body = display.compact_json(data)
     # The audience is part of the name: two audiences never share a file.
-    digest = hashlib.sha256(body + audience.encode()).hexdigest()[:16]
-    name = f"incidents-{digest}.json"
-    with _LOCK:
-        _AUDIENCE[name] = audience
+    digest = hashlib.sha256(body).hexdigest()[:16]
+    name = f"incidents-{audience_tag(audience)}-{digest}.json"
     path = folder / name
     if not path.exists():
-        tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
+        tmp = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(body)
         os.replace(tmp, path)
     return name
@@ -185,3 +264,4 @@ def _prune(keep: str) -> None:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
             _DONE.pop(old.name, None)
+            _FIRST.pop(old.name, None)

@@ -80,7 +80,10 @@ LABELS = {
     "routeHereHelp": "以此位置查询县（市）、区、乡镇/街道、网格、网格员和责任执法机构",
     "openCase": "打开案件", "openCaseHelp": "在“案件办理”页打开该案件",
     "clickHint": "单击地图任意处（含标记、聚合）即查询该处归属",
+    "binTip": "个监管对象（单击放大）", "tenThousand": "万",
+    "gridHint": "放大后显示网格",
 }
+GRID_LATER = "放大后显示"
 LEGEND = [
     {"label": "县（市）、区界", "color": "#222222", "weight": 3},
     {"label": "乡镇/街道界", "color": "#555555", "weight": 1},
@@ -178,7 +181,12 @@ def map_config(data: MapData, clicks: bool = True, hidden: tuple[str, ...] = (),
     return {
         "base": data.base_url,
         "levels": [{"index": lv.index, "maxZoom": lv.max_zoom} for lv in LEVELS],
-        "layers": [{**spec, "on": spec["on"] and spec["name"] not in hidden} for spec in LAYERS],
+        "layers": [{**spec, "on": spec["on"] and spec["name"] not in hidden,
+                    **({"title": f"{spec['title']}（{GRID_LATER}）"}
+                       if spec["name"] == "grids" and data.grid_min_zoom else {})}
+                   for spec in LAYERS],
+        # Grids too small to see at the city view are drawn from this zoom on (ui/mapdata).
+        "gridMinZoom": data.grid_min_zoom,
         "kindStyles": KIND_STYLES, "kindNames": KIND_NAMES, "levelNames": LEVEL_NAMES,
         "roleNames": {"worker": "网格员", "leader": "网格长"},
         "entities": {"title": f"监管对象（{data.entity_count:,}）", "on": "entities" not in hidden,
@@ -200,7 +208,8 @@ def map_config(data: MapData, clicks: bool = True, hidden: tuple[str, ...] = (),
         # Fetched while the scripts load: what the first (city) view draws.
         "prefetch_files": [f"{name}.{LEVELS[0].index}.json" for name in
                            (spec["name"] for spec in LAYERS)]
-        + ["entities.json"] + ([data.incidents_file] if data.incidents_file else []),
+        + ["entities.index.json", *data.entity_first]
+        + ([data.incidents_file] if data.incidents_file else []),
     }
 
 

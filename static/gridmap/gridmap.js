@@ -2,7 +2,7 @@
  *
  * Loaded by the streamlit-folium iframe after Leaflet and Leaflet.markercluster; ui/mapview.py
  * calls gridmap.mount(map, config). Formats: layers/display.py ("gridmap-polygons/1",
- * "gridmap-points/1"). Every text from the data goes through esc() before it becomes HTML
+ * "gridmap-entity-tile/1"). Every text from the data goes through esc() before it becomes HTML
  * (Leaflet sets tooltip and popup strings as innerHTML); nothing from the data is ever run as
  * code, and a key from the data is looked up only among an object's own properties (own()),
  * so a grid coded "constructor" or a status "__proto__" finds nothing instead of Object's.
@@ -96,6 +96,24 @@
       });
     }
     return files[url];
+  }
+
+  // Web-mercator tile indexes at zoom z (as layers/display.py mercator_tile).
+  function tileX(lng, z) {
+    var n = Math.pow(2, z);
+    return Math.min(n - 1, Math.max(0, Math.floor((lng + 180) / 360 * n)));
+  }
+  function tileY(lat, z) {
+    var n = Math.pow(2, z), r = Math.max(-85.0511, Math.min(85.0511, lat)) * Math.PI / 180;
+    return Math.min(n - 1, Math.max(0, Math.floor((1 - Math.log(Math.tan(r) + 1 / Math.cos(r)) / Math.PI) / 2 * n)));
+  }
+  // "tx_ty" of the tiles at zoom z that cover the map's view.
+  function tilesInView(map, z) {
+    var b = map.getBounds(), out = [];
+    for (var tx = tileX(b.getWest(), z); tx <= tileX(b.getEast(), z); tx++) {
+      for (var ty = tileY(b.getNorth(), z); ty <= tileY(b.getSouth(), z); ty++) { out.push(tx + "_" + ty); }
+    }
+    return out;
   }
 
   function decodeRing(flat, scale) {
@@ -205,21 +223,60 @@
       if (spec.on) { group.addTo(map); }
     });
 
-    function fill(spec, data) {
-      var group = groups[spec.name];
-      group.clearLayers();
+    function addPolygons(spec, data, skip) {
+      var group = groups[spec.name], added = 0;
       var base = assign({}, spec.style, { renderer: spec.canvas ? canvas : svg });
       var kindStyles = own(cfg.kindStyles, spec.name);
       for (var i = 0; i < data.count; i++) {
-        if (!data.geoms[i].length) { continue; }
+        if (!data.geoms[i].length || (skip && skip(prop(data, "c", i)))) { continue; }
         var style = kindStyles && data.props.k ? assign({}, base, own(kindStyles, data.props.k[i])) : base;
         var poly = L.polygon(decodeGeom(data.geoms[i], data.scale), style);
         poly.gmData = data; poly.gmIndex = i;
         group.addLayer(poly);
+        added++;
       }
-      stats.drawn[spec.name] = data.count;
+      return added;
+    }
+
+    function fill(spec, data) {
+      var group = groups[spec.name];
+      group.clearLayers();
+      group.gmTiled = null;
       stats.ms = stats.ms || {};
+      if (data.tiled) {  // too many to send whole: the tiles in view (layerTiles)
+        group.gmTiled = { data: data, level: data.level, tiles: new Set(data.tiled.tiles),
+                          loaded: new Set(), drawn: new Set(), count: 0 };
+        stats.drawn[spec.name] = 0;
+        return layerTiles(spec).then(function () {
+          stats.ms[spec.name] = Math.round(performance.now() - stats.started);
+        });
+      }
+      addPolygons(spec, data);
+      stats.drawn[spec.name] = data.count;
       stats.ms[spec.name] = Math.round(performance.now() - stats.started);
+    }
+
+    // A layer sent per tile: fetch the tiles in view not fetched yet, draw each feature once
+    // (a feature is in every tile it touches).
+    function layerTiles(spec) {
+      var group = groups[spec.name], t = group.gmTiled;
+      if (!t) { return Promise.resolve(); }
+      var jobs = tilesInView(map, t.data.tiled.zoom).filter(function (k) {
+        return t.tiles.has(k) && !t.loaded.has(k);
+      }).map(function (k) {
+        t.loaded.add(k);
+        return load(cfg.base + spec.name + "." + t.level + "." + k + ".json").then(function (d) {
+          if (group.gmTiled !== t) { return; }  // another band meanwhile
+          t.count += addPolygons(spec, d, function (code) {
+            if (t.drawn.has(code)) { return true; }
+            t.drawn.add(code);
+            return false;
+          });
+          stats.drawn[spec.name] = t.count;
+          stats.layerTiles = (stats.layerTiles || 0) + 1;
+        }, function (err) { t.loaded.delete(k); throw err; });
+      });
+      return Promise.all(jobs);
     }
 
     function showLevel(level) {
@@ -229,10 +286,12 @@
         return load(cfg.base + spec.name + "." + level + ".json");
       })).then(function (all) {
         if (wanted !== currentLevel) { return; }  // zoomed on meanwhile
-        // Refill in the configured order: the outlines share one SVG, drawn in order.
-        cfg.layers.forEach(function (spec, i) { fill(spec, all[i]); });
+        // Refill in the configured order: the outlines share one SVG, drawn in order (a layer
+        // sent per tile is on the canvas, where the order does not matter).
+        var tiled = cfg.layers.map(function (spec, i) { return fill(spec, all[i]); });
         stats.level = level;
         container.setAttribute("data-level", String(level));
+        return Promise.all(tiled);
       });
     }
 
@@ -273,14 +332,19 @@
       return entityHtml(e, null, full);
     }
     if (cfg.entities) {
+      // Per zoom band (entities.index.json, layers/display.py ENTITY_BANDS) the tiles in view:
+      // up to zoom 14 counts per square bin (a lone entity as itself), from zoom 15 every
+      // entity, clustered by the plugin within the loaded tiles. Never all entities at once.
       var cluster = L.markerClusterGroup({
-        chunkedLoading: true, chunkInterval: 250, chunkDelay: 5, maxClusterRadius: 55,
-        showCoverageOnHover: false, spiderfyOnMaxZoom: true, disableClusteringAtZoom: 17,
-        removeOutsideVisibleBounds: true
+        maxClusterRadius: 55, showCoverageOnHover: false, spiderfyOnMaxZoom: true,
+        disableClusteringAtZoom: 17, removeOutsideVisibleBounds: true
       });
+      var bins = L.featureGroup();
+      var entityLayer = L.layerGroup([cluster, bins]);
       groups.entities = cluster;
-      overlays[swatch(cfg.entities.legend) + esc(cfg.entities.title)] = cluster;
-      if (cfg.entities.on) { cluster.addTo(map); }
+      groups.entityBins = bins;
+      overlays[swatch(cfg.entities.legend) + esc(cfg.entities.title)] = entityLayer;
+      if (cfg.entities.on) { entityLayer.addTo(map); }
       cluster.bindTooltip(function (layer) {
         return entityContent(layer, false, function (html) {
           if (layer.isTooltipOpen && cluster.isTooltipOpen()) { cluster.setTooltipContent(html); }
@@ -289,38 +353,107 @@
       cluster.bindPopup(function (layer) {
         return entityContent(layer, true, function (html) { cluster.setPopupContent(html); });
       }, { maxWidth: 360, className: "gm-popup" });
-      // A marker routes its own position (and opens its popup); a cluster the point clicked
-      // (and zooms in, as it always did).
+      // A marker routes its own position (and opens its popup); a cluster or a bin the point
+      // clicked (and zooms in, as it always did).
       cluster.on("click", function (e) { routeAt(e.layer.getLatLng()); });
       cluster.on("clusterclick", function (e) {
         routeAt(e.originalEvent ? map.mouseEventToLatLng(e.originalEvent) : e.latlng);
       });
-      entityDone = load(cfg.base + "entities.json").then(function (d) {
-        var icons = d.permit.map(function (p) {
-          var color = own(cfg.entities.permitColors, p) || cfg.entities.permitColors[""];
-          return L.divIcon({ className: "gm-ent", iconSize: [12, 12],
+      bins.bindTooltip(function (layer) {
+        return "<b>" + esc(layer.gmCount) + "</b> " + esc(cfg.labels.binTip);
+      }, { direction: "top", offset: [0, -16], className: "gm-tip" });
+      bins.on("click", function (e) {
+        routeAt(e.originalEvent ? map.mouseEventToLatLng(e.originalEvent) : e.latlng);
+        map.setView(e.layer.getLatLng(), Math.min(map.getMaxZoom(), map.getZoom() + 2));
+      });
+
+      var entityIndex = null, shownBand = null, shown = {}, built = {}, entitySeq = 0;
+      var entityIcons = {};
+      function entityIcon(permit) {
+        if (!own(entityIcons, permit)) {
+          var color = own(cfg.entities.permitColors, permit) || cfg.entities.permitColors[""];
+          entityIcons[permit] = L.divIcon({ className: "gm-ent", iconSize: [12, 12],
             html: "<span style=\"background:" + esc(color) + "\"></span>" });
-        });
-        var markers = new Array(d.count), x = 0, y = 0;
-        for (var i = 0; i < d.count; i++) {
-          x += d.xy[2 * i]; y += d.xy[2 * i + 1];
-          var m = L.marker([y / d.scale, x / d.scale], { icon: icons[d.s[i]], keyboard: false });
-          m.gmEntity = { pos: i, permit: d.permit[d.s[i]], industry: d.industry[d.i[i]],
-                         latlng: m.getLatLng() };
-          markers[i] = m;
         }
-        return new Promise(function (done) {
-          if (!d.count) { done(); return; }
-          cluster.options.chunkProgress = function (processed, total) {
-            if (processed >= total) {
-              stats.drawn.entities = total;
-              stats.ms = stats.ms || {};
-              stats.ms.entities = Math.round(performance.now() - stats.started);
-              done();
-            }
-          };
-          cluster.addLayers(markers);
+        return entityIcons[permit];
+      }
+      function binLabel(n) {
+        return n < 10000 ? String(n) : (n / 10000).toFixed(n < 100000 ? 1 : 0) + cfg.labels.tenThousand;
+      }
+      function buildTile(d) {
+        var out = { markers: [], bins: [], count: d.count };
+        var p = d.points, x = 0, y = 0, pos = 0, i;
+        for (i = 0; i < p.pos.length; i++) {
+          x += p.xy[2 * i]; y += p.xy[2 * i + 1]; pos += p.pos[i];
+          var permit = d.permit[p.s[i]];
+          var m = L.marker([y / d.scale, x / d.scale], { icon: entityIcon(permit), keyboard: false });
+          m.gmEntity = { pos: pos, permit: permit, industry: d.industry[p.i[i]], latlng: m.getLatLng() };
+          out.markers.push(m);
+        }
+        x = 0; y = 0;
+        for (i = 0; i < d.bins.n.length; i++) {
+          x += d.bins.xy[2 * i]; y += d.bins.xy[2 * i + 1];
+          var n = d.bins.n[i];
+          var size = n < 10 ? "small" : n < 100 ? "medium" : "large";
+          var b = L.marker([y / d.scale, x / d.scale], { keyboard: false, icon: L.divIcon({
+            className: "marker-cluster marker-cluster-" + size + " gm-bin", iconSize: [40, 40],
+            html: "<div><span>" + esc(binLabel(n)) + "</span></div>" }) });
+          b.gmCount = n;
+          out.bins.push(b);
+        }
+        return out;
+      }
+      function entityBand(zoom) {
+        var bands = entityIndex.bands;
+        for (var i = 0; i < bands.length; i++) { if (zoom <= bands[i].maxZoom) { return bands[i]; } }
+        return bands[bands.length - 1];
+      }
+      // The band of the zoom, the tiles of the view that have entities: fetch the missing
+      // ones, drop those out of view.
+      function refreshEntities() {
+        if (!entityIndex) { return Promise.resolve(); }
+        var band = entityBand(map.getZoom());
+        var wanted = tilesInView(map, band.tileZoom).filter(function (k) {
+          return own(band.tiles, k) !== undefined;
         });
+        var seq = ++entitySeq;
+        var urls = wanted.map(function (k) { return cfg.base + "entities.b" + band.index + "." + k + ".json"; });
+        return Promise.all(urls.map(function (u) { return load(u); })).then(function (all) {
+          if (seq !== entitySeq) { return; }  // moved on meanwhile
+          if (shownBand !== band.index) {
+            cluster.clearLayers(); bins.clearLayers(); shown = {}; shownBand = band.index;
+          }
+          var keep = {}, gone = [], added = [];
+          wanted.forEach(function (k) { keep[k] = true; });
+          Object.keys(shown).forEach(function (k) {
+            if (keep[k]) { return; }
+            Array.prototype.push.apply(gone, shown[k].markers);
+            shown[k].bins.forEach(function (m) { bins.removeLayer(m); });
+            delete shown[k];
+          });
+          wanted.forEach(function (k, i) {
+            if (shown[k]) { return; }
+            var t = built[urls[i]] || (built[urls[i]] = buildTile(all[i]));
+            shown[k] = t;
+            Array.prototype.push.apply(added, t.markers);
+            t.bins.forEach(function (m) { bins.addLayer(m); });
+          });
+          if (gone.length) { cluster.removeLayers(gone); }
+          if (added.length) { cluster.addLayers(added); }
+          var count = 0;
+          Object.keys(shown).forEach(function (k) { count += shown[k].count; });
+          stats.drawn.entities = count;
+          stats.entityBand = band.index;
+          stats.entityTiles = Object.keys(shown).sort();
+          stats.ms = stats.ms || {};
+          stats.ms.entities = Math.round(performance.now() - stats.started);
+          container.setAttribute("data-entity-band", String(band.index));
+        });
+      }
+      entityDone = load(cfg.base + "entities.index.json").then(function (d) {
+        entityIndex = d;
+        map.on("moveend", function () { refreshEntities().catch(fail); });
+        return refreshEntities();
       });
     }
 
@@ -425,6 +558,9 @@
     map.on("zoomend", function () {
       showLevel(levelFor(map.getZoom())).catch(fail);
     });
+    map.on("moveend", function () {
+      cfg.layers.forEach(function (spec) { layerTiles(spec).catch(fail); });
+    });
     Promise.all([polygonsDone, entityDone, incidentDone]).then(function () {
       return new Promise(function (painted) { requestAnimationFrame(function () { painted(); }); });
     }).then(function () {
@@ -487,8 +623,16 @@
         cfg.legend.map(function (item) {
           return "<div>" + swatch(item) + esc(item.label) + "</div>";
         }).join("") +
+        (cfg.gridMinZoom ? "<div class=\"gm-legend-hint gm-grid-hint\">" + esc(cfg.labels.gridHint) + "</div>" : "") +
         (cfg.clicks ? "<div class=\"gm-legend-hint\">" + esc(cfg.labels.clickHint) + "</div>" : "") +
         "</div>";
+      // "Zoom in to see the grids": said while they are too small to be drawn.
+      var hint = div.querySelector(".gm-grid-hint");
+      if (hint) {
+        var showHint = function () { hint.style.display = map.getZoom() < cfg.gridMinZoom ? "" : "none"; };
+        map.on("zoomend", showHint);
+        showHint();
+      }
       // Open, it scrolls rather than cover the map's height.
       div.lastChild.style.maxHeight = Math.max(120, map.getSize().y - 140) + "px";
       div.firstChild.addEventListener("click", function () {
