@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_routing import DEFAULT_CACHE, cached_store, random_points  # noqa: E402
+from bench_routing import DEFAULT_CACHE, cached_store, random_points, statuses  # noqa: E402
 from harness import Contender, Report, add_arguments, measure  # noqa: E402
 
 from grids.routing import Router  # noqa: E402
@@ -204,11 +204,6 @@ def contenders(router: Router, lon: np.ndarray, lat: np.ndarray, conn) -> list[C
     def ours_columns():
         results, index = ours()
         return router.writer.frame(results, index)
-
-    def statuses(out) -> dict:
-        results, index = out
-        status = np.array([r.status for r in results])[index]
-        return {s: int((status == s).sum()) for s in ("ok", "ambiguous", "outside")}
 
     cur = conn.cursor()
     points = f"{B}.pts"

@@ -94,6 +94,13 @@ def random_points(snapshot, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarr
     return rng.uniform(minx, maxx, n), rng.uniform(miny, maxy, n)
 
 
+def statuses(out) -> dict:
+    """How many points of a batch's (results, index) are ok, ambiguous and outside."""
+    results, index = out
+    status = np.array([r.status for r in results])[index]
+    return {s: int((status == s).sum()) for s in ("ok", "ambiguous", "outside")}
+
+
 def contenders(router: Router, lon: np.ndarray, lat: np.ndarray) -> list[Contender]:
     snap = router.snapshot
     crs = snap["counties"].crs
@@ -132,11 +139,6 @@ def contenders(router: Router, lon: np.ndarray, lat: np.ndarray) -> list[Contend
     def ours_columns():
         results, index = ours()
         return router.writer.frame(results, index)
-
-    def statuses(out) -> dict:
-        results, index = out
-        status = np.array([r.status for r in results])[index]
-        return {s: int((status == s).sum()) for s in ("ok", "ambiguous", "outside")}
 
     def sjoin(x=lon, y=lat):
         left = gpd.GeoDataFrame(geometry=gpd.points_from_xy(x, y), crs=crs)
