@@ -12,6 +12,7 @@ import re
 
 import pytest
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from geo.china_offsets import wgs84_to_gcj02
 from grids.access import Actor
@@ -38,10 +39,22 @@ class Desk(Tab):
         self.context.set_default_timeout(20_000)
 
     def choose(self, label: str, typed: str, option: str) -> None:
+        """Pick `option` by typing into the select box; again if a rerun redrew the list while
+        it was open (the option then detaches before the click lands)."""
+        self.idle()
         box = self.page.get_by_label(label, exact=True).and_(self.page.locator("input"))
-        box.click()
-        self.page.keyboard.type(typed)
-        self.page.get_by_role("option", name=option, exact=True).click()
+        for attempt in range(3):
+            box.click()
+            self.page.keyboard.press("Control+a")
+            self.page.keyboard.type(typed)
+            try:
+                self.page.get_by_role("option", name=option, exact=True).click(timeout=6_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
+                self.page.keyboard.press("Escape")
+                self.idle()
         self.idle()
 
     def selected(self, label: str) -> str:
