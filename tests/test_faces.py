@@ -53,16 +53,16 @@ def test_faces_agree_with_the_finder(router: Router, monkeypatch):
     snap = router.snapshot
     minx, miny, maxx, maxy = snap["counties"].total_bounds
     rng = np.random.default_rng(3)
-    lon = rng.uniform(minx - 0.05, maxx + 0.05, 10_000)
-    lat = rng.uniform(miny - 0.05, maxy + 0.05, 10_000)
-    blon, blat = boundary_points(snap, 600, seed=4)
+    lon = rng.uniform(minx - 0.05, maxx + 0.05, 6_000)
+    lat = rng.uniform(miny - 0.05, maxy + 0.05, 6_000)
+    blon, blat = boundary_points(snap, 400, seed=4)
     lon, lat = np.concatenate([lon, blon]), np.concatenate([lat, blat])
     # non-finite input goes the finder's way, as before
     lon[:3] = np.nan
     check_same(router.resolver, lon, lat)
     # with accuracy discs among them (those stay with the store's finder)
     radius = np.zeros(len(lon))
-    radius[-300:] = 25.0
+    radius[-200:] = 25.0
     check_same(router.resolver, lon, lat, radius)
     router.resolver.use_faces = True
 
