@@ -525,7 +525,7 @@ class Resolver:
         n = len(queries)
         face = np.full(n, -1, dtype=np.int32)
         which = np.flatnonzero(exact)
-        face[which] = faces.lookup(queries.lon[which], queries.lat[which]).face
+        face[which] = faces.lookup(queries.lon[which], queries.lat[which])
         known = face >= 0
         present = np.flatnonzero(np.bincount(face[known], minlength=len(faces.sets)))
         results = [Resolution(self.decide(faces.sets[f])) for f in present.tolist()]

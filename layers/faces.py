@@ -19,7 +19,6 @@ is the vertex's cell or one of its eight neighbours, and all nine are marked.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -40,13 +39,6 @@ MAX_CELLS = 4096 * 4096
 MIN_BATCH = 200_000
 MIN_BATCH_BUILT = 2_000
 _BUILDING = threading.Lock()
-
-
-@dataclass(frozen=True)
-class FaceLookup:
-    """Per point: the face id (an index into FaceIndex.sets), or -1 for the exact way."""
-
-    face: np.ndarray
 
 
 class FaceIndex:
@@ -137,8 +129,9 @@ class FaceIndex:
                 cls._cache[key] = found
         return found
 
-    def lookup(self, lon: np.ndarray, lat: np.ndarray) -> FaceLookup:
-        """Face ids of exact points; -1 where the point is near a boundary (or not finite)."""
+    def lookup(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Per exact point its face id (an index into `sets`); -1 where the point is near a
+        boundary (or not finite): those go the exact way."""
         fx = np.floor((lon - self.x0) / self.cell)
         fy = np.floor((lat - self.y0) / self.cell)
         finite = np.isfinite(fx) & np.isfinite(fy)
@@ -149,7 +142,7 @@ class FaceIndex:
         # Beyond the raster's margin no polygon is near: the face of "nothing here".
         outside = finite & ~inside
         face[outside] = self._empty
-        return FaceLookup(face)
+        return face
 
 
 def _sets_at(finder, x: np.ndarray, y: np.ndarray) -> list[Sets | None]:

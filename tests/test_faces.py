@@ -74,14 +74,14 @@ def test_every_vertex_is_near_and_most_of_the_area_is_not(router: Router):
         shapely.get_coordinates(shapely.boundary(np.asarray(snap[n].geometry.values)))
         for n in ROUTING_LAYERS if len(snap[n])
     ])
-    assert (index.lookup(xy[:, 0], xy[:, 1]).face == -1).all()
+    assert (index.lookup(xy[:, 0], xy[:, 1]) == -1).all()
     minx, miny, maxx, maxy = snap["counties"].total_bounds
     rng = np.random.default_rng(5)
     lon, lat = rng.uniform(minx, maxx, 50_000), rng.uniform(miny, maxy, 50_000)
-    by_raster = (index.lookup(lon, lat).face >= 0).mean()
+    by_raster = (index.lookup(lon, lat) >= 0).mean()
     assert by_raster > 0.8, f"only {by_raster:.0%} of random points answered by the raster"
     # far outside: the face of "no polygon here"
-    far = index.lookup(np.array([minx - 5.0]), np.array([miny - 5.0])).face
+    far = index.lookup(np.array([minx - 5.0]), np.array([miny - 5.0]))
     assert index.sets[int(far[0])] == tuple(() for _ in ROUTING_LAYERS)
 
 
