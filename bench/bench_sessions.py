@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import crowd as crowd_mod  # noqa: E402
 from bench_routing import DEFAULT_CACHE, cached_store  # noqa: E402
 from harness import RESULTS, machine  # noqa: E402
 
@@ -66,8 +68,12 @@ def add_accounts(store: Path) -> tuple[str, str]:
     return "bench-dispatcher", "bench-worker"
 
 
+RESOURCES = ("() => performance.getEntriesByType('resource').map(r => r.name)"
+             ".concat([location.href])")
+
+
 async def one_session(browser, url: str, login: str, phone: bool, start: float,
-                      timeout_s: float) -> float:
+                      timeout_s: float, resources: list | None = None) -> float:
     options = ({"viewport": {"width": 390, "height": 844}, "has_touch": True,
                 "is_mobile": True, "device_scale_factor": 2} if phone
                else {"viewport": {"width": 1400, "height": 900}})
@@ -97,21 +103,60 @@ async def one_session(browser, url: str, login: str, phone: bool, start: float,
                 await page.wait_for_timeout(100)
             else:
                 raise TimeoutError("map not ready")
-        return time.monotonic() - start
+        took = time.monotonic() - start
+        if resources is not None:  # what this browser fetched, for the emulated visitors
+            for frame in page.frames:
+                with contextlib.suppress(Exception):
+                    resources.extend(await frame.evaluate(RESOURCES))
+        return took
     finally:
         await context.close()
 
 
-async def crowd(url: str, sessions: int, logins: tuple[str, str], timeout_s: float) -> list:
+async def record_visits(url: str, logins: tuple[str, str], timeout_s: float) -> list:
+    """One real visit per role, one after the other, as after any restart (the map's data
+    files get written); what each browser fetched, for the emulated visitors."""
+    from playwright.async_api import async_playwright
+
+    recorded = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for phone in (False, True):
+                seen: list[str] = []
+                await one_session(browser, url, logins[int(phone)], phone, time.monotonic(),
+                                  timeout_s, resources=seen)
+                recorded.append(crowd_mod.record(seen, url))
+        finally:
+            await browser.close()
+    return recorded
+
+
+async def crowd(url: str, sessions: int, browsers: int, logins: tuple[str, str],
+                recorded: list, timeout_s: float) -> list[tuple[str, object]]:
+    """`sessions` people at the same moment, half dispatchers and half grid workers; the first
+    `browsers` of them in real Chromium pages, the rest emulated (bench/crowd.py). Each result:
+    (kind, seconds or the exception)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             start = time.monotonic()
-            jobs = [one_session(browser, url, logins[i % 2], phone=i % 2 == 1, start=start,
-                                timeout_s=timeout_s) for i in range(sessions)]
-            return await asyncio.gather(*jobs, return_exceptions=True)
+            jobs, kinds = [], []
+            for i in range(sessions):
+                phone = i % 2 == 1
+                if i < browsers:
+                    jobs.append(one_session(browser, url, logins[int(phone)], phone, start,
+                                            timeout_s))
+                    kinds.append("browser:" + ("phone" if phone else "desk"))
+                else:
+                    jobs.append(asyncio.wait_for(crowd_mod.visit(
+                        url, logins[int(phone)], PASSWORD, recorded[int(phone)], start),
+                        timeout_s))
+                    kinds.append("emulated:" + ("phone" if phone else "desk"))
+            outcome = await asyncio.gather(*jobs, return_exceptions=True)
+            return list(zip(kinds, outcome, strict=True))
         finally:
             await browser.close()
 
@@ -130,13 +175,18 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--processes", default="1,2", help="app processes per layout")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--browsers", default="2",
+                        help="how many of the sessions are real Chromium pages (the rest are "
+                             "emulated visitors, bench/crowd.py); 'all': every one")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--no-save", dest="save", action="store_false")
     args = parser.parse_args()
     layouts = [int(p) for p in args.processes.split(",")]
+    browsers = args.sessions if args.browsers == "all" else int(args.browsers)
     source = args.store or cached_store(args.cache, 1)
     results: dict = {"benchmark": "sessions", "machine": machine(), "sessions": args.sessions,
-                     "load_before": list(os.getloadavg()), "layouts": {}}
+                     "real_browsers": browsers, "load_before": list(os.getloadavg()),
+                     "layouts": {}}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "gridmap.gpkg"
         shutil.copy(source, store)
@@ -145,18 +195,27 @@ def main() -> None:
             for n in layouts if r % 2 == 0 else layouts[::-1]:
                 run_dir = Path(tmp) / f"run-{n}-{r}"
                 with ProductionServer(store, run_dir, "--app-processes", str(n)) as server:
-                    # One visit first, as after any restart: the map's data files get written.
-                    asyncio.run(crowd(server.url, 1, logins, args.timeout))
+                    recorded = asyncio.run(record_visits(server.url, logins, args.timeout))
+                    results.setdefault("replayed_requests", {
+                        role: {"shell": len(rec.shell), "after_run": len(rec.after_run)}
+                        for role, rec in zip(("desk", "phone"), recorded, strict=True)})
                     load = os.getloadavg()[0]
-                    outcome = asyncio.run(crowd(server.url, args.sessions, logins, args.timeout))
-                times = [t for t in outcome if isinstance(t, float)]
-                errors = [repr(e)[:200] for e in outcome if not isinstance(e, float)]
+                    outcome = asyncio.run(crowd(server.url, args.sessions, browsers, logins,
+                                                recorded, args.timeout))
+                times = [t for _, t in outcome if isinstance(t, float)]
+                errors = [f"{k}: {e!r}"[:200] for k, e in outcome if not isinstance(e, float)]
+                real = [(k, round(t, 2)) for k, t in outcome
+                        if k.startswith("browser") and isinstance(t, float)]
                 entry = {"round": r + 1, "load_1min": round(load, 2), **summary(times or [0.0]),
-                         "errors": errors, "times_s": [round(t, 2) for t in times]}
+                         "real_browsers_s": real if browsers < args.sessions
+                         else None, "errors": errors,
+                         "times_s": [[k, round(t, 2)] for k, t in outcome if isinstance(t, float)]}
                 results["layouts"].setdefault(f"{n} app process(es)", []).append(entry)
                 print(f"  {n} app process(es), round {r + 1}: p50 {entry['p50_s']:.1f} s, p95 "
                       f"{entry['p95_s']:.1f} s, max {entry['max_s']:.1f} s, {len(errors)} "
-                      f"failed (load {load:.2f})", flush=True)
+                      f"failed (load {load:.2f})" + "".join(f"\n    {e}" for e in errors[:3])
+                      + (f"; real browsers: {entry['real_browsers_s']}" if entry["real_browsers_s"]
+                         else ""), flush=True)
     results["load_after"] = list(os.getloadavg())
     for name, entries in results["layouts"].items():
         best = min(e["p95_s"] for e in entries)

@@ -106,6 +106,13 @@ class Gridmap:
                 self._routers[key] = Router(open_store(self.url), gen)
             return self._routers[key]
 
+    def warm(self) -> None:
+        """Load the current layers and what every page derives from them before the first
+        visitor asks (a served process's start: otherwise its first visitors wait for it).
+        Shows nobody anything: no actor."""
+        router = self._router()
+        portfolio.worker_index(router.snapshot)
+
     def acting(self, actor: Actor, generation: int | None = None) -> Acting:
         return Acting(actor, self.store(), lambda: self._router(generation).snapshot)
 

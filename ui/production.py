@@ -68,7 +68,7 @@ COMPRESSED_TYPES = ("text/plain text/css text/xml application/javascript text/ja
                     "application/manifest+json")
 HASHED_NAME = re.compile(r"[.-][A-Za-z0-9_-]{8}\.[a-z0-9]+$")  # index.DormvYxC.js
 FOLIUM_COMPONENT = "streamlit_folium.st_folium"
-SESSION_CHECK = "/_gridmap/session"  # ui/server.py answers it behind the gate
+SESSION_CHECK = "/_gridmap/session"  # answered by the sign-in gate of ui/server.py
 # Streamlit's page shell gets one line (nginx sub_filter, before its module script): where the
 # server is. Without it Streamlit's frontend first asks for /_stcore/health and host-config
 # under the page's own path (/网格员/_stcore/health: 404) and only then at the root — a round

@@ -12,6 +12,7 @@ open incidents to the audience it was written for (ui/mapdata.py).
 
 from __future__ import annotations
 
+import gc
 import html
 import math
 import os
@@ -30,6 +31,7 @@ from starlette.routing import Route
 from grids.access import Actor, can
 from grids.accounts import AuthError
 from grids.service import Gridmap
+from ui.production import SESSION_CHECK
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION_COOKIE = "gridmap_session"
@@ -98,9 +100,20 @@ class SessionGate:
             await self.app(scope, receive, send)
             return
         token = cookies_of(scope).get(SESSION_COOKIE)
-        actor = await run_in_threadpool(_actor, token)
+        # A session checked moments ago is answered here, on the event loop: a page's first
+        # load asks nginx for ~100 files, each checked (auth_request); a hop to the thread pool
+        # for each was most of the server's work when many people opened the app at once.
+        actor = _recently_checked(token)
+        if actor is None:
+            actor = await run_in_threadpool(_actor, token)
         if actor is None:
             await self._refuse(scope, receive, send, path)
+            return
+        if path == SESSION_CHECK:
+            # The production proxy's auth_request (ui/production.py): a live session is all it
+            # asks (without one the gate has answered 401 above).
+            await Response(status_code=204, headers={"Cache-Control": "no-store"})(
+                scope, receive, send)
             return
         if path.startswith(STATIC_DATA) and not _may_fetch(actor, path):
             await PlainTextResponse("无权访问该文件", status_code=403)(scope, receive, send)
@@ -121,6 +134,12 @@ class SessionGate:
         else:
             response = PlainTextResponse("请先登录", status_code=401)
         await response(scope, receive, send)
+
+
+def _recently_checked(token: str | None) -> Actor | None:
+    """The actor of a session checked within CHECK_TTL_S, or None (unknown: ask _actor)."""
+    hit = _checked.get(token or "")
+    return hit[1] if hit and time.monotonic() - hit[0] < CHECK_TTL_S else None
 
 
 def _may_fetch(actor: Actor, path: str) -> bool:
@@ -295,12 +314,6 @@ async def logout(request: Request) -> Response:
     return response
 
 
-async def session_check(_request: Request) -> Response:
-    """For the production proxy's `auth_request` (ui/production.py): reached only through the
-    gate, so only with a live session (without one the gate answers 401)."""
-    return Response(status_code=204, headers={"Cache-Control": "no-store"})
-
-
 def forget(token: str | None) -> None:
     """Drop a session from the gate's short cache (after a logout from a page)."""
     _checked.pop(token or "", None)
@@ -312,8 +325,7 @@ def create_app():
     os.environ[SERVED_FLAG] = "1"
     return st.App(str(ROOT / "app.py"),
                   routes=[Route("/login", login, methods=["GET", "POST"]),
-                          Route("/logout", logout, methods=["GET", "POST"]),
-                          Route("/_gridmap/session", session_check, methods=["GET", "HEAD"])],
+                          Route("/logout", logout, methods=["GET", "POST"])],
                   middleware=[Middleware(SessionGate)])
 
 
@@ -334,6 +346,10 @@ SERVER_CONFIG = {
     # costs a phone's CPU on each script run).
     "client.allowedOrigins": [],
     "theme.base": "light",
+    # Streamlit runs a full collection (gc.collect(2)) after every script run by default: with
+    # the layers in memory that was a quarter of the server's CPU when many people open the app
+    # at once (bench/bench_sessions.py). Python's own generational collection still runs.
+    "runner.postScriptGC": False,
 }
 
 
@@ -342,8 +358,18 @@ SERVER_CONFIG = {
 WS_COMPRESSION_FLAG = "GRIDMAP_WS_COMPRESSION"
 
 
+def warm_up() -> None:
+    """The layers loaded before the server listens, then frozen for the garbage collector:
+    Python's full collections otherwise walk every loaded geometry and row again and again
+    while people use the app (most of a collection's cost, with the sample city's layers)."""
+    service().warm()
+    gc.collect()
+    gc.freeze()
+
+
 def serve(store: str, host: str = "127.0.0.1", port: int = 8501) -> None:
     os.environ["GRIDMAP_STORE"] = store
+    warm_up()
     app = create_app()
     config = {**SERVER_CONFIG, "server.address": host, "server.port": port}
     if os.environ.get(WS_COMPRESSION_FLAG) == "1":
