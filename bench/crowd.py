@@ -17,13 +17,13 @@ Every byte comes from the production server (nginx, the app processes) as for a 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import queue
 import re
 import time
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.cookiejar import CookieJar
 
 # Requests a browser sends at once to one host (Chromium: six per host over HTTP/1.1).
 PER_HOST = 6
@@ -56,31 +56,61 @@ def record(urls: list[str], base: str) -> Recorded:
 
 
 class Visitor:
-    """One person's session, with its own cookies."""
+    """One person's session: its own cookies and, as a browser, up to PER_HOST kept-alive
+    connections to the server."""
 
     def __init__(self, base: str, login: str, password: str) -> None:
         self.base = base.rstrip("/")
+        self.host = urllib.parse.urlsplit(self.base).netloc
         self.login = login
         self.password = password
-        self.jar = CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.cookies: dict[str, str] = {}
+        self.idle: queue.SimpleQueue[http.client.HTTPConnection] = queue.SimpleQueue()
         self.bytes = 0
 
-    def _get(self, path: str, data: bytes | None = None, compressed: bool = True) -> bytes:
+    def _request(self, path: str, data: bytes | None = None, compressed: bool = True,
+                 redirects: int = 3) -> bytes:
         # Compressed as a browser asks (nginx's brotli/gzip work is part of the load); the
         # login form is read uncompressed (its CSRF field is needed).
-        headers = {"User-Agent": "gridmap-bench-visitor"}
+        headers = {"User-Agent": "gridmap-bench-visitor", "Host": self.host}
         if compressed:
             headers["Accept-Encoding"] = "br, gzip"
-        request = urllib.request.Request(self.base + path, data=data, headers=headers)
-        with self.opener.open(request, timeout=120) as response:
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if data is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            conn = self.idle.get_nowait()
+        except queue.Empty:
+            conn = http.client.HTTPConnection(self.host, timeout=120)
+        try:
+            conn.request("POST" if data is not None else "GET", path, body=data,
+                         headers=headers)
+            response = conn.getresponse()
             body = response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            raise
+        self.idle.put(conn)
+        for header in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = header.partition("=")
+            value = rest.split(";", 1)[0]
+            if "Max-Age=0" in header or "expires=Thu, 01 Jan 1970" in header:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
         self.bytes += len(body)
+        if response.status in (301, 302, 303) and redirects:
+            target = urllib.parse.urlsplit(response.headers["Location"])
+            return self._request(target.path + (f"?{target.query}" if target.query else ""),
+                                 compressed=compressed, redirects=redirects - 1)
+        if response.status >= 400:
+            raise RuntimeError(f"{path}: HTTP {response.status}")
         return body
 
     async def get(self, path: str, data: bytes | None = None, compressed: bool = True) -> bytes:
-        return await asyncio.get_running_loop().run_in_executor(_POOL, self._get, path, data,
-                                                                compressed)
+        return await asyncio.get_running_loop().run_in_executor(_POOL, self._request, path,
+                                                                data, compressed)
 
     async def get_all(self, paths: list[str]) -> None:
         gate = asyncio.Semaphore(PER_HOST)
@@ -98,9 +128,9 @@ class Visitor:
             raise RuntimeError("login form without its CSRF field")
         body = urllib.parse.urlencode({"login": self.login, "password": self.password,
                                        "csrf": found.group(1), "next": "/"}).encode()
-        # The POST answers 303 to "/"; urllib follows it (the page shell) with the new cookie.
+        # The POST answers 303 to "/": followed (the page shell) with the new cookie.
         await self.get("/login", data=body)
-        if not any(c.name == "gridmap_session" for c in self.jar):
+        if "gridmap_session" not in self.cookies:
             raise RuntimeError(f"sign-in of {self.login} gave no session cookie")
 
     async def run_page(self) -> int:
@@ -115,7 +145,7 @@ class Visitor:
         info.timezone, info.locale, info.url = "Asia/Shanghai", "zh-CN", self.base + "/"
         info.color_scheme = "light"
         back.rerun_script.widget_states.SetInParent()
-        cookie = "; ".join(f"{c.name}={c.value}" for c in self.jar)
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         url = "ws" + self.base[len("http"):] + "/_stcore/stream"
         received = 0
         async with connect(url, subprotocols=["streamlit"], max_size=None,

@@ -32,6 +32,7 @@ STATUS_ZH = {
 }
 _ASSIGNMENTS: dict[tuple, pd.DataFrame] = {}
 _ASSIGNING = threading.Lock()
+_AMBIGUOUS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
 
 # -- entities → grids -----------------------------------------------------------------------------
@@ -47,6 +48,21 @@ def entity_assignment(router: Router) -> pd.DataFrame:
                 _ASSIGNMENTS.clear()
             _ASSIGNMENTS[key] = _assign(router)
         return _ASSIGNMENTS[key]
+
+
+def _ambiguous_positions(router: Router) -> np.ndarray:
+    """Positions (in entity_assignment's order) of the entities with candidate grids."""
+    assigned = entity_assignment(router)
+    key = id(assigned)
+    with _ASSIGNING:
+        hit = _AMBIGUOUS.get(key)
+        if hit is None or hit[0]() is not assigned:
+            if len(_AMBIGUOUS) > 8:
+                _AMBIGUOUS.clear()
+            positions = np.flatnonzero(assigned["candidate_grids"].map(len).to_numpy() > 0)
+            hit = (weakref.ref(assigned), positions)
+            _AMBIGUOUS[key] = hit
+        return hit[1]
 
 
 def _assign(router: Router) -> pd.DataFrame:
@@ -220,8 +236,13 @@ def _entities_in(router: Router, grid_codes: set[str]) -> pd.DataFrame:
     frame = snap["entities"]
     assigned = entity_assignment(router)
     direct = assigned["grid_code"].isin(grid_codes).to_numpy()
-    maybe = np.array([bool(grid_codes.intersection(c)) for c in assigned["candidate_grids"]],
-                     dtype=bool) & ~direct
+    # Only the few entities at an ambiguous position have candidate grids: look at those, not
+    # at every entity of the city (a phone page asks this twice per visit).
+    maybe = np.zeros(len(assigned), dtype=bool)
+    ambiguous = _ambiguous_positions(router)
+    candidates = assigned["candidate_grids"].to_numpy()
+    maybe[ambiguous] = [bool(grid_codes.intersection(candidates[i])) for i in ambiguous]
+    maybe &= ~direct
     rows = np.flatnonzero(direct | maybe)
     sub = frame.iloc[rows]
     attrs = sub["attrs"].tolist()
