@@ -4,16 +4,20 @@
     .venv/bin/python bench/bench_sessions.py --sessions 10 --processes 2 --rounds 3
 
 Starts `gridmap serve --production --app-processes N` (nginx from Debian in front, README
-*Production: more than one process*) on a copy of the sample store, and in one headless
-Chromium opens --sessions browser contexts at the same moment: half dispatchers (sign in, the
-city map drawn: the map's data-gridmap="ready"), half grid workers on a 390×844 touch screen
-(sign in, their task list shown: "我的任务（按时限）"). Each session's time runs from the common
-start to ready, sign-in included. Per layout and round: p50 / p95 / max; the rounds interleave
-the layouts; results JSON in bench/results/sessions-<date>.json.
+*Production: more than one process*) on a copy of the sample store. One real visit per role is
+recorded first (what Chromium fetched); then --sessions people start at the same moment, half
+dispatchers (sign in, the city map drawn: the map's data-gridmap="ready"), half grid workers on
+a 390×844 touch screen (sign in, their task list shown: "我的任务（按时限）"). The first
+--browsers of them are real Chromium pages, the rest emulated visitors (bench/crowd.py: the
+recorded requests replayed, the page script run over the websocket as a browser asks it).
+Each session's time runs from the common start to ready, sign-in included. Per layout and round:
+p50 / p95 / max and the real browsers' own times; the rounds interleave the layouts; results
+JSON in bench/results/sessions-<date>.json.
 
 Target (issue 14): twenty sessions at once, p95 ready within 8 s on this machine with the
-production layout. Chromium renders all twenty pages on the same two cores as the server: the
-figures include that, as they would for people in one office sharing a server.
+production layout. In an office everyone renders on a computer of their own; here the real
+browsers render on the server's two cores (`--browsers all`: every session, the most pessimistic
+figure; `--browsers 0`: the server's share alone).
 """
 
 from __future__ import annotations
