@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +35,9 @@ from layers.store import (
     open_store,
     store_url,
 )
+
+# Open-incident lists kept for the city map (per actor, incidents stamp and minute).
+MAP_INCIDENT_ENTRIES = 64
 
 
 @dataclass(frozen=True)
@@ -580,6 +583,28 @@ class Gridmap:
         """The router of the generation a case was routed with (to reproduce its answer)."""
         case = cases.current_case(self.acting(actor), incident_id)
         return self._router(int(case["generation"]))
+
+    def map_incidents(self, actor: Actor, now: datetime | None = None) -> pd.DataFrame:
+        """The open incidents the actor may read, for the city map (with their step's time
+        limit and overdue level): read again only when an incident has changed (the store's
+        incidents stamp) or a minute has passed (overdue levels move with the clock), not at
+        every click on the map."""
+        acting = self.acting(actor)
+        acting.require("case.read")
+        now = now or datetime.now(UTC)
+        key = ("map_incidents", actor, self.store().incidents_stamp(),
+               int(now.timestamp() // 60))
+        with self._router_lock:
+            found = self._derived.get(key)
+        if found is None:
+            found = portfolio.open_incidents(
+                cases.case_list(acting, IncidentQuery(not_statuses=("closed",)), now))
+            with self._router_lock:
+                kept = [k for k in self._derived if k[0] == "map_incidents"]
+                for old in kept[: max(0, len(kept) - MAP_INCIDENT_ENTRIES + 1)]:
+                    self._derived.pop(old, None)
+                self._derived[key] = found
+        return found.copy()
 
     def open_incidents(self, actor: Actor) -> pd.DataFrame:
         """Open incidents the actor may read (for maps and lists)."""

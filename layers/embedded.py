@@ -773,6 +773,10 @@ class GeoPackageStore(Store):
         frame = frame_from_state([r[:-1] for r in rows], geoms, STORE_EPSG)
         return incident_sql.within(frame, query)
 
+    def incidents_stamp(self) -> int:
+        row = self.conn.execute("SELECT MAX(seq) FROM incident_events").fetchone()
+        return int(row[0] or 0)
+
     def count_incidents(self, query: IncidentQuery | None = None) -> int:
         sql, params = incident_sql.count_sql(query or IncidentQuery(), "?")
         return int(self.conn.execute(sql, params).fetchone()[0])

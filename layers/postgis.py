@@ -557,6 +557,11 @@ class PostgisStore(Store):
             row = cur.fetchone()
         return None if row is None else (AttachmentInfo(*row[:-1]), bytes(row[-1]))
 
+    def incidents_stamp(self) -> int:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute("SELECT MAX(seq) FROM incident_events")
+            return int(cur.fetchone()[0] or 0)
+
     def count_incidents(self, query: IncidentQuery | None = None) -> int:
         sql, params = incident_sql.count_sql(query or IncidentQuery(), "%s")
         with self.conn, self.conn.cursor() as cur:

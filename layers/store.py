@@ -481,6 +481,12 @@ class Store(ABC):
     def count_incidents(self, query: IncidentQuery | None = None) -> int:
         """How many incidents `query` matches (ignoring its paging)."""
 
+    @abstractmethod
+    def incidents_stamp(self) -> int:
+        """A number that grows whenever any incident changes: the newest event's seq (a case
+        is filed with its first event and changes only by appending events). One indexed
+        lookup, for caches of what is derived from the open incidents (the city map's)."""
+
     # -- patrol visits -------------------------------------------------------------------------
     @abstractmethod
     def add_visit(self, visit: VisitRecord, *, audit: list[AuditRecord] | None = None,

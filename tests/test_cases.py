@@ -214,3 +214,35 @@ def test_extent_intake_and_its_case_record(desk):
     case = store.incidents().set_index("id").loc[cid]
     assert case["extent_wkt"].startswith("LINESTRING") and pd.isna(case["given_x"])
     assert case["bureau_code"] == "B-M" and cid.startswith("12369-")
+
+
+def test_incidents_stamp_grows_with_every_change_and_the_map_list_follows(desk):
+    """The store's incidents stamp moves with a new case and with every step; the city map's
+    open-incident list (kept between clicks) is read again when it moves, not before."""
+    store, router = desk
+    empty = store.incidents_stamp()
+    cid = new_case(desk)
+    filed = store.incidents_stamp()
+    assert filed > empty
+    assert store.incidents_stamp() == filed  # reading changes nothing
+    step(store, cid, "dispatched")
+    assert store.incidents_stamp() > filed
+
+    from grids.service import Gridmap
+
+    svc = Gridmap(store.url)
+    try:
+        dispatcher = disp(store).actor
+        now = datetime.now(UTC)
+        first = svc.map_incidents(dispatcher, now)
+        assert cid in set(first["id"]) and first.set_index("id").loc[cid, "status"] == "dispatched"
+        first.loc[:, "status"] = "tampered"  # a copy: the kept list is not the caller's
+        again = svc.map_incidents(dispatcher, now)
+        assert set(again["status"]) != {"tampered"}
+        other = new_case(desk, "a2_plain")
+        assert other in set(svc.map_incidents(dispatcher, now)["id"])  # the stamp moved
+        # A planner may not read cases: refused below the page.
+        with pytest.raises(PermissionError):
+            svc.map_incidents(acting_as(store, "planner").actor, now)
+    finally:
+        svc.close()

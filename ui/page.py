@@ -11,12 +11,10 @@ from typing import NamedTuple
 import streamlit as st
 from streamlit_folium import st_folium
 
-from grids import portfolio
 from grids.access import Actor, can
 from grids.routing import Router
 from grids.service import Gridmap
 from layers.display import city_bounds
-from layers.store import IncidentQuery
 from ui import assets, auth, mapdata, mapview
 from ui.basemap import Basemap, load_settings
 from ui.cards import BEIJING_NOTE, beijing_text
@@ -160,8 +158,7 @@ def city_map(svc: Gridmap, actor: Actor, router: Router, options: Options, highl
     # Open incidents on the map: those the actor may read (none for a planner), with the time
     # limit of their step and overdue as the case list computes them.
     readable = can(actor, "case.read")
-    incidents = portfolio.open_incidents(svc.cases(actor, IncidentQuery(
-        not_statuses=("closed",)))) if readable else None
+    incidents = svc.map_incidents(actor) if readable else None
     try:
         data = mapdata.publish(svc.url, router, options.basemap, incidents,
                                audience=mapdata.audience(actor))
