@@ -42,8 +42,13 @@ import crowd as crowd_mod  # noqa: E402
 from bench_routing import DEFAULT_CACHE, cached_store  # noqa: E402
 from harness import RESULTS, machine  # noqa: E402
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, MAP_IFRAME, MAP_STATE  # noqa: E402
-from tests.test_production import ProductionServer  # noqa: E402
+from tests.browser import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    MAP_IFRAME,
+    MAP_STATE,
+    ProductionServer,
+)
 
 PASSWORD = "Bench#pass2026"
 TARGET_P95_S = 8.0

@@ -219,7 +219,7 @@ def test_extent_intake_and_its_case_record(desk):
 def test_incidents_stamp_grows_with_every_change_and_the_map_list_follows(desk):
     """The store's incidents stamp moves with a new case and with every step; the city map's
     open-incident list (kept between clicks) is read again when it moves, not before."""
-    store, router = desk
+    store, _ = desk
     empty = store.incidents_stamp()
     cid = new_case(desk)
     filed = store.incidents_stamp()

@@ -8,7 +8,6 @@ through the proxy and the city map renders over the proxied websocket. Ctrl-C st
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import http.client
 import os
@@ -22,67 +21,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.browser import ROOT, Tab, build_map_world, free_port
-from tests.conftest import gridmap_exe
+from tests.browser import ROOT, ProductionServer, Tab, build_map_world, free_port
 from tests.signin import PASSWORD
 from ui import production
 from ui.production import IMMUTABLE
-
-
-class ProductionServer:
-    """`gridmap --store S serve --production` as a user starts it; stopped with Ctrl-C (SIGINT
-    to that one process, as a terminal sends it)."""
-
-    def __init__(self, store: Path, run_dir: Path, *extra: str) -> None:
-        self.store = store
-        self.run_dir = run_dir
-        self.port = free_port()
-        self.app_port = free_port()
-        self.extra = extra
-        scheme = "https" if "--tls-cert" in extra else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}/"
-        self.app_url = f"http://127.0.0.1:{self.app_port}/"
-        self.proc: subprocess.Popen | None = None
-        self.output = run_dir.parent / f"production-{self.port}.out"
-
-    def __enter__(self) -> ProductionServer:
-        self.proc = subprocess.Popen(
-            [gridmap_exe(), "--store", str(self.store), "serve", "--production",
-             "--port", str(self.port), "--app-port", str(self.app_port),
-             "--run-dir", str(self.run_dir), *self.extra],
-            cwd=ROOT, stdout=self.output.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gridmap serve --production exited: {self.log()}")
-            if "生产模式已启动" in self.output.read_text(encoding="utf-8", errors="replace"):
-                return self
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError(f"gridmap serve --production did not start: {self.log()}")
-
-    def log(self) -> str:
-        text = self.output.read_text(encoding="utf-8", errors="replace")
-        for name in ("error.log", "app.log"):
-            with contextlib.suppress(OSError):
-                text += f"\n--- {name}\n" + (self.run_dir / "logs" / name).read_text()[-3000:]
-        return text
-
-    def interrupt(self, timeout: float = 30) -> int:
-        """Ctrl-C; the command's exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout=timeout)
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            self.interrupt()
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
