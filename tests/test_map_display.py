@@ -80,6 +80,34 @@ def test_incident_file_in_beijing_time_with_overdue(store_path, tmp_path, monkey
     assert shown["deadline"] == ["", ""] and shown["overdue"] == ["", ""]
 
 
+def test_a_whole_directory_is_used_as_it_is_by_another_process(store_path, tmp_path,
+                                                               monkeypatch):
+    """complete.json, written last, lets another app process (here: this one with its memory
+    emptied) use the directory without writing a file again; a directory without it — a
+    writer killed half way — is written again."""
+    monkeypatch.setattr(mapdata, "CACHE_DIR", tmp_path / "cache")
+    router = Router(open_store(str(store_path)))
+    data = mapdata.warm(str(store_path), router, NONE)
+    folder = tmp_path / "cache" / data.key
+    complete = json.loads((folder / mapdata.COMPLETE).read_text())
+    assert complete["entity_first"] == list(data.entity_first) and data.entity_first
+    assert complete["grid_min_zoom"] == data.grid_min_zoom
+    written = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert len(written) > 5
+    monkeypatch.setattr(mapdata, "_DONE", {})
+    monkeypatch.setattr(mapdata, "_FIRST", {})
+    again = mapdata.warm(str(store_path), router, NONE)
+    assert again == data
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == written
+    # Half written (no complete.json): the next process writes it whole again.
+    (folder / mapdata.COMPLETE).unlink()
+    (folder / "grids.0.json").unlink()
+    monkeypatch.setattr(mapdata, "_DONE", {})
+    monkeypatch.setattr(mapdata, "_FIRST", {})
+    assert mapdata.warm(str(store_path), router, NONE) == data
+    assert (folder / "grids.0.json").exists() and (folder / mapdata.COMPLETE).exists()
+
+
 def test_legend_scale_and_controls(store_path, tmp_path, monkeypatch):
     monkeypatch.setattr(mapdata, "CACHE_DIR", tmp_path / "cache")
     router = Router(open_store(str(store_path)))

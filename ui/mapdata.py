@@ -23,12 +23,15 @@ see at a band's zooms are not in its file (display.grid_min_level).
 Several app processes on one machine share the directory (README, *Production: more than one
 process*): every file is written under a name of its own and renamed into place, the same
 content whoever writes it, and who may fetch an incidents file is read from its name — any
-process can answer for a file another one wrote.
+process can answer for a file another one wrote. `complete.json`, written last, says the
+directory is whole: a process that finds it uses the directory as it is (`warm`: the served
+processes write it before they listen, one after the other).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -46,6 +49,7 @@ from ui.cards import beijing_text
 
 CACHE_DIR = STATIC_DIR / "cache"
 KEEP_DIRS = 8  # older generations' directories beyond this many are removed
+COMPLETE = "complete.json"  # written last: the directory is whole (any process may use it)
 _LOCK = threading.Lock()
 _DONE: dict[str, threading.Event] = {}
 # key → (the files of the city view's entity band, the zoom the grids are drawn from)
@@ -109,6 +113,8 @@ def publish(store_url: str, router: Router, basemap: Basemap,
     folder = CACHE_DIR / key
     shift = basemap.to_display if basemap.shifted else None
     with _LOCK:
+        if key not in _DONE:
+            _adopt_complete(key, folder)
         first = (key not in _DONE or key not in _FIRST
                  or not (folder / "entities.index.json").exists())
         if first:
@@ -130,7 +136,7 @@ def publish(store_url: str, router: Router, basemap: Basemap,
             _prune(keep=key)
     if first:
         rest = threading.Thread(target=_publish_rest, args=(folder, router, shift, basemap.datum,
-                                                             done), daemon=True)
+                                                             done, _FIRST[key]), daemon=True)
         rest.start()
         if not background:
             rest.join()
@@ -180,7 +186,39 @@ def wait_published(key: str, timeout: float = 60.0) -> bool:
     return event.wait(timeout) if event else False
 
 
-def _publish_rest(folder: Path, router: Router, shift, datum: str, done: threading.Event) -> None:
+def _adopt_complete(key: str, folder: Path) -> None:
+    """A directory another process (or this one before a restart) wrote whole: used as it is
+    (its COMPLETE file says what the first part would have computed), not written again."""
+    try:
+        info = json.loads((folder / COMPLETE).read_text(encoding="utf-8"))
+        first, min_zoom = tuple(info["entity_first"]), int(info["grid_min_zoom"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if not (folder / "entities.index.json").exists():
+        return
+    done = threading.Event()
+    done.set()
+    _DONE[key], _FIRST[key] = done, (first, min_zoom)
+
+
+def warm(store_url: str, router: Router, basemap: Basemap) -> MapData:
+    """The whole directory written before the app process listens (ui/server.warm_up): app
+    processes started together take turns (a lock file), and all but the first find it
+    complete. Without it each process wrote every zoom band and tile again in the background
+    while its first visitors waited (22 s of CPU at 16× the sample)."""
+    import fcntl
+
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / ".publish.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return publish(store_url, router, basemap, None, background=False)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _publish_rest(folder: Path, router: Router, shift, datum: str, done: threading.Event,
+                  first_part: tuple[tuple[str, ...], int]) -> None:
     snap = router.snapshot
     try:
         for level in display.LEVELS[1:]:
@@ -207,6 +245,9 @@ def _publish_rest(folder: Path, router: Router, shift, datum: str, done: threadi
                 "columns": display.ENTITY_DETAIL_COLUMNS,
                 "rows": display.entity_details(snap, assignment, chunk),
             })
+        # Last, and only when everything above was written: other processes may use it as is.
+        _write(folder / COMPLETE, {"entity_first": list(first_part[0]),
+                                   "grid_min_zoom": first_part[1]})
     finally:
         done.set()
 

@@ -359,10 +359,18 @@ WS_COMPRESSION_FLAG = "GRIDMAP_WS_COMPRESSION"
 
 
 def warm_up() -> None:
-    """The layers loaded before the server listens, then frozen for the garbage collector:
-    Python's full collections otherwise walk every loaded geometry and row again and again
-    while people use the app (most of a collection's cost, with the sample city's layers)."""
-    service().warm()
+    """Before the server listens: the layers loaded, the map's data files of the default
+    basemap written whole (ui/mapdata.warm), then everything loaded frozen for the garbage
+    collector — Python's full collections otherwise walk every loaded geometry and row again
+    and again while people use the app."""
+    from ui import mapdata
+    from ui.basemap import load_settings
+
+    svc = service()
+    svc.warm()
+    settings = load_settings()
+    # The process itself, before anyone is signed in: the local administrator's rights.
+    mapdata.warm(svc.url, svc.map_router(Actor.local_admin()), settings.get(settings.default))
     gc.collect()
     gc.freeze()
 
