@@ -101,8 +101,8 @@ class SessionGate:
             return
         token = cookies_of(scope).get(SESSION_COOKIE)
         # A session checked moments ago is answered here, on the event loop: a page's first
-        # load asks nginx for ~100 files, each checked (auth_request); a hop to the thread pool
-        # for each was most of the server's work when many people opened the app at once.
+        # load asks nginx for ~100 files, each checked (auth_request), and none of them needs
+        # a hop to the thread pool for an answer already known.
         actor = _recently_checked(token)
         if actor is None:
             actor = await run_in_threadpool(_actor, token)
