@@ -68,6 +68,7 @@ COMPRESSED_TYPES = ("text/plain text/css text/xml application/javascript text/ja
                     "application/manifest+json")
 HASHED_NAME = re.compile(r"[.-][A-Za-z0-9_-]{8}\.[a-z0-9]+$")  # index.DormvYxC.js
 FOLIUM_COMPONENT = "streamlit_folium.st_folium"
+APP_START_S = 900  # an app process's start, layers and map files included
 SESSION_CHECK = "/_gridmap/session"  # answered by the sign-in gate of ui/server.py
 # Streamlit's page shell gets one line (nginx sub_filter, before its module script): where the
 # server is. Without it Streamlit's frontend first asks for /_stcore/health and host-config
@@ -582,7 +583,9 @@ class Production:
         self.app = self.apps[0]
         try:
             for app, port, app_log in zip(self.apps, s.app_ports, app_logs, strict=True):
-                _wait(app, f"http://127.0.0.1:{port}/", "应用", app_log)
+                # An app process loads the layers and writes the map's files before it
+                # listens (ui/server.warm_up): minutes for a province's layers.
+                _wait(app, f"http://127.0.0.1:{port}/", "应用", app_log, timeout=APP_START_S)
             with (logs / "nginx.out").open("ab") as out:
                 self.nginx = subprocess.Popen(nginx_command(s), cwd=s.run_dir, stdout=out,
                                               stderr=subprocess.STDOUT, start_new_session=True)
