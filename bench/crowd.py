@@ -154,13 +154,12 @@ class Visitor:
             await ws.send(back.SerializeToString())
             async for raw in ws:
                 received += 1
+                self.bytes += len(raw)
                 msg = ForwardMsg()
                 msg.ParseFromString(raw)
                 if (msg.WhichOneof("type") == "script_finished"
                         and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY):
-                    self.bytes += len(raw)
                     return received
-                self.bytes += len(raw)
         raise RuntimeError("the websocket closed before the page script finished")
 
 
