@@ -337,7 +337,7 @@ def home() -> None:
                                lambda: svc.coverage_excel(actor, worker_id, days),
                                file_name=f"巡查覆盖_{w['name']}_{days}天.xlsx",
                                mime="application/vnd.openxmlformats-officedocument."
-                                    "spreadsheetml.sheet", width="stretch")
+                                    "spreadsheetml.sheet", width="stretch", on_click="ignore")
     with st.expander("负责网格与花名册"):
         st.html(worker.table_html(pd.DataFrame(mine.grids[list(portfolio.GRID_COLUMNS)]).rename(
             columns=portfolio.GRID_COLUMNS)))
@@ -345,7 +345,7 @@ def home() -> None:
                            lambda: svc.roster_excel(actor, worker_id),
                            file_name=f"网格员花名册_{w['name']}_{w['id']}.xlsx",
                            mime="application/vnd.openxmlformats-officedocument."
-                                "spreadsheetml.sheet", width="stretch")
+                                "spreadsheetml.sheet", width="stretch", on_click="ignore")
         st.caption(f"图层版本 {mine.generation['generation']}"
                    f"（{cards.beijing_text(mine.generation['created_at'])}，北京时间）。")
 

@@ -94,12 +94,15 @@ with side:
             st.caption(f"地图上显示前 {placed} 个点；表格和下载包含全部行。")
         st.caption("地图上蓝点为明确、玫红点为存在歧义、灰点为不在辖区内。")
         stem = result.name.rsplit(".", 1)[0]
+        # on_click="ignore" on every generated download: a rerun started by the click replaces
+        # the button's file id and can drop the old one before the browser asks for it (the
+        # download then silently fails; Streamlit's deferred files).
         st.download_button("下载 Excel（含分派结果）", lambda: batch.excel(result),
                            file_name=f"{stem}_分派结果.xlsx", mime=spreadsheet.XLSX_MIME,
-                           type="primary", width="stretch", key="bt_xlsx")
+                           type="primary", width="stretch", key="bt_xlsx", on_click="ignore")
         st.download_button("下载 CSV", lambda: batch.csv(result),
                            file_name=f"{stem}_分派结果.csv", mime=spreadsheet.CSV_MIME,
-                           width="stretch", key="bt_csv")
+                           width="stretch", key="bt_csv", on_click="ignore")
 
 if result is not None:
     bad = batch.bad_rows(result)
@@ -163,6 +166,6 @@ if result is not None and can(actor, "case.create"):
         stem = result.name.rsplit(".", 1)[0]
         st.download_button("下载登记结果（Excel）", lambda: batch.filing_excel(filing),
                            file_name=f"{stem}_登记结果.xlsx", mime=spreadsheet.XLSX_MIME,
-                           key="bt_filing_xlsx")
+                           key="bt_filing_xlsx", on_click="ignore")
 
 page.sidebar(router, actor, accuracy=False)
