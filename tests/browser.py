@@ -265,6 +265,16 @@ def is_local(url: str, port: int) -> bool:
     return parts.hostname in ("127.0.0.1", "localhost") and parts.port == port
 
 
+# Streamlit shows its status widget while a script run is on (from a moment after it starts).
+SCRIPT_IDLE = "() => !document.querySelector('[data-testid=stStatusWidget]')"
+
+
+def wait_idle(page, settle_ms: int = 400, timeout: int = 60_000) -> None:
+    """Until the page's script run (and the one a click just started) is over."""
+    page.wait_for_timeout(settle_ms)
+    page.wait_for_function(SCRIPT_IDLE, timeout=timeout)
+
+
 class Tab:
     """A page in a fresh browser context that keeps every request (websocket included), every
     message sent on the websocket (each one a script rerun), every dialog (a script run from

@@ -17,10 +17,9 @@ from openpyxl import load_workbook
 from grids.cases import BEIJING
 from layers.store import open_store
 from tests import world
-from tests.browser import ARTIFACTS, AppServer, Tab, build_map_world
+from tests.browser import ARTIFACTS, SCRIPT_IDLE, AppServer, Tab, build_map_world
 
 SHOTS = ARTIFACTS / "batch_cases"
-IDLE = "() => !document.querySelector('[data-testid=stStatusWidget]')"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +60,7 @@ def complaints() -> bytes:
 
 def download(page, name: str) -> bytes:
     """One click on a download button, as a user gives it, and the file it brings."""
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     with page.expect_download(timeout=30_000) as got:
         page.get_by_role("button", name=name).click()
     return got.value.path().read_bytes()
@@ -96,7 +95,7 @@ def test_complaint_file_filed_as_cases_with_a_report_per_row(tab, server, tmp_pa
     assert not any(c.startswith("route_") for c in routed.columns)
     tab.shot("01_routed")
 
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     button.click()
     wait_metric(page, "已登记", "2")
     assert metric(page, "已并入原案件") == "1" and metric(page, "未登记") == "2"
@@ -139,7 +138,7 @@ def test_complaint_file_filed_as_cases_with_a_report_per_row(tab, server, tmp_pa
     count = len(cases)
 
     # Sent again: nothing is filed twice, and the page says so.
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     page.get_by_role("button", name="将 5 行登记为案件").click()
     page.get_by_text("其中 3 行在此前提交同一文件时已处理", exact=False).wait_for(timeout=60_000)
     assert metric(page, "已登记") == "2" and metric(page, "已并入原案件") == "1"

@@ -21,7 +21,7 @@ from grids.routing import Router
 from grids.service import Gridmap
 from layers.store import open_store
 from tests import world
-from tests.browser import ARTIFACTS, AppServer, Tab, build_map_world
+from tests.browser import ARTIFACTS, AppServer, Tab, build_map_world, wait_idle
 
 SHOTS = ARTIFACTS / "console"
 A2_SOUTH = "320901002001001"
@@ -74,9 +74,7 @@ class Desk(Tab):
         self.idle()
 
     def idle(self) -> None:
-        self.page.wait_for_timeout(400)
-        self.page.wait_for_function(
-            "() => !document.querySelector('[data-testid=stStatusWidget]')")
+        wait_idle(self.page)
 
     def card(self) -> str:
         card = self.page.locator(".gm-route-card")

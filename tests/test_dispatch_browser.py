@@ -17,6 +17,7 @@ from geo.china_offsets import wgs84_to_gcj02
 from tests import world
 from tests.browser import (
     ARTIFACTS,
+    SCRIPT_IDLE,
     AppServer,
     Tab,
     build_map_world,
@@ -26,8 +27,6 @@ from tests.browser import (
 from tests.test_intake_page import complaint_csv
 
 SHOTS = ARTIFACTS / "dispatch"
-# Streamlit shows its status widget while a script runs.
-IDLE = "() => !document.querySelector('[data-testid=stStatusWidget]')"
 A2_SOUTH = "320901002001001"
 
 
@@ -152,7 +151,7 @@ def test_complaint_file_routed_and_downloaded(desk, tmp_path):
     metrics.filter(has_text="无法分派").get_by_text("4", exact=True).wait_for(timeout=15_000)
     assert "明确" in metrics.first.inner_text() and "4" in metrics.first.inner_text()
     desk.shot("05_batch")
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     with page.expect_download(timeout=30_000) as download:  # one click, as a user gives it
         page.get_by_role("button", name="下载 Excel（含分派结果）").click()
     assert download.value.suggested_filename == "投诉导出_分派结果.xlsx"

@@ -7,6 +7,7 @@ search hit). The clicks themselves are proven in Chromium: tests/test_map_clicks
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,3 +228,22 @@ def test_an_incidents_file_says_whom_it_is_for_to_any_process(store_path, tmp_pa
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == ["True False", "False False", "False False"]
+
+
+def test_old_directories_pruned_but_not_one_written_within_the_hour(tmp_path, monkeypatch):
+    """Beyond KEEP_DIRS, directories go, but only those not written for an hour: another app
+    process (or test server) started on another generation may still be serving one."""
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(mapdata, "CACHE_DIR", cache)
+    now = 1_900_000_000.0
+    ages = {f"old{i:02d}": 7200 + i for i in range(10)} | {f"new{i:02d}": 60 + i for i in range(10)}
+    for name, age in ages.items():
+        (cache / name).mkdir(parents=True)
+        os.utime(cache / name, (now - age, now - age))
+    mapdata._prune(keep="old09", now=now)
+    left = sorted(p.name for p in cache.iterdir())
+    # Ten recent ones stay although they exceed KEEP_DIRS; of the old ones only `keep` stays.
+    assert left == sorted([f"new{i:02d}" for i in range(10)] + ["old09"])
+    mapdata._prune(keep="new00", now=now + 7200)
+    newest = [f"new{i:02d}" for i in range(mapdata.KEEP_DIRS)]
+    assert sorted(p.name for p in cache.iterdir()) == newest

@@ -16,7 +16,7 @@ from PIL import Image
 from grids.access import Actor
 from grids.service import Gridmap
 from tests import world
-from tests.browser import ARTIFACTS, ENTITIES, AppServer, Tab, build_map_world
+from tests.browser import ARTIFACTS, ENTITIES, AppServer, Tab, build_map_world, wait_idle
 
 SHOTS = ARTIFACTS / "phone"
 A2_SOUTH = "320901002001001"
@@ -52,9 +52,7 @@ class Phone(Tab):
         self.sign_in(role)
 
     def idle(self) -> None:
-        self.page.wait_for_timeout(400)
-        self.page.wait_for_function(
-            "() => !document.querySelector('[data-testid=stStatusWidget]')")
+        wait_idle(self.page)
 
     def tap(self, name: str, exact: bool = True) -> None:
         self.page.get_by_role("button", name=name, exact=exact).first.tap()

@@ -19,11 +19,10 @@ from openpyxl import load_workbook
 from grids.access import Actor
 from grids.service import Gridmap
 from tests import world
-from tests.browser import ARTIFACTS, AppServer, Tab, build_map_world, page_point
+from tests.browser import ARTIFACTS, SCRIPT_IDLE, AppServer, Tab, build_map_world, page_point
 
 SHOTS = ARTIFACTS / "planner"
 MAP = "iframe[title='streamlit_folium.st_folium']"
-IDLE = "() => !document.querySelector('[data-testid=stStatusWidget]')"
 PLANNER = Actor("t-planner", "planner", "规划员")
 P2_LABEL = "甲化工园区（P2 · 化工园区 · 甲县 · 执法机构：甲化工园区执法局）"
 NOTE = "按省政府批复扩大化工园区"
@@ -102,7 +101,7 @@ def test_planner_draws_a_new_park_boundary_previews_and_publishes(browser, serve
         page.wait_for_timeout(250)
     page.mouse.click(*page_point(element, frame, *CORNERS[0]))  # the first point: closed
     page.get_by_text("已保存到草稿", exact=False).wait_for(timeout=30_000)
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     assert metric(page, "监管对象变化") == "1"
     assert metric(page, "其中执法机构变化") == "1"
     preview = page.locator("[data-testid=stDataFrame]").first
@@ -124,7 +123,7 @@ def test_planner_draws_a_new_park_boundary_previews_and_publishes(browser, serve
     frame.locator(".leaflet-draw-actions a", has_text="保存").first.click()
     page.get_by_text("修改边界节点", exact=False).first.wait_for(timeout=30_000)
     page.get_by_text("第 2 次保存", exact=False).first.wait_for(timeout=30_000)
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     assert metric(page, "监管对象变化") == "1"
     svc = Gridmap(str(server.store))
     parks = svc.draft_features(PLANNER, int(svc.drafts(PLANNER)[0].id), "parks")
@@ -147,7 +146,7 @@ def test_planner_draws_a_new_park_boundary_previews_and_publishes(browser, serve
     before = datetime.now(UTC)
     page.get_by_role("button", name="检查草稿").click()
     page.get_by_text("检查未发现问题", exact=False).wait_for(timeout=60_000)
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     page.get_by_role("button", name="发布为新版本").click()
     page.get_by_text("已发布为版本 2", exact=False).wait_for(timeout=60_000)
     tab.shot("04_published")
@@ -156,7 +155,7 @@ def test_planner_draws_a_new_park_boundary_previews_and_publishes(browser, serve
     versions = page.locator("[data-testid=stDataFrame]").first
     versions.locator("[role=gridcell]", has_text=NOTE).first.wait_for(state="attached",
                                                                      timeout=30_000)
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     tab.shot("05_history")
 
     now = route(server, "national")
@@ -183,13 +182,13 @@ def test_paint_a_grid_unit_into_the_park(browser, server):
     page.get_by_text("已新建草稿", exact=False).wait_for(timeout=30_000)
     draw_map(page)
     page.get_by_text("按网格单元增减（点选网格）", exact=True).click()
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     element, frame = paint_map(page)
     frame.evaluate("() => { window.map.setView([32.1, 120.64], 11); }")
     page.wait_for_timeout(500)
     page.mouse.click(*page_point(element, frame, 120.65, 32.05))
     page.get_by_text("（320901002001001）并入园区：已保存", exact=False).wait_for(timeout=30_000)
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     assert metric(page, "受影响的未结案件") == "1"
     assert metric(page, "其中执法机构变化") == "4"
     tab.shot("06_painted")
@@ -206,7 +205,7 @@ def test_a_dispatcher_does_not_see_the_page(browser, server):
     bar = tab.page.locator("[data-testid=stSidebar]")
     bar.get_by_text("退出登录").wait_for(timeout=60_000)  # drawn after the page links
     assert "投诉受理" in bar.inner_text() and "规划调整" not in bar.inner_text()
-    tab.page.wait_for_function(IDLE, timeout=60_000)
+    tab.page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
     tab.page.goto(server.url + "规划调整")
     tab.page.get_by_text("无权打开此页面").wait_for(timeout=60_000)
     assert tab.page.get_by_role("button", name="开始调整（新建草稿）").count() == 0

@@ -14,7 +14,7 @@ import pytest
 from grids.access import Actor
 from grids.service import Gridmap
 from tests import world
-from tests.browser import ARTIFACTS, AppServer, Tab, build_map_world
+from tests.browser import ARTIFACTS, AppServer, Tab, build_map_world, wait_idle
 from tests.signin import PASSWORD
 
 SHOTS = ARTIFACTS / "roles"
@@ -58,7 +58,7 @@ def session_cookie(tab: Tab) -> str:
 
 def visible_text(tab: Tab, wait_for: str, timeout: int = 60_000) -> str:
     tab.page.get_by_text(wait_for, exact=False).first.wait_for(timeout=timeout)
-    tab.page.wait_for_timeout(1500)  # let the rest of the run arrive
+    wait_idle(tab.page)  # the rest of the run
     return tab.page.inner_text("body")
 
 
@@ -190,8 +190,11 @@ def test_hostile_names_never_run_on_any_page(browser, server):
         ("grid_worker", "网格员", "网格员工作台"),
         ("grid_worker", "案件?case=T0001", "办理记录"),
     ]
+    tabs: dict[str, Tab] = {}  # one signed-in tab per role, page after page as a user goes
     for role, path, wait_for in visits:
-        tab = Tab(browser, server, SHOTS, role=role)
+        if role not in tabs:
+            tabs[role] = Tab(browser, server, SHOTS, role=role)
+        tab = tabs[role]
         tab.page.goto(server.url + path)
         visible_text(tab, wait_for)
         # Hover over the map so that tooltips open too.
@@ -201,6 +204,7 @@ def test_hostile_names_never_run_on_any_page(browser, server):
             tab.page.wait_for_timeout(500)
         tab.shot(f"20_{role}_{path.split('?')[0] or 'map'}")
         tab.check_clean()
+    for tab in tabs.values():
         tab.context.close()
 
 

@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,8 @@ from ui.basemap import Basemap
 from ui.cards import beijing_text
 
 CACHE_DIR = STATIC_DIR / "cache"
-KEEP_DIRS = 8  # older generations' directories beyond this many are removed
+KEEP_DIRS = 8  # older generations' directories beyond this many are removed…
+KEEP_RECENT_S = 3600  # …unless written within the hour: another process may still serve it
 COMPLETE = "complete.json"  # written last: the directory is whole (any process may use it)
 _LOCK = threading.Lock()
 _DONE: dict[str, threading.Event] = {}
@@ -298,11 +300,12 @@ def _ignore_cache_dir() -> None:
         marker.write_text("# generated map data (ui/mapdata.py)\n*\n")
 
 
-def _prune(keep: str) -> None:
+def _prune(keep: str, now: float | None = None) -> None:
     dirs = sorted((p for p in CACHE_DIR.iterdir() if p.is_dir()),
                   key=lambda p: p.stat().st_mtime, reverse=True)
+    cutoff = (time.time() if now is None else now) - KEEP_RECENT_S
     for old in dirs[KEEP_DIRS:]:
-        if old.name != keep:
+        if old.name != keep and old.stat().st_mtime < cutoff:
             shutil.rmtree(old, ignore_errors=True)
             _DONE.pop(old.name, None)
             _FIRST.pop(old.name, None)
