@@ -150,11 +150,11 @@ def test_streaming_equals_in_memory_row_for_row(sample_router, tmp_path, kind):
 
 
 def test_every_chunk_size_gives_the_same_file(sample_router, tmp_path):
-    frame = mixed_rows(500, seed=9)
+    frame = mixed_rows(200, seed=9)  # chunks of one row: 200 chunks
     src = tmp_path / "in.csv"
     write_csv(frame, src, "utf-8")
     outs = []
-    for chunk in (1, 37, 499, 10_000):
+    for chunk in (1, 37, 199, 10_000):
         out = tmp_path / f"out_{chunk}.csv"
         assign_file(sample_router, src, out, crs="wgs84", chunk_rows=chunk)
         outs.append(out.read_bytes())
