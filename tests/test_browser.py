@@ -16,6 +16,7 @@ from tests.browser import (
     Tab,
     build_map_world,
     page_point,
+    wait_idle,
 )
 
 SHOTS = ARTIFACTS / "browser"
@@ -177,6 +178,7 @@ def test_worker_page(visit):
     # worker's units (not the city map's data files).
     visit.page.goto(visit.server.url + "网格员?worker=W003")
     visit.page.get_by_text("我的任务（按时限）").wait_for(timeout=30_000)
+    wait_idle(visit.page)  # the heading comes first; the rest of the run after it
     text = visit.page.locator("body").inner_text()
     assert "网格员3" in text and "320901002南网格" in text and "T0001" in text
     visit.page.get_by_text("负责网格与花名册").wait_for()  # the roster's expander
