@@ -21,6 +21,24 @@ ROOT = Path(__file__).resolve().parent.parent
 STORES = ["gpkg", "postgis"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def world_password_hashed_once():
+    """Every account of the test worlds has tests/signin.PASSWORD: its scrypt hash (production
+    parameters, a real hash) is made once per test process and given to each of them, instead of
+    0.09 s of scrypt per account (hundreds a run). Any other password, and every check at
+    sign-in, is hashed for real; servers started by the tests hash for themselves."""
+    from grids import accounts
+    from tests.signin import PASSWORD
+
+    real = accounts.hash_password
+    known = real(PASSWORD)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(accounts, "hash_password",
+                  lambda password: known if password == PASSWORD else real(password))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def pg_cluster():
     """A throwaway PostGIS cluster, or the server named by GRIDMAP_TEST_DATABASE_URL."""
