@@ -59,10 +59,10 @@ class ExternalServer:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def new_database(self, name: str) -> str:
+    def new_database(self, name: str, template: str | None = None) -> str:
         from tests.pg import create_database
 
-        return create_database(self.url, name)
+        return create_database(self.url, name, template)
 
 
 @pytest.fixture(scope="session")
@@ -71,14 +71,18 @@ def new_store(tmp_path_factory, pg_cluster):
     from layers.postgis import migrate
 
     opened = []
+    template: list[str] = []  # a database migrated once; each PostGIS store starts as its copy
 
     def make(kind: str):
         if kind == "gpkg":
             path = tmp_path_factory.mktemp("store") / "gridmap.gpkg"
             store = open_store(str(path), create=True)
         else:
-            url = pg_cluster.new_database(f"t_{uuid.uuid4().hex[:12]}")
-            migrate(url)
+            if not template:
+                name = f"t_migrated_{uuid.uuid4().hex[:8]}"
+                migrate(pg_cluster.new_database(name))
+                template.append(name)
+            url = pg_cluster.new_database(f"t_{uuid.uuid4().hex[:12]}", template=template[0])
             store = open_store(url)
         opened.append(store)
         return store

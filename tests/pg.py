@@ -99,9 +99,9 @@ class Cluster:
                 time.sleep(0.2)
         return self
 
-    def new_database(self, name: str) -> str:
-        """A fresh empty database in this cluster; returns its URL."""
-        return create_database(self.url, name)
+    def new_database(self, name: str, template: str | None = None) -> str:
+        """A fresh database in this cluster (empty, or a copy of `template`); returns its URL."""
+        return create_database(self.url, name, template)
 
     def stop(self) -> None:
         try:
@@ -110,14 +110,17 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def create_database(admin_url: str, name: str) -> str:
-    """(Re)create database `name` on the server of `admin_url`; returns its URL."""
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """(Re)create database `name` on the server of `admin_url` (a copy of database `template`
+    when given: PostgreSQL copies its files, a few times faster than migrating anew); returns
+    its URL."""
     import psycopg2
 
     conn = psycopg2.connect(admin_url)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"'
+                    + (f' TEMPLATE "{template}"' if template else ""))
     conn.close()
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
