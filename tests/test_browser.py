@@ -90,15 +90,12 @@ def test_city_map_draws_every_layer_offline(visit):
 def test_click_shows_the_routing_card(visit):
     element, frame = visit.open()
     x, y = page_point(element, frame, *A2_OPEN)
-    started = time.perf_counter()
     visit.page.mouse.click(x, y)
     card = visit.page.locator(".gm-route-card")
-    card.wait_for(timeout=15_000)
-    elapsed = time.perf_counter() - started
+    card.wait_for(timeout=15_000)  # how fast: bench/bench_map.py (tests assert no timings)
     text = card.inner_text()
     assert "明确" in text and "320901002001001" in text
     assert "网格员3" in text and "13800000003" in text and "甲县执法局" in text
-    assert elapsed < 5, elapsed  # the speed target is checked by bench/bench_map.py
     assert visit.sent  # the click did go to the server (so the no-rerun check sees frames)
     # With ±500 m, a click by the county border is ambiguous: the card lists the candidates.
     visit.page.get_by_label("点击位置精度", exact=True).and_(visit.page.locator("input")).click()

@@ -1,5 +1,5 @@
 """The routing checks on a larger store: `gridmap demo --scale 2` (about 5,000 grids, 20,000
-entities), built once per session by the real command within a time budget."""
+entities), built once per session by the real command (its time printed, about 25 s of CPU)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,6 @@ from tests.conftest import gridmap_exe
 
 SCALE = 2  # enough to prove the subdivision and routing; ×16 is for the benchmarks
 AS_OF = "2026-12-02T10:00"
-# The build's budget: 2 minutes of CPU (measured: about 25 s), and 2 minutes of wall clock on
-# an idle machine, stretched by how many processes share each CPU (the suite runs beside others).
-BUILD_BUDGET_S = 120
 # The sample at scale 1: 2,532 comprehensive and park grids, 12 dedicated ones, 294 incidents.
 SAMPLE_SPLIT_GRIDS, SAMPLE_DEDICATED, SAMPLE_INCIDENTS = 2532, 12, 294
 KIND_RANK = {"dedicated": 1, "park": 2, "comprehensive": 3}  # grids/precedence.csv
@@ -87,13 +84,11 @@ def land_points(router: Router, n: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
 
 
-def test_built_in_time_with_n_times_the_sample(scaled):
+def test_n_times_the_sample(scaled):
     cpus = os.cpu_count() or 1
-    said = (f"--scale {SCALE}: {scaled.seconds:.0f} s, {scaled.cpu_seconds:.0f} s of CPU, "
-            f"load {scaled.load:.1f} on {cpus} CPUs")
-    print(said)
-    assert scaled.cpu_seconds < BUILD_BUDGET_S, said
-    assert scaled.seconds < BUILD_BUDGET_S * max(1.0, scaled.load / cpus), said
+    # The time is printed, never asserted (tests never assert timings; bench/ measures).
+    print(f"--scale {SCALE}: {scaled.seconds:.0f} s, {scaled.cpu_seconds:.0f} s of CPU, "
+          f"load {scaled.load:.1f} on {cpus} CPUs")
     counts = {m[1]: int(m[2].replace(",", ""))
               for m in re.finditer(r"^\s+(\w+)\s+([\d,]+)$", scaled.stdout, re.M)}
     # Every comprehensive and park grid in SCALE parts (a part may vanish, rarely).
