@@ -143,3 +143,17 @@ def browser():
         b = launch(pw)
         yield b
         b.close()
+
+
+# Started first, so that the two test processes (scripts/test.sh) do not end with one of them
+# alone on a long file: the files that start servers and browsers, and the longest of the rest.
+_LONG_FILES = ("test_fuzz.py", "test_versions.py", "test_api.py", "test_scale.py",
+               "test_multiprocess.py", "test_batch_stream.py", "test_production.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    def long_first(item) -> int:
+        name = item.path.name
+        return 0 if name.endswith("_browser.py") or name in _LONG_FILES else 1
+
+    items.sort(key=long_first)  # stable: each file's tests keep their order
