@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from grids.outcome import Outcome, Resolution
 from grids.resolver import ExtentResolution, Resolver
@@ -180,8 +181,8 @@ class AnswerWriter:
                 entry["grid_codes"].append(grid["code"])
         out["workers"] = list(workers.values())
 
-    def frame(self, results: list[Resolution], index: np.ndarray) -> pd.DataFrame:
-        """The answer columns of a batch: one row per location, built once per distinct answer."""
+    def rows(self, results: list[Resolution]) -> list[dict]:
+        """The answer columns of each resolution, built once per distinct answer."""
         rows = []
         for res in results:
             row = self._rows.get(res.outcomes)
@@ -190,18 +191,11 @@ class AnswerWriter:
                 if len(self._rows) < 200_000:  # a file's chunks share most of their answers
                     self._rows[res.outcomes] = row
             rows.append(row)
-        # Spread the distinct answers over the rows as numpy object arrays: taking a million
-        # rows of pyarrow-backed text columns costs seconds, taking pointers milliseconds.
-        if not rows:
-            return pd.DataFrame(rows).iloc[index].reset_index(drop=True)
-        columns = {}
-        for name in rows[0]:
-            values = np.empty(len(rows), dtype=object)
-            values[:] = [r[name] for r in rows]
-            columns[name] = pd.Series(values[index], dtype=object, copy=False)
-        columns["generation"] = pd.Series(
-            np.array([r["generation"] for r in rows], dtype=np.int64)[index], copy=False)
-        return pd.DataFrame(columns)
+        return rows
+
+    def frame(self, results: list[Resolution], index: np.ndarray) -> pd.DataFrame:
+        """The answer columns of a batch: one row per location (results[index[i]])."""
+        return answer_table(self.rows(results), index)
 
     def _row(self, res: Resolution) -> dict:
         """The answer columns of one resolution."""
@@ -240,6 +234,27 @@ class AnswerWriter:
             else "",
             "generation": a["version"]["generation"],
         }
+
+
+def answer_table(rows: list[dict], index: np.ndarray) -> pd.DataFrame:
+    """Row i is rows[index[i]]. The text columns are taken from the distinct answers by pyarrow
+    and handed to pandas as its own (arrow-backed) text: spreading a million rows through
+    Python objects and converting them back costs about a second a million; the generation is
+    int64."""
+    if not rows:
+        return pd.DataFrame(rows).iloc[index].reset_index(drop=True)
+    take = pa.array(np.asarray(index, dtype=np.int64))
+    text = pd.StringDtype("pyarrow", na_value=np.nan)  # what pandas reads text as
+    columns = {}
+    for name in rows[0]:
+        if name == "generation":
+            values = np.array([r[name] for r in rows], dtype=np.int64)
+            columns[name] = pd.Series(values[index], copy=False)
+        else:
+            distinct = pa.array([r[name] for r in rows], pa.string())
+            columns[name] = pd.Series(pd.arrays.ArrowStringArray(distinct.take(take), dtype=text),
+                                      copy=False)
+    return pd.DataFrame(columns)
 
 
 def _get(d: dict | None, key: str) -> str:

@@ -41,7 +41,7 @@ from geo.sanity import check_points
 from grids import cases
 from grids.access import PermissionDenied
 from grids.acting import Acting
-from grids.answer import FLAG_ZH, STATUS_ZH
+from grids.answer import FLAG_ZH, STATUS_ZH, answer_table
 from grids.cases import BEIJING
 from grids.deadlines import beijing_text
 from grids.flow import CaseError, load_categories
@@ -463,30 +463,32 @@ def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> Batch
     error[bad_acc & (error == "")] = "精度半径应在 0–50000 米之间"
 
     good = np.flatnonzero(error == "")
+    writer = router.writer
     if len(good):
         results, index = router.resolver.resolve_indexed(
             Queries.build(lon[good], lat[good], acc[good])
         )
-        answers = router.writer.frame(results, index)
+        answers = writer.rows(results)
     else:  # an empty file, or only bad rows: the same columns, all rows kept with their reasons
         zero = np.zeros(1)
-        answers = router.writer.frame(
-            *router.resolver.resolve_indexed(Queries.build(zero, zero, zero))
-        ).iloc[:0]
-    # Column by column in numpy (setting rows of pandas' text columns costs seconds a million).
-    columns: dict[str, np.ndarray] = {}
-    for name in answers.columns:
-        if name == "generation":
-            values = np.full(n, router.snapshot.generation.id, dtype=np.int64)
-        else:
-            values = np.full(n, "", dtype=object)
-        values[good] = answers[name].to_numpy()
-        columns[name] = values
-    columns["status"][error != ""] = "error"
-    flags = columns["flags"]
+        answers, index = writer.rows(router.resolver.resolve_indexed(
+            Queries.build(zero, zero, zero))[0]), np.zeros(0, dtype=np.int64)
+    # Which distinct answer each row shows: a bad row the error answer (appended last), a
+    # swapped row a copy of its answer flagged so (one copy per distinct answer).
+    of_row = np.full(n, len(answers), dtype=np.int64)
+    of_row[good] = index
+    error_row = dict.fromkeys(answers[0], "") | {
+        "status": "error", "generation": router.snapshot.generation.id}
     swapped_rows = np.flatnonzero(swapped & (error == ""))
-    flags[swapped_rows] = [",".join(filter(None, ["swapped", f])) for f in flags[swapped_rows]]
-    out = pd.DataFrame(columns, index=pd.RangeIndex(n))
+    copies: dict[int, int] = {}
+    extra = [error_row]
+    for k in np.unique(of_row[swapped_rows]).tolist():
+        copies[k] = len(answers) + len(extra)
+        flags = ",".join(filter(None, ["swapped", answers[k]["flags"]]))
+        extra.append(answers[k] | {"flags": flags})
+    if copies:
+        of_row[swapped_rows] = [copies[k] for k in of_row[swapped_rows].tolist()]
+    out = answer_table(answers + extra, of_row)
     out["routed_lon"] = np.round(lon, 7)
     out["routed_lat"] = np.round(lat, 7)
     out["error"] = error
