@@ -244,7 +244,6 @@ def answer_table(rows: list[dict], index: np.ndarray) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(rows).iloc[index].reset_index(drop=True)
     take = pa.array(np.asarray(index, dtype=np.int64))
-    text = pd.StringDtype("pyarrow", na_value=np.nan)  # what pandas reads text as
     columns = {}
     for name in rows[0]:
         if name == "generation":
@@ -252,9 +251,15 @@ def answer_table(rows: list[dict], index: np.ndarray) -> pd.DataFrame:
             columns[name] = pd.Series(values[index], copy=False)
         else:
             distinct = pa.array([r[name] for r in rows], pa.string())
-            columns[name] = pd.Series(pd.arrays.ArrowStringArray(distinct.take(take), dtype=text),
-                                      copy=False)
+            columns[name] = taken_text(distinct, take)
     return pd.DataFrame(columns)
+
+
+def taken_text(words: pa.Array, take: pa.Array, index: pd.Index | None = None) -> pd.Series:
+    """words[take[i]] for each i, as pandas' own (arrow-backed) text, without Python objects."""
+    text = pd.StringDtype("pyarrow", na_value=np.nan)  # what pandas reads text as
+    return pd.Series(pd.arrays.ArrowStringArray(words.take(take), dtype=text), index=index,
+                     copy=False)
 
 
 def _get(d: dict | None, key: str) -> str:

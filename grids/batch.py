@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pandas as pd
+import pyarrow as pa
 
 from geo.crs import CrsError, parse_crs
 from geo.plausibility import implausible_many
@@ -41,7 +42,7 @@ from geo.sanity import check_points
 from grids import cases
 from grids.access import PermissionDenied
 from grids.acting import Acting
-from grids.answer import FLAG_ZH, STATUS_ZH, answer_table
+from grids.answer import FLAG_ZH, STATUS_ZH, answer_table, taken_text
 from grids.cases import BEIJING
 from grids.deadlines import beijing_text
 from grids.flow import CaseError, load_categories
@@ -770,10 +771,11 @@ def localize(table: pd.DataFrame, labels: ExportLabels | None = None) -> pd.Data
 
 
 def _mapped(values: pd.Series, convert) -> pd.Series:
-    """`convert` applied once per distinct value (a batch repeats few answers)."""
-    texts = values.fillna("").astype(str)
-    lookup = {v: convert(v) for v in pd.unique(texts)}
-    return texts.map(lookup)
+    """`convert` applied once per distinct value (a batch repeats few answers); the words are
+    taken for the rows by pyarrow, as arrow-backed pandas text."""
+    codes, uniques = pd.factorize(values.fillna("").astype(str))
+    words = pa.array([convert(v) for v in uniques], pa.string())
+    return taken_text(words, pa.array(codes, pa.int64()), values.index)
 
 
 def _flags(value: str, labels: ExportLabels) -> str:

@@ -392,6 +392,23 @@ def _guard_column(values: pd.Series) -> pd.Series:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        # Arrow-backed text (what pandas reads): find the rows that need a look in C++, and
+        # hash only those (a column of row ids would otherwise be hashed whole, every chunk).
+        cells = pa.array(values.array)
+        fine = pc.or_kleene(pc.match_substring_regex(cells, _PLAIN_START), pc.equal(cells, ""))
+        rows = np.flatnonzero(~pc.fill_null(fine, True).to_numpy(zero_copy_only=False))
+        if not len(rows):
+            return values
+        codes, uniques = pd.factorize(values.iloc[rows])
+        fixed = np.array([guard(u) for u in uniques], dtype=object)
+        changed = np.flatnonzero([f is not u for f, u in zip(fixed, uniques, strict=True)])
+        if not len(changed):
+            return values
+        hit = np.isin(codes, changed)
+        out = values.astype(object)
+        out.iloc[rows[hit]] = fixed[codes[hit]]
+        return out
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     try:
         text = pa.array(uniques, type=pa.string(), from_pandas=True)
