@@ -118,3 +118,31 @@ def test_database_passwords_are_never_printed(pg_cluster, tmp_path):
     out = subprocess.run([gridmap_exe(), "--store", "mysql://x@h/db", "layers"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "不支持的数据库地址" in out.stderr
+
+
+def test_a_check_that_ends_after_a_logout_does_not_revive_the_session(monkeypatch):
+    """A page's files are checked in the thread pool while the user logs out: a check that
+    asked the store before the logout and answers after it must not put the live answer back
+    into the gate's 5-second cache (the old cookie would pass for seconds after the logout)."""
+    import ui.server as gate
+
+    token = "t" * 43
+    live = Actor("t-dispatcher", "dispatcher", "调度员甲")
+
+    class LogoutDuringCheck:
+        def actor_for(self, asked: str) -> Actor:
+            gate.forget(asked)  # the logout arrives while the store is asked
+            return live
+
+    monkeypatch.setattr(gate, "service", lambda: LogoutDuringCheck())
+    monkeypatch.setattr(gate, "_checked", {})
+    monkeypatch.setattr(gate, "_ended", {})
+    assert gate._actor(token) is None
+    assert token not in gate._checked and gate._recently_checked(token) is None
+
+    # Checked first, then logged out: neither the cache nor the event-loop fast path answers.
+    other = "u" * 43
+    monkeypatch.setattr(gate, "service", lambda: type("S", (), {"actor_for": lambda s, t: live})())
+    assert gate._actor(other) == live and gate._recently_checked(other) == live
+    gate.forget(other)
+    assert gate._recently_checked(other) is None and gate._actor(other) is None

@@ -43,6 +43,10 @@ CHECK_TTL_S = 5.0  # a session checked this recently is not checked again for st
 MAX_FORM_BYTES = 4096
 
 _checked: dict[str, tuple[float, Actor | None]] = {}
+# Sessions ended here (logout) in the last minute: never answered from, nor put back into,
+# _checked — a check that began before the logout and ends after it must not revive the token.
+_ended: dict[str, float] = {}
+ENDED_KEEP_S = 60.0
 _service: Gridmap | None = None
 
 
@@ -74,6 +78,8 @@ def _actor(token: str | None) -> Actor | None:
     if not token:
         return None
     now = time.monotonic()
+    if token in _ended:
+        return None
     hit = _checked.get(token)
     if hit and now - hit[0] < CHECK_TTL_S:
         return hit[1]
@@ -81,6 +87,8 @@ def _actor(token: str | None) -> Actor | None:
     actor = service().actor_for(token)
     if len(_checked) > 10_000:
         _checked.clear()
+    if token in _ended:  # logged out while the store was asked
+        return None
     _checked[token] = (now, actor)
     return actor
 
@@ -139,7 +147,9 @@ class SessionGate:
 def _recently_checked(token: str | None) -> Actor | None:
     """The actor of a session checked within CHECK_TTL_S, or None (unknown: ask _actor)."""
     hit = _checked.get(token or "")
-    return hit[1] if hit and time.monotonic() - hit[0] < CHECK_TTL_S else None
+    if not hit or time.monotonic() - hit[0] >= CHECK_TTL_S or token in _ended:
+        return None
+    return hit[1]
 
 
 def _may_fetch(actor: Actor, path: str) -> bool:
@@ -315,8 +325,14 @@ async def logout(request: Request) -> Response:
 
 
 def forget(token: str | None) -> None:
-    """Drop a session from the gate's short cache (after a logout from a page)."""
-    _checked.pop(token or "", None)
+    """Drop a session from the gate's short cache (at a logout), for good in this process."""
+    if not token:
+        return
+    now = time.monotonic()
+    for old in [t for t, at in _ended.items() if now - at > ENDED_KEEP_S]:
+        _ended.pop(old, None)
+    _ended[token] = now  # before the pop: a check finishing in between sees it ended
+    _checked.pop(token, None)
 
 
 def create_app():
