@@ -130,7 +130,7 @@ def test_tables_map_and_excel(browser, server, tmp_path):
 def test_each_role_sees_its_own_figures(browser, server):
     bureau = Tab(browser, server, SHOTS, role="bureau")  # B-A, over B-A-1 and B-P2
     open_page(bureau)
-    assert "绩效考评" in bureau.page.locator("[data-testid=stSidebar]").inner_text()
+    bureau.page.locator("[data-testid=stSidebar]").get_by_text("绩效考评").first.wait_for()
     assert metrics(bureau)["受理数"] == "8"  # C1 C2 C3 C4 C6 C10 C11 C12
     assert set(grid_rows(bureau, 0)) == {"甲县执法局", "甲县执法一局", "甲化工园区执法局"}
     bureau.shot("20_bureau")
