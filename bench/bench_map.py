@@ -288,7 +288,7 @@ def main() -> None:
                 floor = [visit(browser, server.url, floor_ready) for _ in range(args.runs)]
                 for v in floor:
                     v["context"].close()
-        with AppServer(Path(url)) as server:
+        with AppServer(Path(url), start_s=900) as server:  # ×32: minutes of map files
             login = (args.login, args.password)
             first = visit(browser, server.url, city_ready, login)  # writes the data files
             first["context"].close()

@@ -118,8 +118,10 @@ class AppServer:
     """`gridmap serve` (the sign-in gate in front of the Streamlit app) on a free port against
     `store`; stopped (with its process group) on exit. The log is kept in test-artifacts/."""
 
-    def __init__(self, store: Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+    def __init__(self, store: Path, env: dict[str, str] | None = None, cwd: Path = ROOT,
+                 start_s: float = 60) -> None:
         self.store = store
+        self.start_s = start_s  # a served process loads the layers and map files first
         self.cwd = cwd  # where app.py (and its static/) is
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -138,7 +140,7 @@ class AppServer:
             cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.start_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"streamlit exited: see {self.log_path}")
@@ -148,7 +150,8 @@ class AppServer:
                     return self
             time.sleep(0.2)
         self.__exit__(None, None, None)
-        raise RuntimeError(f"streamlit did not answer within 60 s: see {self.log_path}")
+        raise RuntimeError(f"streamlit did not answer within {self.start_s:.0f} s: "
+                           f"see {self.log_path}")
 
     def __exit__(self, *exc) -> None:
         if self.proc is None or self.proc.poll() is not None:
