@@ -69,6 +69,10 @@ COMPRESSED_TYPES = ("text/plain text/css text/xml application/javascript text/ja
 HASHED_NAME = re.compile(r"[.-][A-Za-z0-9_-]{8}\.[a-z0-9]+$")  # index.DormvYxC.js
 FOLIUM_COMPONENT = "streamlit_folium.st_folium"
 APP_START_S = 900  # an app process's start, layers and map files included
+# A stop is bounded: what has not ended by then is killed (an app process freeing a province's
+# layers under load can take seconds; nobody waits for it at Ctrl-C).
+NGINX_STOP_S = 8
+APP_STOP_S = 10
 SESSION_CHECK = "/_gridmap/session"  # answered by the sign-in gate of ui/server.py
 # Streamlit's page shell gets one line (nginx sub_filter, before its module script): where the
 # server is. Without it Streamlit's frontend first asks for /_stcore/health and host-config
@@ -519,17 +523,21 @@ def _wait(proc: subprocess.Popen, url: str, what: str, log: Path, timeout: float
     raise ProductionError(f"{what}在 {timeout:.0f} 秒内未就绪，见日志 {log}")
 
 
-def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
+def _stop(procs: list[subprocess.Popen | None], sig: int, timeout: float) -> None:
+    """Signal every process's group at once, wait for all of them on one deadline, then kill
+    what is left (a stop is bounded by `timeout` whatever the number of processes)."""
+    alive = [p for p in procs if p is not None and p.poll() is None]
+    for proc in alive:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            os.killpg(proc.pid, sig)
+    deadline = time.monotonic() + timeout
+    for proc in alive:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 class Production:
@@ -614,13 +622,10 @@ class Production:
     def stop(self) -> None:
         """nginx first (no new requests), then the app processes."""
         self.stopping.set()
-        _stop(self.nginx, signal.SIGQUIT)  # graceful: lets open requests finish
-        for app in self.apps:  # all at once, then wait for each
-            if app.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(app.pid, signal.SIGTERM)
-        for app in self.apps:
-            _stop(app)
+        # Graceful: open requests finish (websockets are cut after nginx's
+        # worker_shutdown_timeout, 5 s).
+        _stop([self.nginx], signal.SIGQUIT, NGINX_STOP_S)
+        _stop(list(self.apps), signal.SIGTERM, APP_STOP_S)
 
     def __enter__(self) -> Production:
         return self.start()
@@ -651,8 +656,16 @@ def serve_production(store: str, setup: Setup) -> int:
         print("错误：应用或 nginx 已退出，见日志 " + str(setup.run_dir / "logs"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\n正在停止 nginx 和应用…", flush=True)
+        print(f"\n正在停止 nginx 和应用…（最多约 {NGINX_STOP_S + APP_STOP_S} 秒）", flush=True)
         return 0
     finally:
-        prod.stop()
-        signal.signal(signal.SIGTERM, previous)
+        # A second Ctrl-C while stopping would end this process half-way and leave app
+        # processes (their own sessions) listening with nobody to stop them: the stop is
+        # bounded, so it is let to finish.
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            prod.stop()
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
+            signal.signal(signal.SIGTERM, previous)
