@@ -79,6 +79,16 @@ class Resolver:
         self.park_rank = [rank("park_kind", k) for k in self.parks["kind"]]
         self._index_bureaus()
         self._cache: dict[Sets, tuple[Outcome, ...]] = {}
+        # The pieces of an explanation that depend on one row only, built once: at 40k grids a
+        # batch decides ~40k places, and formatting the same county, township and bureau texts
+        # again for each was half of the rules' time.
+        self._county_text = [f"位于{n}（{c}）" for n, c in
+                             zip(self.counties["name"], self.counties["code"], strict=True)]
+        self._township_text = [f"位于{n}（{c}）" for n, c in
+                               zip(self.townships["name"], self.townships["code"], strict=True)]
+        self._grid_text: dict[int, str] = {}  # filled as grids are met (most never are)
+        self._bureau_part: dict[int, tuple[tuple[str, str], str]] = {}
+        self._bureaus_of: dict[tuple, list[int]] = {}
         # Large batches of exact points go through the face raster (layers/faces.py).
         self.use_faces = True
 
@@ -141,6 +151,12 @@ class Resolver:
                     ),
                 ),
             )
+        bureaus = self._bureaus(counties, parks, jurisdictions)
+        if (len(counties) == 1 and len(townships) <= 1 and len(grids) <= 1 and len(parks) <= 1
+                and len(bureaus) <= 1):  # most places: one of each at most, nothing to rank
+            return (self._explain(counties[0], townships[0] if townships else None,
+                                  grids[0] if grids else None, grids, parks,
+                                  bureaus[0] if bureaus else None),)
         park_order = sorted(parks, key=lambda p: (self.park_rank[p], p))
         outcomes = []
         for county, township, grid, park, bureau in itertools.product(
@@ -148,7 +164,7 @@ class Resolver:
             townships or (None,),
             _best(grids, self.grid_rank) or (None,),
             _best(parks, self.park_rank) or (None,),
-            self._bureaus(counties, parks, jurisdictions) or (None,),
+            bureaus or (None,),
         ):
             parks_here = (
                 tuple([park, *(p for p in park_order if p != park)]) if park is not None else ()
@@ -157,7 +173,15 @@ class Resolver:
         return tuple(outcomes)
 
     def _bureaus(self, counties, parks, jurisdictions) -> list[int]:
-        """The bureaus whose areas cover the place, best first by (level rank, park rank)."""
+        """The bureaus whose areas cover the place, best first by (level rank, park rank).
+        Places of one bureau area share the answer (every grid of a township asks alike)."""
+        key = (counties, parks, jurisdictions)
+        found = self._bureaus_of.get(key)
+        if found is None:
+            found = self._bureaus_of[key] = self._bureaus_covering(counties, parks, jurisdictions)
+        return found
+
+    def _bureaus_covering(self, counties, parks, jurisdictions) -> list[int]:
         candidates: dict[int, tuple[int, int]] = {}
         for p in parks:
             b = self.park_bureau.get(self.parks["code"][p])
@@ -177,24 +201,27 @@ class Resolver:
         return sorted(b for b, r in candidates.items() if r == top)
 
     def _explain(self, county, township, grid, grids, parks, bureau) -> Outcome:
-        c, t, g, p, b = self.counties, self.townships, self.grids, self.parks, self.bureaus
-        reasons = [f"位于{c['name'][county]}（{c['code'][county]}）"]
+        g, p = self.grids, self.parks
+        reasons = [self._county_text[county]]
         rules: list[tuple[str, str]] = []
         flags: list[str] = []
         if township is None:
             flags.append("no_township")
             reasons.append("未落入任何乡镇/街道（图层缺口）")
         else:
-            reasons.append(f"位于{t['name'][township]}（{t['code'][township]}）")
+            reasons.append(self._township_text[township])
         if grid is None:
             flags.append("no_grid")
             reasons.append("未落入任何网格（图层缺口），请人工指定网格")
         else:
             kind = g["kind"][grid]
             rules.append(("grid", kind))
-            text = f"网格：{g['name'][grid]}（{g['code'][grid]}，{KIND_ZH[kind]}）"
-            others = [o for o in grids if o != grid]
-            if others:
+            text = self._grid_text.get(grid)
+            if text is None:
+                text = self._grid_text[grid] = (
+                    f"网格：{g['name'][grid]}（{g['code'][grid]}，{KIND_ZH[kind]}）")
+            if len(grids) > 1:
+                others = [o for o in grids if o != grid]
                 names = "、".join(f"{g['name'][o]}（{KIND_ZH[g['kind'][o]]}）" for o in others)
                 text += f"；同时位于{names}。规则：{self.precedence.label('grid_kind', kind)}"
             reasons.append(text)
@@ -210,10 +237,14 @@ class Resolver:
             flags.append("no_bureau")
             reasons.append("没有执法机构的辖区覆盖此处，请检查执法机构数据")
         else:
-            level = b["level"][bureau]
-            rules.append(("bureau", level))
-            rule = self.precedence.label("bureau_level", level)
-            reasons.append(f"责任执法机构：{b['name'][bureau]}。规则：{rule}")
+            part = self._bureau_part.get(bureau)
+            if part is None:
+                level, name = self.bureaus["level"][bureau], self.bureaus["name"][bureau]
+                rule = self.precedence.label("bureau_level", level)
+                part = self._bureau_part[bureau] = (
+                    ("bureau", level), f"责任执法机构：{name}。规则：{rule}")
+            rules.append(part[0])
+            reasons.append(part[1])
         return Outcome(
             county=county,
             township=township,
@@ -573,9 +604,7 @@ class Resolver:
         if len(fast):
             uniq, inverse = _unique_rows(signature[fast])
             for sig in uniq.tolist():
-                sets = tuple(
-                    tuple(sorted({sig[k], sig[k + N_LAYERS]} - {-1})) for k in range(N_LAYERS)
-                )
+                sets = tuple(_pair(sig[k], sig[k + N_LAYERS]) for k in range(N_LAYERS))
                 results.append(Resolution(self.decide(sets)))
             index[fast] = inverse
         # The hits of the slow locations, grouped by location (one sort, not a scan each).
@@ -616,9 +645,18 @@ def _columns(frame) -> dict[str, list]:
     return {col: frame[col].tolist() for col in frame.columns if col != "geometry"}
 
 
-def _best(rows: Sequence[int], rank: Sequence[int]) -> list[int]:
-    if not rows:
-        return []
+def _pair(first: int, last: int) -> tuple[int, ...]:
+    """The polygon set of one layer from the first and last of at most two rows (-1: none)."""
+    if first < 0:
+        return ()
+    if first == last:
+        return (first,)
+    return (first, last) if first < last else (last, first)
+
+
+def _best(rows: Sequence[int], rank: Sequence[int]) -> Sequence[int]:
+    if len(rows) <= 1:  # most places: nothing to choose between
+        return rows
     top = min(rank[r] for r in rows)
     return [r for r in rows if rank[r] == top]
 

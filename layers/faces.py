@@ -10,10 +10,14 @@ from two array lookups, with no geometry test at all. Points in a cell near a bo
 per cent of an area) go the exact way, so answers are the same as the exact finder's, including
 points on a boundary.
 
-Why the widening is enough: boundaries are densified so that consecutive vertices are at most
-half a cell apart on each axis; every point of a boundary is then within a quarter cell of a
-vertex, so its cell (even a point lying exactly on a cell edge, whichever side rounding puts it)
-is the vertex's cell or one of its eight neighbours, and all nine are marked.
+Why the marking is enough: boundaries are densified so that consecutive vertices are at most a
+quarter cell apart; every point of a boundary is then within an eighth of a cell of a vertex. A
+vertex's cell is marked, and so is the neighbour across any side of that cell (and the corner
+cell between two such sides) the vertex lies within MARGIN (a little more than an eighth) of: a
+boundary point's cell is then always marked, even a point lying exactly on a cell edge,
+whichever side rounding puts it. A marked band is so about one cell and a third wide, not three
+cells as when every vertex marked its eight neighbours: on the sample 2.5 % of the area is near a
+boundary instead of 6 %, for the same raster.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ Sets = tuple[tuple[int, ...], ...]
 # Raster size: the cell is chosen so that the band of boundary cells covers about this share of
 # the extent, within these bounds on the number of cells (16 M cells: 64 MB of labels).
 BOUNDARY_SHARE = 0.03
+BAND_CELLS = 1.3  # how wide the marked band along a boundary is, in cells (see _mark)
+# Densify boundaries to this fraction of a cell; a vertex this close to a side of its cell marks
+# the neighbour too. Any boundary point is within STEP / 2 of a vertex; the extra 1/64 of a cell
+# is far beyond rounding (cell indices are below 10^4, float64 errors near 10^-12). A finer STEP
+# narrows the band a little more but costs more vertices to mark (sample: 1/8 → 2.3 % of the
+# area near, built in 1.6 s; 1/4 → 2.5 %, 0.9 s; 1/2 → 2.9 %, 0.9 s).
+STEP = 1 / 4
+MARGIN = STEP / 2 + 1 / 64
 MIN_CELLS = 256 * 256
 MAX_CELLS = 4096 * 4096
 # Building the raster costs about as much as routing this many points through the finder: a
@@ -63,7 +75,7 @@ class FaceIndex:
         length = float(sum(shapely.length(b).sum() for b in boundaries))
         # Square cells in degrees are fine at Nantong's latitude: the band is what matters.
         width, height = maxx - minx, maxy - miny
-        cell = BOUNDARY_SHARE * width * height / (3.0 * max(length, 1e-12))
+        cell = BOUNDARY_SHARE * width * height / (BAND_CELLS * max(length, 1e-12))
         cell = max(cell, np.sqrt(width * height / MAX_CELLS))
         cell = min(cell, np.sqrt(width * height / MIN_CELLS))
         # Two cells of margin: a point outside the raster is away from every polygon.
@@ -73,21 +85,12 @@ class FaceIndex:
 
         from scipy import ndimage  # only a batch needs it: keep single routes light
 
-        vertex = np.zeros(self.ny * self.nx, dtype=bool)
+        near = np.zeros(self.ny * self.nx, dtype=bool)
         for b in boundaries:
-            xy = shapely.get_coordinates(shapely.segmentize(b, cell / 2))
-            ix = np.floor((xy[:, 0] - self.x0) / cell).astype(np.int64)
-            iy = np.floor((xy[:, 1] - self.y0) / cell).astype(np.int64)
-            vertex[iy * self.nx + ix] = True
-        # Each vertex's cell and its eight neighbours (the margin keeps them on the raster).
-        vertex = vertex.reshape(self.ny, self.nx)
-        rows = vertex.copy()
-        rows[1:] |= vertex[:-1]
-        rows[:-1] |= vertex[1:]
-        near = rows.copy()
-        near[:, 1:] |= rows[:, :-1]
-        near[:, :-1] |= rows[:, 1:]
-        del vertex, rows
+            xy = shapely.get_coordinates(shapely.segmentize(b, cell * STEP))
+            _mark(near, self.nx, (xy[:, 0] - self.x0) / cell, (xy[:, 1] - self.y0) / cell)
+            del xy
+        near = near.reshape(self.ny, self.nx)
         labels, count = ndimage.label(~near)
         self.labels = labels.astype(np.int32, copy=False)
         # One cell of each region: whichever write wins, it is a cell of that region.
@@ -143,6 +146,23 @@ class FaceIndex:
         outside = finite & ~inside
         face[outside] = self._empty
         return face
+
+
+def _mark(near: np.ndarray, nx: int, fx: np.ndarray, fy: np.ndarray) -> None:
+    """Mark the cells of vertices given in cell units, and their neighbours across the sides
+    (and corners) the vertex lies within MARGIN of (the raster's margin keeps them on it)."""
+    for start in range(0, len(fx), 4_000_000):  # bounded temporaries on a long boundary
+        x, y = fx[start:start + 4_000_000], fy[start:start + 4_000_000]
+        ix, iy = np.floor(x), np.floor(y)
+        rx, ry = x - ix, y - iy
+        dx = np.where(rx < MARGIN, -1, np.where(rx > 1 - MARGIN, 1, 0))
+        dy = np.where(ry < MARGIN, -1, np.where(ry > 1 - MARGIN, 1, 0))
+        cell = iy.astype(np.int64) * nx + ix.astype(np.int64)
+        near[cell] = True
+        near[(cell + dx)[dx != 0]] = True
+        near[(cell + dy * nx)[dy != 0]] = True
+        both = (dx != 0) & (dy != 0)
+        near[(cell + dy * nx + dx)[both]] = True
 
 
 def _sets_at(finder, x: np.ndarray, y: np.ndarray) -> list[Sets | None]:

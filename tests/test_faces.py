@@ -136,3 +136,49 @@ def test_a_large_file_is_assigned_through_the_raster(sample_router: Router, tmp_
     finally:
         resolver.use_faces = True
     assert (tmp_path / "faces.csv").read_bytes() == (tmp_path / "finder.csv").read_bytes()
+
+
+def test_every_boundary_point_is_near_even_on_a_cell_side(sample_router: Router):
+    """The narrow band (layers/faces._mark) holds the raster's one promise: the cell of any point
+    of a boundary is marked — points along every edge, and the points where edges cross the
+    raster's cell sides (where rounding may put a point in either cell) — on the sample, whose
+    edges run every way."""
+    index = FaceIndex.for_snapshot(sample_router.snapshot, sample_router.resolver.finder)
+    snap = sample_router.snapshot
+    segments = []
+    for n in ROUTING_LAYERS:
+        if not len(snap[n]):
+            continue
+        for ring in shapely.get_parts(shapely.boundary(np.asarray(snap[n].geometry.values))):
+            xy = shapely.get_coordinates(ring)
+            segments.append(np.hstack([xy[:-1], xy[1:]]))
+    seg = np.concatenate(segments)
+    rng = np.random.default_rng(11)
+    t = rng.uniform(0, 1, (len(seg), 4))
+    along_x = seg[:, [0]] + t * (seg[:, [2]] - seg[:, [0]])
+    along_y = seg[:, [1]] + t * (seg[:, [3]] - seg[:, [1]])
+    assert (index.lookup(along_x.ravel(), along_y.ravel()) == -1).all()
+    # Every cell an edge passes through, however little of it (a corner clipped between two
+    # vertices of the densified boundary): the points where the edge crosses cell sides, and the
+    # middle of each piece between two crossings.
+    pieces = [np.zeros(len(seg)), np.ones(len(seg))]
+    owners = [np.arange(len(seg)), np.arange(len(seg))]
+    for a, c, origin in ((0, 2, index.x0), (1, 3, index.y0)):
+        lo = np.floor((np.minimum(seg[:, a], seg[:, c]) - origin) / index.cell) + 1
+        hi = np.floor((np.maximum(seg[:, a], seg[:, c]) - origin) / index.cell)
+        count = np.maximum(hi - lo + 1, 0).astype(np.int64)
+        owner = np.repeat(np.arange(len(seg)), count)
+        k = lo[owner] + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
+        side = origin + k * index.cell
+        pieces.append((side - seg[owner, a]) / (seg[owner, c] - seg[owner, a]))
+        owners.append(owner)
+    t, owner = np.concatenate(pieces), np.concatenate(owners)
+    order = np.lexsort((t, owner))
+    t, owner = t[order], owner[order]
+    same = owner[1:] == owner[:-1]
+    mid = (t[1:] + t[:-1])[same] / 2
+    t, owner = np.concatenate([t, mid]), np.concatenate([owner, owner[1:][same]])
+    lon = seg[owner, 0] + t * (seg[owner, 2] - seg[owner, 0])
+    lat = seg[owner, 1] + t * (seg[owner, 3] - seg[owner, 1])
+    assert len(lon) > 10 * len(seg)
+    assert (index.lookup(lon, lat) == -1).all()
