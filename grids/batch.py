@@ -32,7 +32,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import openpyxl
 import pandas as pd
 import pyarrow as pa
 
@@ -217,6 +216,8 @@ class _Source:
     # read_excel(dtype=str) makes them (5.0 -> "5", dates "2026-11-01 08:00:00").
     def _xlsx(self) -> Iterator[pd.DataFrame]:
         try:
+            import openpyxl  # only a workbook needs it (0.1 s to import)
+
             book = openpyxl.load_workbook(
                 self.path, read_only=True, data_only=True, keep_links=False
             )
@@ -414,13 +415,9 @@ def _given(frame: pd.DataFrame, crs: str | None) -> _Given:
             "（命令行用 --crs，网页上选择“整个文件的坐标系”）"
         )
     n = len(frame)
-    x = pd.to_numeric(frame[lon_col], errors="coerce").to_numpy(float)
-    y = pd.to_numeric(frame[lat_col], errors="coerce").to_numpy(float)
-    acc = (
-        pd.to_numeric(frame[acc_col], errors="coerce").fillna(0).to_numpy(float)
-        if acc_col
-        else np.zeros(n)
-    )
+    x, y = _numbers(frame[lon_col]), _numbers(frame[lat_col])
+    acc = _numbers(frame[acc_col]) if acc_col else np.zeros(n)
+    acc[np.isnan(acc)] = 0.0  # no accuracy given: an exact point
     crs_values = (
         frame[crs_col].astype(str).str.strip().replace("", crs or "").to_numpy(object)
         if crs_col
@@ -429,6 +426,23 @@ def _given(frame: pd.DataFrame, crs: str | None) -> _Given:
     error = np.full(n, "", dtype=object)
     error[~(np.isfinite(x) & np.isfinite(y))] = "坐标为空或不是数字"
     return _Given(x, y, acc, crs_values, error)
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """A text column's numbers, NaN where a cell is empty or not a number (pd.to_numeric's
+    answer, errors coerced). A column of plain decimals — every coordinate column of a sane
+    file — is cast by arrow in C++ (18 ms for a million cells instead of 330); anything arrow
+    will not cast whole goes to pandas as before."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        import pyarrow.compute as pc
+
+        cells = pa.array(values.array)
+        try:
+            cells = pc.if_else(pc.equal(cells, ""), pa.scalar(None, cells.type), cells)
+            return pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)  # null: NaN
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return pd.to_numeric(values, errors="coerce").to_numpy(float)
 
 
 def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> BatchResult:

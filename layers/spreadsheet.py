@@ -393,11 +393,10 @@ def _guard_column(values: pd.Series) -> pd.Series:
     import pyarrow.compute as pc
 
     if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
-        # Arrow-backed text (what pandas reads): find the rows that need a look in C++, and
-        # hash only those (a column of row ids would otherwise be hashed whole, every chunk).
-        cells = pa.array(values.array)
-        fine = pc.or_kleene(pc.match_substring_regex(cells, _PLAIN_START), pc.equal(cells, ""))
-        rows = np.flatnonzero(~pc.fill_null(fine, True).to_numpy(zero_copy_only=False))
+        # Arrow-backed text (what pandas reads): find the rows that need a look from the first
+        # byte of each cell, and hash only those (a column of row ids would otherwise be hashed
+        # whole, every chunk).
+        rows = np.flatnonzero(_needs_look(pa.array(values.array)))
         if not len(rows):
             return values
         codes, uniques = pd.factorize(values.iloc[rows])
@@ -435,6 +434,40 @@ def _guard_column(values: pd.Series) -> pd.Series:
 
 # A cell starting like this needs no look: no formula and no space starts with such a character.
 _PLAIN_START = "^[0-9A-Za-z\u4e00-\u9fff]"
+
+
+def _needs_look(cells) -> np.ndarray:
+    """Per cell of an arrow text array, whether guard() must look at it: not when it is null,
+    empty, or starts with an ASCII letter or digit or a Chinese character U+4E00–U+9FFF (the
+    cells _PLAIN_START matches). Read straight from the array's offsets and bytes: a million
+    cells in milliseconds, where a regular expression per cell took most of the guard's time."""
+    import pyarrow as pa
+
+    if isinstance(cells, pa.ChunkedArray):  # chunk by chunk: no copy of a long text column
+        parts = [_needs_look(chunk) for chunk in cells.chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+    n = len(cells)
+    _validity, offsets_buf, data_buf = cells.buffers()
+    if n == 0 or data_buf is None or data_buf.size == 0:
+        return np.zeros(n, dtype=bool)
+    width = np.int64 if pa.types.is_large_string(cells.type) else np.int32
+    offsets = np.frombuffer(offsets_buf, dtype=width)[cells.offset:cells.offset + n + 1]
+    start = offsets[:-1]
+    filled = offsets[1:] > start
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    first = np.zeros(n, dtype=np.uint8)
+    first[filled] = data[start[filled]]
+    folded = first | 0x20  # ASCII upper case to lower
+    plain = (((first >= 0x30) & (first <= 0x39)) | ((folded >= 0x61) & (folded <= 0x7A))
+             | ((first >= 0xE5) & (first <= 0xE9)))
+    # Lead byte E4 holds U+4000–U+4FFF; U+4E00 on (不, 位, 中 …) has a second byte of B8–BF.
+    e4 = np.flatnonzero(first == 0xE4)
+    e4 = e4[offsets[e4 + 1] - start[e4] >= 2]
+    plain[e4[data[start[e4] + 1] >= 0xB8]] = True
+    look = filled & ~plain
+    if cells.null_count:
+        look &= cells.is_valid().to_numpy(zero_copy_only=False)
+    return look
 
 
 def guarded(frame: pd.DataFrame) -> pd.DataFrame:

@@ -93,3 +93,22 @@ def test_bad_rows_are_kept_with_reasons(router):
     assert t.loc[3, "route_grid_code"] == t.loc[0, "route_grid_code"]
     assert "99999" in t.loc[4, "route_error"]
     assert "数字" in t.loc[1, "route_error"]
+
+
+def test_coordinate_cells_read_as_pandas_reads_them():
+    """batch._numbers (arrow's cast for plain decimal columns) gives pd.to_numeric's numbers,
+    bit for bit, and NaN where pandas gives NaN — whether arrow casts the column or hands it on."""
+    from grids.batch import _numbers
+
+    rng = np.random.default_rng(5)
+    plain = [*(f"{v:.6f}" for v in rng.uniform(-180, 180, 2000)),
+             "", "1e3", "-0.0", ".5", "5.", "inf", "nan", "+7"]
+    messy = [*plain, "abc", "1,5", "１２３", "0x10", "120°30′", "1_000"]
+    for cells in (plain, messy, ["", ""], []):
+        column = pd.Series(cells, dtype="str")
+        ours = _numbers(column)
+        theirs = pd.to_numeric(column, errors="coerce").to_numpy(float)
+        assert ours.dtype == np.float64 and len(ours) == len(cells)
+        assert np.array_equal(np.isnan(ours), np.isnan(theirs))
+        finite = ~np.isnan(theirs)
+        assert np.array_equal(ours[finite].view(np.int64), theirs[finite].view(np.int64))

@@ -110,3 +110,28 @@ def test_excel_keeps_the_text_as_typed():
     got = list(ws.iter_rows(min_row=2, values_only=True))
     assert [r[0] for r in got] == texts and all(r[1] == -32.5 for r in got)
     assert all(ws.cell(row=i, column=1).data_type == "s" for i in range(2, len(texts) + 2))
+
+
+def test_the_first_byte_filter_looks_at_every_cell_the_rule_would():
+    """_needs_look (the guard's fast filter over arrow text) skips exactly the cells that start
+    with an ASCII letter or digit or a CJK character U+4E00–U+9FFF, and nothing else: the
+    edges of that block, other scripts, full-width signs, nulls, empty cells, sliced and
+    chunked arrays, both offset widths."""
+    import re
+
+    import pyarrow as pa
+
+    cells = ["", None, "=1+1", "@SUM(A1)", "-x", "+1", " =1", "\t1", "\r1", "'x", "a", "Z",
+             "0", "9", "[x", "`x", "{x", "一", "不在", "位于", "中", "鿿", "\u4dff", "\ua000",
+             "龥", "䷀", "＝1", "＋", "－", "＠", "（", "“x”", "é", "😀", "Я", "ア", "가", "·"]
+    rule = re.compile(spreadsheet._PLAIN_START)
+    expected = np.array([c is not None and c != "" and not rule.match(c) for c in cells])
+    for kind in (pa.string(), pa.large_string()):
+        array = pa.array(cells, type=kind)
+        assert (spreadsheet._needs_look(array) == expected).all(), kind
+        # a slice starts inside the buffers (offset ≠ 0)
+        assert (spreadsheet._needs_look(array.slice(3, 20)) == expected[3:23]).all(), kind
+        chunked = pa.chunked_array([array.slice(0, 10), array.slice(10)])
+        assert (spreadsheet._needs_look(chunked) == expected).all(), kind
+    assert not spreadsheet._needs_look(pa.array(["", ""], pa.large_string())).any()
+    assert len(spreadsheet._needs_look(pa.array([], pa.large_string()))) == 0
