@@ -18,11 +18,22 @@ boundary point's cell is then always marked, even a point lying exactly on a cel
 whichever side rounding puts it. A marked band is so about one cell and a third wide, not three
 cells as when every vertex marked its eight neighbours: on the sample 2.5 % of the area is near a
 boundary instead of 6 %, for the same raster.
+
+Built once per content: the raster is kept in a cache folder (`cache_dir()`), named by a hash
+of everything it depends on (every routing polygon in row order, and this module's constants),
+so that a new process — `gridmap assign`, a second app process — reads it (tens of
+milliseconds) instead of building it again (1–2 s). A file that does not read back whole and
+consistent is ignored and rebuilt; a folder that cannot be written only costs the rebuild.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import tempfile
 import threading
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -51,6 +62,21 @@ MAX_CELLS = 4096 * 4096
 MIN_BATCH = 200_000
 MIN_BATCH_BUILT = 2_000
 _BUILDING = threading.Lock()
+# What a cache file holds; a change here or in the constants above makes a new file name.
+FORMAT = 1
+KEEP_FILES = 4  # the most recently used rasters kept in the cache folder (≤ 64 MB each)
+
+
+def cache_dir() -> Path | None:
+    """Where rasters are kept: GRIDMAP_CACHE_DIR (``off``: nowhere), else
+    $XDG_CACHE_HOME/gridmap, else ~/.cache/gridmap."""
+    given = os.environ.get("GRIDMAP_CACHE_DIR", "")
+    if given.lower() == "off":
+        return None
+    if given:
+        return Path(given) / "faces"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gridmap" / "faces"
 
 
 class FaceIndex:
@@ -58,12 +84,19 @@ class FaceIndex:
 
     _cache: ClassVar[dict[tuple[str, int], FaceIndex]] = {}
 
-    def __init__(self, snapshot: Snapshot, finder=None) -> None:
+    def __init__(self, snapshot: Snapshot, finder=None, *, stored: dict | None = None) -> None:
         from layers.finder import MemoryFinder
 
         # Points near a boundary go to STRtrees in this process whatever the store: a batch's
         # few hundred thousand such points are 3× faster here than by SQL (bench_postgis).
         self.finder = MemoryFinder.for_snapshot(snapshot)
+        self.loaded = stored is not None
+        if stored is not None:
+            self._adopt(stored)
+        else:
+            self._build(snapshot)
+
+    def _build(self, snapshot: Snapshot) -> None:
         geoms = [np.asarray(snapshot[n].geometry.values, dtype=object) for n in ROUTING_LAYERS]
         present = [g for g in geoms if len(g)]
         bounds = np.array([shapely.total_bounds(g) for g in present]) if present else None
@@ -111,8 +144,105 @@ class FaceIndex:
             if sets is not None:
                 face_of_region[region] = ids.setdefault(sets, len(ids))
         self.sets = list(ids)
-        self.face_of_region = face_of_region
+        # One array lookup per point: the face of each cell (-1 near a boundary).
+        self.cell_face = face_of_region[self.labels]
+        del self.labels
         self.near_share = float(np.count_nonzero(near)) / near.size
+
+    # -- the cache file -----------------------------------------------------------------------
+    @staticmethod
+    def fingerprint(snapshot: Snapshot) -> str:
+        """A hash of what the raster depends on: this module's constants and every routing
+        polygon, in row order (face sets name rows)."""
+        h = hashlib.blake2b(digest_size=20)
+        h.update(repr((FORMAT, BOUNDARY_SHARE, BAND_CELLS, STEP, MARGIN, MIN_CELLS,
+                       MAX_CELLS)).encode())
+        for name in ROUTING_LAYERS:
+            geoms = np.asarray(snapshot[name].geometry.values, dtype=object)
+            h.update(f"|{name}:{len(geoms)}|".encode())
+            for wkb in shapely.to_wkb(geoms, hex=False).tolist():
+                h.update(len(wkb).to_bytes(8, "little"))
+                h.update(wkb)
+        return h.hexdigest()
+
+    def _arrays(self, key: str) -> dict[str, np.ndarray]:
+        counts = [len(layer) for sets in self.sets for layer in sets]
+        return {
+            "key": np.array(key),
+            "grid": np.array([self.x0, self.y0, self.cell, self.near_share]),
+            "cell_face": self.cell_face,
+            "set_sizes": np.array(counts, dtype=np.int64),
+            "set_rows": np.array([r for sets in self.sets for layer in sets for r in layer],
+                                 dtype=np.int64),
+            "empty": np.array(self._empty),
+        }
+
+    def _adopt(self, a: dict) -> None:
+        """Take the arrays of a cache file, checking that they are whole and consistent (an
+        error here means: rebuild)."""
+        x0, y0, cell, near_share = (float(v) for v in a["grid"])
+        cell_face = a["cell_face"]
+        sizes, rows = a["set_sizes"], a["set_rows"]
+        layers = len(ROUTING_LAYERS)
+        if (cell_face.dtype != np.int32 or cell_face.ndim != 2 or len(sizes) % layers
+                or sizes.sum() != len(rows) or (sizes < 0).any()
+                or not np.isfinite(cell) or cell <= 0):
+            raise ValueError("inconsistent face raster file")
+        n_sets = len(sizes) // layers
+        if cell_face.size and (cell_face.min() < -1 or cell_face.max() >= n_sets):
+            raise ValueError("face raster file names faces it does not hold")
+        ends = np.cumsum(sizes).tolist()
+        starts = [0, *ends[:-1]]
+        flat = rows.tolist()
+        parts = [tuple(flat[a_:b_]) for a_, b_ in zip(starts, ends, strict=True)]
+        self.sets = [tuple(parts[i * layers:(i + 1) * layers]) for i in range(n_sets)]
+        self._empty = int(a["empty"])
+        if not 0 <= self._empty < n_sets or any(self.sets[self._empty]):
+            raise ValueError("face raster file without the empty face")
+        self.x0, self.y0, self.cell, self.near_share = x0, y0, cell, near_share
+        self.ny, self.nx = cell_face.shape
+        self.cell_face = cell_face
+
+    @classmethod
+    def _load(cls, snapshot: Snapshot, folder: Path, key: str) -> FaceIndex | None:
+        path = folder / f"faces-{key}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+            if str(arrays["key"]) != key:
+                return None
+            found = cls(snapshot, stored=arrays)
+        except FileNotFoundError:
+            return None
+        except Exception:  # a damaged file is rebuilt, never trusted
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: kept by _save's pruning
+        return found
+
+    def _save(self, folder: Path, key: str) -> None:
+        """Write the cache file whole or not at all (a temporary file renamed), then keep only
+        the KEEP_FILES most recently used."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".faces-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    np.savez(out, **self._arrays(key))
+                os.replace(tmp, folder / f"faces-{key}.npz")
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            kept = sorted(folder.glob("faces-*.npz"), key=lambda p: p.stat().st_mtime,
+                          reverse=True)
+            for old in kept[KEEP_FILES:]:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        except OSError:
+            pass  # no cache folder to write: the next process builds the raster again
 
     @classmethod
     def built(cls, snapshot: Snapshot) -> bool:
@@ -126,7 +256,13 @@ class FaceIndex:
         with _BUILDING:  # one build per version, whichever thread (session) asks first
             found = cls._cache.get(key)
             if found is None:
-                found = cls(snapshot, finder)
+                folder = cache_dir()
+                content = cls.fingerprint(snapshot) if folder is not None else ""
+                found = cls._load(snapshot, folder, content) if folder is not None else None
+                if found is None:
+                    found = cls(snapshot, finder)
+                    if folder is not None:
+                        found._save(folder, content)
                 while len(cls._cache) >= 2:  # large arrays: the current version and one more
                     cls._cache.pop(next(iter(cls._cache)), None)
                 cls._cache[key] = found
@@ -141,7 +277,7 @@ class FaceIndex:
         inside = finite & (fx >= 0) & (fx < self.nx) & (fy >= 0) & (fy < self.ny)
         face = np.full(len(lon), -1, dtype=np.int32)
         ix, iy = fx[inside].astype(np.int64), fy[inside].astype(np.int64)
-        face[inside] = self.face_of_region[self.labels[iy, ix]]
+        face[inside] = self.cell_face[iy, ix]
         # Beyond the raster's margin no polygon is near: the face of "nothing here".
         outside = finite & ~inside
         face[outside] = self._empty

@@ -22,6 +22,18 @@ STORES = ["gpkg", "postgis"]
 
 
 @pytest.fixture(scope="session", autouse=True)
+def cache_folder_of_the_run(tmp_path_factory):
+    """Face rasters (layers/faces.py) are cached in a folder of this test process (servers and
+    commands the tests start inherit it), never in the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("gridmap-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GRIDMAP_CACHE_DIR", str(folder))
+    yield folder
+    patch.undo()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def world_password_hashed_once():
     """Every account of the test worlds has tests/signin.PASSWORD: its scrypt hash (production
     parameters, a real hash) is made once per test process and given to each of them, instead of

@@ -109,6 +109,7 @@ def test_coordinate_cells_read_as_pandas_reads_them():
         ours = _numbers(column)
         theirs = pd.to_numeric(column, errors="coerce").to_numpy(float)
         assert ours.dtype == np.float64 and len(ours) == len(cells)
+        assert ours.flags.writeable  # _given fills in the accuracy column's blanks
         assert np.array_equal(np.isnan(ours), np.isnan(theirs))
         finite = ~np.isnan(theirs)
         assert np.array_equal(ours[finite].view(np.int64), theirs[finite].view(np.int64))

@@ -296,3 +296,64 @@ def test_assign_memory_does_not_grow_with_rows(sample_store, tmp_path_factory, s
     assert f"共 {MEMORY_ROWS} 行" in stdout and "无法分派 151" in stdout
     assert out.stat().st_size > 1_000_000
     assert mb < MEMORY_BOUND_MB, f"gridmap assign to {suffix} peaked at {mb:.0f} MB"
+
+
+CSV_SHAPES = {
+    "plain": "id,lon,lat\nA,120.6,32.1\nB,120.7,32.2\n",
+    "bom and CRLF": "\ufeffid,lon,lat\r\nA,120.6,32.1\r\nB,120.7,32.2\r\n",
+    "blank lines before and between": "\n\r\nid,lon,lat\nA,120.6,32.1\n\n\nB,x,32.1\n",
+    "a line break inside quotes":
+        'id,note,lon,lat\nA,"烟囱\n冒黑烟",120.6,32.1\nB,"x,""y""",120.7,32\n',
+    "spaces around cells": "id , lon,lat\n  A ,\t120.6 , 32.1\n\"  B\"  ,120.7,32.2\n",
+    "a short row": "id,lon,lat,note\nA,120.6,32.1\nB,120.7,32.2,x\n",
+    "a long row": "id,lon,lat\nA,120.6,32.1,extra\nB,120.7,32.2\n",
+    "a repeated header": "id,lon,id\nA,120.6,x\n",
+    "an empty header name": "id,,lat\nA,120.6,32.1\n",
+    "a broken quote": 'id,lon,lat\n"A,120.6,32.1\nB,120.7,32.2\n',
+    "no final line break": "id,lon,lat\nA,120.6,32.1",
+    "a header alone": "id,lon,lat\n",
+    "Mac line ends": "id,lon,lat\rA,120.6,32.1\rB,120.7,32.2\r",
+}
+
+
+@pytest.mark.parametrize("shape", list(CSV_SHAPES))
+@pytest.mark.parametrize("chunk_rows", [1, 2, 1000])
+def test_arrow_reads_a_csv_as_pandas_does(tmp_path, monkeypatch, shape, chunk_rows):
+    """The CSV fast path (arrow's reader, batch._Source._arrow_csv) gives the chunks pandas'
+    reader gives — cells, headers, line numbers, chunk by chunk — or the same error, for the
+    shapes real files come in (or steps aside for pandas where the two would differ)."""
+    from grids import batch
+
+    src = tmp_path / "in.csv"
+    src.write_bytes(CSV_SHAPES[shape].encode("utf-8"))
+
+    def read() -> list[pd.DataFrame] | str:
+        try:
+            return list(iter_rows(src, chunk_rows=chunk_rows))
+        except BatchInputError as exc:
+            return f"error: {exc}"
+
+    fast = read()
+    monkeypatch.setattr(batch._Source, "_arrow_csv", lambda self, lead: None)
+    reference = read()
+    if isinstance(reference, str):
+        assert fast == reference
+        return
+    assert not isinstance(fast, str), fast
+    assert len(fast) == len(reference)
+    for ours, theirs in zip(fast, reference, strict=True):
+        pd.testing.assert_frame_equal(ours, theirs)
+
+
+def test_arrow_fast_path_is_taken_for_a_plain_file(tmp_path):
+    from grids import batch
+
+    src = tmp_path / "in.csv"
+    src.write_text(CSV_SHAPES["plain"], encoding="utf-8")
+    source = batch._Source(src, 1000)
+    _encoding, lead = source._csv_encoding()
+    assert source._arrow_csv(lead) is not None
+    gbk = tmp_path / "gbk.csv"
+    gbk.write_bytes("编号,经度,纬度\n甲,120.6,32.1\n".encode("gbk"))
+    source = batch._Source(gbk, 1000)
+    assert source._csv_encoding()[0] != "utf-8-sig"  # GBK: pandas reads (arrow only UTF-8)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
+import shapely.affinity
 
 from grids.resolver import Resolver
 from grids.routing import Router
@@ -182,3 +183,85 @@ def test_every_boundary_point_is_near_even_on_a_cell_side(sample_router: Router)
     lat = seg[owner, 1] + t * (seg[owner, 3] - seg[owner, 1])
     assert len(lon) > 10 * len(seg)
     assert (index.lookup(lon, lat) == -1).all()
+
+
+def _fresh(snapshot, finder) -> FaceIndex:
+    """The raster as a new process gets it (nothing in memory)."""
+    FaceIndex._cache.clear()
+    return FaceIndex.for_snapshot(snapshot, finder)
+
+
+def test_a_new_process_reads_the_raster_its_first_one_built(sample_router: Router, tmp_path,
+                                                           monkeypatch):
+    monkeypatch.setenv("GRIDMAP_CACHE_DIR", str(tmp_path))
+    snap, finder = sample_router.snapshot, sample_router.resolver.finder
+    built = _fresh(snap, finder)
+    assert not built.loaded
+    files = list((tmp_path / "faces").glob("faces-*.npz"))
+    assert len(files) == 1 and FaceIndex.fingerprint(snap) in files[0].name
+    loaded = _fresh(snap, finder)
+    assert loaded.loaded
+    assert loaded.sets == built.sets and loaded._empty == built._empty
+    assert np.array_equal(loaded.cell_face, built.cell_face)
+    assert (loaded.x0, loaded.y0, loaded.cell) == (built.x0, built.y0, built.cell)
+    minx, miny, maxx, maxy = snap["counties"].total_bounds
+    rng = np.random.default_rng(12)
+    lon, lat = rng.uniform(minx - 0.1, maxx + 0.1, 50_000), rng.uniform(miny - 0.1, maxy + 0.1,
+                                                                        50_000)
+    assert np.array_equal(loaded.lookup(lon, lat), built.lookup(lon, lat))
+    FaceIndex._cache.clear()
+
+
+def test_a_damaged_or_foreign_raster_file_is_never_used(sample_router: Router, tmp_path,
+                                                       monkeypatch):
+    monkeypatch.setenv("GRIDMAP_CACHE_DIR", str(tmp_path))
+    snap, finder = sample_router.snapshot, sample_router.resolver.finder
+    built = _fresh(snap, finder)
+    path = next((tmp_path / "faces").glob("faces-*.npz"))
+    whole = path.read_bytes()
+    # cut short (a killed writer cannot leave this — it renames — but a full disk or a copy can)
+    path.write_bytes(whole[: len(whole) // 2])
+    again = _fresh(snap, finder)
+    assert not again.loaded and path.exists() and path.read_bytes() != whole[: len(whole) // 2]
+    assert again.sets == built.sets
+    # a file of other polygons under this name (or a hand-edited one): its key does not match
+    other = dict(np.load(path))
+    other["key"] = np.array("0" * 40)
+    np.savez(path, **other)
+    assert not _fresh(snap, finder).loaded
+    # faces it does not hold
+    other = dict(np.load(path))
+    other["cell_face"] = other["cell_face"].copy()
+    other["cell_face"][0, 0] = len(built.sets) + 5
+    np.savez(path, **other)
+    assert not _fresh(snap, finder).loaded
+    FaceIndex._cache.clear()
+
+
+def test_other_polygons_make_another_raster(sample_router: Router):
+    snap = sample_router.snapshot
+    moved = snap["grids"].copy()
+    moved.loc[moved.index[0], "geometry"] = shapely.affinity.translate(
+        moved.geometry.iloc[0], 1e-7, 0)
+    layers = dict(snap.layers)
+    layers["grids"] = moved
+    changed = type(snap)(snap.generation, layers)
+    assert FaceIndex.fingerprint(changed) != FaceIndex.fingerprint(snap)
+    reordered = dict(snap.layers)
+    reordered["grids"] = snap["grids"].iloc[::-1]
+    assert FaceIndex.fingerprint(type(snap)(snap.generation, reordered)) \
+        != FaceIndex.fingerprint(snap)
+
+
+def test_no_cache_folder_or_an_unwritable_one_only_costs_the_build(sample_router: Router,
+                                                                   tmp_path, monkeypatch):
+    snap, finder = sample_router.snapshot, sample_router.resolver.finder
+    monkeypatch.setenv("GRIDMAP_CACHE_DIR", "off")
+    assert not _fresh(snap, finder).loaded
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder should be")
+    monkeypatch.setenv("GRIDMAP_CACHE_DIR", str(blocked))
+    assert not _fresh(snap, finder).loaded
+    assert not _fresh(snap, finder).loaded  # nothing could be kept
+    FaceIndex._cache.clear()
+
