@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,14 @@ class AnswerWriter:
 
     def __init__(self, resolver: Resolver) -> None:
         self.r = resolver
-        self._rows: dict[tuple, dict] = {}  # answer columns by outcomes (frame)
+        # The answer columns of every distinct answer met, column by column (see `ids`).
+        self._ids: dict[object, int] = {}  # outcomes (or an extra row's key) -> answer id
+        self._by_object: dict[int, int] = {}  # id() of the resolver's own outcome tuples
+        self._held: list[tuple] = []  # ... kept alive, so that their id() stays theirs
+        self._values: dict[str, list] = {}
+        self._arrays: dict[str, pa.Array | np.ndarray] = {}
+        # Sessions share a router: hold this from `ids` to `table` (reentrant).
+        self.lock = threading.RLock()
         snap = resolver.snapshot
         workers = snap["workers"]
         self.workers_by_grid: dict[str, list[dict]] = {}
@@ -181,21 +189,91 @@ class AnswerWriter:
                 entry["grid_codes"].append(grid["code"])
         out["workers"] = list(workers.values())
 
-    def rows(self, results: list[Resolution]) -> list[dict]:
-        """The answer columns of each resolution, built once per distinct answer."""
-        rows = []
-        for res in results:
-            row = self._rows.get(res.outcomes)
-            if row is None:
-                row = self._row(res)
-                if len(self._rows) < 200_000:  # a file's chunks share most of their answers
-                    self._rows[res.outcomes] = row
-            rows.append(row)
-        return rows
+    # -- answer columns, once per distinct answer -----------------------------------------------
+    # A batch's rows share few answers (a million points, tens of thousands of places): each
+    # distinct answer gets an id and its columns are built once, kept as arrow arrays that grow
+    # as new answers come; a batch's columns are then taken from them by id, in C++. A file's
+    # chunks share most of their answers, so the registry lives as long as the writer (it is
+    # emptied beyond MAX_ANSWERS, between two batches).
+    MAX_ANSWERS = 200_000
+
+    def ids(self, results: list[Resolution]) -> np.ndarray:
+        """The answer id of each resolution (valid until the next call to `ids`: take the
+        table under `lock` when others may route at the same time)."""
+        with self.lock:
+            return self._ids_of(results)
+
+    def _ids_of(self, results: list[Resolution]) -> np.ndarray:
+        if len(self._ids) > self.MAX_ANSWERS:
+            self._forget()
+        out = np.empty(len(results), dtype=np.int64)
+        by_object, held = self._by_object, self._held
+        for k, res in enumerate(results):
+            outcomes = res.outcomes
+            found = by_object.get(id(outcomes))
+            if found is None:  # another tuple equal to a known one, or a new answer
+                found = self._ids.get(outcomes)
+                if found is None:
+                    found = self.add(outcomes, self._row(res))
+                by_object[id(outcomes)] = found
+                held.append(outcomes)
+            out[k] = found
+        return out
+
+    def add(self, key: object, row: dict) -> int:
+        """Register the answer columns `row` under `key` (an error row, a flagged copy …); the
+        id of what is already registered under `key` if anything is."""
+        with self.lock:
+            found = self._ids.get(key)
+            if found is None:
+                found = self._ids[key] = len(self._held_rows())
+                for name, value in row.items():
+                    self._values.setdefault(name, []).append(value)
+            return found
+
+    def row(self, answer_id: int) -> dict:
+        with self.lock:
+            return {name: values[answer_id] for name, values in self._values.items()}
+
+    def table(self, of_row: np.ndarray) -> pd.DataFrame:
+        """The answer columns with row i showing answer of_row[i]."""
+        with self.lock:
+            return self._table(of_row)
+
+    def _table(self, of_row: np.ndarray) -> pd.DataFrame:
+        if not self._values:
+            return pd.DataFrame(index=range(len(of_row)))
+        take = pa.array(np.asarray(of_row, dtype=np.int64))
+        columns = {}
+        for name, values in self._values.items():
+            array = self._arrays.get(name)
+            if array is None or len(array) < len(values):  # new answers since: append them
+                if name == "generation":
+                    array = np.asarray(values, dtype=np.int64)
+                else:
+                    new = pa.array(values[0 if array is None else len(array):], pa.string())
+                    array = new if array is None else pa.concat_arrays([array, new])
+                self._arrays[name] = array
+            if name == "generation":
+                columns[name] = pd.Series(array[of_row], copy=False)
+            else:
+                columns[name] = taken_text(array, take)
+        return pd.DataFrame(columns)
 
     def frame(self, results: list[Resolution], index: np.ndarray) -> pd.DataFrame:
         """The answer columns of a batch: one row per location (results[index[i]])."""
-        return answer_table(self.rows(results), index)
+        with self.lock:
+            return self.table(self.ids(results)[index])
+
+    def _held_rows(self) -> list:
+        return next(iter(self._values.values()), [])
+
+    def _forget(self) -> None:
+        self._ids.clear()
+        self._by_object.clear()
+        self._held.clear()
+        self._values.clear()
+        self._arrays.clear()
 
     def _row(self, res: Resolution) -> dict:
         """The answer columns of one resolution."""
@@ -234,25 +312,6 @@ class AnswerWriter:
             else "",
             "generation": a["version"]["generation"],
         }
-
-
-def answer_table(rows: list[dict], index: np.ndarray) -> pd.DataFrame:
-    """Row i is rows[index[i]]. The text columns are taken from the distinct answers by pyarrow
-    and handed to pandas as its own (arrow-backed) text: spreading a million rows through
-    Python objects and converting them back costs about a second a million; the generation is
-    int64."""
-    if not rows:
-        return pd.DataFrame(rows).iloc[index].reset_index(drop=True)
-    take = pa.array(np.asarray(index, dtype=np.int64))
-    columns = {}
-    for name in rows[0]:
-        if name == "generation":
-            values = np.array([r[name] for r in rows], dtype=np.int64)
-            columns[name] = pd.Series(values[index], copy=False)
-        else:
-            distinct = pa.array([r[name] for r in rows], pa.string())
-            columns[name] = taken_text(distinct, take)
-    return pd.DataFrame(columns)
 
 
 def taken_text(words: pa.Array, take: pa.Array, index: pd.Index | None = None) -> pd.Series:

@@ -41,7 +41,7 @@ from geo.sanity import check_points
 from grids import cases
 from grids.access import PermissionDenied
 from grids.acting import Acting
-from grids.answer import FLAG_ZH, STATUS_ZH, answer_table, taken_text
+from grids.answer import FLAG_ZH, STATUS_ZH, taken_text
 from grids.cases import BEIJING
 from grids.deadlines import beijing_text
 from grids.flow import CaseError, load_categories
@@ -554,38 +554,45 @@ def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> Batch
     error[bad_acc & (error == "")] = "精度半径应在 0–50000 米之间"
 
     good = np.flatnonzero(error == "")
-    writer = router.writer
     if len(good):
         results, index = router.resolver.resolve_indexed(
             Queries.build(lon[good], lat[good], acc[good])
         )
-        answers = writer.rows(results)
     else:  # an empty file, or only bad rows: the same columns, all rows kept with their reasons
         zero = np.zeros(1)
-        answers, index = writer.rows(router.resolver.resolve_indexed(
-            Queries.build(zero, zero, zero))[0]), np.zeros(0, dtype=np.int64)
-    # Which distinct answer each row shows: a bad row the error answer (appended last), a
-    # swapped row a copy of its answer flagged so (one copy per distinct answer).
-    of_row = np.full(n, len(answers), dtype=np.int64)
-    of_row[good] = index
-    error_row = dict.fromkeys(answers[0], "") | {
-        "status": "error", "generation": router.snapshot.generation.id}
-    swapped_rows = np.flatnonzero(swapped & (error == ""))
-    copies: dict[int, int] = {}
-    extra = [error_row]
-    for k in np.unique(of_row[swapped_rows]).tolist():
-        copies[k] = len(answers) + len(extra)
-        flags = ",".join(filter(None, ["swapped", answers[k]["flags"]]))
-        extra.append(answers[k] | {"flags": flags})
-    if copies:
-        of_row[swapped_rows] = [copies[k] for k in of_row[swapped_rows].tolist()]
-    out = answer_table(answers + extra, of_row)
+        results = router.resolver.resolve_indexed(Queries.build(zero, zero, zero))[0]
+        index = np.zeros(0, dtype=np.int64)
+    with router.writer.lock:  # this batch's answer ids stay valid until its table is taken
+        out = _answer_columns(router, results, index, error, swapped, good)
     out["routed_lon"] = np.round(lon, 7)
     out["routed_lat"] = np.round(lat, 7)
     out["error"] = error
     table = pd.concat([frame.reset_index(drop=True), out.add_prefix("route_")], axis=1)
     counts = table["route_status"].value_counts().to_dict()
     return BatchResult(table, counts)
+
+
+def _answer_columns(router: Router, results: list, index: np.ndarray, error: np.ndarray,
+                    swapped: np.ndarray, good: np.ndarray) -> pd.DataFrame:
+    n, writer = len(error), router.writer
+    ids = writer.ids(results)
+    # Which answer each row shows: a bad row the error answer, a swapped row a copy of its
+    # answer flagged so (one copy per distinct answer) — answers of their own in the writer.
+    generation = router.snapshot.generation.id
+    some = writer.row(int(ids[0]))
+    error_id = writer.add(("error", generation), dict.fromkeys(some, "") | {
+        "status": "error", "generation": generation})
+    of_row = np.full(n, error_id, dtype=np.int64)
+    of_row[good] = ids[index]
+    swapped_rows = np.flatnonzero(swapped & (error == ""))
+    copies: dict[int, int] = {}
+    for k in np.unique(of_row[swapped_rows]).tolist():
+        answer = writer.row(k)
+        flags = ",".join(filter(None, ["swapped", answer["flags"]]))
+        copies[k] = writer.add(("swapped", k), answer | {"flags": flags})
+    if copies:
+        of_row[swapped_rows] = [copies[k] for k in of_row[swapped_rows].tolist()]
+    return writer.table(of_row)
 
 
 @dataclass

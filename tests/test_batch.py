@@ -113,3 +113,39 @@ def test_coordinate_cells_read_as_pandas_reads_them():
         assert np.array_equal(np.isnan(ours), np.isnan(theirs))
         finite = ~np.isnan(theirs)
         assert np.array_equal(ours[finite].view(np.int64), theirs[finite].view(np.int64))
+
+
+def test_answer_columns_survive_a_full_registry_and_sessions_at_once(router, monkeypatch):
+    """The writer keeps each distinct answer's columns once (grids/answer.AnswerWriter.ids):
+    emptied when it holds too many, and shared by sessions routing at the same time — neither
+    may put one row's answer on another row."""
+    import threading
+
+    from grids.answer import AnswerWriter
+
+    frame = sample_points().astype(str)
+    frame.loc[::7, ["经度", "纬度"]] = frame.loc[::7, ["纬度", "经度"]].to_numpy()  # swapped
+    frame.loc[5, "经度"] = "不是数字"  # an error row
+    expected = assign(router, frame, crs="wgs84").table
+    assert expected["route_flags"].str.contains("swapped").any()
+    assert (expected["route_status"] == "error").sum() == 1
+    monkeypatch.setattr(AnswerWriter, "MAX_ANSWERS", 3)  # emptied at almost every batch
+    router.writer._forget()
+    parts = [frame.iloc[k::4] for k in range(4)]
+    alone = [assign(router, part, crs="wgs84").table for part in parts]
+    for part, table in zip(parts, alone, strict=True):
+        pd.testing.assert_frame_equal(table, expected.iloc[part.index].reset_index(drop=True))
+    got: dict[int, list] = {}
+
+    def work(k: int) -> None:
+        got[k] = [assign(router, parts[k], crs="wgs84").table for _ in range(10)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        for table in got[k]:
+            pd.testing.assert_frame_equal(table, alone[k])
+    router.writer._forget()
