@@ -149,3 +149,19 @@ def test_answer_columns_survive_a_full_registry_and_sessions_at_once(router, mon
         for table in got[k]:
             pd.testing.assert_frame_equal(table, alone[k])
     router.writer._forget()
+
+
+def test_answer_columns_of_one_outcome_are_those_of_the_json_answer(router):
+    """The short way to a resolution's answer columns (one outcome) gives what the JSON answer
+    flattened gives, for every kind of place the test world has."""
+    from layers.finder import Queries
+
+    frame = sample_points(2000)
+    results = router.resolver.resolve(Queries.build(frame["经度"].to_numpy(float),
+                                                    frame["纬度"].to_numpy(float)))
+    single = {r.outcomes: r for r in results if len(r.outcomes) == 1}
+    assert len(single) > 10
+    assert {r.status for r in single.values()} == {"ok", "outside"}
+    writer = router.writer
+    for res in single.values():
+        assert writer._row_of_one(res.outcomes[0]) == writer._row_of_answer(res)
