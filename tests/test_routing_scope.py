@@ -269,3 +269,29 @@ def test_gridmap_route_reads_no_entity_and_no_web_module(sample):
     assert answer == whole.route(120.86, 32.01)
     answer, trace = _traced_route(store.url, "--wkt", EXTENTS[0])
     assert trace["entities"] == [] and answer == whole.route_extent(EXTENTS[0])
+
+
+def test_a_plain_point_is_located_as_check_points_locates_it():
+    """Router.locate's short way (WGS84/CGCS2000 inside the region as given) answers exactly as
+    geo.sanity.check_points does, and leaves every other point to it: the region's edges,
+    swapped pairs, NaN, far away, other systems."""
+    import numpy as np
+
+    from geo.crs import parse_crs
+    from geo.sanity import NANTONG_REGION as R
+    from geo.sanity import check_points
+    from grids.routing import Router
+
+    rng = np.random.default_rng(21)
+    points = [(R.lon_min, R.lat_min), (R.lon_max, R.lat_max), (R.lon_min - 1e-9, 32.0),
+              (120.9, R.lat_max + 1e-9), (32.0, 120.9), (float("nan"), 32.0), (0.0, 0.0),
+              *zip(rng.uniform(118, 124, 300), rng.uniform(30, 34, 300), strict=True)]
+    for crs in ("wgs84", "cgcs2000", "gcj02"):
+        system = parse_crs(crs)
+        for x, y in points:
+            lon, lat, status = check_points(np.array([x]), np.array([y]), system)
+            if str(status[0]) in ("ok", "swapped"):
+                got = Router.locate(x, y, crs)
+                assert got[0] == system and got[3] == str(status[0]), (crs, x, y)
+                assert np.array_equal(got[1], lon) and np.array_equal(got[2], lat), (crs, x, y)
+                assert got[1].dtype == lon.dtype and got[1].shape == lon.shape
