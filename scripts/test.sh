@@ -35,5 +35,5 @@ fi
 .venv/bin/ruff check .
 # Two workers, a test file each at a time (its servers and browser tabs stay in one process):
 # the browser tests wait on servers and pages, the rest is CPU; on this 2-core machine two
-# workers take the suite from about 14 to 8½ minutes. GRIDMAP_TEST_WORKERS=0 runs in one process.
+# workers and the trims take the suite from about 14 to 7–10 minutes. GRIDMAP_TEST_WORKERS=0 runs in one process.
 .venv/bin/python -m pytest -n "${GRIDMAP_TEST_WORKERS:-2}" --dist loadfile "$@"
