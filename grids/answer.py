@@ -226,7 +226,7 @@ class AnswerWriter:
         with self.lock:
             found = self._ids.get(key)
             if found is None:
-                found = self._ids[key] = len(self._held_rows())
+                found = self._ids[key] = len(self._ids)  # one key per answer: its index
                 for name, value in row.items():
                     self._values.setdefault(name, []).append(value)
             return found
@@ -264,9 +264,6 @@ class AnswerWriter:
         """The answer columns of a batch: one row per location (results[index[i]])."""
         with self.lock:
             return self.table(self.ids(results)[index])
-
-    def _held_rows(self) -> list:
-        return next(iter(self._values.values()), [])
 
     def _forget(self) -> None:
         self._ids.clear()

@@ -505,17 +505,14 @@ def _numbers(values: pd.Series) -> np.ndarray:
     answer, errors coerced). A column of plain decimals — every coordinate column of a sane
     file — is cast by arrow in C++ (18 ms for a million cells instead of 330); anything arrow
     will not cast whole goes to pandas as before."""
+    numbers = None
     if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
         import pyarrow.compute as pc
 
         cells = pa.array(values.array)
-        try:
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
             cells = pc.if_else(pc.equal(cells, ""), pa.scalar(None, cells.type), cells)
             numbers = pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)  # null: NaN
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            numbers = None
-    else:
-        numbers = None
     if numbers is None:
         numbers = pd.to_numeric(values, errors="coerce").to_numpy(float)
     return numbers if numbers.flags.writeable else numbers.copy()  # the caller fills blanks

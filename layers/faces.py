@@ -6,7 +6,7 @@ the overlay of all routing layers (the same county, township, grid, park, sea ar
 jurisdictions everywhere in it), and so does every cell it is connected to through other such
 cells. Those connected regions are labelled once (scipy.ndimage.label) and each is looked up at
 one point of it with the exact finder: afterwards a point in such a cell gets its polygon sets
-from two array lookups, with no geometry test at all. Points in a cell near a boundary (a few
+from one array lookup, with no geometry test at all. Points in a cell near a boundary (a few
 per cent of an area) go the exact way, so answers are the same as the exact finder's, including
 points on a boundary.
 
