@@ -35,13 +35,14 @@ over the counties' extent as bench_routing.py (sea and outside included) go to e
 
 Interleaved rounds, min/median, the machine's load: bench/harness.py; results in
 bench/results/postgis-<date>.json (with the CTAS plans). Then --singles single points,
-interleaved point by point: `Router(store).route(x, y)` against a statement PREPAREd once and
-EXECUTEd per point (the covering code of each of the six layers, on the same subdivided
-tables), both on an autocommit psycopg2 connection; for where the time goes, the finder's own
-SQL round trip (`PostgisFinder.find`), how PostgreSQL runs the store's prepared one-point
-statement (EXPLAIN ANALYZE EXECUTE: planned again at every EXECUTE, or the generic plan), the
-same `route` on a read connection with `plan_cache_mode = force_generic_plan`, and a cProfile
-of --profile routes.
+interleaved point by point: `Router(store).route(x, y)` as a served process runs it (the face
+raster built: SQL only for a point exactly on a boundary), its figures for the points near a
+boundary alone, the same route with every point through the store's SQL (no raster), against a
+statement PREPAREd once and EXECUTEd per point (the covering code of each of the six layers, on
+the same subdivided tables), all on autocommit psycopg2 connections; for where the time goes,
+the finder's own SQL round trip (`PostgisFinder.find`), how PostgreSQL runs the store's
+prepared one-point statement (EXPLAIN ANALYZE EXECUTE: planned again at every EXECUTE, or the
+generic plan), and a cProfile of --profile routes.
 Targets (issue 14): batch ≥ 400k pts/s at 40k cells and ahead of the CTAS; end to end ≥ 200k
 pts/s; single route p99 < 1 ms and within 1.5× of the prepared statement.
 """
@@ -260,32 +261,35 @@ ONE_POINT = (
 
 
 ROUTE = "Router.route (full answer)"
+NEAR = "  the same, points near a boundary only"
 FIND = "PostgisFinder.find (its SQL round trip + hits)"
 PREPARED = "hand-prepared statement (EXECUTE, 6 codes)"
-GENERIC = "Router.route, read conn. plan_cache_mode=generic"
+SQL_ROUTE = "Router.route, every point by the store's SQL"
 
 
 def singles(router: Router, url: str, n: int) -> dict:
-    """Single routes, point by point interleaved: the store's `route`, its finder's SQL round
-    trip alone, and the hand-prepared statement, each on an autocommit psycopg2 connection;
-    and `route` through a second store whose read connection plans its prepared statements
-    once (plan_cache_mode = force_generic_plan: under the default, `auto`, PostgreSQL re-plans
-    the store's one-point statement at every EXECUTE, as EXPLAIN ANALYZE EXECUTE shows)."""
+    """Single routes, point by point interleaved: the store's `route` as a served process
+    runs it (the face raster built: a point away from every boundary is a cell lookup, one
+    near a boundary goes to the in-memory STRtrees, one exactly on a boundary to the store's
+    SQL), the same through a second store whose router sends every point to the store's SQL
+    (no raster: the finder's one-point statement), that finder's SQL round trip alone, and the
+    hand-prepared statement, each on an autocommit psycopg2 connection. The store's read
+    connection plans its prepared statements once (plan_cache_mode = force_generic_plan:
+    under the default, `auto`, PostgreSQL re-plans the one-point statement at every EXECUTE)."""
     lon, lat = random_points(router.snapshot, n, seed=2)
     conn = sql_connection(url)
     cur = conn.cursor()
     cur.execute(ONE_POINT)
     finder = router.resolver.finder
-    generic_store = open_store(url)
-    with generic_store.read_conn().cursor() as c:
-        c.execute("SET plan_cache_mode = force_generic_plan")
-    generic = Router(generic_store)
+    sql_store = open_store(url)
+    by_sql = Router(sql_store)
+    by_sql.resolver.use_faces = False
 
     def route(x, y):
         router.route(x, y)
 
-    def route_generic(x, y):
-        generic.route(x, y)
+    def route_sql(x, y):
+        by_sql.route(x, y)
 
     def find(x, y):
         finder.find(Queries.build([x], [y]))
@@ -294,7 +298,7 @@ def singles(router: Router, url: str, n: int) -> dict:
         cur.execute("EXECUTE bench_one (%s, %s)", (x, y))
         cur.fetchone()
 
-    ways = {ROUTE: route, FIND: find, PREPARED: prepared, GENERIC: route_generic}
+    ways = {ROUTE: route, FIND: find, PREPARED: prepared, SQL_ROUTE: route_sql}
     for way in ways.values():  # warm: connections, prepared statements, caches
         for x, y in zip(lon[:50].tolist(), lat[:50].tolist(), strict=True):
             way(x, y)
@@ -307,16 +311,20 @@ def singles(router: Router, url: str, n: int) -> dict:
             way(x, y)
             latencies[name].append((time.perf_counter() - start) * 1000)
     conn.close()
-    plans = {ROUTE: one_point_plan(router), GENERIC: one_point_plan(generic)}
-    generic_store.close()
+    plan = one_point_plan(by_sql)
+    sql_store.close()
+    faces = router.resolver.faces()
+    near = [faces is None or faces.face_at(x, y) < 0
+            for x, y in zip(lon.tolist(), lat.tolist(), strict=True)]
+    latencies[NEAR] = [t for t, k in zip(latencies[ROUTE], near, strict=True) if k]
     out = {}
     for name, values in latencies.items():
         values.sort()
         out[name] = {"p50_ms": round(statistics.median(values), 3),
                      "p99_ms": round(values[int(len(values) * 0.99) - 1], 3),
                      "mean_ms": round(statistics.fmean(values), 3)}
-    return {"routes": n, "load_1min": round(os.getloadavg()[0], 2), "ways": out,
-            "one_point_plan": plans}
+    return {"routes": n, "near_boundary": sum(near), "load_1min": round(os.getloadavg()[0], 2),
+            "ways": out, "one_point_plan": plan}
 
 
 def one_point_plan(router: Router, x: float = 120.86, y: float = 32.01) -> dict:
@@ -324,6 +332,7 @@ def one_point_plan(router: Router, x: float = 120.86, y: float = 32.01) -> dict:
     planned again for this EXECUTE (a custom plan, the point inlined) or the generic plan,
     and the planning and execution times it reports."""
     finder = router.resolver.finder
+    finder.find(Queries.build([x], [y]))  # prepared on first use
     with finder.store.lock, finder.store.read_conn().cursor() as cur:
         cur.execute("EXPLAIN (ANALYZE, COSTS OFF) EXECUTE gridmap_one_point (%s, %s, %s)",
                     (finder.generation, x, y))
@@ -401,17 +410,17 @@ def run_scale(scale: int, url: str, args, report: Report, extra: dict) -> None:
 
     if args.singles:
         extra["singles"][group] = s = singles(router, url, args.singles)
-        print(f"  single points, {s['routes']:,} random points, interleaved "
-              f"(load {s['load_1min']:.2f}):")
+        print(f"  single points, {s['routes']:,} random points ({s['near_boundary']:,} near a "
+              f"boundary), interleaved (load {s['load_1min']:.2f}):")
         for name, v in s["ways"].items():
             print(f"    {name:48s} p50 {v['p50_ms']:.3f} ms  p99 {v['p99_ms']:.3f} ms  "
                   f"mean {v['mean_ms']:.3f} ms")
-        for name, p in s["one_point_plan"].items():
-            print(f"    {name}: the one-point statement's EXECUTE is "
-                  f"{'the generic plan' if p['generic_plan'] else 'planned again (custom plan)'}"
-                  f": planning {p['planning_ms']} ms, execution {p['execution_ms']} ms")
+        p = s["one_point_plan"]
+        print(f"    the store's one-point statement's EXECUTE is "
+              f"{'the generic plan' if p['generic_plan'] else 'planned again (custom plan)'}"
+              f": planning {p['planning_ms']} ms, execution {p['execution_ms']} ms")
         ways = s["ways"]
-        for name in (ROUTE, GENERIC):
+        for name in (ROUTE, NEAR, SQL_ROUTE):
             a, b = ways[name], ways[PREPARED]
             print(f"  target: route p99 < 1 ms and within 1.5× of the prepared statement: "
                   f"{name}: p99 {a['p99_ms']:.3f} ms, {a['p99_ms'] / b['p99_ms']:.2f}× at p99, "

@@ -531,13 +531,13 @@ class Resolver:
         """Distinct resolutions and, per location, the index of its resolution (batch form)."""
         exact = queries.radius <= 0
         points = int(exact.sum())
-        if self.use_faces and (
-            points >= faces_mod.MIN_BATCH
-            or (points >= faces_mod.MIN_BATCH_BUILT
-                and faces_mod.FaceIndex.built(self.snapshot))
+        if self.use_faces and points and (
+            points >= faces_mod.MIN_BATCH or faces_mod.FaceIndex.built(self.snapshot)
         ):
             faces = self.faces()
             if faces is not None:
+                if len(queries) == 1:
+                    return self._resolve_one_by_faces(queries, faces)
                 return self._resolve_by_faces(queries, faces, exact)
         return self._resolve_found(queries)
 
@@ -548,6 +548,17 @@ class Resolver:
             return faces_mod.FaceIndex.for_snapshot(self.snapshot, self.finder)
         except ValueError:
             return None
+
+    def _resolve_one_by_faces(self, queries: Queries, faces: faces_mod.FaceIndex,
+                              ) -> tuple[list[Resolution], np.ndarray]:
+        """`_resolve_by_faces` for one exact point (a click, an API call) without its arrays:
+        whatever the store, a point away from every boundary is one cell lookup and a decision
+        (remembered per place); near one, the in-memory STRtrees of the same snapshot; exactly
+        on one, the store's finder looks again (as in a batch)."""
+        face = faces.face_at(float(queries.lon[0]), float(queries.lat[0]))
+        if face >= 0:
+            return [Resolution(self.decide(faces.sets[face]))], np.zeros(1, dtype=np.int64)
+        return self._resolve_found(queries, faces.finder)
 
     def _resolve_by_faces(self, queries: Queries, faces: faces_mod.FaceIndex,
                           exact: np.ndarray) -> tuple[list[Resolution], np.ndarray]:

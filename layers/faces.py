@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import tempfile
 import threading
@@ -58,9 +59,9 @@ MARGIN = STEP / 2 + 1 / 64
 MIN_CELLS = 256 * 256
 MAX_CELLS = 4096 * 4096
 # Building the raster costs about as much as routing this many points through the finder: a
-# batch this large builds it; once built (per layer version) smaller batches use it too.
+# batch this large builds it; once built (per layer version) any batch uses it, a single point
+# too (a served process reads or builds it before it listens: grids/service.py `warm`).
 MIN_BATCH = 200_000
-MIN_BATCH_BUILT = 2_000
 _BUILDING = threading.Lock()
 # What a cache file holds; a change here or in the constants above makes a new file name.
 FORMAT = 1
@@ -267,6 +268,17 @@ class FaceIndex:
                     cls._cache.pop(next(iter(cls._cache)), None)
                 cls._cache[key] = found
         return found
+
+    def face_at(self, lon: float, lat: float) -> int:
+        """`lookup` of one point without arrays (a click, an API call): the same floor of the
+        same float division, so the same cell."""
+        fx, fy = (lon - self.x0) / self.cell, (lat - self.y0) / self.cell
+        if not (math.isfinite(fx) and math.isfinite(fy)):
+            return -1
+        ix, iy = math.floor(fx), math.floor(fy)
+        if 0 <= ix < self.nx and 0 <= iy < self.ny:
+            return int(self.cell_face[iy, ix])
+        return self._empty
 
     def lookup(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Per exact point its face id (an index into `sets`); -1 where the point is near a

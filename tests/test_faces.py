@@ -68,6 +68,52 @@ def test_faces_agree_with_the_finder(router: Router, monkeypatch):
     router.resolver.use_faces = True
 
 
+def test_single_routes_by_the_raster_are_the_finders(router: Router):
+    """Once the raster is built (a served process builds or reads it before it listens) a
+    single route takes it too: the whole answer — outcome, candidates, names, reasons — is the
+    one the store's finder gives, for points anywhere, on and beside every kind of boundary,
+    outside, and with an accuracy disc; and most points never reach the finder."""
+    snap = router.snapshot
+    FaceIndex.for_snapshot(snap, router.resolver.finder)
+    minx, miny, maxx, maxy = snap["counties"].total_bounds
+    rng = np.random.default_rng(12)
+    lon = rng.uniform(minx - 0.05, maxx + 0.05, 600)
+    lat = rng.uniform(miny - 0.05, maxy + 0.05, 600)
+    blon, blat = boundary_points(snap, 150, seed=13)
+    lon, lat = np.concatenate([lon, blon]).tolist(), np.concatenate([lat, blat]).tolist()
+    resolver = router.resolver
+    calls = []
+    found = resolver.finder.find
+
+    def counting(queries):
+        calls.append(len(queries))
+        return found(queries)
+
+    def routes(faces: bool, accuracy: float = 0.0) -> list:
+        resolver.use_faces = faces
+        resolver._cache.clear()
+        return [router.route(x, y, "cgcs2000", accuracy) for x, y in zip(lon, lat, strict=True)]
+
+    try:
+        resolver.finder.find = counting
+        by_raster = routes(True)
+        calls.clear()
+        by_finder = routes(False)
+        assert by_raster == by_finder
+        assert len(calls) >= len(lon)
+        calls.clear()
+        resolver.use_faces = True
+        for x, y in zip(lon[:600], lat[:600], strict=True):  # random: most away from any edge
+            router.route(x, y, "cgcs2000")
+        assert len(calls) < 600 / 3, f"{len(calls)} of 600 random single points reached a finder"
+        assert {a["status"] for a in by_raster} >= {"ok", "outside"}
+        # A disc is cut by the store's finder either way.
+        assert routes(True, 30.0)[:200] == routes(False, 30.0)[:200]
+    finally:
+        del resolver.finder.find
+        resolver.use_faces = True
+
+
 def test_every_vertex_is_near_and_most_of_the_area_is_not(router: Router):
     index = FaceIndex.for_snapshot(router.snapshot, router.resolver.finder)
     snap = router.snapshot
@@ -127,7 +173,6 @@ def test_a_large_file_is_assigned_through_the_raster(sample_router: Router, tmp_
     resolver = sample_router.resolver
     FaceIndex._cache.clear()
     monkeypatch.setattr(batch, "FACES_FROM_BYTES", 0)
-    monkeypatch.setattr(faces_mod, "MIN_BATCH_BUILT", 100)
     batch.assign_file(sample_router, src, tmp_path / "faces.csv", crs="wgs84", chunk_rows=1000)
     assert FaceIndex.built(snap)
     resolver.use_faces = False

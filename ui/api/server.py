@@ -127,7 +127,7 @@ def _preload(service: Gridmap) -> None:
     import gc
 
     try:
-        service.map_router(Actor.system("api"))
+        service.map_router(Actor.system("api")).resolver.faces()  # see Gridmap.warm
     except (StoreError, PermissionDenied) as exc:  # no layers yet: the first request says so
         log.warning("未能预先加载图层：%s", exc)
     gc.collect()
