@@ -201,7 +201,7 @@ def contenders(router: Router, lon: np.ndarray, lat: np.ndarray, conn) -> list[C
         return router.resolver.resolve_indexed(Queries.build(x, y))
 
     def forget():  # every run decides every place afresh
-        router.resolver._cache.clear()
+        router.resolver.forget()
 
     def ours_columns():
         results, index = ours()

@@ -119,7 +119,7 @@ def contenders(router: Router, lon: np.ndarray, lat: np.ndarray) -> list[Contend
         return router.resolver.resolve_indexed(Queries.build(x, y))
 
     def forget():  # every run decides every place afresh
-        router.resolver._cache.clear()
+        router.resolver.forget()
 
     def cold():  # the first process of a layer version: the raster built inside the timing
         forget()
@@ -143,7 +143,7 @@ def contenders(router: Router, lon: np.ndarray, lat: np.ndarray) -> list[Contend
     exact_only.use_faces = False
 
     def finder_only():
-        exact_only._cache.clear()
+        exact_only.forget()
         return exact_only.resolve_indexed(Queries.build(lon, lat))
 
     remembering = Resolver(snap, router.resolver.finder)

@@ -43,9 +43,11 @@ class AnswerWriter:
         snap = resolver.snapshot
         workers = snap["workers"]
         self.workers_by_grid: dict[str, list[dict]] = {}
-        for wid, name, phone, grid, role in workers[
-            ["id", "name", "phone", "grid_code", "role"]
-        ].itertuples(index=False):
+        # Column lists, not itertuples: a province's 80,000 worker rows in a tenth of the time.
+        for wid, name, phone, grid, role in zip(
+            *(workers[c].tolist() for c in ("id", "name", "phone", "grid_code", "role")),
+            strict=True,
+        ):
             self.workers_by_grid.setdefault(grid, []).append(
                 {"id": wid, "name": name, "phone": phone, "role": role}
             )
@@ -259,6 +261,16 @@ class AnswerWriter:
             else:
                 columns[name] = taken_text(array, take)
         return pd.DataFrame(columns)
+
+    def ids_by_status(self, of_row: np.ndarray) -> dict[str, list[int]]:
+        """The distinct answer ids of `of_row` by their status (ok, outside …)."""
+        ids = np.unique(np.asarray(of_row, dtype=np.int64)).tolist()
+        with self.lock:
+            status = self._values.get("status", [])
+            out: dict[str, list[int]] = {}
+            for answer in ids:
+                out.setdefault(status[answer], []).append(answer)
+        return out
 
     def frame(self, results: list[Resolution], index: np.ndarray) -> pd.DataFrame:
         """The answer columns of a batch: one row per location (results[index[i]])."""

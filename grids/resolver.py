@@ -79,6 +79,9 @@ class Resolver:
         self.park_rank = [rank("park_kind", k) for k in self.parks["kind"]]
         self._index_bureaus()
         self._cache: dict[Sets, tuple[Outcome, ...]] = {}
+        # Per face of the raster last used, its Resolution once decided: a file's chunks meet
+        # the same faces again (a ×16 file: ~10,000 faces a chunk, 50 chunks).
+        self._face_results: tuple[object, list[Resolution | None]] | None = None
         # The pieces of an explanation that depend on one row only, built once: at 40k grids a
         # batch decides ~40k places, and formatting the same county, township and bureau texts
         # again for each was half of the rules' time.
@@ -127,6 +130,11 @@ class Resolver:
 
     def _level_rank(self, bureau: int) -> int:
         return self.precedence.rank("bureau_level", self.bureaus["level"][bureau])
+
+    def forget(self) -> None:
+        """Forget every decision remembered (benchmarks: each run decides afresh)."""
+        self._cache.clear()
+        self._face_results = None
 
     # -- the rules on one set of covering polygons ---------------------------------------------
     def decide(self, sets: Sets) -> tuple[Outcome, ...]:
@@ -557,7 +565,7 @@ class Resolver:
         on one, the store's finder looks again (as in a batch)."""
         face = faces.face_at(float(queries.lon[0]), float(queries.lat[0]))
         if face >= 0:
-            return [Resolution(self.decide(faces.sets[face]))], np.zeros(1, dtype=np.int64)
+            return self._face_resolutions(faces, [face]), np.zeros(1, dtype=np.int64)
         return self._resolve_found(queries, faces.finder)
 
     def _resolve_by_faces(self, queries: Queries, faces: faces_mod.FaceIndex,
@@ -570,7 +578,7 @@ class Resolver:
         face[which] = faces.lookup(queries.lon[which], queries.lat[which])
         known = face >= 0
         present = np.flatnonzero(np.bincount(face[known], minlength=len(faces.sets)))
-        results = [Resolution(self.decide(faces.sets[f])) for f in present.tolist()]
+        results = self._face_resolutions(faces, present.tolist())
         slot = np.full(len(faces.sets), -1, dtype=np.int64)
         slot[present] = np.arange(len(present))
         index = np.empty(n, dtype=np.int64)
@@ -583,6 +591,21 @@ class Resolver:
             index[rest] = sub + len(results)
             results.extend(more)
         return results, index
+
+    def _face_resolutions(self, faces: faces_mod.FaceIndex, present: list[int]
+                          ) -> list[Resolution]:
+        """The Resolution of each face in `present`, decided once per face and raster."""
+        memo = self._face_results
+        if memo is None or memo[0] is not faces:
+            memo = self._face_results = (faces, [None] * len(faces.sets))
+        known = memo[1]
+        out = []
+        for f in present:
+            res = known[f]
+            if res is None:
+                res = known[f] = Resolution(self.decide(faces.sets[f]))
+            out.append(res)
+        return out
 
     def _resolve_found(self, queries: Queries, finder=None) -> tuple[list[Resolution], np.ndarray]:
         """Every location through the finder's (location, polygon) pairs (`finder`: another

@@ -203,6 +203,44 @@ def test_more_rows_than_a_sheet_holds_is_refused_for_xlsx(sample_router, tmp_pat
     assign_file(sample_router, src, tmp_path / "rows.csv.out.csv", crs="wgs84", chunk_rows=7)
 
 
+def test_chunks_are_written_behind_and_a_failed_write_leaves_nothing(sample_router, tmp_path,
+                                                                     monkeypatch):
+    """The chunks are written by a second thread while the next is routed (batch._WriteBehind),
+    in order; a write that fails (a full disk) stops the file with that error, and neither the
+    output nor its part file is left, the writing thread ended."""
+    import threading
+
+    src = tmp_path / "rows.csv"
+    src.write_text("编号,经度,纬度\n" + "".join(f"{i},120.{600 + i},32.1\n" for i in range(40)),
+                   encoding="utf-8")
+    seen: list[tuple[str, int]] = []
+    append = spreadsheet.CsvWriter.append
+
+    def recording(self, frame):
+        seen.append((threading.current_thread().name, len(frame)))
+        return append(self, frame)
+
+    monkeypatch.setattr(spreadsheet.CsvWriter, "append", recording)
+    out = tmp_path / "out.csv"
+    assign_file(sample_router, src, out, crs="wgs84", chunk_rows=7)
+    assert [n for _, n in seen] == [7, 7, 7, 7, 7, 5]
+    assert all(name.startswith("assign-write") for name, _ in seen)
+    back = pd.read_csv(out, encoding="utf-8-sig")
+    assert back["编号"].tolist() == list(range(40))
+
+    def failing(self, frame):
+        if self.rows >= 14:
+            raise OSError(28, "No space left on device")
+        return append(self, frame)
+
+    monkeypatch.setattr(spreadsheet.CsvWriter, "append", failing)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space left"):
+        assign_file(sample_router, src, tmp_path / "full.csv", crs="wgs84", chunk_rows=7)
+    assert not (tmp_path / "full.csv").exists() and not list(tmp_path.glob(".*.part"))
+    assert threading.active_count() <= before
+
+
 def test_point_files_are_numbered_by_feature(sample_router, tmp_path):
     import json
 

@@ -36,7 +36,7 @@ def boundary_points(snapshot, limit: int, seed: int) -> tuple[np.ndarray, np.nda
 
 def answers(resolver: Resolver, lon, lat, faces: bool, radius=None) -> list:
     resolver.use_faces = faces
-    resolver._cache.clear()
+    resolver.forget()
     results, index = resolver.resolve_indexed(Queries.build(lon, lat, radius))
     return [results[i].outcomes for i in index.tolist()]
 
@@ -91,7 +91,7 @@ def test_single_routes_by_the_raster_are_the_finders(router: Router):
 
     def routes(faces: bool, accuracy: float = 0.0) -> list:
         resolver.use_faces = faces
-        resolver._cache.clear()
+        resolver.forget()
         return [router.route(x, y, "cgcs2000", accuracy) for x, y in zip(lon, lat, strict=True)]
 
     try:
