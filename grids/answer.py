@@ -208,11 +208,15 @@ class AnswerWriter:
     def _ids_of(self, results: list[Resolution]) -> np.ndarray:
         if len(self._ids) > self.MAX_ANSWERS:
             self._forget()
-        out = np.empty(len(results), dtype=np.int64)
         by_object, held = self._by_object, self._held
-        for k, res in enumerate(results):
+        get = by_object.get
+        # Known outcome tuples in one pass (a file's chunks meet the same ones again), the
+        # others one by one.
+        out = np.array([get(id(res.outcomes), -1) for res in results], dtype=np.int64)
+        for k in np.flatnonzero(out < 0).tolist():
+            res = results[k]
             outcomes = res.outcomes
-            found = by_object.get(id(outcomes))
+            found = by_object.get(id(outcomes))  # met earlier in this same batch
             if found is None:  # another tuple equal to a known one, or a new answer
                 found = self._ids.get(outcomes)
                 if found is None:

@@ -81,7 +81,10 @@ class Resolver:
         self._cache: dict[Sets, tuple[Outcome, ...]] = {}
         # Per face of the raster last used, its Resolution once decided: a file's chunks meet
         # the same faces again (a ×16 file: ~10,000 faces a chunk, 50 chunks).
-        self._face_results: tuple[object, list[Resolution | None]] | None = None
+        self._face_results: tuple[object, np.ndarray] | None = None  # object array of them
+        # Per signature of a place found by the finder (first and last row per layer), its
+        # Resolution: near-boundary points of a file's chunks meet the same places again.
+        self._by_signature: dict[tuple[int, ...], Resolution] = {}
         # The pieces of an explanation that depend on one row only, built once: at 40k grids a
         # batch decides ~40k places, and formatting the same county, township and bureau texts
         # again for each was half of the rules' time.
@@ -135,6 +138,7 @@ class Resolver:
         """Forget every decision remembered (benchmarks: each run decides afresh)."""
         self._cache.clear()
         self._face_results = None
+        self._by_signature.clear()
 
     # -- the rules on one set of covering polygons ---------------------------------------------
     def decide(self, sets: Sets) -> tuple[Outcome, ...]:
@@ -578,7 +582,7 @@ class Resolver:
         face[which] = faces.lookup(queries.lon[which], queries.lat[which])
         known = face >= 0
         present = np.flatnonzero(np.bincount(face[known], minlength=len(faces.sets)))
-        results = self._face_resolutions(faces, present.tolist())
+        results = self._face_resolutions(faces, present)
         slot = np.full(len(faces.sets), -1, dtype=np.int64)
         slot[present] = np.arange(len(present))
         index = np.empty(n, dtype=np.int64)
@@ -592,20 +596,18 @@ class Resolver:
             results.extend(more)
         return results, index
 
-    def _face_resolutions(self, faces: faces_mod.FaceIndex, present: list[int]
+    def _face_resolutions(self, faces: faces_mod.FaceIndex, present: np.ndarray | list[int]
                           ) -> list[Resolution]:
         """The Resolution of each face in `present`, decided once per face and raster."""
         memo = self._face_results
         if memo is None or memo[0] is not faces:
-            memo = self._face_results = (faces, [None] * len(faces.sets))
+            memo = self._face_results = (faces, np.full(len(faces.sets), None, dtype=object))
         known = memo[1]
-        out = []
-        for f in present:
-            res = known[f]
-            if res is None:
-                res = known[f] = Resolution(self.decide(faces.sets[f]))
-            out.append(res)
-        return out
+        out = known[present]  # one gather, not a loop: most faces were decided before
+        for k in np.flatnonzero(np.equal(out, None)).tolist():
+            f = present[k]
+            out[k] = known[f] = Resolution(self.decide(faces.sets[f]))
+        return out.tolist()
 
     def _resolve_found(self, queries: Queries, finder=None) -> tuple[list[Resolution], np.ndarray]:
         """Every location through the finder's (location, polygon) pairs (`finder`: another
@@ -637,9 +639,15 @@ class Resolver:
         fast = np.flatnonzero(~slow)
         if len(fast):
             uniq, inverse = _unique_rows(signature[fast])
-            for sig in uniq.tolist():
-                sets = tuple(_pair(sig[k], sig[k + N_LAYERS]) for k in range(N_LAYERS))
-                results.append(Resolution(self.decide(sets)))
+            memo = self._by_signature
+            if len(memo) > 200_000:
+                memo.clear()
+            for sig in map(tuple, uniq.tolist()):
+                res = memo.get(sig)
+                if res is None:
+                    sets = tuple(_pair(sig[k], sig[k + N_LAYERS]) for k in range(N_LAYERS))
+                    res = memo[sig] = Resolution(self.decide(sets))
+                results.append(res)
             index[fast] = inverse
         # The hits of the slow locations, grouped by location (one sort, not a scan each).
         slow_hits = np.flatnonzero(slow[hits.query])
