@@ -456,7 +456,7 @@ def impact_of(store: Store, current: Snapshot, frames: dict[str, pd.DataFrame],
     `_reach`), open cases likewise, grids cut by changed park and bureau lines, area added and
     removed."""
     started = time.perf_counter()
-    proposed = Snapshot(current.generation, {**current.layers, **frames})
+    proposed = Snapshot(current.generation, {**current.layers, **frames}, proposed=True)
     before = _resolver(current)
     after = Resolver(proposed, _DraftFinder(proposed, MemoryFinder.for_snapshot(current),
                                             set(frames)))

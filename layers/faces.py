@@ -247,12 +247,13 @@ class FaceIndex:
 
     @classmethod
     def built(cls, snapshot: Snapshot) -> bool:
-        return (snapshot.generation.created_at, snapshot.generation.id) in cls._cache
+        return (snapshot.shared
+                and (snapshot.generation.created_at, snapshot.generation.id) in cls._cache)
 
     @classmethod
     def for_snapshot(cls, snapshot: Snapshot, finder) -> FaceIndex:
-        if getattr(snapshot, "scope", None) is not None:
-            raise ValueError("a snapshot of one place has no face raster of its own")
+        if not snapshot.shared:
+            raise ValueError("a snapshot of one place, or a draft's, has no face raster")
         key = (snapshot.generation.created_at, snapshot.generation.id)
         with _BUILDING:  # one build per version, whichever thread (session) asks first
             found = cls._cache.get(key)

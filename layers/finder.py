@@ -97,7 +97,7 @@ class MemoryFinder:
 
     @classmethod
     def for_snapshot(cls, snapshot: Snapshot) -> MemoryFinder:
-        if snapshot.scope is not None:  # a snapshot for one place: never shared
+        if not snapshot.shared:  # one place's, or a draft's: never shared
             return cls(snapshot)
         key = (snapshot.generation.created_at, snapshot.generation.id)
         if key not in cls._cache:

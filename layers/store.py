@@ -154,11 +154,20 @@ class Snapshot:
     A store's snapshot reads the DEFERRED_LAYERS (the supervised entities) only when they are
     first used (`layers` is then a `Layers`). A snapshot with a `scope` (lon/lat box) holds
     the SCOPED_LAYERS only around it: it answers for places inside that box and nothing else
-    (see `Store.snapshot`)."""
+    (see `Store.snapshot`). A `proposed` snapshot holds layers not in the store (a planner's
+    draft over the current ones): it shares the current generation's number, so nothing kept
+    per generation (finders, the face raster) may stand for it."""
 
     generation: Generation
     layers: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     scope: tuple[float, float, float, float] | None = None
+    proposed: bool = False
+
+    @property
+    def shared(self) -> bool:
+        """Whether what is derived from it may be kept per generation and shared: a store's
+        whole snapshot, not one place's, not a proposal."""
+        return self.scope is None and not self.proposed
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         return self.layers[name]

@@ -507,6 +507,20 @@ def test_planners_only(svc, store):
 
 
 # -- the impact preview ---------------------------------------------------------------------------
+def test_a_drafts_preview_never_takes_the_current_face_raster(store, svc):
+    """A served process holds the current version's face raster (Gridmap.warm builds it before
+    it listens); a draft's proposed layers carry the same version number but are other
+    polygons: neither that raster nor the version's shared finder may answer for them."""
+    from layers.faces import FaceIndex
+
+    svc.warm()
+    assert FaceIndex.built(svc.map_router(ADMIN).snapshot)
+    d = wider_park_draft(svc)
+    found = svc.impact(PLANNER, d.id)
+    assert sorted(found.entities["name"]) == ["新园区内乙", "新园区内甲"]
+    assert set(found.entities["bureau_after"]) == {"B-P2"}
+
+
 def test_impact_preview_equals_the_hand_computed_lists(store, svc):
     inside = svc.create_case(DISPATCHER, svc.route(DISPATCHER, *ENTITIES[0][1:]),
                              {"category": "air", "description": "新园区范围内"})
