@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_scale, default=1, metavar="N",
                    help="放大倍数：网格、监管对象和事件均为示例的 N 倍（每个综合网格和园区网格"
                         "再细分为 N 个微网格），供性能测试用；默认 1 即标准示例")
+    p.add_argument("--entities", type=int, default=None, metavar="N",
+                   help="监管对象数量（默认 10000 × 放大倍数；"
+                        "如 1000000 模拟全省规模的监管对象名录）")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("import", help="导入图层目录或 zip（整体成功或整体失败）")
@@ -544,7 +547,10 @@ def cmd_demo(args) -> int:
     started = time.perf_counter()
     if args.out is None:
         args.out = SAMPLE_DIR if args.scale == 1 else SAMPLE_DIR.with_name(f"sample-x{args.scale}")
-    counts = build_sample(args.out, seed=args.seed, as_of=_as_of(args.as_of), scale=args.scale)
+    if args.entities is not None and args.entities < 100:
+        raise StoreError(f"--entities 至少为 100，收到 {args.entities}")
+    counts = build_sample(args.out, seed=args.seed, as_of=_as_of(args.as_of), scale=args.scale,
+                          entity_count=args.entities)
     # Built under a temporary name and renamed when complete: a killed build never leaves a
     # half-built store that the next `make run` would take as done.
     work = url if is_postgres_url(url) else str(Path(url).with_name(Path(url).name + ".building"))

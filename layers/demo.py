@@ -50,12 +50,17 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def build_sample(out_dir: Path, seed: int = DEFAULT_SEED,
-                 as_of: datetime | None = None, scale: int = 1) -> dict[str, int]:
+                 as_of: datetime | None = None, scale: int = 1,
+                 entity_count: int | None = None) -> dict[str, int]:
     """Write the complete sample dataset into `out_dir`; returns the row count of each layer.
     Incidents are dated over the 30 days before `as_of` (default: now, to the hour).
-    `scale` N > 1: N times the grids, entities and incidents (layers/demo_scale.py)."""
+    `scale` N > 1: N times the grids, entities and incidents (layers/demo_scale.py);
+    `entity_count`: that many supervised entities instead of 10,000 × N (a province's registry
+    over fewer grids)."""
     if scale < 1:
         raise ValueError(f"scale must be at least 1, not {scale}")
+    if entity_count is not None and entity_count < 100:
+        raise ValueError(f"entity_count must be at least 100, not {entity_count}")
     step = demo_scale.edge_step(scale)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +75,8 @@ def build_sample(out_dir: Path, seed: int = DEFAULT_SEED,
     grids += admin.build_park_grids(rng, parks, townships, densify_deg=step)
     sea_areas = admin.build_sea_areas(counties)
     bureaus, jurisdictions = admin.build_bureaus(rng, counties, parks)
-    entities = ents.build_entities(rng, counties, townships, parks, n_total=10_000 * scale)
+    entities = ents.build_entities(rng, counties, townships, parks,
+                                   n_total=entity_count or 10_000 * scale)
     targets = ents.dedicated_targets(rng, entities, counties)
     grids += admin.build_dedicated_grids(rng, targets, townships)
     if scale > 1:

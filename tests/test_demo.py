@@ -81,6 +81,21 @@ def test_other_seed_differs(sample: Sample, tmp_path: Path) -> None:
     assert other["grids.geojson"] != mine["grids.geojson"]
 
 
+def test_a_registry_of_another_size(sample: Sample, tmp_path: Path) -> None:
+    """`gridmap demo --entities N`: the same grids and layers with N supervised entities (a
+    province's registry over the city's grids, for the benchmarks); nonsense is refused."""
+    counts = build_sample(tmp_path / "many", as_of=AS_OF, entity_count=25_000)
+    assert counts["entities"] == 25_000
+    with open(tmp_path / "many" / "entities.csv", encoding="utf-8-sig", newline="") as f:
+        ids = [row["id"] for row in csv.DictReader(f)]
+    assert len(ids) == 25_000 and len(set(ids)) == 25_000
+    other, mine = _hashes(tmp_path / "many"), _hashes(sample.root)
+    assert other["counties.geojson"] == mine["counties.geojson"]
+    assert other["entities.csv"] != mine["entities.csv"]
+    with pytest.raises(ValueError, match="at least 100"):
+        build_sample(tmp_path / "few", as_of=AS_OF, entity_count=5)
+
+
 def test_files_and_formats(sample: Sample) -> None:
     names = {p.name for p in sample.root.iterdir()}
     assert names == {f"{n}.geojson" for n in GEO_LAYERS} | {f"{n}.csv" for n in CSV_LAYERS}
