@@ -174,9 +174,12 @@ def build_entities(
 def _company_name(
     rng: np.random.Generator, industry: str, county: str, town: str, taken: set[str]
 ) -> tuple[str, str]:
-    """A unique, plausible name and the credit-code entity type that goes with it."""
+    """A unique, plausible name and the credit-code entity type that goes with it. The names
+    drawn run out near a million entities (`gridmap demo --entities`): after a run of names
+    already taken, the last one is made unique as a numbered branch works (第N分厂) — never
+    reached by the sample's 10,000, whose names stay as they are."""
     endings = INDUSTRIES[industry][0]
-    while True:
+    for _ in range(_NAME_TRIES):
         ending = endings[int(rng.integers(len(endings)))]
         if rng.random() < 0.3:
             brand = COMPANY_WORDS[int(rng.integers(len(COMPANY_WORDS)))]
@@ -192,6 +195,15 @@ def _company_name(
         if name not in taken:
             taken.add(name)
             return name, kind
+    branch = 2
+    while f"{name}{town}第{branch}分厂" in taken:
+        branch += 1
+    name = f"{name}{town}第{branch}分厂"
+    taken.add(name)
+    return name, kind
+
+
+_NAME_TRIES = 16
 
 
 def _inspection_class(rng: np.random.Generator, permit: str) -> str:

@@ -96,6 +96,25 @@ def test_a_registry_of_another_size(sample: Sample, tmp_path: Path) -> None:
         build_sample(tmp_path / "few", as_of=AS_OF, entity_count=5)
 
 
+def test_names_never_run_out():
+    """Near a million entities the drawn names run out: when every name drawn is taken, a
+    numbered branch of the last one is used (and the next one after that)."""
+    import numpy as np
+
+    from layers.demo_entities import _company_name
+
+    class AllTaken(set):
+        def __contains__(self, name):  # every drawn name taken; branches as recorded
+            return "分厂" not in name or super().__contains__(name)
+
+    taken = AllTaken()
+    rng = np.random.default_rng(1)
+    first, _ = _company_name(rng, "化工", "320612", "十总镇", taken)
+    second, _ = _company_name(rng, "化工", "320612", "十总镇", taken)
+    assert first.endswith("十总镇第2分厂") and second.endswith("分厂") and first != second
+    assert {first, second} <= set(iter(taken))
+
+
 def test_files_and_formats(sample: Sample) -> None:
     names = {p.name for p in sample.root.iterdir()}
     assert names == {f"{n}.geojson" for n in GEO_LAYERS} | {f"{n}.csv" for n in CSV_LAYERS}
