@@ -64,6 +64,7 @@ class Gridmap:
         self._routers: dict[tuple, Router] = {}
         self._derived: dict[tuple, object] = {}
         self._router_lock = threading.Lock()
+        self._serving = False  # set by `warm`: a served process, which keeps rasters ready
 
     # -- plumbing ---------------------------------------------------------------------------------
     def store(self) -> Store:
@@ -106,7 +107,13 @@ class Gridmap:
                     self._routers.pop(next(iter(self._routers)))
                 # A store of its own: routing reads happen from many threads (PostGIS routes
                 # on an autocommit connection; the embedded finder is in memory).
-                self._routers[key] = Router(open_store(self.url), gen)
+                router = self._routers[key] = Router(open_store(self.url), gen)
+                if self._serving and generation is None:
+                    # A version published while the process serves: its face raster read or
+                    # built beside the requests (their single routes take the store's SQL
+                    # until it is there), as `warm` did for the version it started with.
+                    threading.Thread(target=router.resolver.faces, name="faces",
+                                     daemon=True).start()
             return self._routers[key]
 
     def warm(self) -> None:
@@ -118,6 +125,12 @@ class Gridmap:
         # The face raster (read from its cache file, or built once per layer version): single
         # routes — clicks, intake, the API — then skip the geometry tests away from boundaries.
         router.resolver.faces()
+        self.serving()
+
+    def serving(self) -> None:
+        """A served process from now on: the face raster of a version published later is read
+        or built in the background as soon as a request meets that version."""
+        self._serving = True
 
     def acting(self, actor: Actor, generation: int | None = None) -> Acting:
         return Acting(actor, self.store(), lambda: self._router(generation).snapshot)

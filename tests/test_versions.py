@@ -521,6 +521,33 @@ def test_a_drafts_preview_never_takes_the_current_face_raster(store, svc):
     assert set(found.entities["bureau_after"]) == {"B-P2"}
 
 
+def test_a_serving_process_gets_the_raster_of_a_version_published_later(store, svc):
+    """After `warm` (a served process) the face raster of a version published later is read or
+    built in the background once a request meets that version, and single routes then take
+    it with the store's answers."""
+    import time
+
+    from layers.faces import FaceIndex
+
+    svc.warm()
+    d = wider_park_draft(svc)
+    svc.publish_draft(PLANNER, d.id, [])
+    router = svc.map_router(ADMIN)
+    assert router.snapshot.generation.id == 2
+    deadline = time.monotonic() + 30
+    while not FaceIndex.built(router.snapshot) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert FaceIndex.built(router.snapshot)
+    # the new version's single routes through it are the store's answers
+    by_raster = svc.route(DISPATCHER, *ENTITIES[0][1:])
+    router.resolver.use_faces = False
+    try:
+        assert svc.route(DISPATCHER, *ENTITIES[0][1:]) == by_raster
+    finally:
+        router.resolver.use_faces = True
+    assert by_raster["bureau"]["code"] == "B-P2"
+
+
 def test_impact_preview_equals_the_hand_computed_lists(store, svc):
     inside = svc.create_case(DISPATCHER, svc.route(DISPATCHER, *ENTITIES[0][1:]),
                              {"category": "air", "description": "新园区范围内"})

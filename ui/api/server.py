@@ -130,6 +130,7 @@ def _preload(service: Gridmap) -> None:
         service.map_router(Actor.system("api")).resolver.faces()  # see Gridmap.warm
     except (StoreError, PermissionDenied) as exc:  # no layers yet: the first request says so
         log.warning("未能预先加载图层：%s", exc)
+    service.serving()
     gc.collect()
     gc.freeze()
 
