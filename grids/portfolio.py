@@ -37,9 +37,10 @@ _AMBIGUOUS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
 # -- entities → grids -----------------------------------------------------------------------------
 def entity_assignment(router: Router) -> pd.DataFrame:
-    """The routing answer columns (grid_code, township_code, bureau_code, status, workers, …) of
-    every entity, one row per entity in snapshot order, plus `candidate_grids` (the grid codes
-    of an ambiguous position). Routed in one batch and cached per generation."""
+    """The routing answer columns the pages use (ASSIGNMENT_COLUMNS: status, grid, township,
+    workers) of every entity, one row per entity in snapshot order, plus `entity_id` and
+    `candidate_grids` (the grid codes of an ambiguous position). Routed in one batch and cached
+    per generation."""
     snap = router.snapshot
     key = (snap.generation.created_at, snap.generation.id, id(router.resolver))
     with _ASSIGNING:  # the map's background writer and a page may ask at the same time
@@ -76,9 +77,17 @@ def _assign(router: Router) -> pd.DataFrame:
     else:
         frame = pd.DataFrame(columns=["status", "grid_code", "grid_name", "township_code",
                                       "township_name", "workers", "candidates"])
+    candidate_grids = [_candidate_grids(c) for c in frame["candidates"]]
+    # Only what the pages read is kept for the generation's life: the other answer columns
+    # (county, park, bureau, chain, reasons …) were half of a province's 3 GB app process.
+    frame = frame[[c for c in ASSIGNMENT_COLUMNS if c in frame.columns]].copy()
     frame["entity_id"] = entities["id"].astype(str).to_numpy()
-    frame["candidate_grids"] = [_candidate_grids(c) for c in frame["candidates"]]
+    frame["candidate_grids"] = candidate_grids
     return frame
+
+
+ASSIGNMENT_COLUMNS = ("status", "grid_code", "grid_name", "township_code", "township_name",
+                      "workers")
 
 
 def _candidate_grids(candidates: str) -> tuple[str, ...]:

@@ -389,6 +389,17 @@ def warm_up() -> None:
     mapdata.warm(svc.url, svc.map_router(Actor.local_admin()), settings.get(settings.default))
     gc.collect()
     gc.freeze()
+    release_arrow_memory()
+
+
+def release_arrow_memory() -> None:
+    """Give back to the system what arrow's allocator keeps of the memory freed while warming
+    (the entities' routed answers, the map's tiles): it holds freed blocks for reuse, and a
+    province's process (a million entities) stayed 0.9 GB larger without this (3.1 → 2.25 GB
+    in a measurement of the same steps)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def serve(store: str, host: str = "127.0.0.1", port: int = 8501) -> None:

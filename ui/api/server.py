@@ -133,6 +133,9 @@ def _preload(service: Gridmap) -> None:
     service.serving()
     gc.collect()
     gc.freeze()
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()  # see ui/server.release_arrow_memory
 
 
 def app_from_env() -> FastAPI:
