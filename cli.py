@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_scale, default=1, metavar="N",
                    help="放大倍数：网格、监管对象和事件均为示例的 N 倍（每个综合网格和园区网格"
                         "再细分为 N 个微网格），供性能测试用；默认 1 即标准示例")
-    p.add_argument("--entities", type=int, default=None, metavar="N",
+    p.add_argument("--entities", type=_entity_count, default=None, metavar="N",
                    help="监管对象数量（默认 10000 × 放大倍数；"
                         "如 1000000 模拟全省规模的监管对象名录）")
     p.set_defaults(func=cmd_demo)
@@ -513,14 +513,22 @@ def _as_of(text: str | None):
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone(timedelta(hours=8)))
 
 
-def _scale(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"“{text}”不是大于等于 1 的整数")
-    return value
+def _at_least(least: int):
+    """An argparse type: an integer of at least `least`, refused in Chinese otherwise."""
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"“{text}”不是大于等于 {least} 的整数")
+        return value
+
+    return whole
+
+
+_scale = _at_least(1)
+_entity_count = _at_least(100)
 
 
 def cmd_demo(args) -> int:
@@ -547,8 +555,6 @@ def cmd_demo(args) -> int:
     started = time.perf_counter()
     if args.out is None:
         args.out = SAMPLE_DIR if args.scale == 1 else SAMPLE_DIR.with_name(f"sample-x{args.scale}")
-    if args.entities is not None and args.entities < 100:
-        raise StoreError(f"--entities 至少为 100，收到 {args.entities}")
     counts = build_sample(args.out, seed=args.seed, as_of=_as_of(args.as_of), scale=args.scale,
                           entity_count=args.entities)
     # Built under a temporary name and renamed when complete: a killed build never leaves a

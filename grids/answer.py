@@ -266,15 +266,11 @@ class AnswerWriter:
                 columns[name] = taken_text(array, take)
         return pd.DataFrame(columns)
 
-    def ids_by_status(self, of_row: np.ndarray) -> dict[str, list[int]]:
-        """The distinct answer ids of `of_row` by their status (ok, outside …)."""
-        ids = np.unique(np.asarray(of_row, dtype=np.int64)).tolist()
+    def statuses(self, ids: list[int]) -> list[str]:
+        """The status (ok, outside …) of each answer id."""
         with self.lock:
             status = self._values.get("status", [])
-            out: dict[str, list[int]] = {}
-            for answer in ids:
-                out.setdefault(status[answer], []).append(answer)
-        return out
+            return [status[answer] for answer in ids]
 
     def frame(self, results: list[Resolution], index: np.ndarray) -> pd.DataFrame:
         """The answer columns of a batch: one row per location (results[index[i]])."""

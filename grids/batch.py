@@ -531,15 +531,17 @@ class _Routed:
 
     table: pd.DataFrame  # the input columns followed by the answer columns
     of_row: np.ndarray  # the answer id each row shows
-    ids_by_status: dict[str, list]  # the answer ids of of_row by status (ok, outside …)
+    ids: np.ndarray  # the distinct ids of of_row, ascending
+    counts: np.ndarray  # how many rows show each of them
+    statuses: list[str]  # the status of each of them (ok, ambiguous, outside, error)
     lon: np.ndarray
     lat: np.ndarray
     error: np.ndarray
 
     def rows_of(self, *statuses: str) -> np.ndarray:
         """Whether each row's status is one of `statuses`."""
-        ids = [i for s in statuses for i in self.ids_by_status.get(s, ())]
-        return np.isin(self.of_row, ids)
+        mine = [s in statuses for s in self.statuses]
+        return np.isin(self.of_row, self.ids[mine])
 
 
 def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None) -> _Routed:
@@ -587,12 +589,13 @@ def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None) -> _Routed
     with writer.lock:  # this batch's answer ids stay valid until its table is taken
         of_row = _answer_ids(router, results, index, error, swapped, good)
         out = writer.table(of_row)
-        ids_by_status = writer.ids_by_status(of_row)
+        ids, counts = np.unique(of_row, return_counts=True)
+        statuses = writer.statuses(ids.tolist())
     out["routed_lon"] = np.round(lon, 7)
     out["routed_lat"] = np.round(lat, 7)
     out["error"] = error
     table = pd.concat([frame.reset_index(drop=True), out.add_prefix("route_")], axis=1)
-    return _Routed(table, of_row, ids_by_status, lon, lat, error)
+    return _Routed(table, of_row, ids, counts, statuses, lon, lat, error)
 
 
 def _answer_ids(router: Router, results: list, index: np.ndarray, error: np.ndarray,
@@ -646,12 +649,9 @@ class BatchSummary:
         return int(self.counts.get("error", 0))
 
     def add(self, routed: _Routed, lines: pd.Index, unit: str) -> None:
-        of_row = routed.of_row
-        self.total += len(of_row)
-        ids, n = np.unique(of_row, return_counts=True)
-        count_of = dict(zip(ids.tolist(), n.tolist(), strict=True))
-        for status, answers in routed.ids_by_status.items():
-            self.counts[status] = self.counts.get(status, 0) + sum(count_of[a] for a in answers)
+        self.total += len(routed.of_row)
+        for status, n in zip(routed.statuses, routed.counts.tolist(), strict=True):
+            self.counts[status] = self.counts.get(status, 0) + n
         room = MAX_BAD_ROWS - len(self.bad_rows)
         if room > 0:
             bad = np.flatnonzero(routed.rows_of("error"))[:room]
