@@ -35,7 +35,7 @@ upload = c1.file_uploader(
     help="按列名识别：编号/工单编号、经度/纬度（或 lon/lat、x/y）、坐标系（每行可不同，如 WGS84、"
          "GCJ02、BD09、CGCS2000、EPSG:4549）、精度（米）、类别。CSV 可为 UTF-8 或 GBK。",
 )
-c2.selectbox("整个文件的坐标系", [FILE_CRS, *intake.crs_options()], key="bt_crs",
+c2.selectbox("整个文件的坐标系", [FILE_CRS, *intake.crs_options(unstated=False)], key="bt_crs",
              format_func=lambda k: "按文件中的坐标系列" if k == FILE_CRS else intake.crs_label(k),
              help="文件没有坐标系列时必须选择；有坐标系列时，只用于该列为空的行。")
 if ss.get("bt_crs") == intake.OTHER_CRS:

@@ -511,6 +511,10 @@ def test_batch_file_without_system_asks_for_one(store_path, monkeypatch):
     data = "经度,纬度\n120.68,32.08\n".encode()
     at.file_uploader(key="bt_file").set_value(("a.csv", data, "text/csv")).run()
     assert any("整个文件的坐标系" in e.value for e in at.error)
+    # Only systems a file's rows can be read in: not the single location's double reading
+    # (every row would come back "无法识别的坐标系：'unstated'").
+    offered = at.selectbox(key="bt_crs").options
+    assert "WGS84（GPS）" in offered and not any("未说明" in o for o in offered)
     at.selectbox(key="bt_crs").set_value("wgs84").run()
     assert not at.error and {m.label: m.value for m in at.metric}["明确"] == "1"
     empty = "编号,经度,纬度,坐标系\n".encode()

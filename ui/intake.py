@@ -99,8 +99,10 @@ class Desk:
 
 
 # -- choices -----------------------------------------------------------------------------------
-def crs_options() -> list[str]:
-    return [UNSTATED] + [cs.key for cs in common_systems()] + [OTHER_CRS]
+def crs_options(unstated: bool = True) -> list[str]:
+    """The systems offered for a location; `unstated` (routing both WGS84 and GCJ-02
+    readings and comparing them) only where one location is answered, not for a file."""
+    return [UNSTATED] * unstated + [cs.key for cs in common_systems()] + [OTHER_CRS]
 
 
 def crs_label(key: str) -> str:
