@@ -215,8 +215,13 @@ def test_logout_ends_the_session(browser, server):
     tab = Tab(browser, server, SHOTS, role="dispatcher")
     visible_text(tab, "南通市生态环境综合执法")
     cookie = session_cookie(tab)
+    tab.check_clean()  # the signed-in page, before its session is ended under it
     tab.page.get_by_text("退出登录").click()
     tab.page.wait_for_url(re.compile(r"/login"), timeout=15_000)
+    # Ending the session closes the page's websocket under Streamlit's client, which may
+    # report a bare "Event" while that page is torn down (once in five full runs): what is
+    # checked below is the login page that follows.
+    tab.errors.clear()
     status, _, _ = fetch(server.url + "static/js/index.js", cookie)
     assert status == 401  # the old cookie is dead, not just forgotten by the browser
     tab.page.goto(server.url)
