@@ -251,20 +251,41 @@ class AnswerWriter:
             return pd.DataFrame(index=range(len(of_row)))
         take = pa.array(np.asarray(of_row, dtype=np.int64))
         columns = {}
-        for name, values in self._values.items():
-            array = self._arrays.get(name)
-            if array is None or len(array) < len(values):  # new answers since: append them
-                if name == "generation":
-                    array = np.asarray(values, dtype=np.int64)
-                else:
-                    new = pa.array(values[0 if array is None else len(array):], pa.string())
-                    array = new if array is None else pa.concat_arrays([array, new])
-                self._arrays[name] = array
+        for name in self._values:
+            array = self._array(name)
             if name == "generation":
                 columns[name] = pd.Series(array[of_row], copy=False)
             else:
                 columns[name] = taken_text(array, take)
         return pd.DataFrame(columns)
+
+    def arrow_columns(self, of_row: np.ndarray) -> dict[str, pa.Array]:
+        """The answer columns of `table` as arrow arrays for a file writer: each text column a
+        dictionary array whose indices are `of_row` and whose dictionary is the registry's own
+        column, so nothing is copied per row here (the writer casts it to text, in C++)."""
+        with self.lock:
+            if not self._values:
+                return {}
+            indices = pa.array(np.asarray(of_row, dtype=np.int32))
+            columns: dict[str, pa.Array] = {}
+            for name in self._values:
+                array = self._array(name)
+                columns[name] = (pa.array(array[of_row]) if name == "generation"
+                                 else pa.DictionaryArray.from_arrays(indices, array))
+            return columns
+
+    def _array(self, name: str) -> pa.Array | np.ndarray:
+        """The registry's column `name`, brought up to date (new answers appended)."""
+        values = self._values[name]
+        array = self._arrays.get(name)
+        if array is None or len(array) < len(values):
+            if name == "generation":
+                array = np.asarray(values, dtype=np.int64)
+            else:
+                new = pa.array(values[0 if array is None else len(array):], pa.string())
+                array = new if array is None else pa.concat_arrays([array, new])
+            self._arrays[name] = array
+        return array
 
     def statuses(self, ids: list[int]) -> list[str]:
         """The status (ok, outside …) of each answer id."""

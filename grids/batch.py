@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from geo.crs import CrsError, parse_crs
 from geo.plausibility import implausible_many
@@ -87,7 +88,7 @@ class TooManyRows(BatchInputError):
 
 @dataclass
 class BatchResult:
-    table: pd.DataFrame  # the input columns followed by the answer columns
+    table: pd.DataFrame | pa.Table  # the input columns followed by the answer columns
     counts: dict[str, int]
 
     @property
@@ -257,32 +258,37 @@ class _Source:
 
     def _csv_encoding(self) -> tuple[str, int]:
         """UTF-8 when the bytes are valid UTF-8 (GBK text practically never is), else GB18030
-        (a superset of GBK); and the number of empty lines before the header."""
-        for enc in ("utf-8-sig", "gb18030"):
-            decoder = codecs.getincrementaldecoder(enc)()
-            lines, lead, at_start = 0, 0, True
-            try:
-                with open(self.path, "rb") as f:
-                    while block := f.read(1 << 20):
-                        decoder.decode(block)
-                        lines += block.count(b"\n")
-                        if at_start:
-                            stripped = block.lstrip(b"\r\n")
-                            text = block[: len(block) - len(stripped)]
-                            lead += text.count(b"\n")
-                            at_start = not stripped
-                    decoder.decode(b"", final=True)
-            except UnicodeDecodeError:
-                continue
-            except OSError as exc:
-                raise self._fail(exc) from exc
-            self.lines_hint = lines
-            self.bytes_hint = self.path.stat().st_size
-            return enc, lead
-        raise BatchInputError(
-            f"{shown(self.path.name, 200)}：无法判断文字编码（既不是 UTF-8 也不是 GBK），"
-            "请另存为 UTF-8 的 CSV"
-        )
+        (a superset of GBK); and the number of empty lines before the header. The file is
+        memory-mapped and looked at in blocks, never read whole into memory."""
+        try:
+            if self.path.stat().st_size == 0:  # nothing to map
+                data = pa.py_buffer(b"")
+                lines, lead, utf8 = 0, 0, True
+            else:
+                with pa.memory_map(str(self.path)) as mapped:
+                    data = mapped.read_buffer()
+                    lines, lead = _line_count(data)
+                    utf8 = _valid_utf8(data)
+        except (OSError, pa.ArrowException) as exc:
+            raise self._fail(exc) from exc
+        self.lines_hint = lines
+        self.bytes_hint = data.size
+        if utf8:
+            return "utf-8-sig", lead
+        decoder = codecs.getincrementaldecoder("gb18030")()
+        try:
+            with open(self.path, "rb") as f:
+                while block := f.read(1 << 20):
+                    decoder.decode(block)
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise BatchInputError(
+                f"{shown(self.path.name, 200)}：无法判断文字编码（既不是 UTF-8 也不是 GBK），"
+                "请另存为 UTF-8 的 CSV"
+            ) from None
+        except OSError as exc:
+            raise self._fail(exc) from exc
+        return "gb18030", lead
 
     # Excel: openpyxl's read-only mode streams the sheet; cells become text as pandas'
     # read_excel(dtype=str) makes them (5.0 -> "5", dates "2026-11-01 08:00:00").
@@ -358,6 +364,48 @@ class _Source:
     def _slices(self, frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
         for start in range(0, max(len(frame), 1), self.chunk_rows):
             yield frame.iloc[start : start + self.chunk_rows]
+
+
+_BLOCK = 64 << 20  # bytes looked at in one go by the checks below
+
+
+def _line_count(data: pa.Buffer) -> tuple[int, int]:
+    """The number of line feeds in `data`, and of those before its first other character
+    (blank lines above the header; CR LF counted once)."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    lines = sum(int(np.count_nonzero(view[at:at + _BLOCK] == 10))
+                for at in range(0, len(view), _BLOCK))
+    lead = 0
+    for at in range(0, len(view), 1 << 16):
+        head = view[at:at + (1 << 16)]
+        other = np.flatnonzero((head != 10) & (head != 13))
+        lead += int(np.count_nonzero(head[: other[0] if len(other) else len(head)] == 10))
+        if len(other):
+            break
+    return lines, lead
+
+
+def _valid_utf8(data: pa.Buffer) -> bool:
+    """Whether `data` is UTF-8 (arrow's check, in C++), in blocks cut where no character is
+    split: a block ends before the lead byte of the character it would cut."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    at = 0
+    while at < len(view):
+        end = min(at + _BLOCK, len(view))
+        if end < len(view):  # back off to a character's first byte (at most 3 back)
+            back = 0
+            while back < 3 and view[end - back] & 0xC0 == 0x80:
+                back += 1
+            end -= back if end - back > at else 0
+        piece = data.slice(at, end - at)
+        offsets = pa.py_buffer(np.array([0, piece.size], dtype=np.int64))
+        try:
+            pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, piece]).cast(
+                pa.large_string())
+        except pa.ArrowInvalid:
+            return False
+        at = end
+    return True
 
 
 def _read_whole(path: Path) -> pd.DataFrame:
@@ -462,8 +510,12 @@ class _Given:
     x: np.ndarray
     y: np.ndarray
     acc: np.ndarray
-    crs: np.ndarray  # the system's text per row ("" when none)
+    crs: np.ndarray | str  # the system's text per row ("" when none), or the whole file's
     error: np.ndarray
+
+    def system(self, row: int) -> str:
+        """The coordinate system's text of one row ("" when none)."""
+        return self.crs if isinstance(self.crs, str) else str(self.crs[row])
 
 
 def _given(frame: pd.DataFrame, crs: str | None) -> _Given:
@@ -493,7 +545,7 @@ def _given(frame: pd.DataFrame, crs: str | None) -> _Given:
     crs_values = (
         frame[crs_col].astype(str).str.strip().replace("", crs or "").to_numpy(object)
         if crs_col
-        else np.full(n, crs, dtype=object)
+        else crs  # the whole file's
     )
     error = np.full(n, "", dtype=object)
     error[~(np.isfinite(x) & np.isfinite(y))] = "坐标为空或不是数字"
@@ -518,6 +570,16 @@ def _numbers(values: pd.Series) -> np.ndarray:
     return numbers if numbers.flags.writeable else numbers.copy()  # the caller fills blanks
 
 
+def _by_system(crs: np.ndarray | str, usable: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """Each coordinate system the rows name, with its usable rows."""
+    if isinstance(crs, str):
+        yield crs, np.flatnonzero(usable)
+        return
+    codes, systems = pd.factorize(crs)
+    for k, system in enumerate(systems.tolist()):
+        yield system, np.flatnonzero((codes == k) & usable)
+
+
 def assign(router: Router, frame: pd.DataFrame, crs: str | None = None) -> BatchResult:
     """Route every row of `frame`: the input columns followed by the answer columns."""
     table = _route_rows(router, frame, crs).table
@@ -529,7 +591,7 @@ class _Routed:
     """A routed chunk: its table and, for the summary, which answer each row shows (counting
     and picking rows by answer id, not by the table's text)."""
 
-    table: pd.DataFrame  # the input columns followed by the answer columns
+    table: pd.DataFrame | pa.Table  # the input columns followed by the answer columns
     of_row: np.ndarray  # the answer id each row shows
     ids: np.ndarray  # the distinct ids of of_row, ascending
     counts: np.ndarray  # how many rows show each of them
@@ -544,14 +606,18 @@ class _Routed:
         return np.isin(self.of_row, self.ids[mine])
 
 
-def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None) -> _Routed:
+def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None,
+                arrow: bool = False) -> _Routed:
+    """Route the rows of `frame`; the table is pandas, or with `arrow` (and input columns all
+    text, as a CSV or a workbook is read) an arrow table whose answer columns are dictionary
+    arrays: what a CSV file writer takes without a copy per row."""
+    arrow = arrow and all(isinstance(t, pd.StringDtype) for t in frame.dtypes)
     given = _given(frame, crs)
     x, y, acc, crs_values, error = given.x, given.y, given.acc, given.crs, given.error
     n = len(frame)
     lon, lat = np.full(n, np.nan), np.full(n, np.nan)
     swapped = np.zeros(n, dtype=bool)
-    for value in pd.unique(crs_values):
-        rows = np.flatnonzero((crs_values == value) & (error == ""))
+    for value, rows in _by_system(crs_values, error == ""):
         if not len(rows):
             continue
         try:
@@ -588,14 +654,30 @@ def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None) -> _Routed
     writer = router.writer
     with writer.lock:  # this batch's answer ids stay valid until its table is taken
         of_row = _answer_ids(router, results, index, error, swapped, good)
-        out = writer.table(of_row)
+        answers = writer.arrow_columns(of_row) if arrow else writer.table(of_row)
         ids, counts = np.unique(of_row, return_counts=True)
         statuses = writer.statuses(ids.tolist())
-    out["routed_lon"] = np.round(lon, 7)
-    out["routed_lat"] = np.round(lat, 7)
-    out["error"] = error
-    table = pd.concat([frame.reset_index(drop=True), out.add_prefix("route_")], axis=1)
+    answers["routed_lon"] = np.round(lon, 7)
+    answers["routed_lat"] = np.round(lat, 7)
+    answers["error"] = error
+    if arrow:
+        table = _arrow_table(frame, answers)
+    else:
+        table = pd.concat([frame.reset_index(drop=True), answers.add_prefix("route_")], axis=1)
     return _Routed(table, of_row, ids, counts, statuses, lon, lat, error)
+
+
+def _arrow_table(frame: pd.DataFrame, answers: dict) -> pa.Table:
+    """The input columns (text) followed by the answer columns, as one arrow table; numbers
+    and texts as the pandas table's are written (NaN: an empty cell)."""
+    names = [str(c) for c in frame.columns] + [f"route_{name}" for name in answers]
+    columns = [pa.array(frame.iloc[:, j].array, pa.string(), from_pandas=True)
+               for j in range(frame.shape[1])]
+    columns += [value if isinstance(value, pa.Array)
+                else pa.array(value, pa.string() if value.dtype == object else None,
+                              from_pandas=True)
+                for value in answers.values()]
+    return pa.Table.from_arrays(columns, names=names)
 
 
 def _answer_ids(router: Router, results: list, index: np.ndarray, error: np.ndarray,
@@ -720,7 +802,7 @@ def assign_file(
         with (_writer(part, out_path, source, labels) as write, contextlib.closing(chunks),
               _WriteBehind(write) as behind):
             for chunk in chunks:
-                routed = _route_rows(router, chunk, crs)
+                routed = _route_rows(router, chunk, crs, arrow=suffix == ".csv")
                 behind.put(routed.table)  # written while the next chunk is read and routed
                 summary.add(routed, chunk.index, source.unit)
         os.replace(part, out_path)
@@ -917,24 +999,36 @@ def zh_columns(columns) -> dict:
             for c in columns if c in ZH_HEADERS}
 
 
-def localize(table: pd.DataFrame, labels: ExportLabels | None = None) -> pd.DataFrame:
+def localize(table: pd.DataFrame | pa.Table, labels: ExportLabels | None = None
+             ) -> pd.DataFrame | pa.Table:
     """The table as people read it: the input columns as they were, the answer columns with
     Chinese headers and coded values in words (明确, 综合网格, 县（市）、区级, 海域…; a chain
-    and the candidates by name with `labels`). Every row stays, in order."""
+    and the candidates by name with `labels`). Every row stays, in order. A pandas table gives
+    a pandas table, an arrow table (a file's chunk, see `_route_rows`) an arrow table."""
     labels = labels or ExportLabels({})
+    arrow = isinstance(table, pa.Table)
+    names = table.column_names if arrow else list(table.columns)
+    headers = zh_columns(names)
     out = {}
-    headers = zh_columns(table.columns)
-    for col in table.columns:
+    for j, col in enumerate(names):
         if col in _ZH_DROPPED:
             continue
-        values = table[col]
+        values = table.column(j) if arrow else table[col]
         convert = _CONVERT.get(col)
         if convert is not None:
-            values = _mapped(values, lambda v, f=convert: f(v, labels))
+            values = (_mapped_arrow if arrow else _mapped)(
+                values, lambda v, f=convert: f(v, labels))
         out[headers.get(col, col)] = values
         if col == "route_generation" and labels.generation is not None:
-            same = values.astype(str) == str(labels.generation)
-            out[GENERATION_TIME] = np.where(same, labels.generation_time, "")
+            if arrow:  # two words, picked per row
+                other = pc.not_equal(values, labels.generation).cast(pa.int8()).fill_null(1)
+                out[GENERATION_TIME] = pa.DictionaryArray.from_arrays(
+                    other.combine_chunks(), pa.array([labels.generation_time, ""]))
+            else:
+                same = values.astype(str) == str(labels.generation)
+                out[GENERATION_TIME] = np.where(same, labels.generation_time, "")
+    if arrow:
+        return pa.Table.from_arrays(list(out.values()), names=list(out))
     return pd.DataFrame(out, index=table.index)
 
 
@@ -944,6 +1038,16 @@ def _mapped(values: pd.Series, convert) -> pd.Series:
     codes, uniques = pd.factorize(values.fillna("").astype(str))
     words = pa.array([convert(v) for v in uniques], pa.string())
     return taken_text(words, pa.array(codes, pa.int64()), values.index)
+
+
+def _mapped_arrow(values: pa.ChunkedArray, convert) -> pa.DictionaryArray:
+    """`_mapped` for an arrow column: `convert` applied to each word of its dictionary (an
+    answer column is one already), the rows keep their indices."""
+    values = values.combine_chunks()
+    if not pa.types.is_dictionary(values.type):
+        values = pc.dictionary_encode(values.cast(pa.string()))
+    words = [convert("" if v is None else v) for v in values.dictionary.to_pylist()]
+    return pa.DictionaryArray.from_arrays(values.indices, pa.array(words, pa.string()))
 
 
 def _flags(value: str, labels: ExportLabels) -> str:
@@ -1216,12 +1320,12 @@ class _Filer:
         status, answer = "error", None
         if self.given.error[i]:
             problems.insert(0, str(self.given.error[i]))
-        elif not self.given.crs[i]:
+        elif not self.given.system(i):
             problems.insert(0, "坐标系为空")
         else:
             try:
                 answer = self.router.route(float(self.given.x[i]), float(self.given.y[i]),
-                                           str(self.given.crs[i]), float(self.given.acc[i]))
+                                           self.given.system(i), float(self.given.acc[i]))
             except RoutingInputError as exc:
                 problems.insert(0, str(exc))
             else:

@@ -393,20 +393,11 @@ def _guard_column(values: pd.Series) -> pd.Series:
     import pyarrow.compute as pc
 
     if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
-        # Arrow-backed text (what pandas reads): find the rows that need a look from the first
-        # byte of each cell, and hash only those (a column of row ids would otherwise be hashed
-        # whole, every chunk).
-        rows = np.flatnonzero(_needs_look(pa.array(values.array)))
-        if not len(rows):
+        found = _guarded_cells(pa.array(values.array))
+        if found is None:
             return values
-        codes, uniques = pd.factorize(values.iloc[rows])
-        fixed = np.array([guard(u) for u in uniques], dtype=object)
-        changed = np.flatnonzero([f is not u for f, u in zip(fixed, uniques, strict=True)])
-        if not len(changed):
-            return values
-        hit = np.isin(codes, changed)
         out = values.astype(object)
-        out.iloc[rows[hit]] = fixed[codes[hit]]
+        out.iloc[found[0]] = found[1]
         return out
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     try:
@@ -430,6 +421,47 @@ def _guard_column(values: pd.Series) -> pd.Series:
     mask = np.isin(codes, changed)
     out[mask] = lookup[codes[mask]]
     return out
+
+
+def _guard_array(cells):
+    """An arrow array with its text cells guarded (`cells` itself when nothing changes). A
+    dictionary array's dictionary is guarded instead of its rows (answer columns: a few
+    thousand values over a million rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(cells.type):
+        words = _guard_array(cells.dictionary)
+        return cells if words is cells else pa.DictionaryArray.from_arrays(cells.indices, words)
+    if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
+        return cells  # numbers are written as numbers
+    found = _guarded_cells(cells)
+    if found is None:
+        return cells
+    mask = np.zeros(len(cells), dtype=bool)
+    mask[found[0]] = True
+    return pc.replace_with_mask(cells, pa.array(mask), pa.array(found[1], cells.type))
+
+
+def _guarded_cells(cells) -> tuple[np.ndarray, list[str]] | None:
+    """The rows of an arrow text array that guard() changes, ascending, and their new text; None
+    when there are none. Only the cells `_needs_look` picks are looked at, each distinct one
+    once (a column of row ids would otherwise be hashed whole, every chunk)."""
+    import pyarrow as pa
+
+    rows = np.flatnonzero(_needs_look(cells))
+    if not len(rows):
+        return None
+    looked = cells.take(pa.array(rows)).to_pylist()
+    fixed = {}
+    for value in set(looked):
+        safe = guard(value)
+        if safe is not value:
+            fixed[value] = safe
+    if not fixed:
+        return None
+    hit = [k for k, value in enumerate(looked) if value in fixed]
+    return rows[hit], [fixed[looked[k]] for k in hit]
 
 
 # A cell starting like this needs no look: no formula and no space starts with such a character.
@@ -496,13 +528,17 @@ def _csv_rows(safe: pd.DataFrame, header: bool) -> bytes:
     """CSV rows of an already guarded frame: through pyarrow's writer (ten times pandas'), which
     quotes every text cell — a CR or LF inside a cell can never start a row. Frames with columns
     it would write differently from pandas (dates, categories …) go through pandas."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     columns = [_arrow_column(safe.iloc[:, j]) for j in range(safe.shape[1])]
     if any(c is None for c in columns):
         return safe.to_csv(index=False, header=header, lineterminator=_EOL).encode("utf-8")
-    names = [str(c) for c in safe.columns]
+    return _arrow_csv([str(c) for c in safe.columns], columns, header)
+
+
+def _arrow_csv(names: list[str], columns: list, header: bool) -> bytes:
+    """The CSV rows of arrow columns named `names` (all already guarded), by arrow's writer."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     table = pa.table(dict(zip([f"c{j}" for j in range(len(names))], columns, strict=True)))
     buf = io.BytesIO()
     if header:
@@ -512,6 +548,28 @@ def _csv_rows(safe: pd.DataFrame, header: bool) -> bytes:
     if len(table):
         pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, eol=_EOL))
     return buf.getvalue()
+
+
+def _guarded_arrow(columns: list) -> list:
+    """Arrow columns guarded; a dictionary column decoded to text, its words guarded first —
+    only the words its rows use, once each (answer columns share one index array: a batch
+    file's million rows show a few thousand answers of a registry that may hold 200,000)."""
+    import pyarrow as pa
+
+    out = []
+    used: tuple | None = None  # (indices, the words' positions, each row's position among them)
+    for column in columns:
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        if pa.types.is_dictionary(column.type) and not column.indices.null_count:
+            indices = column.indices
+            if used is None or not indices.equals(used[0]):
+                where, inverse = np.unique(indices.to_numpy(), return_inverse=True)
+                used = (indices, pa.array(where), pa.array(inverse.ravel()))
+            words = _guard_array(column.dictionary.take(used[1]))
+            out.append(words.take(used[2]))
+        else:
+            out.append(_guard_array(column))
+    return out
 
 
 def _arrow_column(values: pd.Series):
@@ -548,14 +606,27 @@ class CsvWriter:
         self._columns: list | None = None
         self.rows = 0
 
-    def append(self, frame: pd.DataFrame) -> None:
-        first = self._columns is None
-        if first:
-            self._columns = list(frame.columns)
-        elif list(frame.columns) != self._columns:
-            raise ValueError("every chunk of a CSV file must have the same columns")
-        self._file.write(_csv_rows(guarded(frame), header=first))
+    def append(self, frame) -> None:
+        """Write the rows of a pandas frame, or of an arrow table (text, dictionary-encoded
+        text and number columns: no pandas in between, and a dictionary column guarded once
+        per distinct value)."""
+        if isinstance(frame, pd.DataFrame):
+            first = self._first(list(frame.columns))
+            self._file.write(_csv_rows(guarded(frame), header=first))
+        else:
+            first = self._first(list(frame.column_names))
+            self._file.write(_arrow_csv([guard(n) for n in frame.column_names],
+                                        _guarded_arrow(frame.columns), first))
         self.rows += len(frame)
+
+    def _first(self, columns: list) -> bool:
+        """Whether this is the first chunk (the header goes with it); later ones must match."""
+        if self._columns is None:
+            self._columns = columns
+            return True
+        if columns != self._columns:
+            raise ValueError("every chunk of a CSV file must have the same columns")
+        return False
 
     def close(self) -> None:
         self._file.close()

@@ -21,9 +21,11 @@ from grids.batch import (
     MAX_ROWS_INTERACTIVE,
     MAX_UPLOAD_BYTES,
     BatchInputError,
+    ExportLabels,
     assign,
     assign_file,
     iter_rows,
+    localize,
     read_rows,
 )
 from grids.routing import Router
@@ -118,6 +120,10 @@ def test_streaming_equals_in_memory_row_for_row(sample_router, tmp_path, kind):
     out_csv, out_xlsx = tmp_path / "结果.csv", tmp_path / "结果.xlsx"
     summary = assign_file(sample_router, src, out_csv, crs="wgs84", chunk_rows=CHUNK)
     assert out_csv.read_bytes() == spreadsheet.csv_bytes(whole)  # byte for byte
+    # In Chinese (the CSV's chunks are arrow tables, localized as such): what the page writes.
+    assign_file(sample_router, src, out_csv, crs="wgs84", chunk_rows=CHUNK, headers="zh")
+    labels = ExportLabels.of(sample_router)
+    assert out_csv.read_bytes() == spreadsheet.csv_bytes(localize(whole, labels))
     summary_x = assign_file(sample_router, src, out_xlsx, crs="wgs84", chunk_rows=CHUNK)
     streamed = zipfile.ZipFile(out_xlsx)
     in_memory = zipfile.ZipFile(io.BytesIO(spreadsheet.xlsx_bytes({"分派结果": whole})))
@@ -256,6 +262,56 @@ def test_point_files_are_numbered_by_feature(sample_router, tmp_path):
     summary = assign_file(sample_router, src, out, chunk_rows=2)
     assert out.read_bytes() == spreadsheet.csv_bytes(whole)
     assert [b.where for b in summary.bad_rows] == ["第 2 个要素"]
+
+
+def test_encoding_is_found_as_pythons_decoders_find_it(tmp_path, monkeypatch):
+    """The reader tells UTF-8 from GBK by arrow's UTF-8 check over the memory-mapped file, in
+    blocks cut before a character's lead byte: on random texts and random damage, with blocks
+    of a few bytes, it answers what decoding the file with Python's codecs answers (encoding,
+    blank lines before the header, line count)."""
+    import codecs
+    import random
+
+    from grids import batch
+
+    def by_codecs(path: Path):
+        for enc in ("utf-8-sig", "gb18030"):
+            try:
+                raw = path.read_bytes()
+                codecs.decode(raw, enc)
+            except UnicodeDecodeError:
+                continue
+            blank = raw[: len(raw) - len(raw.lstrip(b"\r\n"))]
+            return enc, blank.count(b"\n"), raw.count(b"\n")
+        return None
+
+    rng = random.Random(3)
+    samples = [b"", b"\n\n", b"\r\n\r\na,b\n1,2", "\ufeff经度,纬度\n1,2".encode(),
+               "经度,纬度\n".encode("gbk"), b"\xed\xa0\x80", b"\xc0\xaf", b"a\xff",
+               b"\xf0\x9f\x98"]
+    for _ in range(150):
+        text = "".join(rng.choice(["a", "经", "😀", "\n", "\r", ",", '"', "é"])
+                       for _ in range(rng.randint(0, 40)))
+        raw = text.encode(rng.choice(["utf-8", "gb18030"]))
+        if raw and rng.random() < 0.3:
+            k = rng.randrange(len(raw))
+            raw = raw[:k] + bytes([rng.randrange(256)]) + raw[k + 1:]
+        samples.append(raw)
+    src = tmp_path / "enc.csv"
+    seen = set()
+    for block in (4, 5, 7, 1 << 20):  # a character is at most 4 bytes
+        monkeypatch.setattr(batch, "_BLOCK", block)
+        for raw in samples:
+            src.write_bytes(raw)
+            source = batch._Source(src)
+            try:
+                enc, lead = source._csv_encoding()
+                found = (enc, lead, source.lines_hint)
+            except BatchInputError:
+                found = None
+            assert found == by_codecs(src), (block, raw)
+            seen.add(found and found[0])
+    assert seen == {"utf-8-sig", "gb18030", None}  # each answer was met
 
 
 def test_reader_skips_leading_blank_lines_and_keeps_line_numbers(tmp_path):

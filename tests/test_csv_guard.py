@@ -135,3 +135,47 @@ def test_the_first_byte_filter_looks_at_every_cell_the_rule_would():
         assert (spreadsheet._needs_look(chunked) == expected).all(), kind
     assert not spreadsheet._needs_look(pa.array(["", ""], pa.large_string())).any()
     assert len(spreadsheet._needs_look(pa.array([], pa.large_string()))) == 0
+
+
+def test_arrow_tables_are_written_and_guarded_as_frames_are(tmp_path):
+    """A batch file's chunks reach the CSV writer as arrow tables whose answer columns are
+    dictionary arrays sharing one index array, over a registry holding words no row uses: the
+    file is byte for byte the pandas frame's, every formula guarded, the unused words never
+    looked at."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(7)
+    words = ATTACKS + PLAIN + ["甲,乙", 'say "hi"', "两行\n文字"]
+    n = 500
+    answers = rng.integers(0, len(words), n)
+    indices = pa.array(answers.astype(np.int32))
+    registry = pa.array(words)
+    other = pa.array(list(reversed(words)))
+    lon = rng.uniform(120, 122, n).round(7)
+    lon[::17] = np.nan
+    text = rng.choice(words, n).tolist()
+    table = pa.Table.from_arrays([
+        pa.array(text), pa.DictionaryArray.from_arrays(indices, registry),
+        pa.DictionaryArray.from_arrays(indices, other), pa.array(answers * 3),
+        pa.array(lon, from_pandas=True),
+        pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 3, n).astype(np.int32)),
+                                       pa.array(["", "=x", "好"])),
+    ], names=["=内容", "route_a", "route_b", "route_generation", "route_routed_lon", "route_e"])
+    frame = pd.DataFrame({
+        "=内容": text, "route_a": [words[k] for k in answers],
+        "route_b": [words[len(words) - 1 - k] for k in answers], "route_generation": answers * 3,
+        "route_routed_lon": lon,
+        "route_e": table.column("route_e").combine_chunks().cast(pa.string()).to_pylist(),
+    })
+    out = tmp_path / "out.csv"
+    with CsvWriter(out) as w:
+        w.append(table.slice(0, 180))
+        w.append(table.slice(180))
+    assert out.read_bytes() == csv_bytes(frame)
+    rows = cells(out.read_bytes())
+    assert rows[0][0] == guard("=内容")
+    assert [r[1] for r in rows[1:]] == [guard(words[k]) for k in answers]
+    assert any(r[1].startswith("'=") for r in rows[1:])
+    with CsvWriter(tmp_path / "y.csv") as w, pytest.raises(ValueError, match="same columns"):
+        w.append(table)
+        w.append(table.drop_columns(["route_e"]))
