@@ -1010,14 +1010,16 @@ def localize(table: pd.DataFrame | pa.Table, labels: ExportLabels | None = None
     names = table.column_names if arrow else list(table.columns)
     headers = zh_columns(names)
     out = {}
+    seen: dict = {}  # arrow: the answer words a chunk's rows use (see _mapped_arrow)
     for j, col in enumerate(names):
         if col in _ZH_DROPPED:
             continue
         values = table.column(j) if arrow else table[col]
         convert = _CONVERT.get(col)
         if convert is not None:
-            values = (_mapped_arrow if arrow else _mapped)(
-                values, lambda v, f=convert: f(v, labels))
+            def words(v, f=convert):
+                return f(v, labels)
+            values = _mapped_arrow(values, words, seen) if arrow else _mapped(values, words)
         out[headers.get(col, col)] = values
         if col == "route_generation" and labels.generation is not None:
             if arrow:  # two words, picked per row
@@ -1040,14 +1042,21 @@ def _mapped(values: pd.Series, convert) -> pd.Series:
     return taken_text(words, pa.array(codes, pa.int64()), values.index)
 
 
-def _mapped_arrow(values: pa.ChunkedArray, convert) -> pa.DictionaryArray:
-    """`_mapped` for an arrow column: `convert` applied to each word of its dictionary (an
-    answer column is one already), the rows keep their indices."""
+def _mapped_arrow(values: pa.ChunkedArray, convert, seen: dict) -> pa.DictionaryArray:
+    """`_mapped` for an arrow column: `convert` applied once to each distinct text the rows
+    show. An answer column is a dictionary over the whole answer registry (most of it other
+    chunks' answers, the same text under many answers): the words its rows use are taken
+    (`seen` keeps which, for the columns sharing its indices), then their distinct texts."""
     values = values.combine_chunks()
-    if not pa.types.is_dictionary(values.type):
-        values = pc.dictionary_encode(values.cast(pa.string()))
-    words = [convert("" if v is None else v) for v in values.dictionary.to_pylist()]
-    return pa.DictionaryArray.from_arrays(values.indices, pa.array(words, pa.string()))
+    if values.null_count or not pa.types.is_dictionary(values.type):
+        values = pc.dictionary_encode(values.cast(pa.string()).fill_null(""))
+    indices = values.indices
+    if "indices" not in seen or not indices.equals(seen["indices"]):
+        used, inverse = np.unique(indices.to_numpy(), return_inverse=True)
+        seen.update(indices=indices, used=pa.array(used), inverse=pa.array(inverse.ravel()))
+    texts = pc.dictionary_encode(values.dictionary.take(seen["used"]))
+    words = pa.array([convert(w) for w in texts.dictionary.to_pylist()], pa.string())
+    return pa.DictionaryArray.from_arrays(texts.indices.take(seen["inverse"]), words)
 
 
 def _flags(value: str, labels: ExportLabels) -> str:
