@@ -8,6 +8,10 @@ With the router and its face raster ready (as in `bench_routing.py`), per round:
 (bench_assign.complaints), then `batch.assign_file` on that CSV to CSV, with machine headers and
 with Chinese ones (reading, checking, routing, answer columns, writing); every decision and
 answer column forgotten before each. Issue 14 asks for an overhead of at most 1.5×.
+
+Also per round, the I/O floor: the input CSV read by arrow's multithreaded reader and the
+machine-headed output (read back beforehand) written by arrow's CSV writer, with no routing
+and no checks — what any program writing the same file spends on reading and writing alone.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,8 +56,18 @@ def main() -> None:
         frame = pd.read_csv(src)
         lon, lat = frame["经度"].to_numpy(float), frame["纬度"].to_numpy(float)
         print(f"×{args.scale}, {args.rows:,} rows, load {os.getloadavg()[0]:.2f}")
+        batch.assign_file(router, src, out, crs="wgs84", headers="machine")
+        names = pd.read_csv(out, nrows=0).columns  # text as written, numbers as numbers
+        written = pacsv.read_csv(out, convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()) | {
+                "route_generation": pa.int64(), "route_routed_lon": pa.float64(),
+                "route_routed_lat": pa.float64()}))
         for _ in range(args.rounds):
             times = {}
+            start = time.perf_counter()
+            pacsv.read_csv(src)
+            pacsv.write_csv(written, Path(tmp) / "floor.csv")
+            floor = time.perf_counter() - start
             for way in ("core", "machine", "zh"):
                 router.resolver.forget()
                 router.writer._forget()
@@ -64,7 +80,8 @@ def main() -> None:
             core = times["core"]
             print(f"  core {core:.2f} s; assign_file, machine headers {times['machine']:.2f} s "
                   f"({times['machine'] / core:.1f}×), Chinese headers {times['zh']:.2f} s "
-                  f"({times['zh'] / core:.1f}×)")
+                  f"({times['zh'] / core:.1f}×); I/O floor {floor:.2f} s, so machine headers "
+                  f"{times['machine'] / (core + floor):.2f}× core + floor")
     store.close()
 
 
