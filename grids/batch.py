@@ -129,11 +129,22 @@ class _Source:
         self.suffix = path.suffix.lower()
         self.is_table = self.suffix in (".csv", ".xlsx", ".xls")
         self.unit = "行" if self.is_table else "个要素"
-        # Sizes seen before reading, to plan the output: lines (or rows) and text bytes.
-        self.lines_hint = 0
+        # Sizes seen before reading, to plan the output: lines (or rows) and text bytes (a
+        # CSV's lines are counted when asked: only an .xlsx output asks).
+        self._lines: int | None = None
         self.bytes_hint = 0
         if not path.is_file():
             raise BatchInputError(f"{shown(path.name, 200)}：文件不存在")
+
+    @property
+    def lines_hint(self) -> int:
+        if self._lines is None:
+            self._lines = _line_count(self.path) if self.suffix == ".csv" else 0
+        return self._lines
+
+    @lines_hint.setter
+    def lines_hint(self, value: int) -> None:
+        self._lines = value
 
     def chunks(self) -> Iterator[pd.DataFrame]:
         if self.suffix == ".csv":
@@ -145,14 +156,17 @@ class _Source:
     def _fail(self, exc: Exception) -> BatchInputError:
         return BatchInputError(f"{shown(self.path.name, 200)}：无法读取表格：{exc}")
 
-    # CSV: pandas' parser, a chunk at a time. The encoding is found by decoding the file as a
-    # stream (never the whole text in memory); blank lines are read as rows and then dropped,
-    # so a row's index is its line.
+    # CSV: arrow's reader where it reads the file as pandas does (a UTF-8 file: arrow checks
+    # every cell is UTF-8 as it parses), else pandas' parser, a chunk at a time, in the
+    # encoding found by looking at the whole file (never the whole text in memory); blank
+    # lines are read as rows and then dropped, so a row's index is its line.
     def _csv(self) -> Iterator[pd.DataFrame]:
-        enc, lead = self._csv_encoding()
-        fast = self._arrow_csv(lead) if enc == "utf-8-sig" else None
+        self.bytes_hint = self.path.stat().st_size
+        lead = _blank_lines(self.path)
+        fast = self._arrow_csv(lead)
         if fast is not None:
             return fast
+        enc = self._csv_encoding()
         try:
             # index_col=False: a row longer than the header must not turn its first cells into
             # row labels (every column would shift); pandas warns instead, refused below.
@@ -228,10 +242,22 @@ class _Source:
         first = True
 
         def chunk(table: pa.Table, start: int) -> pd.DataFrame:
-            frame = table.to_pandas()
-            frame.columns = names
-            frame.index = pd.RangeIndex(start, start + len(frame)) + 2 + lead
-            return _clean(frame)
+            # `_clean`, done by arrow before pandas sees the text: cells trimmed (the kernel
+            # pandas' str.strip() calls), rows with every cell empty dropped.
+            columns = [pc.utf8_trim_whitespace(c) for c in table.columns]
+            lines = np.arange(start, start + table.num_rows) + 2 + lead
+            blank = pc.equal(columns[0], "")
+            for column in columns[1:]:
+                blank = pc.and_(blank, pc.equal(column, ""))
+            if pc.any(blank).as_py():
+                keep = pc.invert(blank)
+                columns = [pc.filter(c, keep) for c in columns]
+                lines = lines[keep.to_numpy(zero_copy_only=False)]
+            frame = pa.Table.from_arrays(columns, names=[f"c{j}" for j in range(len(names))]
+                                         ).to_pandas()
+            frame.columns = [str(n).strip() for n in names]
+            frame.index = pd.Index(lines)
+            return frame
 
         try:
             with pacsv.open_csv(self.path, **options) as reader:
@@ -256,25 +282,16 @@ class _Source:
                 _unique_headers(self.path.name, out.columns)
             yield out
 
-    def _csv_encoding(self) -> tuple[str, int]:
+    def _csv_encoding(self) -> str:
         """UTF-8 when the bytes are valid UTF-8 (GBK text practically never is), else GB18030
-        (a superset of GBK); and the number of empty lines before the header. The file is
-        memory-mapped and looked at in blocks, never read whole into memory."""
+        (a superset of GBK). The file is memory-mapped and looked at in blocks, never read
+        whole into memory."""
         try:
-            if self.path.stat().st_size == 0:  # nothing to map
-                data = pa.py_buffer(b"")
-                lines, lead, utf8 = 0, 0, True
-            else:
-                with pa.memory_map(str(self.path)) as mapped:
-                    data = mapped.read_buffer()
-                    lines, lead = _line_count(data)
-                    utf8 = _valid_utf8(data)
+            utf8 = self.path.stat().st_size == 0 or _valid_utf8(self.path)
         except (OSError, pa.ArrowException) as exc:
             raise self._fail(exc) from exc
-        self.lines_hint = lines
-        self.bytes_hint = data.size
         if utf8:
-            return "utf-8-sig", lead
+            return "utf-8-sig"
         decoder = codecs.getincrementaldecoder("gb18030")()
         try:
             with open(self.path, "rb") as f:
@@ -288,7 +305,7 @@ class _Source:
             ) from None
         except OSError as exc:
             raise self._fail(exc) from exc
-        return "gb18030", lead
+        return "gb18030"
 
     # Excel: openpyxl's read-only mode streams the sheet; cells become text as pandas'
     # read_excel(dtype=str) makes them (5.0 -> "5", dates "2026-11-01 08:00:00").
@@ -369,42 +386,48 @@ class _Source:
 _BLOCK = 64 << 20  # bytes looked at in one go by the checks below
 
 
-def _line_count(data: pa.Buffer) -> tuple[int, int]:
-    """The number of line feeds in `data`, and of those before its first other character
-    (blank lines above the header; CR LF counted once)."""
-    view = np.frombuffer(data, dtype=np.uint8)
-    lines = sum(int(np.count_nonzero(view[at:at + _BLOCK] == 10))
-                for at in range(0, len(view), _BLOCK))
+def _line_count(path: Path) -> int:
+    """The number of line feeds in a file."""
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(_BLOCK), b""))
+
+
+def _blank_lines(path: Path) -> int:
+    """The number of line feeds before a file's first other character than CR or LF (blank
+    lines above the header; CR LF counted once)."""
     lead = 0
-    for at in range(0, len(view), 1 << 16):
-        head = view[at:at + (1 << 16)]
-        other = np.flatnonzero((head != 10) & (head != 13))
-        lead += int(np.count_nonzero(head[: other[0] if len(other) else len(head)] == 10))
-        if len(other):
-            break
-    return lines, lead
+    with open(path, "rb") as f:
+        while block := f.read(1 << 16):
+            stripped = block.lstrip(b"\r\n")
+            lead += block[: len(block) - len(stripped)].count(b"\n")
+            if stripped:
+                break
+    return lead
 
 
-def _valid_utf8(data: pa.Buffer) -> bool:
-    """Whether `data` is UTF-8 (arrow's check, in C++), in blocks cut where no character is
-    split: a block ends before the lead byte of the character it would cut."""
-    view = np.frombuffer(data, dtype=np.uint8)
-    at = 0
-    while at < len(view):
-        end = min(at + _BLOCK, len(view))
-        if end < len(view):  # back off to a character's first byte (at most 3 back)
-            back = 0
-            while back < 3 and view[end - back] & 0xC0 == 0x80:
-                back += 1
-            end -= back if end - back > at else 0
-        piece = data.slice(at, end - at)
-        offsets = pa.py_buffer(np.array([0, piece.size], dtype=np.int64))
-        try:
-            pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, piece]).cast(
-                pa.large_string())
-        except pa.ArrowInvalid:
-            return False
-        at = end
+def _valid_utf8(path: Path) -> bool:
+    """Whether a (non-empty) file is UTF-8: arrow's check, in C++, over the memory-mapped file
+    in blocks cut where no character is split (before the lead byte of the character a block
+    would cut)."""
+    with pa.memory_map(str(path)) as mapped:
+        data = mapped.read_buffer()
+        view = np.frombuffer(data, dtype=np.uint8)
+        at = 0
+        while at < len(view):
+            end = min(at + _BLOCK, len(view))
+            if end < len(view):  # back off to a character's first byte (at most 3 back)
+                back = 0
+                while back < 3 and view[end - back] & 0xC0 == 0x80:
+                    back += 1
+                end -= back if end - back > at else 0
+            piece = data.slice(at, end - at)
+            offsets = pa.py_buffer(np.array([0, piece.size], dtype=np.int64))
+            try:
+                pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, piece]).cast(
+                    pa.large_string())
+            except pa.ArrowInvalid:
+                return False
+            at = end
     return True
 
 
