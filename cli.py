@@ -682,15 +682,16 @@ def _read_geojson(path: Path, crs: str | None) -> tuple[dict, str]:
 
 
 def cmd_assign(args) -> int:
-    from grids.batch import assign_file
+    from grids.batch import OpenedFile, assign_file
 
     svc = _service(args)
     actor = Actor.local_admin()
     try:
+        opened = OpenedFile(args.file)  # checked through while the layers are read
         router = svc.batch_router(actor, args.generation)
         out = args.out or args.file.with_name(args.file.stem + "_分派结果.csv")
         # Read, routed and written a chunk at a time: memory does not grow with the file.
-        summary = assign_file(router, args.file, out, crs=args.crs, headers=args.headers)
+        summary = assign_file(router, opened, out, crs=args.crs, headers=args.headers)
         svc.record_batch(actor, args.file.name, {**summary.counts, "total": summary.total})
         _LEFT_TO_EXIT.append((router, summary))  # the file is written and closed, the store too
     finally:

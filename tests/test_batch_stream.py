@@ -451,3 +451,25 @@ def test_arrow_fast_path_is_taken_for_a_plain_file(tmp_path):
     source = batch._Source(gbk, 1000)
     assert source._arrow_csv(0) is None  # arrow's reader refuses the bytes that are not UTF-8
     assert source._csv_encoding() == "gb18030"  # so pandas reads, as GBK
+
+
+def test_a_file_opened_ahead_is_routed_and_refused_as_a_path_is(sample_router, tmp_path):
+    """`gridmap assign` opens its file before reading the layers (OpenedFile: the file is checked
+    through in a background thread meanwhile): the same output as from a path, and the same
+    refusals, raised in the caller's thread by assign_file — a missing file at once."""
+    from grids.batch import OpenedFile
+
+    src = files(tmp_path, mixed_rows(1500))["utf8"]
+    by_path, ahead = tmp_path / "a.csv", tmp_path / "b.csv"
+    assign_file(sample_router, src, by_path, crs="wgs84", chunk_rows=CHUNK)
+    summary = assign_file(sample_router, OpenedFile(src, CHUNK), ahead, crs="wgs84")
+    assert ahead.read_bytes() == by_path.read_bytes() and summary.total == 1500
+
+    broken = tmp_path / "坏.csv"
+    broken.write_bytes(b"\xff\xfe\x00\x01" * 1000)  # neither UTF-8 nor GBK
+    opened = OpenedFile(broken)
+    with pytest.raises(BatchInputError, match="无法判断文字编码"):
+        assign_file(sample_router, opened, tmp_path / "c.csv", crs="wgs84")
+    assert not (tmp_path / "c.csv").exists()
+    with pytest.raises(BatchInputError, match="文件不存在"):
+        OpenedFile(tmp_path / "无.csv")
