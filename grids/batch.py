@@ -1113,8 +1113,8 @@ def _mapped_arrow(values: pa.ChunkedArray, convert, seen: dict) -> pa.Dictionary
         values = pc.dictionary_encode(values.cast(pa.string()).fill_null(""))
     indices = values.indices
     if "indices" not in seen or not indices.equals(seen["indices"]):
-        used, inverse = np.unique(indices.to_numpy(), return_inverse=True)
-        seen.update(indices=indices, used=pa.array(used), inverse=pa.array(inverse.ravel()))
+        used, inverse = spreadsheet.used_entries(indices, len(values.dictionary))
+        seen.update(indices=indices, used=used, inverse=inverse)
     texts = pc.dictionary_encode(values.dictionary.take(seen["used"]))
     words = pa.array([convert(w) for w in texts.dictionary.to_pylist()], pa.string())
     return pa.DictionaryArray.from_arrays(texts.indices.take(seen["inverse"]), words)

@@ -560,16 +560,32 @@ def _guarded_arrow(columns: list) -> list:
     used: tuple | None = None  # (indices, the words' positions, each row's position among them)
     for column in columns:
         column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        if pa.types.is_dictionary(column.type) and not column.indices.null_count:
+        if not pa.types.is_dictionary(column.type) or column.indices.null_count:
+            out.append(_guard_array(column))
+        elif len(column.dictionary) <= len(column):  # a small dictionary: guarded whole
+            out.append(_guard_array(column.dictionary).take(column.indices))
+        else:
             indices = column.indices
             if used is None or not indices.equals(used[0]):
-                where, inverse = np.unique(indices.to_numpy(), return_inverse=True)
-                used = (indices, pa.array(where), pa.array(inverse.ravel()))
+                used = (indices, *used_entries(indices, len(column.dictionary)))
             words = _guard_array(column.dictionary.take(used[1]))
             out.append(words.take(used[2]))
-        else:
-            out.append(_guard_array(column))
     return out
+
+
+def used_entries(indices, size: int):
+    """The entries of a dictionary of `size` words that `indices` (arrow, no nulls) use, in
+    order, and each row's position among them: arrow arrays, by a table of `size` flags
+    (no sort)."""
+    import pyarrow as pa
+
+    at = indices.to_numpy()
+    present = np.zeros(size, dtype=bool)
+    present[at] = True
+    used = np.flatnonzero(present)
+    position = np.zeros(size, dtype=np.int32)
+    position[used] = np.arange(len(used), dtype=np.int32)
+    return pa.array(used), pa.array(position[at])
 
 
 def _arrow_column(values: pd.Series):
