@@ -262,7 +262,8 @@ class AnswerWriter:
     def arrow_columns(self, of_row: np.ndarray) -> dict[str, pa.Array]:
         """The answer columns of `table` as arrow arrays for a file writer: each text column a
         dictionary array whose indices are `of_row` and whose dictionary is the registry's own
-        column, so nothing is copied per row here (the writer casts it to text, in C++)."""
+        column, so nothing is copied per row here (the writer decodes the words the rows use:
+        `spreadsheet.CsvWriter`)."""
         with self.lock:
             if not self._values:
                 return {}

@@ -89,7 +89,7 @@ class TooManyRows(BatchInputError):
 
 @dataclass
 class BatchResult:
-    table: pd.DataFrame | pa.Table  # the input columns followed by the answer columns
+    table: pd.DataFrame  # the input columns followed by the answer columns
     counts: dict[str, int]
 
     @property
@@ -806,20 +806,22 @@ def assign_file(
     """Route every row of `in_path` and write the input columns with the answer columns to
     `out_path` (.csv: UTF-8 with BOM; .xlsx), `chunk_rows` rows at a time: memory does not grow
     with the file. The output appears only when complete (BatchInputError leaves none).
-    `in_path` may be an `OpenedFile`, already being read while the router was made.
+    `in_path` may be an `OpenedFile`, already being read while the router was made (its own
+    chunk size then applies).
 
     `headers="machine"`: the `route_*` columns with their coded values (for other programs).
     `headers="zh"`: for people (`localize`): Chinese headers and labels; an .xlsx then also has
     the machine table, complete, on its second sheet and the column notes on a third."""
-    opened = in_path if isinstance(in_path, OpenedFile) else OpenedFile(in_path, chunk_rows,
-                                                                         background=False)
-    in_path, out_path = opened.source.path, Path(out_path)
+    out_path = Path(out_path)
     suffix = out_path.suffix.lower()
     if suffix not in (".csv", ".xlsx"):
         raise BatchInputError(f"输出文件只能是 .csv 或 .xlsx：{shown(out_path.name, 200)}")
     if headers not in HEADERS:
         raise BatchInputError(f"表头只能是 {' 或 '.join(HEADERS)}：{shown(headers, 50)}")
+    opened = in_path if isinstance(in_path, OpenedFile) else OpenedFile(in_path, chunk_rows,
+                                                                         background=False)
     source = opened.source
+    in_path = source.path
     chunks = opened.chunks()  # reads the start of the file: refusals come before any output
     summary = BatchSummary(out_path, generation=router.snapshot.generation.id)
     labels = ExportLabels.of(router) if headers == "zh" else None
