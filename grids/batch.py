@@ -545,6 +545,12 @@ class _Given:
 def _given(frame: pd.DataFrame, crs: str | None) -> _Given:
     """Read the coordinate, system and accuracy columns (BatchInputError when the table as a
     whole has none to read)."""
+    clash = [str(c) for c in frame.columns if str(c) in ZH_HEADERS or str(c) in _ZH_DROPPED]
+    if clash:  # e.g. a result file sent again: its answer columns would be mistaken for ours
+        raise BatchInputError(
+            f"文件中已有与分派结果同名的列：{'、'.join(shown(c, 50) for c in clash[:10])}"
+            "（可能是之前分派的结果文件）；请删除或改名这些列后再分派"
+        )
     lon_col, lat_col = _column(frame, LON_ALIASES), _column(frame, LAT_ALIASES)
     if lon_col is None or lat_col is None:
         raise BatchInputError(

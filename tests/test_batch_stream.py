@@ -473,3 +473,26 @@ def test_a_file_opened_ahead_is_routed_and_refused_as_a_path_is(sample_router, t
     assert not (tmp_path / "c.csv").exists()
     with pytest.raises(BatchInputError, match="文件不存在"):
         OpenedFile(tmp_path / "无.csv")
+
+
+def test_a_file_with_answer_columns_of_its_own_is_refused(sample_router, tmp_path):
+    """A result file sent again (machine headers: route_status …) would have its old answer
+    columns mistaken for the new ones — the Chinese view even dropped one. It is refused by
+    name, by the command and by the page's and the API's path alike, and nothing is written;
+    a column named like a Chinese header (网格员) is the file's own and stays."""
+    src = tmp_path / "上次结果.csv"
+    src.write_text("编号,route_status,route_error,经度,纬度\nA1,ok,,120.86,32.01\n",
+                   encoding="utf-8")
+    out = tmp_path / "out.csv"
+    for headers in ("zh", "machine"):
+        with pytest.raises(BatchInputError, match="route_status、route_error"):
+            assign_file(sample_router, src, out, crs="wgs84", headers=headers)
+    assert not out.exists()
+    with pytest.raises(BatchInputError, match="同名的列"):
+        assign(sample_router, read_rows(src), crs="wgs84")
+
+    own = tmp_path / "自有列.csv"
+    own.write_text("编号,网格员,经度,纬度\nA1,张三,120.86,32.01\n", encoding="utf-8")
+    assign_file(sample_router, own, out, crs="wgs84", headers="zh")
+    header = out.read_text(encoding="utf-8-sig").splitlines()[0]
+    assert '"网格员"' in header and '"网格员（分派）"' in header
