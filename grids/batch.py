@@ -285,11 +285,10 @@ class _Source:
 
     def _csv_encoding(self) -> str:
         """UTF-8 when the bytes are valid UTF-8 (GBK text practically never is), else GB18030
-        (a superset of GBK). The file is memory-mapped and looked at in blocks, never read
-        whole into memory."""
+        (a superset of GBK)."""
         try:
-            utf8 = self.path.stat().st_size == 0 or _valid_utf8(self.path)
-        except (OSError, pa.ArrowException) as exc:
+            utf8 = _valid_utf8(self.path)
+        except OSError as exc:
             raise self._fail(exc) from exc
         if utf8:
             return "utf-8-sig"
@@ -384,7 +383,7 @@ class _Source:
             yield frame.iloc[start : start + self.chunk_rows]
 
 
-_BLOCK = 64 << 20  # bytes looked at in one go by the checks below
+_BLOCK = 16 << 20  # bytes read at a time by the checks below
 
 
 def _line_count(path: Path) -> int:
@@ -407,28 +406,16 @@ def _blank_lines(path: Path) -> int:
 
 
 def _valid_utf8(path: Path) -> bool:
-    """Whether a (non-empty) file is UTF-8: arrow's check, in C++, over the memory-mapped file
-    in blocks cut where no character is split (before the lead byte of the character a block
-    would cut)."""
-    with pa.memory_map(str(path)) as mapped:
-        data = mapped.read_buffer()
-        view = np.frombuffer(data, dtype=np.uint8)
-        at = 0
-        while at < len(view):
-            end = min(at + _BLOCK, len(view))
-            if end < len(view):  # back off to a character's first byte (at most 3 back)
-                back = 0
-                while back < 3 and view[end - back] & 0xC0 == 0x80:
-                    back += 1
-                end -= back if end - back > at else 0
-            piece = data.slice(at, end - at)
-            offsets = pa.py_buffer(np.array([0, piece.size], dtype=np.int64))
-            try:
-                pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, piece]).cast(
-                    pa.large_string())
-            except pa.ArrowInvalid:
-                return False
-            at = end
+    """Whether a file is UTF-8, decoded as a stream (never the whole text in memory). Only
+    files arrow's reader steps aside for get here (arrow checks the others as it parses)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(_BLOCK):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
     return True
 
 
