@@ -285,27 +285,18 @@ class _Source:
 
     def _csv_encoding(self) -> str:
         """UTF-8 when the bytes are valid UTF-8 (GBK text practically never is), else GB18030
-        (a superset of GBK)."""
+        (a superset of GBK). Only files arrow's reader steps aside for get here (arrow checks
+        the others as it parses)."""
         try:
-            utf8 = _valid_utf8(self.path)
+            for enc in ("utf-8-sig", "gb18030"):
+                if _decodes(self.path, enc):
+                    return enc
         except OSError as exc:
             raise self._fail(exc) from exc
-        if utf8:
-            return "utf-8-sig"
-        decoder = codecs.getincrementaldecoder("gb18030")()
-        try:
-            with open(self.path, "rb") as f:
-                while block := f.read(1 << 20):
-                    decoder.decode(block)
-                decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise BatchInputError(
-                f"{shown(self.path.name, 200)}：无法判断文字编码（既不是 UTF-8 也不是 GBK），"
-                "请另存为 UTF-8 的 CSV"
-            ) from None
-        except OSError as exc:
-            raise self._fail(exc) from exc
-        return "gb18030"
+        raise BatchInputError(
+            f"{shown(self.path.name, 200)}：无法判断文字编码（既不是 UTF-8 也不是 GBK），"
+            "请另存为 UTF-8 的 CSV"
+        )
 
     # Excel: openpyxl's read-only mode streams the sheet; cells become text as pandas'
     # read_excel(dtype=str) makes them (5.0 -> "5", dates "2026-11-01 08:00:00").
@@ -405,10 +396,10 @@ def _blank_lines(path: Path) -> int:
     return lead
 
 
-def _valid_utf8(path: Path) -> bool:
-    """Whether a file is UTF-8, decoded as a stream (never the whole text in memory). Only
-    files arrow's reader steps aside for get here (arrow checks the others as it parses)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+def _decodes(path: Path, encoding: str) -> bool:
+    """Whether a file is text in `encoding`, decoded as a stream (never the whole text in
+    memory)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
     try:
         with open(path, "rb") as f:
             while block := f.read(_BLOCK):

@@ -12,7 +12,6 @@ open incidents to the audience it was written for (ui/mapdata.py).
 
 from __future__ import annotations
 
-import gc
 import html
 import math
 import os
@@ -376,30 +375,18 @@ WS_COMPRESSION_FLAG = "GRIDMAP_WS_COMPRESSION"
 
 def warm_up() -> None:
     """Before the server listens: the layers loaded, the map's data files of the default
-    basemap written whole (ui/mapdata.warm), then everything loaded frozen for the garbage
-    collector — Python's full collections otherwise walk every loaded geometry and row again
-    and again while people use the app."""
+    basemap written whole (ui/mapdata.warm), then the process settled (ui/settle.py:
+    everything loaded frozen for the garbage collector, arrow's freed blocks given back)."""
     from ui import mapdata
     from ui.basemap import load_settings
+    from ui.settle import settle
 
     svc = service()
     svc.warm()
     settings = load_settings()
     # The process itself, before anyone is signed in: the local administrator's rights.
     mapdata.warm(svc.url, svc.map_router(Actor.local_admin()), settings.get(settings.default))
-    gc.collect()
-    gc.freeze()
-    release_arrow_memory()
-
-
-def release_arrow_memory() -> None:
-    """Give back to the system what arrow's allocator keeps of the memory freed while warming
-    (the entities' routed answers, the map's tiles): it holds freed blocks for reuse, and a
-    province's process (a million entities) stayed 0.9 GB larger without this (3.1 → 2.25 GB
-    in a measurement of the same steps)."""
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
+    settle()
 
 
 def serve(store: str, host: str = "127.0.0.1", port: int = 8501) -> None:

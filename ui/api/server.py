@@ -38,6 +38,7 @@ from ui.api import open311, routing
 from ui.api.docs import add_docs
 from ui.api.formats import ApiError, error_response, json_response
 from ui.api.keys import SECURITY_SCHEMES, Keys, Limits
+from ui.settle import settle
 
 log = logging.getLogger("gridmap.api")
 
@@ -121,21 +122,14 @@ def create_api(url: str | None = None, limits: Limits | None = None) -> FastAPI:
 
 def _preload(service: Gridmap) -> None:
     """Load the current layers before the first request (a worker answers only once they are
-    in memory), then move everything loaded so far out of the garbage collector's reach
-    (`gc.freeze`): a full collection walking the sample's layers takes ~40 ms, a stall for
-    whichever requests are in flight."""
-    import gc
-
+    in memory), then settle (ui/settle.py: the loaded state frozen for the garbage collector,
+    arrow's freed blocks given back)."""
     try:
         service.map_router(Actor.system("api")).resolver.faces()  # see Gridmap.warm
     except (StoreError, PermissionDenied) as exc:  # no layers yet: the first request says so
         log.warning("未能预先加载图层：%s", exc)
     service.serving()
-    gc.collect()
-    gc.freeze()
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()  # see ui/server.release_arrow_memory
+    settle()
 
 
 def app_from_env() -> FastAPI:
