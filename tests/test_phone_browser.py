@@ -172,7 +172,8 @@ def test_a_case_taken_from_the_phone_and_seen_by_the_dispatcher(phone, browser, 
     page.get_by_role("textbox", name=re.compile("办理结果")).press("Tab")
     phone.idle()
     phone.tap("移送执法局（案件移送）")
-    page.get_by_text("移送执法局（案件移送）", exact=False).first.wait_for()
+    # The confirmation, not the button of the same words (waiting on those raced the step).
+    page.get_by_text("案件 T0001：移送执法局（案件移送）", exact=False).wait_for()
     phone.shot("03_case_handed_over")
     phone.check_clean()
     # The dispatcher's desk sees it at the bureau, with the steps and the position.
