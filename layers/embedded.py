@@ -24,6 +24,7 @@ from layers.audit import (
     chain,
     with_target,
 )
+from layers.compact import attrs_of, share_repeated
 from layers.incidents import (
     EVENT_COLUMNS,
     INCIDENT_COLUMNS,
@@ -510,8 +511,8 @@ class GeoPackageStore(Store):
         ).fetchall()
         frame = pd.DataFrame([r[: len(cols)] for r in rows], columns=cols)
         # A NULL attrs may come back as None or NaN (pandas' string inference): both are {}.
-        frame["attrs"] = [json.loads(a) if isinstance(a, str) and a else {}
-                          for a in frame["attrs"]]
+        frame["attrs"] = attrs_of(frame["attrs"].tolist())
+        share_repeated(frame, spec.required)
         if spec.geometry:
             geoms = gpkg.decode([r[-1] for r in rows]) if rows else np.array([], dtype=object)
             return gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)

@@ -33,6 +33,7 @@ from layers.audit import (
     utc_now,
     with_target,
 )
+from layers.compact import attrs_of, share_repeated
 from layers.finder import Hits, Queries
 from layers.incidents import (
     EVENT_COLUMNS,
@@ -725,7 +726,9 @@ class PostgisStore(Store):
 def _read_layer(cur, spec: LayerSpec, gen: int, where: str = "",
                 params: tuple = ()) -> pd.DataFrame:
     cols = ["fid", *spec.required, "attrs"]
-    select = ", ".join(f'"{c}"' for c in cols) + (", ST_AsBinary(geom)" if spec.geometry else "")
+    # attrs as text: decoded in one call for all rows (layers/compact.py), not row by row.
+    select = (", ".join(f'"{c}"' for c in cols[:-1]) + ', "attrs"::text'
+              + (", ST_AsBinary(geom)" if spec.geometry else ""))
     cur.execute(
         f"SELECT {select} FROM {spec.name} WHERE gen_from <= %s AND "
         "(gen_to IS NULL OR gen_to >= %s)" + (f" AND {where}" if where else "")
@@ -734,8 +737,10 @@ def _read_layer(cur, spec: LayerSpec, gen: int, where: str = "",
     )
     rows = cur.fetchall()
     frame = pd.DataFrame([r[: len(cols)] for r in rows], columns=cols)
+    frame["attrs"] = attrs_of(frame["attrs"].tolist())
     for col in spec.nullable:
         frame[col] = frame[col].fillna("")
+    share_repeated(frame, spec.required)
     if "rank" in frame:
         frame["rank"] = frame["rank"].astype(int)
     frame["fid"] = frame["fid"].astype(np.int64)

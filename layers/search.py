@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,7 +153,28 @@ class _Key:
 class _Table:
     kind: str
     keys: list[_Key]  # normalised text columns searched
-    hits: list[Hit]  # row → the hit (score filled in at query time)
+    hits: Sequence[Hit]  # row → the hit (score filled in at query time)
+
+
+class _EntityHits(Sequence):
+    """An entity's hit, made when a search finds it: a province's million Hit objects and
+    their detail lines were 0.6 GB of each app process (see layers/compact.py)."""
+
+    def __init__(self, ids: Sequence, names: Sequence, industries: Sequence,
+                 addresses: list[str],
+                 xs: np.ndarray, ys: np.ndarray) -> None:
+        self._columns = (ids, names, industries, addresses)
+        self._xs, self._ys = xs, ys
+
+    def __len__(self) -> int:
+        return len(self._xs)
+
+    def __getitem__(self, row):  # type: ignore[override]
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        eid, name, industry, address = (c[row] for c in self._columns)
+        return Hit("entity", str(eid), str(name), f"{eid} · {industry} · {address}".rstrip(" ·"),
+                   float(self._xs[row]), float(self._ys[row]), None)
 
 
 class SearchIndex:
@@ -203,12 +225,9 @@ class SearchIndex:
         addresses = [str((a or {}).get("address", "") or "") if isinstance(a, dict | None)
                      else "" for a in e["attrs"]]
         parts = [address_parts(a) for a in addresses]
-        hits = [
-            Hit("entity", str(eid), str(name), f"{eid} · {ind} · {addr}".rstrip(" ·"),
-                float(x), float(y), None)
-            for eid, name, ind, addr, x, y in zip(e["id"], e["name"], e["industry"], addresses,
-                                                  xs, ys, strict=True)
-        ]
+        # The frame's own arrays (arrow strings): no Python string per row until a hit is made.
+        hits = _EntityHits(e["id"].array, e["name"].array, e["industry"].array,
+                           addresses, np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
         table = _Table("entity", [self._key(e["id"], True), self._key(e["name"]),
                                   self._key([p[2] for p in parts], weaker=(1, 3)),
                                   self._key(addresses, weaker=(3, 3))], hits)
