@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import shapely
 
 from grids.deadlines import beijing_text
@@ -70,20 +71,34 @@ def _assign(router: Router) -> pd.DataFrame:
     snap = router.snapshot
     entities = snap["entities"]
     geoms = entities.geometry.values
-    if len(entities):
-        lon, lat = np.asarray(shapely.get_x(geoms)), np.asarray(shapely.get_y(geoms))
-        results, index = router.resolver.resolve_indexed(Queries.build(lon, lat))
-        frame = router.writer.frame(results, index)
-    else:
-        frame = pd.DataFrame(columns=["status", "grid_code", "grid_name", "township_code",
-                                      "township_name", "workers", "candidates"])
-    candidate_grids = [_candidate_grids(c) for c in frame["candidates"]]
-    # Only what the pages read is kept for the generation's life: the other answer columns
-    # (county, park, bureau, chain, reasons …) were half of a province's 3 GB app process.
-    frame = frame[[c for c in ASSIGNMENT_COLUMNS if c in frame.columns]].copy()
+    if not len(entities):
+        frame = pd.DataFrame(columns=list(ASSIGNMENT_COLUMNS))
+        frame["entity_id"] = frame["candidate_grids"] = pd.Series(dtype=object)
+        return frame
+    lon, lat = np.asarray(shapely.get_x(geoms)), np.asarray(shapely.get_y(geoms))
+    results, index = router.resolver.resolve_indexed(Queries.build(lon, lat))
+    writer = router.writer
+    with writer.lock:
+        ids = writer.ids(results)[index]
+        columns = writer.arrow_columns(ids)
+    # Only what the pages read is kept for the generation's life (the other answer columns —
+    # county, park, bureau, chain, reasons … — were half of a province's 3 GB app process),
+    # each as categories: a province's million rows meet some 80,000 answers, and the same
+    # words held per row were another 0.25 GB.
+    frame = pd.DataFrame({name: _categories(columns[name]) for name in ASSIGNMENT_COLUMNS
+                          if name in columns})
     frame["entity_id"] = entities["id"].astype(str).to_numpy()
-    frame["candidate_grids"] = candidate_grids
+    # One tuple per answer, shared by its rows.
+    per_answer = [_candidate_grids(c) for c in columns["candidates"].dictionary.to_pylist()]
+    frame["candidate_grids"] = [per_answer[i] for i in ids.tolist()]
     return frame
+
+
+def _categories(column: pa.DictionaryArray) -> pd.Categorical:
+    """A dictionary column over the answer registry as pandas categories (the registry's words
+    repeat across answers; categories may not)."""
+    codes, words = pd.factorize(column.dictionary.to_numpy(zero_copy_only=False))
+    return pd.Categorical.from_codes(codes[column.indices.to_numpy()], categories=words)
 
 
 ASSIGNMENT_COLUMNS = ("status", "grid_code", "grid_name", "township_code", "township_name",

@@ -24,7 +24,7 @@ from layers.audit import (
     chain,
     with_target,
 )
-from layers.compact import attrs_of, share_repeated
+from layers.compact import batches_of, frame_of_batches
 from layers.incidents import (
     EVENT_COLUMNS,
     INCIDENT_COLUMNS,
@@ -503,18 +503,16 @@ class GeoPackageStore(Store):
                     conn: sqlite3.Connection | None = None) -> pd.DataFrame:
         cols = ["fid", *spec.required, "attrs"]
         select = ", ".join(f'"{c}"' for c in cols) + (", geom" if spec.geometry else "")
-        rows = (conn or self.conn).execute(
+        cursor = (conn or self.conn).execute(
             f'SELECT {select} FROM "{spec.name}" WHERE gen_from <= ? '
             "AND (gen_to IS NULL OR gen_to >= ?)" + (f" AND {where}" if where else "")
             + " ORDER BY fid",
             (gen, gen, *params),
-        ).fetchall()
-        frame = pd.DataFrame([r[: len(cols)] for r in rows], columns=cols)
-        # A NULL attrs may come back as None or NaN (pandas' string inference): both are {}.
-        frame["attrs"] = attrs_of(frame["attrs"].tolist())
-        share_repeated(frame, spec.required)
+        )
+        # A NULL attrs is {} (layers/compact.attrs_of).
+        frame, geoms = frame_of_batches(batches_of(cursor), cols,
+                                        gpkg.decode if spec.geometry else None)
         if spec.geometry:
-            geoms = gpkg.decode([r[-1] for r in rows]) if rows else np.array([], dtype=object)
             return gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
         return frame
 

@@ -33,7 +33,7 @@ from layers.audit import (
     utc_now,
     with_target,
 )
-from layers.compact import attrs_of, share_repeated
+from layers.compact import batches_of, frame_of_batches
 from layers.finder import Hits, Queries
 from layers.incidents import (
     EVENT_COLUMNS,
@@ -735,21 +735,19 @@ def _read_layer(cur, spec: LayerSpec, gen: int, where: str = "",
         + " ORDER BY fid",
         (gen, gen, *params),
     )
-    rows = cur.fetchall()
-    frame = pd.DataFrame([r[: len(cols)] for r in rows], columns=cols)
-    frame["attrs"] = attrs_of(frame["attrs"].tolist())
+    frame, geoms = frame_of_batches(batches_of(cur), cols, _from_wkb if spec.geometry else None)
     for col in spec.nullable:
         frame[col] = frame[col].fillna("")
-    share_repeated(frame, spec.required)
     if "rank" in frame:
         frame["rank"] = frame["rank"].astype(int)
     frame["fid"] = frame["fid"].astype(np.int64)
     if spec.geometry:
-        geoms = (
-            shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else np.array([], dtype=object)
-        )
         return gpd.GeoDataFrame(frame, geometry=geoms, crs=STORE_EPSG)
     return frame
+
+
+def _from_wkb(blobs: list) -> np.ndarray:
+    return shapely.from_wkb([bytes(b) for b in blobs])
 
 
 def _scoped(spec: LayerSpec, gen: int, bbox: tuple) -> tuple[str, tuple]:
