@@ -98,7 +98,10 @@ def _categories(column: pa.DictionaryArray) -> pd.Categorical:
     """A dictionary column over the answer registry as pandas categories (the registry's words
     repeat across answers; categories may not)."""
     codes, words = pd.factorize(column.dictionary.to_numpy(zero_copy_only=False))
-    return pd.Categorical.from_codes(codes[column.indices.to_numpy()], categories=words)
+    # Object categories, not pandas' arrow strings: a page or the map's details file takes a
+    # few hundred rows as Python strings, and arrow categories were converted whole each time.
+    return pd.Categorical.from_codes(codes[column.indices.to_numpy()],
+                                     categories=pd.Index(words, dtype=object))
 
 
 ASSIGNMENT_COLUMNS = ("status", "grid_code", "grid_name", "township_code", "township_name",
