@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -23,7 +23,7 @@ import shapely
 from grids.deadlines import beijing_text
 from grids.routing import Router
 from layers.finder import Queries
-from layers.store import Snapshot
+from layers.store import Snapshot, Store
 
 ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
 GRID_KIND_ZH = {"comprehensive": "综合网格", "park": "园区网格", "dedicated": "专属网格"}
@@ -31,45 +31,27 @@ STATUS_ZH = {
     "reported": "已受理", "dispatched": "已派遣", "verified": "已现场核实",
     "transferred": "已移送执法局", "handling": "处理中", "closed": "已结案",
 }
-_ASSIGNMENTS: dict[tuple, pd.DataFrame] = {}
-_ASSIGNING = threading.Lock()
-_AMBIGUOUS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
 
 # -- entities → grids -----------------------------------------------------------------------------
+# Around a worker's grids the store's spatial index finds the entities to route: a little more
+# than the grids' extent, so that a position within the resolver's tolerance of a grid's edge
+# (a candidate of an ambiguous answer) is not missed (~100 m).
+_AROUND_DEG = 0.001
+
+
 def entity_assignment(router: Router) -> pd.DataFrame:
     """The routing answer columns the pages use (ASSIGNMENT_COLUMNS: status, grid, township,
     workers) of every entity, one row per entity in snapshot order, plus `entity_id` and
-    `candidate_grids` (the grid codes of an ambiguous position). Routed in one batch and cached
-    per generation."""
-    snap = router.snapshot
-    key = (snap.generation.created_at, snap.generation.id, id(router.resolver))
-    with _ASSIGNING:  # the map's background writer and a page may ask at the same time
-        if key not in _ASSIGNMENTS:
-            if len(_ASSIGNMENTS) > 8:
-                _ASSIGNMENTS.clear()
-            _ASSIGNMENTS[key] = _assign(router)
-        return _ASSIGNMENTS[key]
+    `candidate_grids` (the grid codes of an ambiguous position). Routed in one batch; for the
+    map's files of a version (ui/mapdata.py), written once. Not kept: a worker's page routes
+    the entities around their grids (`build_portfolio`), so no process holds a province's
+    million answers for it."""
+    return _assign(router)
 
 
-def _ambiguous_positions(router: Router) -> np.ndarray:
-    """Positions (in entity_assignment's order) of the entities with candidate grids."""
-    assigned = entity_assignment(router)
-    key = id(assigned)
-    with _ASSIGNING:
-        hit = _AMBIGUOUS.get(key)
-        if hit is None or hit[0]() is not assigned:
-            if len(_AMBIGUOUS) > 8:
-                _AMBIGUOUS.clear()
-            positions = np.flatnonzero(assigned["candidate_grids"].map(len).to_numpy() > 0)
-            hit = (weakref.ref(assigned), positions)
-            _AMBIGUOUS[key] = hit
-        return hit[1]
-
-
-def _assign(router: Router) -> pd.DataFrame:
-    snap = router.snapshot
-    entities = snap["entities"]
+def _assign(router: Router, entities: pd.DataFrame | None = None) -> pd.DataFrame:
+    entities = router.snapshot["entities"] if entities is None else entities
     geoms = entities.geometry.values
     if not len(entities):
         frame = pd.DataFrame(columns=list(ASSIGNMENT_COLUMNS))
@@ -218,9 +200,11 @@ INCIDENT_COLUMNS = {
 }
 
 
-def build_portfolio(router: Router, worker_id: str, incidents: pd.DataFrame | None = None
-                    ) -> Portfolio:
-    """Everything one worker answers for, as of the router's generation."""
+def build_portfolio(router: Router, worker_id: str, store: Store,
+                    incidents: pd.DataFrame | None = None) -> Portfolio:
+    """Everything one worker answers for, as of the router's generation. The entities are
+    those the store finds around the worker's grids, routed here: the same whether the city
+    has ten thousand entities or a million."""
     snap = router.snapshot
     workers = snap["workers"]
     mine = workers[workers["id"].astype(str) == str(worker_id)]
@@ -246,7 +230,7 @@ def build_portfolio(router: Router, worker_id: str, incidents: pd.DataFrame | No
         others.setdefault(grid, []).append(f"{name}（{ROLE_ZH.get(role, role)}）{phone}")
     grids["others"] = ["；".join(others.get(c, [])) for c in grids["code"]]
 
-    entities = _entities_in(router, set(role_of))
+    entities = _entities_in(router, store, grids, set(role_of))
     if incidents is None:
         incidents = _empty_incidents()
     incidents = incidents[incidents["grid"].isin(role_of)].reset_index(drop=True)
@@ -258,18 +242,22 @@ def build_portfolio(router: Router, worker_id: str, incidents: pd.DataFrame | No
     return Portfolio(worker, grids, entities, incidents, snap.generation.as_dict())
 
 
-def _entities_in(router: Router, grid_codes: set[str]) -> pd.DataFrame:
-    snap = router.snapshot
-    frame = snap["entities"]
-    assigned = entity_assignment(router)
+def _entities_in(router: Router, store: Store, grids: pd.DataFrame,
+                 grid_codes: set[str]) -> pd.DataFrame:
+    if len(grids):
+        minx, miny, maxx, maxy = (float(v) for v in grids.total_bounds)
+        frame = store.entities_in((minx - _AROUND_DEG, miny - _AROUND_DEG, maxx + _AROUND_DEG,
+                                   maxy + _AROUND_DEG), router.snapshot.generation.id)
+    else:  # none of the worker's grids in this version: nothing to read
+        frame = gpd.GeoDataFrame({c: [] for c in ("fid", "id", "name", "industry",
+                                                  "permit_class", "attrs")},
+                                 geometry=[], crs=grids.crs)
+    frame = frame.reset_index(drop=True)
+    assigned = _assign(router, frame)
     direct = assigned["grid_code"].isin(grid_codes).to_numpy()
-    # Only the few entities at an ambiguous position have candidate grids: look at those, not
-    # at every entity of the city (a phone page asks this twice per visit).
-    maybe = np.zeros(len(assigned), dtype=bool)
-    ambiguous = _ambiguous_positions(router)
-    candidates = assigned["candidate_grids"].to_numpy()
-    maybe[ambiguous] = [bool(grid_codes.intersection(candidates[i])) for i in ambiguous]
-    maybe &= ~direct
+    candidates = assigned["candidate_grids"].tolist()
+    maybe = np.array([bool(c) and not d and bool(grid_codes.intersection(c))
+                      for c, d in zip(candidates, direct, strict=True)], dtype=bool)
     rows = np.flatnonzero(direct | maybe)
     sub = frame.iloc[rows]
     attrs = sub["attrs"].tolist()

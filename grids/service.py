@@ -539,7 +539,7 @@ class Gridmap:
 
         acting = self.acting(actor)
         acting.require_worker("patrol.coverage", worker_id)
-        mine = portfolio.build_portfolio(self._router(), worker_id)
+        mine = portfolio.build_portfolio(self._router(), worker_id, self.store())
         codes = tuple(mine.grids["code"].astype(str))
         return patrols.coverage(acting, self._router(), codes, mine.entities, days, now)
 
@@ -677,7 +677,8 @@ class Gridmap:
         grids = tuple(sorted(set(workers[workers["id"].astype(str) == worker_id]["grid_code"])))
         found = self.store().query_incidents(IncidentQuery(not_statuses=("closed",),
                                                            grid_codes=grids))
-        mine = portfolio.build_portfolio(router, worker_id, portfolio.open_incidents(found))
+        mine = portfolio.build_portfolio(router, worker_id, self.store(),
+                                         portfolio.open_incidents(found))
         if not acting.sees_all_phones():
             mine.grids["others"] = [_colleague_text(acting, router, c) for c in mine.grids["code"]]
         return mine

@@ -250,7 +250,8 @@ def test_worker_page(store_path, monkeypatch):
     # The roster itself is checked in test_portfolio; here: it is a workbook of this worker.
     from grids import portfolio
 
-    mine = portfolio.build_portfolio(Router(open_store(str(store_path))), "W003")
+    opened = open_store(str(store_path))
+    mine = portfolio.build_portfolio(Router(opened), "W003", opened)
     wb = load_workbook(io.BytesIO(portfolio.roster_excel(mine)))
     assert wb["网格员"]["B2"].value == "W003"
 

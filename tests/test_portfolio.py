@@ -42,7 +42,22 @@ def test_assignment_is_the_routing_answer(router):
         answer = router.route(geom.x, geom.y)
         assert status == answer["status"]
         assert grid == (answer["grid"]["code"] if answer["grid"] else "")
-    assert portfolio.entity_assignment(router) is assigned  # once per generation
+
+
+def test_each_workers_entities_are_those_routed_to_their_grids(store, router):
+    """Found by the store around a worker's grids and routed there: the same entities as
+    every entity routed at once and selected by grid (or by candidate grid when ambiguous)."""
+    assigned = portfolio.entity_assignment(router)
+    seen = set()
+    for wid in router.snapshot["workers"]["id"].astype(str).unique():
+        mine = portfolio.build_portfolio(router, wid, store)
+        codes = set(mine.grid_codes)
+        expected = {eid for eid, grid, cands in zip(
+            assigned["entity_id"], assigned["grid_code"], assigned["candidate_grids"],
+            strict=True) if grid in codes or codes.intersection(cands)}
+        assert set(mine.entities["id"]) == expected, wid
+        seen |= expected
+    assert len(seen) >= len(assigned) // 2  # most entities belong to some worker's grid
 
 
 def test_worker_index(router):
@@ -61,7 +76,7 @@ def test_worker_index(router):
 def test_portfolio_of_a_worker(store, router):
     incidents = portfolio.open_incidents(store.query_incidents(
         IncidentQuery(not_statuses=("closed",))))
-    mine = portfolio.build_portfolio(router, worker_of(router, A2_SOUTH), incidents)
+    mine = portfolio.build_portfolio(router, worker_of(router, A2_SOUTH), store, incidents)
     assert mine.grid_codes == [A2_SOUTH]
     names = set(mine.entities["name"])
     assert {"甲二镇印染有限公司", XSS_NAME} <= names
@@ -75,15 +90,15 @@ def test_portfolio_of_a_worker(store, router):
     assert "网格长" in mine.grids["others"].iat[0]
 
 
-def test_leader_and_unknown_worker(router):
-    lead = portfolio.build_portfolio(router, "L001")
+def test_leader_and_unknown_worker(store, router):
+    lead = portfolio.build_portfolio(router, "L001", store)
     assert lead.worker["roles"] == "网格长" and lead.grid_codes == [A2_SOUTH]
     with pytest.raises(KeyError):
-        portfolio.build_portfolio(router, "nobody")
+        portfolio.build_portfolio(router, "nobody", store)
 
 
-def test_filters(router):
-    mine = portfolio.build_portfolio(router, worker_of(router, A2_SOUTH))
+def test_filters(store, router):
+    mine = portfolio.build_portfolio(router, worker_of(router, A2_SOUTH), store)
     only = portfolio.filter_entities(mine.entities, ["纺织印染"], None)
     assert only["name"].tolist() == ["甲二镇印染有限公司"]
     assert len(portfolio.filter_entities(mine.entities, None, ["简化管理"])) == 1
@@ -92,7 +107,7 @@ def test_filters(router):
 
 def test_roster_workbook(store, router):
     wid = worker_of(router, "320901002001002")  # A2 north: holds the formula-named entity
-    mine = portfolio.build_portfolio(router, wid, portfolio.open_incidents(
+    mine = portfolio.build_portfolio(router, wid, store, portfolio.open_incidents(
         store.query_incidents(IncidentQuery(not_statuses=("closed",)))))
     wb = load_workbook(io.BytesIO(portfolio.roster_excel(mine)))
     assert wb.sheetnames == ["网格员", "负责网格", "监管对象", "未结事件"]
