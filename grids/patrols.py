@@ -62,8 +62,8 @@ class VisitResult:
 
 def entity_place(acting: Acting, router: Router, entity_id: str) -> tuple[pd.Series, dict]:
     """The entity and its routing answer (its grid decides whose patrol it is)."""
-    ents = router.snapshot["entities"]
-    found = ents[ents["id"].astype(str) == str(entity_id)]
+    # Asked of the store by id (its index), not found among every entity of the province.
+    found = acting.store.entities_by_id([str(entity_id)], router.snapshot.generation.id)
     if found.empty:
         raise CaseError(f"监管对象 {entity_id} 不存在")
     row = found.iloc[0]

@@ -346,7 +346,7 @@ def entity_details(snapshot: Snapshot, assignment: pd.DataFrame | None, chunk: i
 
 
 def entity_chunks(snapshot: Snapshot) -> int:
-    return -(-len(snapshot["entities"]) // ENTITY_CHUNK)
+    return -(-snapshot.count("entities") // ENTITY_CHUNK)
 
 
 def grid_workers(snapshot: Snapshot) -> dict[str, list[list[str]]]:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,7 +85,8 @@ DRAFT_COLUMNS = [
 GEOMETRY_TYPES = {"polygon": "MULTIPOLYGON", "point": "POINT"}
 # Indexes for what the store's queries filter by, beyond the schema's own: the workers of the
 # grids around a place (`snapshot(bbox=…)`). Created when a file lacks them.
-INDEXES = {"workers_grid": 'CREATE INDEX IF NOT EXISTS "workers_grid" ON "workers" (grid_code)'}
+INDEXES = {"workers_grid": 'CREATE INDEX IF NOT EXISTS "workers_grid" ON "workers" (grid_code)',
+           "entities_id": 'CREATE INDEX IF NOT EXISTS "entities_id" ON "entities" (id)'}
 
 
 def layer_columns(spec: LayerSpec) -> list[tuple[str, str]]:
@@ -468,6 +469,14 @@ class GeoPackageStore(Store):
             'fid IN (SELECT id FROM "rtree_entities_geom" WHERE minx <= ? AND maxx >= ? '
             "AND miny <= ? AND maxy >= ?)", (box[2], box[0], box[3], box[1]))
         return within_box(frame, box)
+
+    def entities_by_id(self, ids: Sequence[str],
+                       generation: int | None = None) -> gpd.GeoDataFrame:
+        gen = self.current_generation() if generation is None else int(generation)
+        # One parameter however many ids (sqlite limits the number of parameters).
+        wanted = json.dumps(sorted({str(i) for i in ids}), ensure_ascii=False)
+        return self._read_layer(LAYERS["entities"], gen,
+                                "id IN (SELECT value FROM json_each(?))", (wanted,))
 
     def _read_later(self, spec: LayerSpec, gen: Generation) -> pd.DataFrame:
         """A deferred layer, read on a connection of its own (whichever thread asks)."""

@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -310,6 +311,16 @@ class PostgisStore(Store):
             frame = _read_layer(cur, LAYERS["entities"], int(generation),
                                 "geom && ST_MakeEnvelope(%s, %s, %s, %s, 4490)", box)
         return within_box(frame, box)
+
+    def entities_by_id(self, ids: Sequence[str],
+                       generation: int | None = None) -> gpd.GeoDataFrame:
+        wanted = sorted({str(i) for i in ids})
+        with self.lock, self.conn, self.conn.cursor() as cur:
+            if generation is None:
+                cur.execute("SELECT coalesce(max(id), 0) FROM generations")
+                generation = cur.fetchone()[0]
+            return _read_layer(cur, LAYERS["entities"], int(generation), "id = ANY(%s)",
+                               (wanted,))
 
     def _read_later(self, spec: LayerSpec, gen: Generation, count: bool = False):
         """A deferred layer (or its row count), read when first used, from whichever thread,

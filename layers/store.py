@@ -12,7 +12,7 @@ import math
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -113,6 +113,7 @@ class Layers(Mapping):
             first = [n for n in order if n in names]
             names = [*first, *(n for n in names if n not in first)]
         self._names = names
+        self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __getitem__(self, name: str) -> pd.DataFrame:
@@ -140,10 +141,13 @@ class Layers(Mapping):
         return name in self._frames
 
     def count(self, name: str) -> int:
-        """The layer's row count, without reading a deferred layer."""
+        """The layer's row count, without reading a deferred layer (counted once: a
+        snapshot's rows do not change, and every map page asks)."""
         if name in self._frames:
             return len(self._frames[name])
-        return self._deferred[name].count()
+        if name not in self._counts:
+            self._counts[name] = self._deferred[name].count()
+        return self._counts[name]
 
 
 @dataclass
@@ -176,6 +180,11 @@ class Snapshot:
         """Whether a layer's rows are in memory (False for a deferred layer not yet used)."""
         layers = self.layers
         return layers.is_read(name) if isinstance(layers, Layers) else name in layers
+
+    def count(self, name: str) -> int:
+        """One layer's row count (a deferred layer is counted in the store, not read)."""
+        layers = self.layers
+        return layers.count(name) if isinstance(layers, Layers) else len(layers[name])
 
     def counts(self) -> dict[str, int]:
         """Row counts per layer (a deferred layer is counted in the store, not read)."""
@@ -391,6 +400,13 @@ class Store(ABC):
         lies in `bbox` (min lon, min lat, max lon, max lat in EPSG:4490, edges included),
         found through the spatial index, never by reading them all: the columns of the
         snapshot's `entities` layer, in fid order (what is near a place: the intake)."""
+
+    @abstractmethod
+    def entities_by_id(self, ids: Sequence[str],
+                       generation: int | None = None) -> gpd.GeoDataFrame:
+        """The supervised entities of `generation` (default: the current one) with these ids
+        (credit codes), found through the id index, never by reading them all: the columns of
+        the snapshot's `entities` layer, in fid order (one entity's patrol visit)."""
 
     @abstractmethod
     def commit_layers(

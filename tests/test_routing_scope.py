@@ -200,6 +200,35 @@ def test_entities_in_a_box_come_from_the_store(sample):
     assert len(store.entities_in(boxes[2])) >= 1
 
 
+def test_entities_by_id_come_from_the_store(sample):
+    _kind, store = sample
+    whole = store.snapshot()["entities"]
+    ids = whole["id"].astype(str).tolist()
+    wanted = [ids[7], ids[3], ids[3], "不存在的代码", "x') OR 1=1 --"]
+    got = store.entities_by_id(wanted)
+    expect = whole[whole["id"].isin(wanted)].reset_index(drop=True)
+    assert list(got.columns) == list(whole.columns) and got.crs == whole.crs
+    assert got["id"].tolist() == expect["id"].tolist() and len(got) == 2  # fid order, once each
+    assert got["attrs"].tolist() == expect["attrs"].tolist()
+    assert shapely.equals(got.geometry.values, expect.geometry.values).all()
+    assert store.entities_by_id([]).empty
+    assert len(store.entities_by_id(ids[:1200])) == 1200  # more than sqlite's parameter limit
+    assert store.entities_by_id([ids[0]], generation=1)["id"].tolist() == [ids[0]]
+
+
+def test_the_geopackage_reads_one_entity_through_its_id_index(sample_store):
+    store = open_store(str(sample_store))
+    seen: list[str] = []
+    store.conn.set_trace_callback(seen.append)
+    store.entities_by_id(["913206001000231381"])
+    store.conn.set_trace_callback(None)
+    reads = [sql for sql in seen if 'FROM "entities"' in sql]
+    assert len(reads) == 1, seen
+    plan = " ".join(r[3] for r in store.conn.execute("EXPLAIN QUERY PLAN " + reads[0]))
+    assert "entities_id" in plan and not re.search(r"\bSCAN entities\b", plan), plan
+    store.close()
+
+
 def test_the_intake_asks_the_store_for_the_entities_nearby(sample):
     _kind, store = sample
     store.clear_cache()

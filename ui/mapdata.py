@@ -144,7 +144,8 @@ def publish(store_url: str, router: Router, basemap: Basemap,
             rest.join()
     incidents_file = _incidents(folder, incidents, shift, audience)
     first_files, min_zoom = _FIRST[key]
-    return MapData(key, f"{STATIC_URL}cache/{key}/", incidents_file, len(snap["entities"]),
+    # Counted, not read: a process that finds the files written reads no entity at all.
+    return MapData(key, f"{STATIC_URL}cache/{key}/", incidents_file, snap.count("entities"),
                    display.entity_chunks(snap), first_files, min_zoom)
 
 
