@@ -215,6 +215,19 @@ class _Lru(OrderedDict):
 _CACHE = _Lru(96)
 
 
+# What the map's files of the entities are made from (all of them, per generation).
+_ENTITY_CACHES = ("entity_order", "entities", "entity_xy", "entity_tiles")
+
+
+def forget_entities(snapshot: Snapshot) -> None:
+    """The cached encodings of every entity of the snapshot let go (the map's files written:
+    a served process needs them no more)."""
+    key = generation_key(snapshot)
+    with _CACHE.lock:
+        for k in [k for k in _CACHE if k[0] == key and k[1] in _ENTITY_CACHES]:
+            del _CACHE[k]
+
+
 def generation_key(snapshot: Snapshot) -> tuple[str, int]:
     g = snapshot.generation
     return (g.created_at, g.id)

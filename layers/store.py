@@ -140,6 +140,14 @@ class Layers(Mapping):
         """Whether the layer's rows are in memory (a deferred layer not yet used: False)."""
         return name in self._frames
 
+    def release(self, name: str) -> None:
+        """A deferred layer's rows let go (read again if used again)."""
+        if name in self._deferred:
+            with self._lock:
+                frame = self._frames.pop(name, None)
+                if frame is not None:
+                    self._counts[name] = len(frame)
+
     def count(self, name: str) -> int:
         """The layer's row count, without reading a deferred layer (counted once: a
         snapshot's rows do not change, and every map page asks)."""
@@ -180,6 +188,12 @@ class Snapshot:
         """Whether a layer's rows are in memory (False for a deferred layer not yet used)."""
         layers = self.layers
         return layers.is_read(name) if isinstance(layers, Layers) else name in layers
+
+    def release(self, name: str) -> None:
+        """A deferred layer's rows let go, to be read again only if used again (a served
+        process, once it has written the map's files from a province's million entities)."""
+        if isinstance(self.layers, Layers):
+            self.layers.release(name)
 
     def count(self, name: str) -> int:
         """One layer's row count (a deferred layer is counted in the store, not read)."""

@@ -18,10 +18,12 @@ import pandas as pd
 import pytest
 import shapely
 
+from grids import patrols
 from grids.access import Actor
 from grids.acting import Acting
 from grids.intake import NEARBY_RADIUS_M, EntityIndex, intake, intake_extent
 from grids.routing import Router, point_box, route_extent_once, route_once
+from grids.service import Gridmap
 from layers.finder import MemoryFinder
 from layers.importer import import_path
 from layers.store import DEFERRED_LAYERS, Layers, StoreError, open_store
@@ -84,6 +86,33 @@ def test_routing_never_reads_the_entities(sample):
     assert entities.crs.to_epsg() == 4490 and entities["fid"].is_monotonic_increasing
     assert "entities" in router.snapshot.layers and list(router.snapshot.layers)[-2:] == [
         "entities", "precedence"]
+
+
+def test_a_workers_page_and_a_patrol_visit_never_read_the_entities(sample):
+    """Both ask the store (around the worker's grids, by id): a province's million entities
+    are never read for one person's page."""
+    _kind, store = sample
+    svc = Gridmap(store.url)
+    admin = Actor.local_admin()
+    router = svc._router()
+    mine = None
+    for wid in router.snapshot["workers"]["id"].astype(str).unique()[:50]:
+        mine = svc.worker_portfolio(admin, wid)
+        if len(mine.entities):
+            break
+    assert mine is not None and len(mine.entities)
+    entity, answer = patrols.entity_place(svc.acting(admin), router, mine.entities["id"].iat[0])
+    assert entity["id"] == mine.entities["id"].iat[0] and answer["status"] in ("ok", "ambiguous")
+    assert not router.snapshot.is_read("entities")
+    # Let go after use (a served process once the map's files are written), read again if
+    # asked: the same rows, counted without reading them.
+    whole = router.snapshot["entities"]
+    router.snapshot.release("entities")
+    assert not router.snapshot.is_read("entities")
+    assert router.snapshot.count("entities") == len(whole) == 10_000
+    again = router.snapshot["entities"]
+    assert again is not whole and again["id"].tolist() == whole["id"].tolist()
+    svc.close()
 
 
 def test_deferred_layers_are_read_from_any_thread(sample):
