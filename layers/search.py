@@ -161,8 +161,7 @@ class _EntityHits(Sequence):
     their detail lines were 0.6 GB of each app process (see layers/compact.py)."""
 
     def __init__(self, ids: Sequence, names: Sequence, industries: Sequence,
-                 addresses: list[str],
-                 xs: np.ndarray, ys: np.ndarray) -> None:
+                 addresses: Sequence, xs: np.ndarray, ys: np.ndarray) -> None:
         self._columns = (ids, names, industries, addresses)
         self._xs, self._ys = xs, ys
 
@@ -226,8 +225,11 @@ class SearchIndex:
                      else "" for a in e["attrs"]]
         parts = [address_parts(a) for a in addresses]
         # The frame's own arrays (arrow strings): no Python string per row until a hit is made.
+        # The addresses as one arrow column, not as the attribute dicts' strings: those would
+        # keep the dicts' memory from being given back once the layer is let go.
         hits = _EntityHits(e["id"].array, e["name"].array, e["industry"].array,
-                           addresses, np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
+                           pd.array(addresses, dtype="str"), np.asarray(xs, dtype=float),
+                           np.asarray(ys, dtype=float))
         table = _Table("entity", [self._key(e["id"], True), self._key(e["name"]),
                                   self._key([p[2] for p in parts], weaker=(1, 3)),
                                   self._key(addresses, weaker=(3, 3))], hits)

@@ -386,11 +386,14 @@ def warm_up() -> None:
     svc.warm()
     settings = load_settings()
     # The process itself, before anyone is signed in: the local administrator's rights.
-    router = svc.map_router(Actor.local_admin())
+    admin = Actor.local_admin()
+    router = svc.map_router(admin)
     mapdata.warm(svc.url, router, settings.get(settings.default))
-    # The entities the files were made from let go: no page needs them all (a worker's page
-    # and a patrol visit ask the store; search reads them again when first asked). A
-    # province's process kept 1.2 GB for nothing.
+    # The search index too: its first use otherwise read and indexed a province's million
+    # entities while a dispatcher waited (25 s). It keeps only the columns it shows.
+    svc.search_index(admin)
+    # Then the entities let go: no page needs them all (a worker's page and a patrol visit
+    # ask the store). A province's process kept 1.2 GB for nothing.
     router.snapshot.release("entities")
     display.forget_entities(router.snapshot)
     settle()
