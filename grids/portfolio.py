@@ -40,17 +40,13 @@ STATUS_ZH = {
 _AROUND_DEG = 0.001
 
 
-def entity_assignment(router: Router) -> pd.DataFrame:
+def entity_assignment(router: Router, entities: pd.DataFrame | None = None) -> pd.DataFrame:
     """The routing answer columns the pages use (ASSIGNMENT_COLUMNS: status, grid, township,
-    workers) of every entity, one row per entity in snapshot order, plus `entity_id` and
-    `candidate_grids` (the grid codes of an ambiguous position). Routed in one batch; for the
-    map's files of a version (ui/mapdata.py), written once. Not kept: a worker's page routes
-    the entities around their grids (`build_portfolio`), so no process holds a province's
-    million answers for it."""
-    return _assign(router)
-
-
-def _assign(router: Router, entities: pd.DataFrame | None = None) -> pd.DataFrame:
+    workers) of `entities` (default: every entity of the router's snapshot — the map's files of
+    a version, ui/mapdata.py), one row per entity in their order, plus `entity_id` and
+    `candidate_grids` (the grid codes of an ambiguous position). Routed in one batch, not kept:
+    a worker's page routes the entities around their grids (`build_portfolio`), so no process
+    holds a province's million answers for it."""
     entities = router.snapshot["entities"] if entities is None else entities
     geoms = entities.geometry.values
     if not len(entities):
@@ -63,15 +59,16 @@ def _assign(router: Router, entities: pd.DataFrame | None = None) -> pd.DataFram
     with writer.lock:
         ids = writer.ids(results)[index]
         columns = writer.arrow_columns(ids)
-    # Only what the pages read is kept for the generation's life (the other answer columns —
-    # county, park, bureau, chain, reasons … — were half of a province's 3 GB app process),
-    # each as categories: a province's million rows meet some 80,000 answers, and the same
-    # words held per row were another 0.25 GB.
+    # Only what the pages read (the other answer columns — county, park, bureau, chain,
+    # reasons … — were half of a province's 3 GB app process), each as categories: a
+    # province's million rows meet some 80,000 answers.
     frame = pd.DataFrame({name: _categories(columns[name]) for name in ASSIGNMENT_COLUMNS
                           if name in columns})
     frame["entity_id"] = entities["id"].astype(str).to_numpy()
-    # One tuple per answer, shared by its rows.
-    per_answer = [_candidate_grids(c) for c in columns["candidates"].dictionary.to_pylist()]
+    # One tuple per answer met (not per answer of the registry: a page routes a few hundred
+    # entities), shared by its rows.
+    words = columns["candidates"].dictionary
+    per_answer = {i: _candidate_grids(words[i].as_py()) for i in np.unique(ids).tolist()}
     frame["candidate_grids"] = [per_answer[i] for i in ids.tolist()]
     return frame
 
@@ -253,7 +250,7 @@ def _entities_in(router: Router, store: Store, grids: pd.DataFrame,
                                                   "permit_class", "attrs")},
                                  geometry=[], crs=grids.crs)
     frame = frame.reset_index(drop=True)
-    assigned = _assign(router, frame)
+    assigned = entity_assignment(router, frame)
     direct = assigned["grid_code"].isin(grid_codes).to_numpy()
     candidates = assigned["candidate_grids"].tolist()
     maybe = np.array([bool(c) and not d and bool(grid_codes.intersection(c))
