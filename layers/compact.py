@@ -1,10 +1,10 @@
 """Layer rows read whole from a store, held with each repeated text once.
 
-A province's million supervised entities are read into one process (the map's files, search,
-the worker pages). Their text columns are arrow strings already (pandas' `str`); their
-attributes are dicts, and decoded row by row every row brought its own copy of the same keys
-and of the same few values (inspection class, township code). Sharing them changes no value:
-equal strings stay equal, only their copies go.
+A province's million supervised entities are read whole into a served process twice at most
+(the map's files of a version, the search index) and then let go. Their text columns are
+arrow strings already (pandas' `str`); their attributes are dicts, and decoded row by row
+every row brought its own copy of the same keys and of the same few values (inspection class,
+township code). Sharing them changes no value: equal strings stay equal, only their copies go.
 """
 
 from __future__ import annotations

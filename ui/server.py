@@ -375,8 +375,9 @@ WS_COMPRESSION_FLAG = "GRIDMAP_WS_COMPRESSION"
 
 def warm_up() -> None:
     """Before the server listens: the layers loaded, the map's data files of the default
-    basemap written whole (ui/mapdata.warm), then the process settled (ui/settle.py:
-    everything loaded frozen for the garbage collector, arrow's freed blocks given back)."""
+    basemap written whole (ui/mapdata.warm), the search index built, the entities let go,
+    then the process settled (ui/settle.py: everything loaded frozen for the garbage
+    collector, freed memory given back)."""
     from layers import display
     from ui import mapdata
     from ui.basemap import load_settings
