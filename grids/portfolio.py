@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -239,8 +241,32 @@ def build_portfolio(router: Router, worker_id: str, store: Store,
     return Portfolio(worker, grids, entities, incidents, snap.generation.as_dict())
 
 
+# A worker's entities per version and set of grids: a version's entities never change, and a
+# phone page asks twice per visit (its list and its map), a worker many times a day.
+_MINE: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+_MINE_SIZE = 512
+_MINE_LOCK = threading.Lock()
+
+
 def _entities_in(router: Router, store: Store, grids: pd.DataFrame,
                  grid_codes: set[str]) -> pd.DataFrame:
+    gen = router.snapshot.generation
+    key = (gen.created_at, gen.id, store.url, tuple(sorted(grid_codes)))
+    with _MINE_LOCK:
+        found = _MINE.get(key)
+        if found is not None:
+            _MINE.move_to_end(key)
+            return found.copy()
+    found = _routed_around(router, store, grids, grid_codes)
+    with _MINE_LOCK:
+        _MINE[key] = found
+        while len(_MINE) > _MINE_SIZE:
+            _MINE.popitem(last=False)
+    return found.copy()
+
+
+def _routed_around(router: Router, store: Store, grids: pd.DataFrame,
+                   grid_codes: set[str]) -> pd.DataFrame:
     if len(grids):
         minx, miny, maxx, maxy = (float(v) for v in grids.total_bounds)
         frame = store.entities_in((minx - _AROUND_DEG, miny - _AROUND_DEG, maxx + _AROUND_DEG,

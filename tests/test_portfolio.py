@@ -60,6 +60,15 @@ def test_each_workers_entities_are_those_routed_to_their_grids(store, router):
     assert len(seen) >= len(assigned) // 2  # most entities belong to some worker's grid
 
 
+def test_a_workers_entities_asked_again_are_the_same_and_their_own(store, router):
+    wid = worker_of(router, A2_SOUTH)
+    first = portfolio.build_portfolio(router, wid, store)
+    first.entities.loc[:, "name"] = "改过的名称"  # a page changing its copy
+    again = portfolio.build_portfolio(router, wid, store)
+    assert "改过的名称" not in set(again.entities["name"]) and len(again.entities)
+    assert again.entities["id"].tolist() == first.entities["id"].tolist()
+
+
 def test_worker_index(router):
     index = portfolio.worker_index(router.snapshot)
     assert set(index["id"]) == set(router.snapshot["workers"]["id"])
