@@ -4,6 +4,8 @@ forged and oversized forms, hostile logins, open redirects, a session after logo
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -11,6 +13,7 @@ import requests
 from grids.access import Actor
 from grids.service import Gridmap
 from tests.browser import AppServer, build_map_world
+from tests.conftest import ROOT
 from tests.signin import PASSWORD
 
 
@@ -146,3 +149,21 @@ def test_a_check_that_ends_after_a_logout_does_not_revive_the_session(monkeypatc
     assert gate._actor(other) == live and gate._recently_checked(other) == live
     gate.forget(other)
     assert gate._recently_checked(other) is None and gate._actor(other) is None
+
+
+def test_page_imports_are_made_before_listening_but_no_component_module():
+    """warm_up imports what the pages import (their first visitors no longer wait for it),
+    never a module that declares a Streamlit component: imported outside a script run, the
+    component would not be registered with the server and the map would not load."""
+    code = (
+        "import sys\n"
+        "from ui.server import preimport_pages\n"
+        "done = preimport_pages()\n"
+        "print(sorted(m for m in ('streamlit_folium', 'ui.page', 'ui.worker', 'ui.geolocate')"
+        " if m in sys.modules))\n"
+        "print(all(m in sys.modules for m in ('folium', 'grids.patrols', 'grids.stats',"
+        " 'layers.spreadsheet', 'streamlit.emojis')), 'grids.patrols' in done)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True True"], out.stdout + out.stderr

@@ -373,6 +373,48 @@ SERVER_CONFIG = {
 WS_COMPRESSION_FLAG = "GRIDMAP_WS_COMPRESSION"
 
 
+# Imported inside Streamlit's own functions when a page first shows an emoji or an icon; and
+# what the page modules left to the first run import (folium: half a second of a process's
+# first page).
+_LAZY_IMPORTS = ("streamlit.emojis", "streamlit.material_icon_names", "folium",
+                 "folium.plugins")
+# Left to the first page run: modules that declare Streamlit components when imported
+# (streamlit_folium; ui.page, ui.worker, ui.geolocate …) register them with the running
+# server only when imported inside a script run — imported before, the map would not load.
+_IMPORTED_IN_A_RUN = ("__future__", "ui", "streamlit_folium")
+
+
+def preimport_pages() -> list[str]:
+    """The modules the pages import, imported before the process listens (returns their
+    names; not those of _IMPORTED_IN_A_RUN). The pages are scripts: otherwise their imports
+    ran in the first visitors' page runs, in each process (py-spy of twenty sessions starting
+    at once: a tenth of the app processes' CPU was importing)."""
+    import ast
+    import importlib
+
+    names: list[str] = list(_LAZY_IMPORTS)
+    for script in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module)
+                # `from ui import cards`: the names may be modules of the package.
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+    done = []
+    for name in dict.fromkeys(names):
+        if name.split(".")[0] in _IMPORTED_IN_A_RUN:
+            continue
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a module that is there failed to import: say so now
+                raise
+            continue  # `from x import name`: a name, not a module
+        done.append(name)
+    return done
+
+
 def warm_up() -> None:
     """Before the server listens: the layers loaded, the map's data files of the default
     basemap written whole (ui/mapdata.warm), the search index built, the entities let go,
@@ -383,6 +425,7 @@ def warm_up() -> None:
     from ui.basemap import load_settings
     from ui.settle import settle
 
+    preimport_pages()
     svc = service()
     svc.warm()
     settings = load_settings()
