@@ -158,7 +158,9 @@ def test_a_case_taken_from_the_phone_and_seen_by_the_dispatcher(phone, browser, 
     phone.idle()
     phone.tap("到达现场（记录定位）")
     page.get_by_text("已记录：到达现场").wait_for()
-    assert re.search(r"距上报位置 \d+ 米", page.locator("body").inner_text())
+    # The step's line comes further down the same script run than the message: wait for it
+    # (reading the page at once raced the run in CI).
+    page.get_by_text(re.compile(r"距上报位置 \d+ 米")).first.wait_for()
     page.get_by_role("textbox", name=re.compile("办理结果")).fill("现场核实：有刺鼻异味")
     page.get_by_role("textbox", name=re.compile("办理结果")).press("Tab")
     phone.idle()
@@ -227,7 +229,7 @@ def test_a_patrol_visit_is_recorded_and_shown_as_last_visited(phone, server):
     phone.shot("05_visit_form")
     phone.tap("保存巡查记录")
     page.get_by_text("巡查已记录", exact=False).wait_for()
-    assert re.search(r"距企业 \d+ 米", page.locator("body").inner_text())
+    page.get_by_text(re.compile(r"距企业 \d+ 米")).first.wait_for()
     page.get_by_role("textbox", name="查找监管对象").fill("印染")
     page.get_by_role("textbox", name="查找监管对象").press("Enter")
     phone.idle()
