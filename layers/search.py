@@ -168,9 +168,7 @@ class _EntityHits(Sequence):
     def __len__(self) -> int:
         return len(self._xs)
 
-    def __getitem__(self, row):  # type: ignore[override]
-        if isinstance(row, slice):
-            return [self[i] for i in range(*row.indices(len(self)))]
+    def __getitem__(self, row: int) -> Hit:  # type: ignore[override]
         eid, name, industry, address = (c[row] for c in self._columns)
         return Hit("entity", str(eid), str(name), f"{eid} · {industry} · {address}".rstrip(" ·"),
                    float(self._xs[row]), float(self._ys[row]), None)

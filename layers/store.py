@@ -202,10 +202,7 @@ class Snapshot:
 
     def counts(self) -> dict[str, int]:
         """Row counts per layer (a deferred layer is counted in the store, not read)."""
-        layers = self.layers
-        if isinstance(layers, Layers):
-            return {name: layers.count(name) for name in layers}
-        return {name: len(df) for name, df in layers.items()}
+        return {name: self.count(name) for name in self.layers}
 
 
 class CandidateFinder(Protocol):

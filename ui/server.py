@@ -381,7 +381,7 @@ _LAZY_IMPORTS = ("streamlit.emojis", "streamlit.material_icon_names", "folium",
 # Left to the first page run: modules that declare Streamlit components when imported
 # (streamlit_folium; ui.page, ui.worker, ui.geolocate …) register them with the running
 # server only when imported inside a script run — imported before, the map would not load.
-_IMPORTED_IN_A_RUN = ("__future__", "ui", "streamlit_folium")
+_IMPORTED_IN_A_RUN = ("ui", "streamlit_folium")
 
 
 def preimport_pages() -> list[str]:
@@ -403,7 +403,7 @@ def preimport_pages() -> list[str]:
                 names += [f"{node.module}.{alias.name}" for alias in node.names]
     done = []
     for name in dict.fromkeys(names):
-        if name.split(".")[0] in _IMPORTED_IN_A_RUN:
+        if name == "__future__" or name.split(".")[0] in _IMPORTED_IN_A_RUN:
             continue
         try:
             importlib.import_module(name)
