@@ -15,6 +15,7 @@ from functools import cached_property
 import pandas as pd
 
 from grids.access import Actor, PermissionDenied, require, scope
+from grids.roster import roster
 from layers.audit import AuditRecord
 from layers.store import IncidentQuery, Snapshot, Store
 
@@ -62,8 +63,7 @@ class Acting:
         """Grid codes of the actor's roster rows (a leader's led grids are among them)."""
         if not self.actor.worker_id:
             return frozenset()
-        workers = self.snapshot["workers"]
-        mine = workers[workers["id"].astype(str) == self.actor.worker_id]
+        mine = roster(self.snapshot).of_worker(self.actor.worker_id)
         if self.actor.role == "grid_leader":
             led = mine[mine["role"] == "leader"]
             mine = led if len(led) else mine
@@ -97,19 +97,14 @@ class Acting:
             return frozenset()
         if self.actor.role != "grid_leader":
             return frozenset({self.actor.worker_id})
-        workers = self.snapshot["workers"]
-        return frozenset(workers[workers["grid_code"].astype(str).isin(self.own_grids)]["id"]
-                         .astype(str)) | {self.actor.worker_id}
+        return roster(self.snapshot).workers_of_grids(self.own_grids) | {self.actor.worker_id}
 
     @cached_property
     def colleagues(self) -> frozenset[str]:
         """Roster ids whose phones a grid worker may see: the people of the townships of their
         own units."""
-        grids = self.snapshot["grids"]
-        towns = set(grids[grids["code"].astype(str).isin(self.own_grids)]["township_code"])
-        codes = set(grids[grids["township_code"].isin(towns)]["code"].astype(str))
-        workers = self.snapshot["workers"]
-        return frozenset(workers[workers["grid_code"].astype(str).isin(codes)]["id"].astype(str))
+        index = roster(self.snapshot)
+        return index.workers_of_grids(index.grids_in_townships_of(self.own_grids))
 
     def sees_all_phones(self) -> bool:
         return self.actor.role not in ("grid_worker", "grid_leader")

@@ -21,6 +21,7 @@ from grids.acting import Acting
 from grids.deadlines import BEIJING
 from grids.evidence import Upload
 from grids.flow import CaseError
+from grids.roster import roster
 from grids.routing import Router
 from layers.store import Attachment, VisitQuery, VisitRecord
 
@@ -160,23 +161,38 @@ class Coverage:
 
 def coverage(acting: Acting, router: Router, grid_codes: tuple[str, ...], entities: pd.DataFrame,
              days: int = 30, now: datetime | None = None) -> Coverage:
-    """Which entities of these grids were visited in the last `days` (a leader's view)."""
+    """Which entities of these grids were visited in the last `days` (a leader's view). A
+    worker's few hundred entities at most: looked up in dictionaries, not joined frame to
+    frame (a phone page asks for this at every visit)."""
     now = now or datetime.now(UTC)
-    last = acting.store.last_visits(tuple(grid_codes)).set_index("entity_id")
+    last = acting.store.last_visits(tuple(grid_codes))
     since = (now - timedelta(days=days)).timestamp()
+    ids = entities["id"].astype(str).tolist()
+    epoch_of = dict(zip(last["entity_id"].astype(str), last["last_epoch"], strict=True))
+    at_of = dict(zip(last["entity_id"].astype(str), last["last_at"], strict=True))
+    count_of = dict(zip(last["entity_id"].astype(str), last["visits"], strict=True))
     out = entities.copy()
-    out["last_epoch"] = out["id"].astype(str).map(last["last_epoch"]) if len(last) else np.nan
-    out["last_at"] = out["id"].astype(str).map(last["last_at"]) if len(last) else None
-    out["visits"] = (out["id"].astype(str).map(last["visits"]).fillna(0).astype(int)
-                     if len(last) else 0)
-    out["visited"] = out["last_epoch"].fillna(0) >= since
-    grids = router.snapshot["grids"]
-    names = dict(zip(grids["code"].astype(str), grids["name"], strict=True))
+    out["last_epoch"] = np.array([epoch_of.get(i, np.nan) for i in ids], dtype=float)
+    out["last_at"] = [at_of.get(i) for i in ids]
+    out["visits"] = np.array([count_of.get(i, 0) for i in ids], dtype=int)
+    out["visited"] = np.nan_to_num(out["last_epoch"].to_numpy(), nan=0.0) >= since
     out = out.rename(columns={"grid_code": "grid"})
-    by = out.groupby("grid").agg(entities=("id", "size"), visited=("visited", "sum"))
-    by = by.reset_index()
-    by["name"] = by["grid"].map(names)
-    by["share"] = (by["visited"] / by["entities"]).round(3)
+    per: dict[str, list[int]] = {}
+    for grid, seen in zip(out["grid"].astype(str), out["visited"], strict=True):
+        tally = per.setdefault(grid, [0, 0])
+        tally[0] += 1
+        tally[1] += bool(seen)
+    index = roster(router.snapshot)
+    names = router.snapshot["grids"]["name"]
+    order = sorted(per)
+    by = pd.DataFrame({
+        "grid": order,
+        "name": [names.iat[index.grid_row[g]] if g in index.grid_row else None for g in order],
+        "entities": [per[g][0] for g in order],
+        "visited": [per[g][1] for g in order],
+    })
+    by["share"] = (by["visited"] / by["entities"]).round(3) if len(by) else pd.Series(
+        dtype=float)
     return Coverage(days, out, by[["grid", "name", "entities", "visited", "share"]])
 
 

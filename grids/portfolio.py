@@ -13,6 +13,7 @@ import json
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,6 +24,7 @@ import pyarrow as pa
 import shapely
 
 from grids.deadlines import beijing_text
+from grids.roster import roster
 from grids.routing import Router
 from layers.finder import Queries
 from layers.store import Snapshot, Store
@@ -99,17 +101,21 @@ def _candidate_grids(candidates: str) -> tuple[str, ...]:
 _INDEXES: dict[int, tuple[weakref.ref, pd.DataFrame]] = {}
 
 
-def worker_index(snapshot: Snapshot) -> pd.DataFrame:
+def worker_index(snapshot: Snapshot, ids: Collection[str] | None = None) -> pd.DataFrame:
     """One row per person (worker id): id, name, phone, roles, grid count, townships and a
     label for choosing them. Sorted by township then name. Made once per snapshot (every page
-    of a worker asks for it: ~0.1 s on the sample city's 2,600 people); a copy is returned."""
+    of a worker asks for it: ~0.1 s on the sample city's 2,600 people); a copy is returned, of
+    only the people `ids` names when given (a grid worker's page: one row, not the city's)."""
     hit = _INDEXES.get(id(snapshot))
     if hit is None or hit[0]() is not snapshot:
         if len(_INDEXES) > 8:
             _INDEXES.clear()
         hit = (weakref.ref(snapshot), _worker_index(snapshot))
         _INDEXES[id(snapshot)] = hit
-    return hit[1].copy()
+    index = hit[1]
+    if ids is not None:
+        index = index[index["id"].isin(list(ids))]
+    return index.copy()
 
 
 def _worker_index(snapshot: Snapshot) -> pd.DataFrame:
@@ -203,10 +209,47 @@ def build_portfolio(router: Router, worker_id: str, store: Store,
                     incidents: pd.DataFrame | None = None) -> Portfolio:
     """Everything one worker answers for, as of the router's generation. The entities are
     those the store finds around the worker's grids, routed here: the same whether the city
-    has ten thousand entities or a million."""
+    has ten thousand entities or a million. All but the open incidents is made once per
+    version and worker (a phone page asks for it twice a visit) and handed out as copies."""
+    base = _base(router, worker_id, store)
+    grids = base.grids.copy()
+    codes = set(grids["code"])
+    if incidents is None:
+        incidents = _empty_incidents()
+    incidents = incidents[incidents["grid"].isin(codes)].reset_index(drop=True)
+    counts = incidents["grid"].value_counts()
+    grids["open_incidents"] = [int(counts.get(c, 0)) for c in grids["code"]]
+    return Portfolio(dict(base.worker), grids, base.entities.copy(), incidents,
+                     dict(base.generation))
+
+
+_BASES: OrderedDict[tuple, Portfolio] = OrderedDict()
+_BASES_SIZE = 512
+
+
+def _base(router: Router, worker_id: str, store: Store) -> Portfolio:
     snap = router.snapshot
-    workers = snap["workers"]
-    mine = workers[workers["id"].astype(str) == str(worker_id)]
+    gen = snap.generation
+    key = (gen.created_at, gen.id, store.url, str(worker_id)) if snap.shared else None
+    if key is not None:
+        with _MINE_LOCK:
+            found = _BASES.get(key)
+            if found is not None:
+                _BASES.move_to_end(key)
+                return found
+    made = _build_base(router, worker_id, store)
+    if key is not None:
+        with _MINE_LOCK:
+            _BASES[key] = made
+            while len(_BASES) > _BASES_SIZE:
+                _BASES.popitem(last=False)
+    return made
+
+
+def _build_base(router: Router, worker_id: str, store: Store) -> Portfolio:
+    snap = router.snapshot
+    index = roster(snap)
+    mine = index.of_worker(worker_id)
     if not len(mine):
         raise KeyError(f"找不到网格员 {worker_id}")
     role_of = dict(zip(mine["grid_code"], mine["role"], strict=True))
@@ -214,31 +257,25 @@ def build_portfolio(router: Router, worker_id: str, store: Store,
               "phone": str(mine["phone"].iat[0]),
               "roles": "、".join(ROLE_ZH.get(r, r) for r in dict.fromkeys(mine["role"]))}
 
-    grids = snap["grids"]
-    grids = grids[grids["code"].isin(role_of)].copy()
+    grids = snap["grids"].iloc[index.grid_positions(role_of)].copy()
     townships = dict(zip(snap["townships"]["code"], snap["townships"]["name"], strict=True))
     grids["kind_zh"] = grids["kind"].map(GRID_KIND_ZH).fillna(grids["kind"])
     grids["township"] = grids["township_code"].map(townships).fillna("")
     grids["community"] = [(a or {}).get("community", "") for a in grids["attrs"]]
     grids["role_zh"] = grids["code"].map(role_of).map(ROLE_ZH)
     others: dict[str, list[str]] = {}
-    for grid, name, role, phone in workers.loc[
-        workers["grid_code"].isin(role_of) & (workers["id"] != worker_id),
-        ["grid_code", "name", "role", "phone"],
+    around = index.of_grids(role_of)
+    for grid, name, role, phone in around.loc[
+        around["id"].astype(str) != str(worker_id), ["grid_code", "name", "role", "phone"],
     ].itertuples(index=False):
         others.setdefault(grid, []).append(f"{name}（{ROLE_ZH.get(role, role)}）{phone}")
     grids["others"] = ["；".join(others.get(c, [])) for c in grids["code"]]
 
     entities = _entities_in(router, store, grids, set(role_of))
-    if incidents is None:
-        incidents = _empty_incidents()
-    incidents = incidents[incidents["grid"].isin(role_of)].reset_index(drop=True)
     grids["entities"] = grids["code"].map(entities["grid_code"].value_counts()).fillna(0)
     grids["entities"] = grids["entities"].astype(int)
-    grids["open_incidents"] = grids["code"].map(incidents["grid"].value_counts()).fillna(0)
-    grids["open_incidents"] = grids["open_incidents"].astype(int)
     grids = grids.sort_values("code").reset_index(drop=True)
-    return Portfolio(worker, grids, entities, incidents, snap.generation.as_dict())
+    return Portfolio(worker, grids, entities, _empty_incidents(), snap.generation.as_dict())
 
 
 # A worker's entities per version and set of grids: a version's entities never change, and a

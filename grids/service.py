@@ -23,6 +23,7 @@ from grids import accounts, cases, intake, portfolio
 from grids.access import Actor
 from grids.acting import Acting
 from grids.flow import CaseError
+from grids.roster import roster
 from grids.routing import Router, route_extent_once, route_once
 from layers.audit import AuditRecord, Verification, verify
 from layers.store import (
@@ -664,17 +665,15 @@ class Gridmap:
         phones shown only where the actor may see them."""
         acting = self.acting(actor)
         found = acting.require("worker.view")
-        index = portfolio.worker_index(acting.snapshot)
-        if found == "own":
-            index = index[index["id"].isin(acting.own_workers)]
+        index = portfolio.worker_index(acting.snapshot,
+                                       acting.own_workers if found == "own" else None)
         return _mask_phones(acting, index).reset_index(drop=True)
 
     def worker_portfolio(self, actor: Actor, worker_id: str) -> portfolio.Portfolio:
         acting = self.acting(actor)
         acting.require_worker("worker.view", worker_id)
         router = self._router()
-        workers = router.snapshot["workers"]
-        grids = tuple(sorted(set(workers[workers["id"].astype(str) == worker_id]["grid_code"])))
+        grids = tuple(sorted(set(roster(router.snapshot).of_worker(worker_id)["grid_code"])))
         found = self.store().query_incidents(IncidentQuery(not_statuses=("closed",),
                                                            grid_codes=grids))
         mine = portfolio.build_portfolio(router, worker_id, self.store(),
@@ -822,11 +821,10 @@ def _mask_phones(acting: Acting, index: pd.DataFrame) -> pd.DataFrame:
 
 def _colleague_text(acting: Acting, router: Router, grid_code: str) -> str:
     """Other people of a grid, phones of colleagues only (a grid worker's view)."""
-    workers = router.snapshot["workers"]
-    rows = workers[(workers["grid_code"] == grid_code)
-                   & (workers["id"].astype(str) != acting.actor.worker_id)]
     parts = []
-    for wid, name, role, phone in rows[["id", "name", "role", "phone"]].itertuples(index=False):
-        shown = phone if str(wid) in acting.colleagues else "—"
+    for wid, name, role, phone, _ in roster(router.snapshot).people_of_grids([grid_code]):
+        if wid == acting.actor.worker_id:
+            continue
+        shown = phone if wid in acting.colleagues else "—"
         parts.append(f"{name}（{portfolio.ROLE_ZH.get(role, role)}）{shown}")
     return "；".join(parts)

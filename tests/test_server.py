@@ -106,6 +106,34 @@ def test_no_tracebacks_for_visitors():
     assert config["client"]["showErrorDetails"] == "none"
 
 
+def test_magic_is_off_and_no_page_relies_on_it():
+    """Streamlit's magic (a bare expression written to the page) is off, served and run from
+    the project directory alike; so no page may hold a bare expression that it meant to show
+    (a call, a docstring or a yield are no magic)."""
+    import ast
+    import tomllib
+    from pathlib import Path
+
+    from ui.server import SERVER_CONFIG
+
+    root = Path(__file__).resolve().parent.parent
+    assert SERVER_CONFIG["runner.magicEnabled"] is False
+    config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["magicEnabled"] is False
+    scripts = [root / "app.py", *sorted((root / "pages").glob("*.py"))]
+    assert len(scripts) > 5
+    bare = []
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Expr) or isinstance(
+                    node.value, ast.Call | ast.Await | ast.Yield | ast.YieldFrom):
+                continue
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                continue  # a docstring
+            bare.append(f"{script.name}:{node.lineno}")
+    assert not bare, f"bare expressions that magic would have shown: {bare}"
+
+
 def test_database_passwords_are_never_printed(pg_cluster, tmp_path):
     import subprocess
 

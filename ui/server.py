@@ -365,6 +365,11 @@ SERVER_CONFIG = {
     # the layers in memory that was a quarter of the server's CPU when many people open the app
     # at once (bench/bench_sessions.py). Python's own generational collection still runs.
     "runner.postScriptGC": False,
+    # No page relies on "magic" (a bare expression written to the page): off, a page's script
+    # is compiled as written, without Streamlit's AST rewrite each time its cache is filled
+    # (every time the last session of a process has closed), and a stray expression can never
+    # print data on a page.
+    "runner.magicEnabled": False,
 }
 
 
