@@ -151,6 +151,12 @@ async def crowd(url: str, sessions: int, browsers: int, logins: tuple[str, str],
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
+            # People's browsers are open before they sign in: Chromium's own start (its GPU
+            # and network processes, a first renderer) is let finish before the common start.
+            context = await browser.new_context()
+            await (await context.new_page()).goto("about:blank")
+            await context.close()
+            await asyncio.sleep(1.0)
             start = time.monotonic()
             jobs, kinds = [], []
             for i in range(sessions):
@@ -168,6 +174,34 @@ async def crowd(url: str, sessions: int, browsers: int, logins: tuple[str, str],
             return list(zip(kinds, outcome, strict=True))
         finally:
             await browser.close()
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of a process and every process under it (the server: the command, nginx,
+    the app processes), as far as they are still running."""
+    parent, spent = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        parent[int(entry.name)] = int(fields[1])
+        spent[int(entry.name)] = int(fields[11]) + int(fields[12])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += spent.get(pid, 0)
+        todo.extend(p for p, pp in parent.items() if pp == pid)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def summary(times: list[float]) -> dict:
@@ -209,20 +243,37 @@ def main() -> None:
                         role: {"shell": len(rec.shell), "after_run": len(rec.after_run)}
                         for role, rec in zip(("desk", "phone"), recorded, strict=True)})
                     load = os.getloadavg()[0]
+                    busy, served, own = (machine_cpu_s(), tree_cpu_s(server.proc.pid),
+                                         os.times())
                     outcome = asyncio.run(crowd(server.url, args.sessions, browsers, logins,
                                                 recorded, args.timeout))
+                    busy, served = machine_cpu_s() - busy, tree_cpu_s(server.proc.pid) - served
+                    now = os.times()
+                    emulating = now.user + now.system - own.user - own.system
+                    # Chromium's renderers outlive the browser process that started them, so
+                    # their CPU is not found in this process's children: the rest of the
+                    # machine's busy time is the browsers' (nothing else runs here).
+                    browsing = max(0.0, busy - served - emulating)
                 times = [t for _, t in outcome if isinstance(t, float)]
                 errors = [f"{k}: {e!r}"[:200] for k, e in outcome if not isinstance(e, float)]
                 real = [(k, round(t, 2)) for k, t in outcome
                         if k.startswith("browser") and isinstance(t, float)]
                 entry = {"round": r + 1, "load_1min": round(load, 2), **summary(times or [0.0]),
+                         # CPU seconds during the crowd: the machine's, and the server's share
+                         # (the rest: the browsers and the emulated visitors)
+                         "machine_cpu_s": round(busy, 1), "server_cpu_s": round(served, 1),
+                         "emulated_visitors_cpu_s": round(emulating, 1),
+                         "real_browsers_and_rest_cpu_s": round(browsing, 1),
                          "real_browsers_s": real if browsers < args.sessions
                          else None, "errors": errors,
                          "times_s": [[k, round(t, 2)] for k, t in outcome if isinstance(t, float)]}
                 results["layouts"].setdefault(f"{n} app process(es)", []).append(entry)
                 print(f"  {n} app process(es), round {r + 1}: p50 {entry['p50_s']:.1f} s, p95 "
                       f"{entry['p95_s']:.1f} s, max {entry['max_s']:.1f} s, {len(errors)} "
-                      f"failed (load {load:.2f})" + "".join(f"\n    {e}" for e in errors[:3])
+                      f"failed (load {load:.2f}; CPU {busy:.1f} s: server {served:.1f} s, "
+                      f"emulated visitors {emulating:.1f} s, Chromium and the rest "
+                      f"{browsing:.1f} s)"
+                      + "".join(f"\n    {e}" for e in errors[:3])
                       + (f"; real browsers: {entry['real_browsers_s']}" if entry["real_browsers_s"]
                          else ""), flush=True)
     results["load_after"] = list(os.getloadavg())

@@ -25,6 +25,13 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+# Imported here, not at the first visit: a visitor's browser has its code loaded before it
+# opens the page, and an import inside the timed crowd would hold this process's GIL while
+# the other visitors wait to send their requests.
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from websockets.asyncio.client import connect
+
 # Requests a browser sends at once to one host (Chromium: six per host over HTTP/1.1).
 PER_HOST = 6
 _POOL = ThreadPoolExecutor(max_workers=96, thread_name_prefix="visitor")
@@ -136,10 +143,6 @@ class Visitor:
     async def run_page(self) -> int:
         """The page script run over the websocket, as the browser's first BackMsg asks it;
         returns the number of messages received until the script finished."""
-        from streamlit.proto.BackMsg_pb2 import BackMsg
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-        from websockets.asyncio.client import connect
-
         back = BackMsg()
         info = back.rerun_script.context_info
         info.timezone, info.locale, info.url = "Asia/Shanghai", "zh-CN", self.base + "/"

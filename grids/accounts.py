@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import threading
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -77,9 +79,18 @@ def _burn_time(password: str) -> None:
     check_password(password, _DUMMY_HASH)
 
 
+# Password hashes computed at once in this process: one per core. Twenty people signing in
+# at the same moment then take turns — the first are in after one hash instead of all waiting
+# for twenty hashes sharing two cores — and a burst of sign-ins (or of guesses) holds at most
+# this many × 32 MiB of scrypt's memory, not 32 MiB per request.
+HASHING_AT_ONCE = max(1, os.cpu_count() or 1)
+_HASHING = threading.BoundedSemaphore(HASHING_AT_ONCE)
+
+
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                          maxmem=2 * 128 * n * r + 1_048_576, dklen=32)
+    with _HASHING:
+        return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+                              maxmem=2 * 128 * n * r + 1_048_576, dklen=32)
 
 
 def _b64(data: bytes) -> str:

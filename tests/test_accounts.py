@@ -267,3 +267,36 @@ def test_cli_user_commands(tmp_path, world_dir):
     assert '"os:' in out.stdout and "user.disable" in out.stdout  # the CLI acts as the OS user
     out = run("audit", "verify", "--json")
     assert out.returncode == 0 and '"ok": true' in out.stdout
+
+
+def test_password_hashes_take_turns_one_per_core(monkeypatch):
+    """Thirty sign-ins at once: each answered right, never more than one hash per core at a
+    time (scrypt holds 32 MiB while it runs: a burst holds that per core, not per request)."""
+    import threading
+    import time
+
+    real = accounts.hashlib.scrypt
+    running, most, lock = [0], [0], threading.Lock()
+
+    def counted(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.02)  # long enough for the others to pile up behind it
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(accounts.hashlib, "scrypt", counted)
+    stored = accounts.hash_password("a-long-enough-Passw0rd")
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(accounts.check_password(
+        "a-long-enough-Passw0rd" if i % 3 else "wrong-Passw0rd-x", stored))) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 10 + [True] * 20
+    assert most[0] == accounts.HASHING_AT_ONCE >= 1
