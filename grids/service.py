@@ -123,6 +123,7 @@ class Gridmap:
         Shows nobody anything: no actor."""
         router = self._router()
         portfolio.worker_index(router.snapshot)
+        roster(router.snapshot)
         # The face raster (read from its cache file, or built once per layer version): single
         # routes — clicks, intake, the API — then skip the geometry tests away from boundaries.
         router.resolver.faces()

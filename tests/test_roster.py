@@ -130,3 +130,51 @@ def test_a_portfolio_is_kept_per_version_but_its_incidents_are_not(sample):
     assert again.grids["code"].tolist() == bare.grids["code"].tolist()
     pd.testing.assert_frame_equal(again.entities, bare.entities)
     assert np.array_equal(again.grids["entities"], bare.grids["entities"])
+
+
+def _grouped_index(snapshot) -> pd.DataFrame:
+    """The people index as a pandas groupby made it (before one pass over the roster)."""
+    workers = snapshot["workers"]
+    grids = snapshot["grids"].set_index("code")
+    townships = dict(zip(snapshot["townships"]["code"], snapshot["townships"]["name"],
+                         strict=True))
+    tw = workers["grid_code"].map(grids["township_code"]).map(townships).fillna("")
+    role_zh = workers["role"].map(portfolio.ROLE_ZH).fillna(workers["role"])
+    frame = workers.assign(township=tw, role_zh=role_zh)
+
+    def joined(values: pd.Series) -> str:
+        return "、".join(v for v in dict.fromkeys(values) if v)
+
+    per = frame.groupby("id", sort=False).agg(
+        name=("name", "first"), phone=("phone", "first"), roles=("role_zh", joined),
+        grids=("grid_code", "nunique"), townships=("township", joined)).reset_index()
+    per["id"] = per["id"].astype(str)
+    per["label"] = per["name"] + "（" + per["roles"] + "，" + per["id"] + "）· " + per["townships"]
+    return per.sort_values(["townships", "name", "id"]).reset_index(drop=True)
+
+
+def test_the_people_index_is_the_grouped_one(sample):
+    from dataclasses import replace
+
+    _, router = sample
+    snap = router.snapshot
+    pd.testing.assert_frame_equal(portfolio._worker_index(snap), _grouped_index(snap))
+    # A person whose first row has no phone (the first phone given is theirs), one in two
+    # roles of two townships, a row of a grid not in this version.
+    workers = snap["workers"].copy()
+    grids = snap["grids"]
+    a, b = grids["code"].iat[0], grids[grids["township_code"] != grids["township_code"].iat[0]][
+        "code"].iat[0]
+    extra = pd.DataFrame({"id": ["X1", "X1", "X1"], "name": ["某甲", "某甲", "某甲"],
+                          "phone": [None, "13800000000", "13900000000"],
+                          "role": ["worker", "leader", "worker"],
+                          "grid_code": [a, b, "000000000000000"]})
+    extra = extra.astype({c: workers[c].dtype for c in extra.columns})
+    workers = pd.concat([workers, extra], ignore_index=True)
+    edited = replace(snap, layers={**{k: snap[k] for k in ("grids", "townships")},
+                                   "workers": workers})
+    got = portfolio._worker_index(edited)
+    pd.testing.assert_frame_equal(got, _grouped_index(edited))
+    person = got.set_index("id").loc["X1"]
+    assert person["phone"] == "13800000000" and person["roles"] == "网格员、网格长"
+    assert person["grids"] == 3 and "、" in person["townships"]
