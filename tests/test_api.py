@@ -412,6 +412,48 @@ def test_get_requests_filters(api, api_world):
     assert_error(get(api, "/open311/v2/requests.json", key, status="pending"), 400, "status")
 
 
+def test_get_requests_are_the_newest_cut_in_the_store(api_world, monkeypatch):
+    """The newest MAX_REQUESTS of the window, sorted and cut by the store's query (never every
+    case of 90 days read to keep a thousand); several categories: the newest of all."""
+    from grids.access import Actor
+    from grids.service import Gridmap
+    from ui.api import open311
+    from ui.api.formats import ApiError
+
+    svc = Gridmap(api_world.url)
+    asked = []
+    real = svc.cases
+
+    def cases(actor, query=None, now=None):
+        asked.append(query)
+        return real(actor, query, now)
+
+    monkeypatch.setattr(svc, "cases", cases)
+    actor = Actor(login="k", role="viewer", via="api", name="测试")
+    window = ("2026-10-20T00:00:00+08:00", "2026-11-10T00:00:00Z")
+
+    def ids(codes=None) -> list[str]:
+        found = open311.find_requests(svc, actor, None, codes, *window, None)
+        return [r["service_request_id"] for r in found]
+
+    try:
+        assert ids() == ["T0003", "T0002", "T0001"]  # the same time: by number, newest first
+        monkeypatch.setattr(open311, "MAX_REQUESTS", 2)
+        asked.clear()
+        assert ids() == ["T0003", "T0002"]
+        assert [(q.order, q.limit) for q in asked] == [("newest", 2)]
+        asked.clear()
+        assert ids("air,water") == ["T0002", "T0001"]
+        assert [(q.category, q.limit) for q in asked] == [("air", 2), ("water", 2)]
+        monkeypatch.setattr(open311, "MAX_REQUESTS", 1)
+        assert ids("noise,air") == ["T0003"] and ids("smell") == []
+        with pytest.raises(ApiError) as refused:
+            ids(",".join(f"c{i}" for i in range(open311.MAX_CATEGORIES + 1)))
+        assert refused.value.status == 400
+    finally:
+        svc.close()
+
+
 # -- keys and limits ---------------------------------------------------------------------------
 def test_keys_are_required_checked_and_revocable(api, api_world):
     lon, lat = world.P["b1"]
