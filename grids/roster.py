@@ -30,7 +30,6 @@ class Roster:
     grid_row: dict[str, int]  # grid code -> position in the snapshot's grids layer
     township_of_grid: dict[str, str]  # grid code -> township code
     grids_of_township: dict[str, tuple[str, ...]]  # township code -> grid codes
-    people: dict[str, np.ndarray]  # id, name, role, phone, grid_code of each row, as text
 
     def of_worker(self, worker_id: str) -> pd.DataFrame:
         """The roster rows of one person (their grids and roles), in roster order."""
@@ -44,9 +43,12 @@ class Roster:
         """(id, name, role, phone, grid code) of each roster row of these grids, in roster
         order: plain tuples, for a page that lists a few people (no frame is made)."""
         rows = self._positions(self.by_grid, codes)
-        p = self.people
-        return list(zip(p["id"][rows], p["name"][rows], p["role"][rows], p["phone"][rows],
-                        p["grid_code"][rows], strict=True))
+        if not len(rows):
+            return []
+        # Taken from the roster's own columns (text kept once per version, not again here).
+        taken = [self.workers[c].take(rows).fillna("").astype(str).tolist()
+                 for c in ("id", "name", "role", "phone", "grid_code")]
+        return list(zip(*taken, strict=True))
 
     def workers_of_grids(self, codes: Iterable[str]) -> frozenset[str]:
         """The ids of everyone on the roster of these grids."""
@@ -108,11 +110,8 @@ def _build(snapshot: Snapshot) -> Roster:
     grids_of_township: dict[str, list[str]] = {}
     for code, town in zip(grid_codes, towns, strict=True):
         grids_of_township.setdefault(town, []).append(code)
-    people = {c: (workers[c].fillna("").astype(str).to_numpy(dtype=object) if len(workers)
-                  else np.zeros(0, object)) for c in ("name", "role", "phone")}
     return Roster(
         workers=workers,
-        people={"id": ids, "grid_code": codes, **people},
         by_worker=_groups(ids),
         by_grid=_groups(codes),
         grid_row={c: i for i, c in enumerate(grid_codes)},
