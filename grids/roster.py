@@ -1,8 +1,9 @@
 """Who works where, indexed once per snapshot: the roster's rows by worker and by grid, each
-grid's township and name. Every page of a grid worker asks these (their units, their
-colleagues, the people of each unit, whose phones they may see); scanning the whole roster for
-each answer cost a phone page tens of milliseconds on the sample city and grows with the
-province's roster, while these lookups cost the same for 5,000 rows as for 160,000.
+grid's township and its row in the grids layer. Every page of a grid worker asks these (their
+units, their colleagues, the people of each unit, whose phones they may see); scanning the
+whole roster for each answer cost a phone page tens of milliseconds on the sample city and
+grows with the province's roster, while these lookups cost the same for 5,000 rows as for
+160,000.
 
 An index belongs to one snapshot object and is made the first time it is asked for (kept by a
 weak reference: a snapshot let go takes its index with it)."""
@@ -41,7 +42,7 @@ class Roster:
 
     def people_of_grids(self, codes: Iterable[str]) -> list[tuple[str, str, str, str, str]]:
         """(id, name, role, phone, grid code) of each roster row of these grids, in roster
-        order: plain tuples, for a page that lists a few people (no frame is made)."""
+        order, as text (missing values ""): plain tuples, for a page that lists a few people."""
         rows = self._positions(self.by_grid, codes)
         if not len(rows):
             return []
