@@ -329,7 +329,8 @@ def home() -> None:
             st.segmented_control("统计期", [7, 30, 90], key="wk_days", default=30,
                                  format_func=lambda d: f"近 {d} 天")
             st.caption("地图上蓝点为期内已巡查的监管对象，灰点为未巡查。")
-            by = coverage.by_grid.rename(columns={
+            by = coverage.by_grid.assign(share=[f"{v:.1%}" for v in coverage.by_grid["share"]])
+            by = by.rename(columns={
                 "grid": "网格编码", "name": "网格名称", "entities": "监管对象",
                 "visited": "已巡查", "share": "覆盖率"})
             st.table(by, hide_index=True)

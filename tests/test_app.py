@@ -256,6 +256,19 @@ def test_worker_page(store_path, monkeypatch):
     assert wb["网格员"]["B2"].value == "W003"
 
 
+def test_a_leader_sees_the_coverage_of_their_units_in_percent(store_path, monkeypatch):
+    sign_in_page(monkeypatch, store_path, "grid_leader")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    at.switch_page("pages/1_网格员.py").run()
+    assert not at.exception
+    [table] = at.table
+    shown = table.value
+    assert list(shown.columns) == ["网格编码", "网格名称", "监管对象", "已巡查", "覆盖率"]
+    assert len(shown) and all(v.endswith("%") for v in shown["覆盖率"])
+    visited, total = shown["已巡查"].astype(int), shown["监管对象"].astype(int)
+    assert [f"{a / b:.1%}" for a, b in zip(visited, total, strict=True)] == list(shown["覆盖率"])
+
+
 def test_gcj02_basemap_shifts_layers_and_clicks(store_path, monkeypatch):
     from geo.china_offsets import wgs84_to_gcj02
 
