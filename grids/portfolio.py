@@ -105,8 +105,8 @@ def worker_index(snapshot: Snapshot, ids: Collection[str] | None = None) -> pd.D
     """One row per person (worker id): id, name, phone, roles, grid count, townships and a
     label for choosing them. Sorted by township then name. Made once per snapshot (every page
     of a worker asks for it: 0.03 s for the sample's 2,600 people, 0.9 s for a province's
-    83,000); a copy is returned, of
-    only the people `ids` names when given (a grid worker's page: one row, not the city's)."""
+    83,000); a copy is returned, of only the people `ids` names when given (a grid worker's
+    page: one row, not the city's)."""
     hit = _INDEXES.get(id(snapshot))
     if hit is None or hit[0]() is not snapshot:
         if len(_INDEXES) > 8:
@@ -249,8 +249,12 @@ def build_portfolio(router: Router, worker_id: str, store: Store,
                      dict(base.generation))
 
 
+# A worker's portfolio without its open incidents, per version and worker: a version's layers
+# never change, and a phone page asks twice per visit (its list and its map), a worker many
+# times a day. Only a store's whole snapshot is kept (not a proposal, not one place's).
 _BASES: OrderedDict[tuple, Portfolio] = OrderedDict()
 _BASES_SIZE = 512
+_BASES_LOCK = threading.Lock()
 
 
 def _base(router: Router, worker_id: str, store: Store) -> Portfolio:
@@ -258,14 +262,14 @@ def _base(router: Router, worker_id: str, store: Store) -> Portfolio:
     gen = snap.generation
     key = (gen.created_at, gen.id, store.url, str(worker_id)) if snap.shared else None
     if key is not None:
-        with _MINE_LOCK:
+        with _BASES_LOCK:
             found = _BASES.get(key)
             if found is not None:
                 _BASES.move_to_end(key)
                 return found
     made = _build_base(router, worker_id, store)
     if key is not None:
-        with _MINE_LOCK:
+        with _BASES_LOCK:
             _BASES[key] = made
             while len(_BASES) > _BASES_SIZE:
                 _BASES.popitem(last=False)
@@ -297,35 +301,11 @@ def _build_base(router: Router, worker_id: str, store: Store) -> Portfolio:
         others.setdefault(grid, []).append(f"{name}（{ROLE_ZH.get(role, role)}）{phone}")
     grids["others"] = ["；".join(others.get(c, [])) for c in grids["code"]]
 
-    entities = _entities_in(router, store, grids, set(role_of))
+    entities = _routed_around(router, store, grids, set(role_of))
     grids["entities"] = grids["code"].map(entities["grid_code"].value_counts()).fillna(0)
     grids["entities"] = grids["entities"].astype(int)
     grids = grids.sort_values("code").reset_index(drop=True)
     return Portfolio(worker, grids, entities, _empty_incidents(), snap.generation.as_dict())
-
-
-# A worker's entities per version and set of grids: a version's entities never change, and a
-# phone page asks twice per visit (its list and its map), a worker many times a day.
-_MINE: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
-_MINE_SIZE = 512
-_MINE_LOCK = threading.Lock()
-
-
-def _entities_in(router: Router, store: Store, grids: pd.DataFrame,
-                 grid_codes: set[str]) -> pd.DataFrame:
-    gen = router.snapshot.generation
-    key = (gen.created_at, gen.id, store.url, tuple(sorted(grid_codes)))
-    with _MINE_LOCK:
-        found = _MINE.get(key)
-        if found is not None:
-            _MINE.move_to_end(key)
-            return found.copy()
-    found = _routed_around(router, store, grids, grid_codes)
-    with _MINE_LOCK:
-        _MINE[key] = found
-        while len(_MINE) > _MINE_SIZE:
-            _MINE.popitem(last=False)
-    return found.copy()
 
 
 def _routed_around(router: Router, store: Store, grids: pd.DataFrame,
