@@ -51,12 +51,16 @@ if not len(workers):
 ids = workers["id"].tolist()
 labels = dict(zip(workers["id"], workers["label"], strict=True))
 wanted = st.query_params.get("worker")
-# The address wins when it names another worker than the one it named before (a link).
-if "worker" not in ss or (wanted in labels and wanted != ss.get("_worker_from_url")):
-    ss["worker"] = wanted if wanted in labels else ids[0]
-    ss["_worker_from_url"] = wanted
+# One's own page first (a leader is in their own list), else the first one may open.
+default = actor.worker_id if actor.worker_id in labels else ids[0]
+# The address wins when it names another worker than the page last put there (a link); the
+# chooser's pick is then written to the address and remembered as the page's own, so that
+# the next pick is not taken for a link and undone.
+if ss.get("worker") not in labels or (wanted in labels
+                                        and wanted != ss.get("_worker_from_url")):
+    ss["worker"] = wanted if wanted in labels else default
 worker_id = ss["worker"]
-st.query_params["worker"] = worker_id
+st.query_params["worker"] = ss["_worker_from_url"] = worker_id
 mine = svc.worker_portfolio(actor, worker_id)
 w = mine.worker
 codes = tuple(mine.grid_codes)

@@ -269,6 +269,31 @@ def test_a_leader_sees_the_coverage_of_their_units_in_percent(store_path, monkey
     assert [f"{a / b:.1%}" for a, b in zip(visited, total, strict=True)] == list(shown["覆盖率"])
 
 
+def test_a_leader_opens_on_their_own_page_and_every_pick_of_the_chooser_holds(
+        store_path, monkeypatch):
+    sign_in_page(monkeypatch, store_path, "grid_leader")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    at.switch_page("pages/1_网格员.py").run()
+    assert not at.exception
+    chooser = at.selectbox(key="worker")
+    assert chooser.value == "L001" and at.query_params["worker"] == "L001"
+    assert "#### 我的工作台" in [m.value for m in at.markdown]
+    from grids.service import Gridmap
+
+    led = Gridmap(str(store_path)).workers(sign_in_page(monkeypatch, store_path, "grid_leader"))
+    others = [i for i in led["id"] if i != "L001"]
+    assert others and len(chooser.options) == len(led)
+    # Pick after pick (each one once failed every other time: the address it had written was
+    # taken for a link and undid the next pick).
+    for picked in (others[0], "L001", others[0], "L001"):
+        at.selectbox(key="worker").set_value(picked).run()
+        assert not at.exception
+        assert at.selectbox(key="worker").value == picked
+        assert at.query_params["worker"] == picked
+        shown = "".join(h.proto.body for h in at.get("html"))
+        assert f"编号 {picked}" in shown
+
+
 def test_gcj02_basemap_shifts_layers_and_clicks(store_path, monkeypatch):
     from geo.china_offsets import wgs84_to_gcj02
 
