@@ -775,3 +775,20 @@ def test_route_on_the_sample_store_answers_as_the_command_line(sample_store, tmp
             got = requests.get(f"{server.url}/route", headers={"X-API-Key": key}, timeout=30,
                                params={"lon": lon, "lat": lat, "crs": crs, "accuracy": acc})
             assert got.status_code == 200 and got.json() == expected, (lon, lat, crs, acc)
+
+
+def test_a_request_cannot_write_a_log_line_of_its_own(api, api_world):
+    forged = "2026-12-03 13:00:00,000 INFO FAKE"
+    path = "/open311/v2/requests/abc%0D%0A" + forged.replace(" ", "%20") + '%22%20200.json'
+    r = requests.get(api.url + path, headers={"X-API-Key": api_world.keys["dispatcher"]},
+                     timeout=60)
+    assert r.status_code == 404
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the access line is written as the response ends
+        lines = api.log_path.read_text(encoding="utf-8").splitlines()
+        mine = [line for line in lines if "FAKE" in line]
+        if mine:
+            break
+        time.sleep(0.1)
+    assert len(mine) == 1 and not mine[0].startswith(forged)
+    assert '/abc\\r\\n2026-12-03 13:00:00,000 INFO FAKE\\" 200.json" 404' in mine[0]

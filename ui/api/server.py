@@ -42,6 +42,20 @@ from ui.settle import settle
 
 log = logging.getLogger("gridmap.api")
 
+
+def loggable(text: object, limit: int = 200) -> str:
+    """`text` for one line of the log: cut to `limit` characters, control characters (a
+    decoded %0D%0A in a path, a tab) written as escapes, quotes and backslashes escaped — a
+    request can neither start a log line of its own nor pass for another field."""
+    return "".join(_escaped(ch) for ch in str(text)[:limit])
+
+
+def _escaped(ch: str) -> str:
+    if ch in '"\\':
+        return "\\" + ch
+    return ch if ch.isprintable() else ascii(ch)[1:-1]
+
+
 TITLE = "南通市生态环境综合执法网格化监管 · HTTP 接口"
 VERSION = "1"
 DESCRIPTION = """
@@ -291,8 +305,8 @@ def _add_errors(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
-        log.error("内部错误 %s %s: %s: %s", request.method, request.url.path,
-                  type(exc).__name__, exc)
+        log.error("内部错误 %s %s: %s: %s", request.method, loggable(request.url.path),
+                  type(exc).__name__, loggable(exc, 1000))
         return error_response(500, "服务内部错误，请稍后重试；持续出现请联系系统管理员",
                               request.url.path)
 
@@ -389,6 +403,6 @@ class AccessLog:
             if log.isEnabledFor(logging.INFO):
                 client = (scope.get("client") or ("-",))[0]
                 who = (scope.get("state") or {}).get("api_login", "-")
-                log.info('%s "%s %s" %s %.1fms %s', client, scope["method"],
-                         scope.get("path", "")[:200], status,
-                         (time.perf_counter() - started) * 1000, who)
+                log.info('%s "%s %s" %s %.1fms %s', client, loggable(scope["method"], 20),
+                         loggable(scope.get("path", "")), status,
+                         (time.perf_counter() - started) * 1000, loggable(who, 100))
