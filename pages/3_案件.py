@@ -35,6 +35,7 @@ now = datetime.now(UTC)
 
 st.markdown("#### 案件办理")
 message = ss.pop(cases.MSG, None)
+cases.show_message(message, "top")  # about a case no longer on this page
 
 counts = svc.case_counts(actor, now)
 st.html(cases.counts_html(counts))
@@ -70,23 +71,29 @@ page_no = int(ss.get("cs_page", 1) or 1) - 1
 found = svc.case_page(actor, filt, now=now, page=page_no, size=cases.PAGE_SIZE)
 rows = cases.labelled(found.rows, router)
 
-wanted = st.query_params.get("case")
+# The case on screen is the page's own (`_cs_current`), not the chooser's state: a step moves
+# a case in the list (its deadline) or out of it ("待我办理"), and the console must stay on it.
 ids = rows["id"].tolist()
-if wanted and wanted not in ids:
-    # A link (?case=…) opens that case even when the filters or the page hide it.
-    try:
-        svc.case(actor, wanted)
-    except Exception:  # not there, or not the actor's: the list stays as it is
-        wanted = None
-    else:
-        ids = [wanted, *ids]
+current = ss.get("_cs_current")
+if current == ss.pop(cases.LEFT, None):
+    current = None  # reassigned out of the actor's scope: not to be read again
+wanted = st.query_params.get("case")
+linked = bool(wanted) and wanted != ss.get("_cs_from_url")  # a link (?case=…), not our own
+if linked:
+    current = wanted
 if "_cs_goto" in ss:  # a dot clicked on the map
-    ss["cs_case"] = ss.pop("_cs_goto")
-    if ss["cs_case"] not in ids:
-        ids = [ss["cs_case"], *ids]
-if wanted and ss.get("_cs_from_url") != wanted:
-    ss["cs_case"] = wanted
-    ss["_cs_from_url"] = wanted
+    current, linked = ss.pop("_cs_goto"), True
+view = (filt, page_no)  # the list the person asked for
+if current is not None and current not in ids and (linked or ss.get("_cs_view") == view):
+    # A link opens its case even when the filters or the page hide it; the case being worked
+    # on stays when a step takes it off this list. Changing the filters starts from the list.
+    try:
+        svc.case(actor, current)
+    except Exception:  # not there, or not the actor's (refused and audited)
+        current = None
+    else:
+        ids = [current, *ids]
+ss["_cs_view"] = view
 
 list_col, case_col = st.columns([1.35, 1], gap="medium")
 with list_col:
@@ -106,10 +113,10 @@ with list_col:
         chosen_rows = picked.selection.rows if picked and picked.selection else []
         if chosen_rows and ss.get("_cs_table_pick") != chosen_rows[0]:
             ss["_cs_table_pick"] = chosen_rows[0]
-            ss["cs_case"] = rows["id"].iloc[chosen_rows[0]]
-    if ids and ss.get("cs_case") not in ids:
-        ss["cs_case"] = ids[0]
-    selected = ss.get("cs_case") if ids else None
+            current = rows["id"].iloc[chosen_rows[0]]
+    if ids and current not in ids:
+        current = ids[0]
+    selected = ss["_cs_current"] = current if ids else None
     view = st_folium(cases.cases_map(options.basemap, rows, selected), key="cs_map",
                      height=300, use_container_width=True,
                      returned_objects=["last_object_clicked"])
@@ -125,15 +132,18 @@ if not ids:
     st.stop()
 
 case_id = selected
-st.query_params["case"] = case_id
+st.query_params["case"] = ss["_cs_from_url"] = case_id
 case = svc.case(actor, case_id)
 case = cases.labelled(cases.with_deadlines(case.to_frame().T, now, flow), router).iloc[0]
 
 with case_col:
-    label_of = dict(zip(rows["id"], rows["countdown"] + "｜" + rows["category_zh"] + "｜"
+    # Labels that do not change with the clock or a step: the chooser's state is its label.
+    label_of = dict(zip(rows["id"], rows["category_zh"] + "｜"
                         + rows["description"].fillna("").str.slice(0, 30), strict=True))
+    ss["cs_case"] = case_id
     st.selectbox("当前案件", ids, key="cs_case", label_visibility="collapsed",
-                 format_func=lambda i: f"{i}　{label_of.get(i, '')}")
+                 format_func=lambda i: f"{i}　{label_of.get(i, '')}",
+                 on_change=lambda: ss.__setitem__("_cs_current", ss["cs_case"]))
     st.markdown(f"##### 案件 {cards.md(case_id)}　{cards.md(case['status_label'])}")
     st.html(cases.record_html(case, case["deadline"], bool(case["overdue"]),
                               case["countdown"], case["level"]))

@@ -288,3 +288,42 @@ def test_console_overdue_first_and_an_on_site_check_with_a_photo(browser, server
         worker.check_clean()
     finally:
         worker.context.close()
+
+
+def test_the_console_stays_on_its_case_after_a_step(browser, server):
+    """A step gives the case a new deadline: the chooser once kept its choice by a label with
+    the time left in it, lost it at the next rerun and showed the first case of the list."""
+    svc = Gridmap(str(server.store))
+    dispatcher = Actor("t-dispatcher", "dispatcher", "调度员甲")
+    try:
+        cid = svc.create_case(dispatcher, svc.route(dispatcher, *world.P["a2_plain"]),
+                              {"category": "air", "description": "夜间异味"})
+    finally:
+        svc.close()
+    desk = Desk(browser, server)
+    try:
+        page = desk.page
+        page.goto(server.url + f"案件?case={cid}")
+        heading = page.get_by_role("heading", name=re.compile("^案件 "))
+        heading.first.wait_for()
+        desk.idle()
+        assert cid in heading.first.inner_text()
+        page.get_by_role("button", name="派遣至网格员", exact=True).click()
+        page.get_by_text("：派遣至网格员", exact=False).first.wait_for()
+        desk.idle()
+        assert cid in heading.first.inner_text()
+        desk.type_in("办理结果（核实情况、处理结果；部分环节必填）", "网格员请假，重新派遣")
+        assert cid in heading.first.inner_text()  # the rerun of the text kept the case
+        assert page.url.endswith(f"case={cid}")
+        page.get_by_role("button", name="退回重新派遣", exact=True).click()
+        page.get_by_text("：退回重新派遣", exact=False).first.wait_for()
+        desk.idle()
+        assert cid in heading.first.inner_text()
+        store = open_store(str(server.store))
+        try:
+            assert store.incident_events(cid)["status"].iloc[-1] == "reported"
+        finally:
+            store.close()
+        desk.check_clean()
+    finally:
+        desk.context.close()

@@ -410,6 +410,55 @@ def test_reassignment_needs_a_reason(store_path, monkeypatch):
     assert A2_SOUTH in trail["改派至"].iloc[-1]  # where it came from
 
 
+def test_the_console_stays_on_the_case_a_step_moves_or_takes_off_the_list(store_path,
+                                                                          monkeypatch):
+    first, second = new_case(store_path), new_case(store_path)
+    at = open_page(CASES, store_path, monkeypatch)
+    at.toggle(key="cs_mine").set_value(True).run()  # 待我办理: both wait to be dispatched
+    listed = list(at.dataframe[0].value["案件编号"])
+    assert {first, second} <= set(listed)
+    at.selectbox(key="cs_case").set_value(second).run()
+    assert at.query_params["case"] == second
+    # Dispatching moves it off "待我办理" (and gives it a new deadline): the console stays.
+    at = at.button(key="cs_step_dispatched").click().run()
+    assert any("：派遣至网格员" in s.value for s in at.success)
+    assert second not in set(at.dataframe[0].value["案件编号"])
+    assert at.selectbox(key="cs_case").value == second and at.query_params["case"] == second
+    at.text_area(key="cs_reason").input("网格员请假，重新派遣").run()  # any later rerun
+    assert at.selectbox(key="cs_case").value == second
+    at = at.button(key="cs_step_reported").click().run()
+    assert cases_in(store_path).set_index("id").loc[second, "status"] == "reported"
+    assert at.selectbox(key="cs_case").value == second
+    # Changing the filters starts from the top of the new list.
+    at.toggle(key="cs_mine").set_value(False).run()
+    at.multiselect(key="cs_status").set_value(["closed"]).run()
+    assert at.dataframe[0].value.empty or second not in set(at.dataframe[0].value["案件编号"])
+    assert not at.exception
+
+
+def test_a_bureau_handing_a_case_to_another_bureau_is_told_and_not_refused(store_path,
+                                                                          monkeypatch):
+    cid = new_case(store_path)
+    at = open_page(CASES, store_path, monkeypatch, {"case": cid}, role="bureau")
+    assert at.selectbox(key="cs_case").value == cid
+    at = at.button(key="cs_reassign").click().run()  # nothing chosen: said so
+    assert any("与当前相同" in e.value for e in at.error)
+    at.selectbox(key="cs_bureau").set_value("B-B").run()
+    at.text_area(key="cs_why").input("属乙县管辖，移送").run()
+    at = at.button(key="cs_reassign").click().run()
+    assert not at.exception
+    assert any("已改派" in s.value and "不在您的办理范围内" in s.value for s in at.success)
+    assert cases_in(store_path).set_index("id").loc[cid, "assigned_bureau_code"] == "B-B"
+    assert at.query_params.get("case") != cid
+    store = open_store(str(store_path))
+    try:  # the page did not try to read the case again: no refusal in the audit
+        refused = store.audit_rows(AuditQuery(action="denied", target=cid))
+        moved = store.audit_rows(AuditQuery(action="case.reassign", target=cid))
+    finally:
+        store.close()
+    assert refused.empty and len(moved) == 1
+
+
 def test_case_list_filters(store_path, monkeypatch):
     cid = new_case(store_path, (120.8, 32.05))  # B1 south (T0002 lies on B1's grid border)
     at = open_page(CASES, store_path, monkeypatch)

@@ -310,6 +310,7 @@ def files_key() -> str:
 
 
 CONFIRM = "_cs_confirm"  # (case, target) of a closing step waiting for its confirmation
+LEFT = "_cs_left"  # a case the person has just reassigned out of their own scope
 
 
 def do_step(svc: Gridmap, actor: Actor, case_id: str, target: str, shown_status: str,
@@ -369,12 +370,22 @@ def do_reassign(svc: Gridmap, actor: Actor, case_id: str, grid_now: str | None,
     ss = st.session_state
     grid = ss.get("cs_grid") or None
     bureau = ss.get("cs_bureau") or None
+    grid, bureau = (grid if grid != grid_now else None), (bureau if bureau != bureau_now else None)
+    if not grid and not bureau:
+        _say("error", "未改派：所选网格和执法机构与当前相同，请选择要改派到的网格或执法机构",
+             "reassign")
+        return
     try:
-        svc.reassign_case(actor, case_id, str(ss.get("cs_why") or ""),
-                          grid_code=grid if grid != grid_now else None,
-                          bureau_code=bureau if bureau != bureau_now else None)
+        svc.reassign_case(actor, case_id, str(ss.get("cs_why") or ""), grid_code=grid,
+                          bureau_code=bureau)
     except (CaseError, PermissionDenied, StoreError) as exc:
         _say("error", f"未改派：{exc}", "reassign")
         return
-    _say("success", f"案件 {case_id} 已改派，理由已记入办理记录", "reassign")
     ss["cs_why"] = ""
+    after = {"assigned_grid_code": grid or grid_now, "assigned_bureau_code": bureau or bureau_now}
+    if not svc.can_take(actor, after, "case.read"):  # handed over (移送) to someone else
+        ss[LEFT] = case_id
+        _say("success", f"案件 {case_id} 已改派，理由已记入办理记录；改派后不在您的办理范围内，"
+             "已从您的案件列表移出", "top")
+        return
+    _say("success", f"案件 {case_id} 已改派，理由已记入办理记录", "reassign")
