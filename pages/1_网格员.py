@@ -167,8 +167,9 @@ def case_view(case_id: str) -> None:
             st.text_area("办理结果（核实情况、处理结果）", key="wk_result", height=90,
                          placeholder="如：现场核实，废气处理设施未开启，已拍照")
             if any(flow.evidence.get((case["status"], t)) for t in steps):
-                st.file_uploader("现场照片（可直接拍照）", type=["jpg", "jpeg", "png", "webp",
-                                                             "gif", "pdf"],
+                st.file_uploader("现场照片（可直接拍照；JPG、PNG、WebP、GIF 或 PDF，单个不超过 "
+                                 "10 MB，最多 6 个）",
+                                 type=["jpg", "jpeg", "png", "webp", "gif", "pdf"],
                                  accept_multiple_files=True,
                                  key=f"wk_files_{ss.get('_wk_n', 0)}",
                                  max_upload_size=MAX_BYTES // (1024 * 1024))
@@ -252,7 +253,8 @@ def visit_view(entity_id: str) -> None:
     st.text_area("巡查说明" + ("（发现问题，必填）" if problems else "（可不填）"),
                  key=f"vs_note_{entity_id}", height=80,
                  placeholder="如：废气处理设施未开启，车间异味明显")
-    st.file_uploader("现场照片（可直接拍照）", type=["jpg", "jpeg", "png", "webp", "gif"],
+    st.file_uploader("现场照片（可直接拍照；JPG、PNG、WebP 或 GIF，单个不超过 10 MB，最多 6 个）",
+                     type=["jpg", "jpeg", "png", "webp", "gif"],
                      accept_multiple_files=True, key=f"vs_files_{ss.get('_vs_n', 0)}",
                      max_upload_size=MAX_BYTES // (1024 * 1024))
     if problems:

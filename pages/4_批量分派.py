@@ -31,7 +31,8 @@ FILE_CRS = "__rows__"  # the coordinate system comes from the file's own column
 st.markdown("#### 批量分派（投诉/举报导出文件）")
 c1, c2, c3 = st.columns([2.2, 1.4, 1])
 upload = c1.file_uploader(
-    "上传 CSV 或 Excel 文件", type=["csv", "xlsx", "xls"], key="bt_file",
+    f"上传 CSV 或 Excel 文件（.csv、.xlsx、.xls，{page.UPLOAD_LIMIT_ZH}）",
+    type=["csv", "xlsx", "xls"], key="bt_file",
     help="按列名识别：编号/工单编号、经度/纬度（或 lon/lat、x/y）、坐标系（每行可不同，如 WGS84、"
          "GCJ02、BD09、CGCS2000、EPSG:4549）、精度（米）、类别。CSV 可为 UTF-8 或 GBK。",
 )

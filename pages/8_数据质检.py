@@ -26,7 +26,7 @@ st.markdown("#### 数据质检（缺口、重叠、越界、编码与无人负�
 with st.expander("检查一套导入格式的图层（不写入数据库）"):
     st.caption("上传导入格式的 zip（如 grids.geojson、workers.csv …）：按替换当前同名图层后的结果"
                "检查，与 `gridmap validate 目录或zip` 相同。")
-    upload = st.file_uploader("图层 zip", type=["zip"], key="qc_upload")
+    upload = st.file_uploader(f"图层 zip（{page.UPLOAD_LIMIT_ZH}）", type=["zip"], key="qc_upload")
     if upload is not None and st.session_state.get("_qc_upload_id") != upload.file_id:
         with tempfile.TemporaryDirectory(prefix="gridmap-qc-") as tmp:
             path = Path(tmp) / "layers.zip"

@@ -528,8 +528,9 @@ def editor(draft) -> None:
 
 
 def upload_section(draft, code: str) -> None:
-    file = st.file_uploader("园区图层文件", type=["geojson", "json", "kml", "gpkg", "zip"],
-                            key="pl_upload")
+    file = st.file_uploader("园区图层文件（GeoJSON、KML、GeoPackage，或 Shapefile 打包的 zip；"
+                            f"{page.UPLOAD_LIMIT_ZH}）",
+                            type=["geojson", "json", "kml", "gpkg", "zip"], key="pl_upload")
     u1, u2 = st.columns(2)
     crs = u1.text_input("坐标系（文件没有坐标系信息时，如 EPSG:4490、EPSG:4549）",
                         key="pl_upload_crs")

@@ -83,6 +83,16 @@ def test_first_screen_shows_my_units_and_tasks(phone):
     sizes = page.evaluate("""() => [...document.querySelectorAll('.gm-task, .gm-who')]
         .map(e => parseFloat(getComputedStyle(e).fontSize))""")
     assert sizes and min(sizes) >= 14
+    # Every control a thumb may need, at least 44 px high (and wide, those with an icon only).
+    small = page.evaluate("""() => [...document.querySelectorAll(
+            'button, summary, a.leaflet-control-zoom-in, a.leaflet-control-zoom-out, '
+            + '[data-testid=stTextInputRootElement], [data-baseweb=select] > div')]
+        .filter(e => e.offsetParent !== null && !e.closest('[data-testid=stSidebar]'))
+        .map(e => [e.getAttribute('aria-label') || e.innerText.trim().slice(0, 20),
+                   e.getBoundingClientRect()])
+        .filter(([, r]) => r.width > 0 && (r.height < 43.5 || r.width < 43.5))
+        .map(([name, r]) => name + ' ' + Math.round(r.width) + 'x' + Math.round(r.height))""")
+    assert not small, small
     phone.shot("01_first_screen")
     phone.check_clean()
 
@@ -164,6 +174,14 @@ def test_a_case_taken_from_the_phone_and_seen_by_the_dispatcher(phone, browser, 
     page.get_by_role("textbox", name=re.compile("办理结果")).fill("现场核实：有刺鼻异味")
     page.get_by_role("textbox", name=re.compile("办理结果")).press("Tab")
     phone.idle()
+    # Streamlit's uploader speaks English of its own: its button reads 选择文件 (drawn over its
+    # word), its English size line is hidden, the label says the limit in Chinese.
+    uploader = page.locator("[data-testid=stFileUploader]").first
+    assert "单个不超过 10 MB" in uploader.inner_text()
+    word = uploader.locator("button [data-testid=stMarkdownContainer] p").first
+    assert word.evaluate("e => getComputedStyle(e, '::after').content") == '"选择文件"'
+    assert word.evaluate("e => getComputedStyle(e).visibility") == "hidden"
+    assert uploader.locator("[data-testid=stFileUploaderDropzoneInstructions]").is_hidden()
     page.locator("input[type=file]").set_input_files(
         files=[{"name": "现场.jpg", "mimeType": "image/jpeg", "buffer": png()}])
     page.get_by_text("现场.jpg", exact=False).first.wait_for()

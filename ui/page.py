@@ -15,7 +15,7 @@ from grids.access import Actor, can
 from grids.routing import Router
 from grids.service import Gridmap
 from layers.display import city_bounds
-from ui import assets, auth, mapdata, mapview
+from ui import assets, auth, mapdata, mapview, server
 from ui.basemap import Basemap, load_settings
 from ui.cards import BEIJING_NOTE, beijing_text
 
@@ -26,6 +26,8 @@ WORKER_PAGE = "pages/1_网格员.py"
 INTAKE_PAGE = "pages/2_受理.py"
 CASES_PAGE = "pages/3_案件.py"
 BATCH_PAGE = "pages/4_批量分派.py"
+# Every file uploader's limit (Streamlit's server.maxUploadSize), said in its label.
+UPLOAD_LIMIT_ZH = f"不超过 {server.SERVER_CONFIG['server.maxUploadSize']} MB"
 
 
 @dataclass

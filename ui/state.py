@@ -13,11 +13,26 @@ from grids.service import Gridmap
 from layers.store import StoreError
 from ui import auth
 
+# Streamlit writes a few words of its own widgets in English, with no setting to change them:
+# the file uploader's button says 选择文件, its English size-and-types line is hidden (each
+# uploader's label says both in Chinese), and a file it refused says why next to its name.
+WIDGET_WORDS_CSS = """<style>
+[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p {
+  visibility: hidden; font-size: 0; }
+[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p::after {
+  content: "选择文件"; visibility: visible; font-size: 0.95rem; }
+[data-testid="stFileUploaderDropzoneInstructions"] { display: none; }
+[data-testid="stFileChip"][aria-invalid="true"]::after {
+  content: "未上传：超过大小限制或不是允许的文件类型"; color: #b00020; font-size: 0.85rem;
+  margin-left: 8px; align-self: center; }
+</style>"""
+
 
 def load(action: str = "map.city") -> tuple[Gridmap, Actor, Router]:
     """The service, the actor (signed in, allowed to `action`) and the router of the current
     layers; stops the page with a message (in Chinese) when any of them is missing."""
     svc, actor = auth.signed_in(action)
+    st.html(WIDGET_WORDS_CSS)
     try:
         router = svc.router_for(actor, action)
     except StoreError as exc:

@@ -35,6 +35,13 @@ PHONE_CSS = """<style>
 div[data-testid="stButton"] button, div[data-testid="stDownloadButton"] button,
 div[data-testid="stLinkButton"] a { min-height: 44px; font-size: 15px; }
 [data-testid="stButtonGroup"] button { min-height: 44px; min-width: 64px; }
+[data-testid="stExpander"] summary { min-height: 44px; }
+[data-testid="stTextInputRootElement"], [data-testid="stSelectbox"] [data-baseweb="select"] > div,
+[data-testid="stTextArea"] [data-baseweb="textarea"] { min-height: 44px; }
+[data-testid="stFileChipDeleteBtn"] button, [data-testid="stFileUploader"] button,
+[data-testid="stExpandSidebarButton"], [data-testid="stSidebarCollapseButton"] button {
+  min-width: 44px; min-height: 44px; }
+.leaflet-touch .leaflet-bar a { width: 44px; height: 44px; line-height: 44px; }
 .gm-nav { display: grid; grid-template-columns: 1fr 1fr; gap: 8px; margin: 4px 0 8px 0; }
 .gm-nav a { display: flex; align-items: center; justify-content: center; min-height: 44px;
   border: 1px solid #c8d1dc; border-radius: 8px; text-decoration: none; color: #0b5394;
