@@ -28,6 +28,8 @@ ROLES_ZH: dict[str, str] = {
     "viewer": "领导查看",
 }
 ROLES = tuple(ROLES_ZH)
+# How an actor was authenticated (Actor.via), as the audit trail shows it.
+VIA_ZH: dict[str, str] = {"session": "网页", "api": "接口", "cli": "命令行", "system": "系统"}
 # Roles whose account must name a roster id (their units follow the roster as layers change).
 WORKER_ROLES = ("grid_worker", "grid_leader")
 SCOPES = ("all", "own", "-")

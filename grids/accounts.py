@@ -131,9 +131,9 @@ def new_user(login: str, role: str, password: str, *, name: str = "", worker_id:
         raise AuthError(f"未知角色：{clean_login(role)}；可选：" + "、".join(
             f"{r}（{z}）" for r, z in ROLES_ZH.items()))
     if role in WORKER_ROLES and not worker_id:
-        raise AuthError(f"{ROLES_ZH[role]}账号须用 --worker 关联网格员花名册编号")
+        raise AuthError(f"{ROLES_ZH[role]}账号须关联网格员花名册编号（命令行：--worker）")
     if role == "bureau" and not bureau_code:
-        raise AuthError("执法局人员账号须用 --bureau 关联执法机构编码")
+        raise AuthError("执法局人员账号须关联执法机构编码（命令行：--bureau）")
     name = (name or "").strip()
     if len(name) > NAME_MAX or any(unicodedata.category(c).startswith("C") for c in name):
         raise AuthError(f"姓名不能超过 {NAME_MAX} 个字符，且不能含控制字符")

@@ -31,15 +31,20 @@ table = pd.DataFrame([{
 st.dataframe(table, hide_index=True, width="stretch")
 
 add, change = st.columns(2, gap="large")
-with add, st.form("um_add", clear_on_submit=True):
+# A refused form keeps what was typed (to correct one field); an added user gives a new, empty
+# form (its widgets keyed by a counter).
+n = ss.get("_um_add_n", 0)
+with add, st.form(f"um_add_{n}"):
     st.markdown("**新增用户**")
-    login = st.text_input("登录名（字母、数字、点、下划线、连字符）", max_chars=32)
-    role = st.selectbox("角色", list(ROLES_ZH), format_func=ROLES_ZH.get)
-    name = st.text_input("姓名", max_chars=50)
-    worker = st.text_input("花名册编号（网格员、网格长必填）", max_chars=32)
-    bureau = st.text_input("执法机构编码（执法局人员必填）", max_chars=32)
-    pw1 = st.text_input("初始密码（至少 10 位，含三类字符）", type="password", max_chars=128)
-    pw2 = st.text_input("再次输入密码", type="password", max_chars=128)
+    login = st.text_input("登录名（字母、数字、点、下划线、连字符）", max_chars=32,
+                          key=f"um_login_{n}")
+    role = st.selectbox("角色", list(ROLES_ZH), format_func=ROLES_ZH.get, key=f"um_role_{n}")
+    name = st.text_input("姓名", max_chars=50, key=f"um_name_{n}")
+    worker = st.text_input("花名册编号（网格员、网格长必填）", max_chars=32, key=f"um_worker_{n}")
+    bureau = st.text_input("执法机构编码（执法局人员必填）", max_chars=32, key=f"um_bureau_{n}")
+    pw1 = st.text_input("初始密码（至少 10 位，含三类字符）", type="password", max_chars=128,
+                        key=f"um_pw1_{n}")
+    pw2 = st.text_input("再次输入密码", type="password", max_chars=128, key=f"um_pw2_{n}")
     if st.form_submit_button("新增", type="primary"):
         if pw1 != pw2:
             st.error("两次输入的密码不一致")
@@ -51,6 +56,9 @@ with add, st.form("um_add", clear_on_submit=True):
                 st.error(cards.md(exc))
             else:
                 ss["_um_done"] = f"已新增用户 {made.login}（{ROLES_ZH[made.role]}）"
+                for old in [k for k in ss if str(k).startswith("um_") and str(k).endswith(f"_{n}")]:
+                    del ss[old]  # the typed passwords are not kept in the session
+                ss["_um_add_n"] = n + 1
                 st.rerun()
 
 with change:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, time, timedelta
 import pandas as pd
 import streamlit as st
 
+from grids.access import ROLES_ZH, VIA_ZH
 from layers import spreadsheet
 from layers.audit import ACTIONS_ZH, beijing
 from layers.store import AuditQuery
@@ -40,7 +41,8 @@ query = AuditQuery(actor=who, action=action, target=target, since=utc(since, Fal
 rows = svc.audit_entries(actor, query)
 shown = pd.DataFrame({
     "序号": rows["seq"], "时间（北京时间）": rows["at"].map(beijing), "用户": rows["actor"],
-    "角色": rows["actor_role"], "途径": rows["via"],
+    "角色": rows["actor_role"].map(lambda r: ROLES_ZH.get(r, r)),
+    "途径": rows["via"].map(lambda v: VIA_ZH.get(v, v)),
     "操作": rows["action"].map(lambda a: ACTIONS_ZH.get(a, a)), "对象": rows["target"],
     "详情（前后对比）": rows["detail"]})
 st.caption(f"显示 {len(shown)} 条（最多 2000 条，最新在前）。")

@@ -14,6 +14,7 @@ import pytest
 from openpyxl import load_workbook
 from streamlit.testing.v1 import AppTest
 
+from grids.access import ROLES_ZH
 from grids.routing import Router
 from layers.store import open_store
 from tests import world
@@ -314,3 +315,33 @@ def test_gcj02_basemap_shifts_layers_and_clicks(store_path, monkeypatch):
     glon, glat = wgs84_to_gcj02(lon, lat)
     html = card(click(at, float(glon), float(glat)))
     assert "320901002001001" in html and f"{lon:.6f}, {lat:.6f}" in html
+
+
+def test_a_refused_new_user_keeps_the_form_and_an_added_one_empties_it(store_path, monkeypatch):
+    sign_in_page(monkeypatch, store_path, "admin")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    at.switch_page("pages/5_用户管理.py").run()
+    assert not at.exception
+    at.text_input(key="um_login_0").input("zhang.san")
+    at.selectbox(key="um_role_0").set_value("grid_worker")
+    at.text_input(key="um_name_0").input("张三")
+    at.text_input(key="um_pw1_0").input("Zhang#san2026")
+    at.text_input(key="um_pw2_0").input("Zhang#san2026")
+    at = at.get("form_submit_button")[0].click().run()
+    [error] = at.error
+    assert "花名册编号" in error.value
+    assert at.text_input(key="um_login_0").value == "zhang.san"  # kept, to correct one field
+    assert at.text_input(key="um_name_0").value == "张三"
+    at.text_input(key="um_worker_0").input("W003")
+    at = at.get("form_submit_button")[0].click().run()
+    assert not at.error and any("已新增用户 zhang.san（网格员）" in s.value for s in at.success)
+    assert at.text_input(key="um_login_1").value == ""  # a new, empty form
+    assert "um_pw1_0" not in at.session_state  # the typed password is not kept
+    # The audit trail says who did it, in which role and how, in Chinese.
+    at.switch_page("pages/6_审计记录.py").run()
+    assert not at.exception
+    shown = at.dataframe[0].value
+    added = shown[shown["对象"] == "zhang.san"]
+    assert len(added) == 1
+    assert added["角色"].iloc[0] == "系统管理员" and added["途径"].iloc[0] == "网页"
+    assert set(shown["角色"]) <= set(ROLES_ZH.values())
