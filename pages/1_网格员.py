@@ -90,6 +90,12 @@ def back_button() -> None:
 
 
 # -- a case, from the phone ------------------------------------------------------------------
+def others_turn(status: str) -> None:
+    """Say whose turn it is when the case waits on another role."""
+    waiting = "、".join(flow.steps[(status, t)] for t in flow.next_states(status))
+    st.info("当前环节由其他岗位办理：" + waiting)
+
+
 def mark_case(case_id: str, key: str, position) -> None:
     try:
         svc.mark_case(actor, case_id, key, position)
@@ -141,9 +147,7 @@ def case_view(case_id: str) -> None:
         worker.tel_link(f"wk_tel_{case_id}", reporter, "致电举报人")
     if case["status"] == "closed" or not svc.can_take(actor, case):
         if case["status"] != "closed":
-            waiting = "、".join(flow.steps[(case["status"], t)]
-                               for t in flow.next_states(case["status"]))
-            st.info("当前环节由其他岗位办理：" + waiting)
+            others_turn(case["status"])
     else:
         events = svc.case_events(actor, case_id)
         done = set(events["action"])
@@ -163,6 +167,8 @@ def case_view(case_id: str) -> None:
                 st.button(m.label.split("（")[0], key=f"wk_mark_{m.key}", type="primary",
                           width="stretch", on_click=mark_case, args=(case_id, m.key, None))
         steps = flow.steps_for(case["status"], actor.role)
+        if not steps and not flow.marks_for(case["status"], actor.role):
+            others_turn(case["status"])
         if steps:
             st.text_area("办理结果（核实情况、处理结果）", key="wk_result", height=90,
                          placeholder="如：现场核实，废气处理设施未开启，已拍照")

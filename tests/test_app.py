@@ -345,3 +345,34 @@ def test_a_refused_new_user_keeps_the_form_and_an_added_one_empties_it(store_pat
     assert len(added) == 1
     assert added["角色"].iloc[0] == "系统管理员" and added["途径"].iloc[0] == "网页"
     assert set(shown["角色"]) <= set(ROLES_ZH.values())
+
+
+def test_a_case_at_the_bureau_says_whose_turn_it_is_on_the_workers_phone(store_path,
+                                                                         monkeypatch):
+    from PIL import Image
+
+    from grids.access import Actor
+    from grids.evidence import Upload
+    from grids.service import Gridmap
+
+    photo = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(photo, "PNG")
+    svc = Gridmap(str(store_path))
+    worker = Actor("t-worker", "grid_worker", "网格员3", worker_id="W003")
+    try:
+        case = svc.case(worker, "T0001")
+        if case["status"] == "reported":
+            svc.step_case(Actor("t-dispatcher", "dispatcher", "调度员甲"), "T0001", "dispatched")
+        svc.step_case(worker, "T0001", "verified", "现场核实",
+                      files=[Upload("现场.png", photo.getvalue())])
+        svc.step_case(worker, "T0001", "transferred", "移送",
+                      files=[Upload("现场2.png", photo.getvalue())])
+    finally:
+        svc.close()
+    sign_in_page(monkeypatch, store_path, "grid_worker")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    at.query_params["case"] = "T0001"
+    at.switch_page("pages/1_网格员.py").run()
+    assert not at.exception
+    assert any(i.value == "当前环节由其他岗位办理：执法局受理" for i in at.info)
+    assert not [b for b in at.button if str(b.key).startswith(("wk_step_", "wk_mark_"))]
