@@ -27,9 +27,11 @@ today = datetime.now(TZ).date()
 c1, c2, c3, c4, c5 = st.columns([1.1, 1.1, 1.1, 2.2, 1.6])
 preset = c1.selectbox("统计期", view.PRESETS, key="st_preset")
 custom = preset == "自定义"
-since = c2.date_input("开始日期（北京时间）", today.replace(day=1), key="st_since",
-                      disabled=not custom)
-until = c3.date_input("结束日期（含当日）", today, key="st_until", disabled=not custom)
+if not custom:  # the dates show the preset's period (自定义 then starts from them)
+    chosen = view.preset_period(preset, today)
+    st.session_state["st_since"], st.session_state["st_until"] = chosen.since, chosen.until
+since = c2.date_input("开始日期（北京时间）", key="st_since", disabled=not custom)
+until = c3.date_input("结束日期（含当日）", key="st_until", disabled=not custom)
 bureau = c4.selectbox(
     "执法机构（含下属机构）", [None, *bureau_choices], key="st_bureau",
     format_func=lambda c: "全部" if c is None else f"{bureau_choices[c]}（{c}）",

@@ -376,3 +376,29 @@ def test_a_case_at_the_bureau_says_whose_turn_it_is_on_the_workers_phone(store_p
     assert not at.exception
     assert any(i.value == "当前环节由其他岗位办理：执法局受理" for i in at.info)
     assert not [b for b in at.button if str(b.key).startswith(("wk_step_", "wk_mark_"))]
+
+
+def test_the_stats_dates_show_the_chosen_period(store_path, monkeypatch):
+    from datetime import datetime, timedelta
+
+    from ui.intake import TZ
+
+    sign_in_page(monkeypatch, store_path, "viewer")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    at.switch_page("pages/7_绩效考评.py").run()
+    assert not at.exception
+    today = datetime.now(TZ).date()
+    since, until = at.date_input(key="st_since"), at.date_input(key="st_until")
+    assert at.selectbox(key="st_preset").value == "近 30 天"
+    assert (since.value, until.value) == (today - timedelta(days=29), today)
+    assert since.disabled and until.disabled
+    assert any(f"统计期 {today - timedelta(days=29)}" in c.value for c in at.caption)
+    at.selectbox(key="st_preset").set_value("本年").run()
+    assert at.date_input(key="st_since").value == today.replace(month=1, day=1)
+    # 自定义 starts from the dates shown, and then they are the person's.
+    at.selectbox(key="st_preset").set_value("自定义").run()
+    assert at.date_input(key="st_since").value == today.replace(month=1, day=1)
+    assert not at.date_input(key="st_since").disabled
+    at.date_input(key="st_since").set_value(today - timedelta(days=3)).run()
+    assert at.date_input(key="st_since").value == today - timedelta(days=3)
+    assert any(f"统计期 {today - timedelta(days=3)}" in c.value for c in at.caption)
