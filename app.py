@@ -36,7 +36,7 @@ choice_key = "hit_" + hashlib.sha1(query.strip().encode()).hexdigest()[:12]
 choice = int(st.session_state.get(choice_key, 0) or 0)
 hit = hits[min(choice, len(hits) - 1)] if hits else None
 
-view = selection.track(hit, page.last_click(), options)
+view = selection.track(hit, page.last_click(), options, searched=bool(query.strip()))
 chosen = selection.current(svc, actor, router, options, svc.bureau_names(actor))
 
 top = st.container()

@@ -402,3 +402,13 @@ def test_the_stats_dates_show_the_chosen_period(store_path, monkeypatch):
     at.date_input(key="st_since").set_value(today - timedelta(days=3)).run()
     assert at.date_input(key="st_since").value == today - timedelta(days=3)
     assert any(f"统计期 {today - timedelta(days=3)}" in c.value for c in at.caption)
+
+
+def test_a_search_that_finds_nothing_takes_the_previous_card_away(app):
+    at = app.text_input(key="query").input("甲二镇").run()
+    assert "甲县执法局" in card(at)
+    at = at.text_input(key="query").input("zzz不存在").run()
+    assert not at.exception
+    assert any("没有找到" in c.value for c in at.caption)
+    assert "甲县执法局" not in card(at)
+    assert any("在地图上任意位置单击" in i.value for i in at.info)

@@ -42,10 +42,12 @@ def _answer_grids(answer: dict) -> list[str]:
     return list(dict.fromkeys(codes))
 
 
-def track(hit: Hit | None, click: Click | None, options: Options) -> dict | None:
+def track(hit: Hit | None, click: Click | None, options: Options,
+          searched: bool = False) -> dict | None:
     """Remember which of click and hit is newer; returns a view to move to for a new hit.
     A click is new by its number too: the same marker clicked again after a search hit is
-    selected again."""
+    selected again. `searched`: a search was typed; one that finds nothing takes the card of
+    the previous hit away (its answer is not this search's)."""
     ss = st.session_state
     view = None
     if click is not None and tuple(click) != ss.get("_seen_click"):
@@ -54,6 +56,8 @@ def track(hit: Hit | None, click: Click | None, options: Options) -> dict | None
     hit_key = (hit.kind, hit.code) if hit else None
     if hit_key != ss.get("_seen_hit"):
         ss["_seen_hit"] = hit_key
+        if hit is None and searched and (ss.get("_selected") or ("",))[0] == "hit":
+            ss.pop("_selected")
         if hit is not None:
             ss["_selected"] = ("hit", hit)
             view = new_view(bbox=hit.bbox, basemap=options.basemap) if hit.bbox else new_view(
