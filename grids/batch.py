@@ -53,7 +53,14 @@ from layers import spreadsheet
 from layers.finder import Queries
 from layers.incidents import CATEGORIES_ZH, category_labels
 from layers.problems import shown
-from layers.readers import LAT_NAMES, LON_NAMES, ReadError, read_table, read_vector
+from layers.readers import (
+    LAT_NAMES,
+    LON_NAMES,
+    ReadError,
+    read_table,
+    read_vector,
+    table_error_zh,
+)
 from layers.store import IncidentQuery
 from ui.cards import GRID_KIND_ZH, LEVEL_ZH  # the labels the cards use, one table of each
 
@@ -97,11 +104,13 @@ class BatchResult:
         return self.table[self.table["route_status"] == "error"]
 
 
-def read_rows(path: Path, max_rows: int | None = None) -> pd.DataFrame:
+def read_rows(path: Path, max_rows: int | None = None, name: str | None = None
+              ) -> pd.DataFrame:
     """A table of locations: CSV/Excel with lon/lat columns, or a point vector file, all in
-    memory (for the web page). More than `max_rows` rows: TooManyRows, read no further."""
+    memory (for the web page). More than `max_rows` rows: TooManyRows, read no further.
+    `name`: the file's name as its user knows it (an upload's), for messages."""
     chunks, total = [], 0
-    for chunk in iter_rows(path):
+    for chunk in iter_rows(path, name=name):
         total += len(chunk)
         if max_rows is not None and total > max_rows:
             raise TooManyRows(
@@ -113,19 +122,22 @@ def read_rows(path: Path, max_rows: int | None = None) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def iter_rows(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def iter_rows(path: Path, chunk_rows: int = CHUNK_ROWS, name: str | None = None
+              ) -> Iterator[pd.DataFrame]:
     """The rows of a batch file, at most `chunk_rows` at a time, every cell as stripped text
     (numbers as written, like `layers.readers.read_table`) and blank rows dropped. A chunk's
     index is each row's number as the user sees it: the line or sheet row of a table (the header
     is 1), the feature number of a vector file. At least one chunk (maybe empty) is yielded."""
-    return _Source(Path(path), chunk_rows).chunks()
+    return _Source(Path(path), chunk_rows, name).chunks()
 
 
 class _Source:
     """An input file opened for reading in chunks (what `iter_rows` and `assign_file` read)."""
 
-    def __init__(self, path: Path, chunk_rows: int = CHUNK_ROWS) -> None:
+    def __init__(self, path: Path, chunk_rows: int = CHUNK_ROWS, name: str | None = None
+                 ) -> None:
         self.path = path
+        self.name = name or path.name  # as messages name it (an upload by its own name)
         self.chunk_rows = max(1, int(chunk_rows))
         self.suffix = path.suffix.lower()
         self.is_table = self.suffix in (".csv", ".xlsx", ".xls")
@@ -135,7 +147,7 @@ class _Source:
         self._lines: int | None = None
         self.bytes_hint = 0
         if not path.is_file():
-            raise BatchInputError(f"{shown(path.name, 200)}：文件不存在")
+            raise BatchInputError(f"{shown(self.name, 200)}：文件不存在")
 
     @property
     def lines_hint(self) -> int:
@@ -154,8 +166,9 @@ class _Source:
             return self._xlsx()
         return self._whole()
 
-    def _fail(self, exc: Exception) -> BatchInputError:
-        return BatchInputError(f"{shown(self.path.name, 200)}：无法读取表格：{exc}")
+    def _fail(self, exc: Exception, lines_before: int = 0) -> BatchInputError:
+        problem, where = table_error_zh(exc, lines_before)
+        return BatchInputError(f"{shown(self.name, 200)}：{where + '：' if where else ''}{problem}")
 
     # CSV: arrow's reader where it reads the file as pandas does (a UTF-8 file: arrow checks
     # every cell is UTF-8 as it parses), else pandas' parser, a chunk at a time, in the
@@ -176,7 +189,7 @@ class _Source:
                 skip_blank_lines=False, chunksize=self.chunk_rows, index_col=False,
             )
         except Exception as exc:
-            raise self._fail(exc) from exc
+            raise self._fail(exc, lead) from exc
         return self._csv_chunks(reader, lead)
 
     def _csv_chunks(self, reader, lead: int) -> Iterator[pd.DataFrame]:
@@ -191,14 +204,14 @@ class _Source:
                     return
                 except pd.errors.ParserWarning as exc:
                     raise BatchInputError(
-                        f"{shown(self.path.name, 200)}：有的行字段比表头多"
+                        f"{shown(self.name, 200)}：有的行字段比表头多"
                         "（多出的值会使各列错位），请检查分隔符、引号或是否缺少表头列") from exc
                 except Exception as exc:  # a malformed line, far down the file
-                    raise self._fail(exc) from exc
+                    raise self._fail(exc, lead) from exc
                 chunk.index = chunk.index + 2 + lead
                 cleaned = _clean(chunk)
                 if first:
-                    _unique_headers(self.path.name, cleaned.columns)
+                    _unique_headers(self.name, cleaned.columns)
                     first = False
                 yield cleaned
 
@@ -272,7 +285,7 @@ class _Source:
                         pending, held = rest.to_batches(), rest.num_rows
                         start += self.chunk_rows
                         if first:
-                            _unique_headers(self.path.name, out.columns)
+                            _unique_headers(self.name, out.columns)
                             first = False
                         yield out
         except (pa.ArrowException, OSError) as exc:  # the file changed since it was checked
@@ -280,7 +293,7 @@ class _Source:
         if held or first:
             out = chunk(pa.Table.from_batches(pending, schema=reader.schema), start)
             if first:
-                _unique_headers(self.path.name, out.columns)
+                _unique_headers(self.name, out.columns)
             yield out
 
     def _csv_encoding(self) -> str:
@@ -294,7 +307,7 @@ class _Source:
         except OSError as exc:
             raise self._fail(exc) from exc
         raise BatchInputError(
-            f"{shown(self.path.name, 200)}：无法判断文字编码（既不是 UTF-8 也不是 GBK），"
+            f"{shown(self.name, 200)}：无法判断文字编码（既不是 UTF-8 也不是 GBK），"
             "请另存为 UTF-8 的 CSV"
         )
 
@@ -364,7 +377,7 @@ class _Source:
 
     # Vector files (points) and old .xls: read whole, then handed on in chunks.
     def _whole(self) -> Iterator[pd.DataFrame]:
-        frame = _read_whole(self.path)
+        frame = _read_whole(self.path, self.name)
         self.lines_hint = len(frame)
         self.bytes_hint = self.path.stat().st_size
         return self._slices(frame)
@@ -410,20 +423,20 @@ def _decodes(path: Path, encoding: str) -> bool:
     return True
 
 
-def _read_whole(path: Path) -> pd.DataFrame:
+def _read_whole(path: Path, name: str) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".xlsx", ".xls"):
-            frame = read_table(path, path.name, None).frame
+            frame = read_table(path, name, None).frame
             frame.index = frame.index + 2  # the line of each row (header: line 1)
             return frame
-        raw = read_vector(path, path.name, None, None)
+        raw = read_vector(path, name, None, None)
     except ReadError as exc:
         raise BatchInputError(str(exc)) from exc
     frame = raw.frame.copy()
     geoms = raw.geometry
     if geoms is None or not all(g is not None and g.geom_type == "Point" for g in geoms):
-        raise BatchInputError(f"{path.name}：只能批量分派点要素（或带经纬度列的表格）")
+        raise BatchInputError(f"{shown(name, 200)}：只能批量分派点要素（或带经纬度列的表格）")
     frame["lon"] = [g.x for g in geoms]
     frame["lat"] = [g.y for g in geoms]
     if raw.crs and "crs" not in frame:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +106,26 @@ def shapefile_encoding(path: Path, display: str) -> str:
     )
 
 
+def table_error_zh(exc: Exception, lines_before: int = 0) -> tuple[str, str | None]:
+    """What a CSV or Excel reader's error means, in Chinese, and where (a line) when it says:
+    pandas' and openpyxl's own messages are English and name no row a person can find.
+    `lines_before`: lines the reader was told to skip before the header."""
+    text = str(exc)
+    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if ragged:
+        n, line, saw = ragged.groups()
+        return f"有 {saw} 个字段，表头只有 {n} 个：请检查分隔符和引号", f"第 {line} 行"
+    quote = re.search(r"EOF inside string starting at row (\d+)", text)
+    if quote:  # the row counts lines from 0 after the skipped ones
+        return ("引号没有闭合（其后直到文件末尾都被当作同一个值）：请检查引号",
+                f"第 {int(quote.group(1)) + 1 + lines_before} 行")
+    if isinstance(exc, pd.errors.EmptyDataError) or "No columns to parse" in text:
+        return "文件是空的：没有表头，也没有数据", None
+    if isinstance(exc, zipfile.BadZipFile) or "Excel file format cannot be determined" in text:
+        return "不是有效的 Excel 文件（.xlsx）：文件可能已损坏，或是改了扩展名的其他文件", None
+    return f"无法读取表格（{type(exc).__name__}：{text[:200]}）", None
+
+
 def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
     """CSV (UTF-8 with or without BOM, or GBK) or Excel; every cell read as text."""
     suffix = path.suffix.lower()
@@ -118,17 +139,8 @@ def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
     except ReadError:
         raise
     except Exception as exc:
-        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-        if ragged:
-            n, line, saw = ragged.groups()
-            raise ReadError(
-                Problem(
-                    display,
-                    f"有 {saw} 个字段，表头只有 {n} 个：请检查分隔符和引号",
-                    f"第 {line} 行",
-                )
-            ) from exc
-        raise ReadError(Problem(display, f"无法读取表格：{exc}")) from exc
+        problem, where = table_error_zh(exc)
+        raise ReadError(Problem(display, problem, where)) from exc
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas takes the first column as row labels when the data rows have one field more
         # than the header: every column would be read one to the left.

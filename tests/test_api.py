@@ -792,3 +792,14 @@ def test_a_request_cannot_write_a_log_line_of_its_own(api, api_world):
         time.sleep(0.1)
     assert len(mine) == 1 and not mine[0].startswith(forged)
     assert '/abc\\r\\n2026-12-03 13:00:00,000 INFO FAKE\\" 200.json" 404' in mine[0]
+
+
+def test_an_unreadable_batch_body_is_explained_without_server_file_names(api, api_world):
+    key = api_world.keys["dispatcher"]
+    for body, said in (("id,lon,lat\n1,120.8,32.1,9,9\n", "有的行字段比表头多"),
+                       ('id,lon,lat\n1,"120.8,32.1\n2,120.9,32.2\n', "第 2 行：引号没有闭合")):
+        r = requests.post(api.url + "/route?crs=wgs84", data=body.encode(), timeout=60,
+                          headers={"Content-Type": "text/csv", "X-API-Key": key})
+        description = assert_error(r, 400, said)
+        assert description.startswith("请求正文：") and "gridmap-api-" not in description
+        assert "Error" not in description

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from geo.china_offsets import wgs84_to_bd09, wgs84_to_gcj02
 from geo.crs import from_store
 from grids.access import Actor
-from grids.batch import assign, header_crs, header_key
+from grids.batch import BatchInputError, assign, header_crs, header_key
 from grids.routing import Router
 from grids.service import Gridmap
 from layers import spreadsheet
@@ -569,6 +569,27 @@ def test_batch_file_without_system_asks_for_one(store_path, monkeypatch):
     empty = "编号,经度,纬度,坐标系\n".encode()
     at.file_uploader(key="bt_file").set_value(("empty.csv", empty, "text/csv")).run()
     assert not at.exception and "共 0 行" in text(at)
+
+
+@pytest.mark.parametrize(("data", "said"), [
+    (b"", "文件是空的"),
+    ("编号,经度,纬度\nA,120.68,32.08\nB,120.69,32.08,多,余\n".encode(),
+     "第 3 行：有 5 个字段，表头只有 3 个"),
+    ('编号,经度,纬度\nA,120.68,32.08\nB,"120.69,32.08\nC,120.7,32.1\n'.encode(),
+     "第 3 行：引号没有闭合"),
+])
+def test_a_file_that_cannot_be_read_is_named_and_explained_in_chinese(store_path, data, said):
+    from ui import batch
+
+    store = open_store(str(store_path))
+    try:
+        with pytest.raises(BatchInputError) as caught:
+            batch.run(Router(store), "12369导出（十一月）.csv", data, "wgs84")
+    finally:
+        store.close()
+    message = str(caught.value)
+    assert message.startswith("12369导出（十一月）.csv：") and said in message, message
+    assert "upload" not in message and "Error" not in message and "C error" not in message
 
 
 def test_batch_excel_and_csv_downloads(store_path):

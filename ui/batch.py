@@ -106,7 +106,8 @@ def run(router: Router, name: str, data: bytes, crs: str | None) -> Batch:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(data)
-        frame = read_rows(path, max_rows=MAX_ROWS_INTERACTIVE)  # TooManyRows: a BatchInputError
+        # TooManyRows is a BatchInputError; messages name the file as the person named it.
+        frame = read_rows(path, max_rows=MAX_ROWS_INTERACTIVE, name=name)
     result = assign(router, frame, crs=crs)
     inputs = list(frame.columns)
     table = result.table

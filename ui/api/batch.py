@@ -28,9 +28,13 @@ _BLOCK = 1 << 16
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
+# How messages name a request's body (not by the temporary file it is spooled to).
+BODY_NAME = "请求正文"
+
+
 def csv_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[pd.DataFrame, dict]]:
     """(rows, {row number: reason it cannot be routed}) per chunk; rows keep their columns."""
-    for chunk in iter_rows(path, chunk_rows):
+    for chunk in iter_rows(path, chunk_rows, name=BODY_NAME):
         yield chunk, {}
 
 
