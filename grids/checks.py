@@ -55,6 +55,7 @@ import pandas as pd
 import shapely
 from shapely.errors import GEOSException
 
+from geo.validity import reason_zh
 from layers.schema import LAYERS, STORE_EPSG
 
 RULES_TABLE = Path(__file__).with_name("check_rules.csv")
@@ -358,37 +359,6 @@ def _area_text(m2: float) -> str:
     return f"{m2:,.0f} 平方米"
 
 
-_REASON_ZH = (
-    ("Ring Self-intersection", "环自相交"),
-    ("Self-intersection", "自相交"),
-    ("Too few points", "点数过少"),
-    ("Hole lies outside shell", "内环位于外环之外"),
-    ("Nested holes", "内环相互嵌套"),
-    ("Nested shells", "外环相互嵌套"),
-    ("Interior is disconnected", "内部不连通（内环把面分成了几块）"),
-    ("Invalid Coordinate", "坐标无效（NaN 或无穷大）"),
-    ("Duplicate Rings", "环重复"),
-    ("Ring is not closed", "环未闭合"),
-)
-
-
-def _reason_zh(reason: str) -> tuple[str, tuple[float, float] | None]:
-    """GEOS's validity reason in Chinese, and the place it names."""
-    text = reason
-    for en, zh in _REASON_ZH:
-        if reason.startswith(en):
-            text = zh
-            break
-    match = re.search(r"\[\s*(-?[\d.eE+-]+)\s+(-?[\d.eE+-]+)", reason)
-    where = None
-    if match:
-        try:
-            where = (float(match.group(1)), float(match.group(2)))
-        except ValueError:
-            where = None
-    return text, where
-
-
 # -- the checks -----------------------------------------------------------------------------------
 class _Context:
     def __init__(self, layers: Mapping[str, pd.DataFrame], rules: Rules) -> None:
@@ -520,7 +490,7 @@ class _Context:
         ok = ~missing & np.isin(types, (3, 6))
         bad = np.flatnonzero(ok & ~shapely.is_valid(np.where(ok, geoms, None)))
         for i in bad:
-            reason, where = _reason_zh(shapely.is_valid_reason(geoms[i]))
+            reason, where = reason_zh(shapely.is_valid_reason(geoms[i]))
             fixed = _polygonal(shapely.make_valid(geoms[i]))
             self.add("invalid", layer, [self.codes(layer)[i]],
                      f"{layer_zh(layer)} {self.label(layer, i)} 几何无效：{reason}"

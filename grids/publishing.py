@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from geo.validity import invalid_zh
 from grids.acting import Acting
 from grids.resolver import Resolver
 from layers.finder import MemoryFinder, Queries
@@ -995,7 +996,7 @@ def _validated(spec: LayerSpec, frame: pd.DataFrame) -> pd.DataFrame:
                 kind = "面" if spec.geometry == "polygon" else "点"
                 problems.append(f"{keys[i]}：几何类型应为{kind}，收到 {g.geom_type}")
             elif not shapely.is_valid(g):
-                problems.append(f"{keys[i]}：几何无效（{shapely.is_valid_reason(g)}）")
+                problems.append(f"{keys[i]}：几何无效（{invalid_zh(g)}）")
             if len(problems) > MAX_LISTED:
                 break
     if problems:

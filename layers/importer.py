@@ -33,6 +33,7 @@ import shapely
 
 from geo.crs import CrsError, parse_crs, to_store
 from geo.sanity import CHINA_REGION, check_points
+from geo.validity import invalid_zh
 from layers.problems import UNSAFE_CHARS, ImportFailed, Problem, escaped, shown
 from layers.readers import (
     TABLE_SUFFIXES,
@@ -777,7 +778,7 @@ def _check_validity_and_region(raw: RawLayer, geoms: np.ndarray,
         problems.append(
             Problem(
                 raw.file,
-                f"几何无效：{shapely.is_valid_reason(geoms[i])}"
+                f"几何无效：{invalid_zh(geoms[i])}"
                 "（可在 QGIS 中用“修复几何”处理后重新导入）",
                 raw.where(int(i)),
             )

@@ -455,3 +455,19 @@ def test_the_world_folder_over_its_own_store_is_clean(tmp_path, world_dir):
     s.close()
     out = validate(store, str(copy), "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["findings"] == []
+
+
+def test_a_bow_tie_is_drawn_on_the_findings_map_where_it_is_wrong():
+    """An invalid polygon cannot be snapped to a grid (GEOS raises): the map drew nothing and
+    the 数据质检 page stopped with Streamlit's English error box."""
+    from shapely.geometry import Polygon
+
+    from grids.checks import Finding
+    from ui import basemap, checks
+
+    bowtie = Polygon([(120.61, 32.01), (120.69, 32.09), (120.69, 32.01), (120.61, 32.09)])
+    finding = Finding(kind="invalid", severity="error", layer="parks", codes=["P03"],
+                      message_zh="几何无效：自相交", geometry=bowtie, location=(120.65, 32.05))
+    m = checks.findings_map(basemap.load_settings({}).get("none"), [finding])
+    html = m.get_root().render()
+    assert "120.61" in html and "32.09" in html  # the bow-tie's own corners

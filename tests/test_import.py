@@ -130,7 +130,7 @@ def test_broken_polygon_is_refused_with_feature_and_reason(store, files):
     grids.to_file(files / "grids.geojson", driver="GeoJSON")
     message = refused(store, files)
     assert "grids.geojson" in message and "第 4 个要素" in message
-    assert "Self-intersection" in message
+    assert "自相交（位置 120.65" in message and "Self-intersection" not in message
 
 
 def test_wrong_column_names_the_field(store, files):

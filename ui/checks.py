@@ -56,6 +56,17 @@ def _display(basemap: Basemap, geom):
     return geom
 
 
+def _drawable(geom):
+    """An area as drawn: simplified and snapped to 1e-7°, except an invalid one (a bow-tie is
+    the finding itself), which GEOS cannot snap: drawn as it is, where it is wrong."""
+    if not shapely.is_valid(geom):
+        return geom
+    try:
+        return shapely.set_precision(shapely.simplify(geom, SIMPLIFY_DEG), 1e-7)
+    except shapely.errors.GEOSException:  # a snapping that collapses: the area as it is
+        return geom
+
+
 def findings_map(basemap: Basemap, findings: list[Finding], context=None,
                  focus: Finding | None = None) -> folium.Map:
     """The findings on a map: an area where a finding has one (a gap, an overlap, the part
@@ -70,7 +81,7 @@ def findings_map(basemap: Basemap, findings: list[Finding], context=None,
         geom = f.geometry
         if geom is not None and not shapely.is_empty(geom) and shapely.get_type_id(geom) in (
                 3, 6):
-            shape = shapely.set_precision(shapely.simplify(geom, SIMPLIFY_DEG), 1e-7)
+            shape = _drawable(geom)
             if not shapely.is_empty(shape):
                 areas.append({"type": "Feature", "id": f"a{n}",
                               "geometry": shapely.geometry.mapping(_display(basemap, shape)),
