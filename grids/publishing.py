@@ -167,18 +167,70 @@ def undo_draft(acting: Acting, draft_id: int) -> Draft:
     return _view(acting.store, acting.store.undo_draft(draft_id))
 
 
-def rebase_draft(acting: Acting, draft_id: int) -> Draft:
+class RebaseClash(VersionError):
+    """The draft edits features someone else changed since it began: rebasing would put the
+    draft's versions over theirs. `codes`: (layer, code) of those features."""
+
+    def __init__(self, message: str, codes: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.codes = codes
+
+
+def rebase_draft(acting: Acting, draft_id: int, *, overwrite: bool = False) -> Draft:
     """Take the draft's edits over to the newest version of its layers (after someone else
     published one): edits keyed by code apply to the new version as they are; the planner
-    checks the result (impact, checks) before publishing."""
+    checks the result (impact, checks) before publishing. When the draft edits a feature that
+    the newer versions changed too, its edit would silently undo theirs: refused (RebaseClash,
+    naming the features and the versions) unless `overwrite` says the planner has seen it."""
     acting.require(PERMISSION, f"draft:{draft_id}")
     store = acting.store
     record = _record(store, draft_id)
     current = _current_id(store)
+    if not overwrite:
+        clashes = _clashes(store, record)
+        if clashes:
+            raise RebaseClash(_clash_message(store, record, clashes), clashes)
     saved = store.save_draft(draft_id, content=record.content, layers=record.layers,
                              base=dict.fromkeys(record.layers, current),
                              expected_revision=record.revision)
     return _view(store, saved)
+
+
+def _clashes(store: Store, record: DraftRecord) -> list[tuple[str, str]]:
+    """(layer, code) of the features the draft edits that changed since its base version (a
+    whole-layer edit of a layer without codes clashes with any change, as code "")."""
+    edits = record.content.get("layers", {})
+    now = store.snapshot()
+    found: list[tuple[str, str]] = []
+    for name in sorted(edits):
+        base = record.base.get(name)
+        if not edits[name] or base is None or base == now.generation.id:
+            continue
+        spec = LAYERS[name]
+        since = edits_between(spec, store.snapshot(base)[name], now[name])
+        if not since:
+            continue
+        if "rows" in edits[name] or "rows" in since:
+            found.append((name, ""))
+            continue
+        changed = {str(r["values"][spec.key]) for r in since.get("put", [])}
+        changed |= {str(c) for c in since.get("drop", [])}
+        mine = {str(r["values"][spec.key]) for r in edits[name].get("put", [])}
+        mine |= {str(c) for c in edits[name].get("drop", [])}
+        found += [(name, code) for code in sorted(mine & changed)]
+    return found
+
+
+def _clash_message(store: Store, record: DraftRecord, clashes: list[tuple[str, str]]) -> str:
+    names = "、".join(f"{LAYERS[layer].title_zh} {code}" if code else
+                     f"整个{LAYERS[layer].title_zh}图层" for layer, code in clashes[:10])
+    more = f" 等 {len(clashes)} 个要素" if len(clashes) > 10 else ""
+    layers = {layer for layer, _ in clashes}
+    newer = [g for g in store.generations()
+             if g.id > min(record.base.get(n, g.id) for n in layers) and layers & set(g.layers)]
+    by = "、".join(f"版本 {g.id}（{g.actor or '他人'}）" for g in newer)
+    return (f"未变基：草稿修改的 {names}{more} 在草稿开始之后已被修改（{by}）。直接变基会用草稿"
+            "覆盖这些修改。请先查看该版本的改动：放弃草稿并在最新版本上重新编辑，或确认用草稿覆盖。")
 
 
 def discard_draft(acting: Acting, draft_id: int) -> Draft:

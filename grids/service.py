@@ -345,10 +345,12 @@ class Gridmap:
 
         return publishing.undo_draft(self.acting(actor), draft_id)
 
-    def rebase_draft(self, actor: Actor, draft_id: int):
+    def rebase_draft(self, actor: Actor, draft_id: int, *, overwrite: bool = False):
+        """The draft on the newest version; publishing.RebaseClash when it edits features
+        changed meanwhile, unless `overwrite`."""
         from grids import publishing
 
-        return publishing.rebase_draft(self.acting(actor), draft_id)
+        return publishing.rebase_draft(self.acting(actor), draft_id, overwrite=overwrite)
 
     def discard_draft(self, actor: Actor, draft_id: int):
         from grids import publishing

@@ -20,7 +20,7 @@ import streamlit as st
 from shapely.errors import GEOSException
 from streamlit_folium import st_folium
 
-from grids.publishing import PublishBlocked, finding_id
+from grids.publishing import PublishBlocked, RebaseClash, finding_id
 from layers import spreadsheet
 from layers.problems import ImportFailed
 from layers.schema import BUREAU_LEVELS, LAYERS, PARK_KINDS
@@ -120,13 +120,20 @@ def discard(draft_id: int) -> None:
     flash("info", f"草稿 {draft_id} 已放弃（记入审计记录）。")
 
 
-def rebase(draft_id: int) -> None:
+def rebase(draft_id: int, overwrite: bool = False) -> None:
     try:
-        done = svc.rebase_draft(actor, draft_id)
+        done = svc.rebase_draft(actor, draft_id, overwrite=overwrite)
+    except RebaseClash as exc:  # the draft would undo someone's change: asked, not done
+        ss["pl_clash"] = draft_id
+        flash("error", str(exc))
+        return
     except StoreError as exc:
         flash("error", str(exc))
         return
-    flash("info", f"草稿 {done.id} 已改为基于当前版本：请查看影响、重新检查后再发布。")
+    ss.pop("pl_clash", None)
+    flash("info", f"草稿 {done.id} 已改为基于当前版本"
+          + ("（草稿中的要素覆盖了他人的修改）" if overwrite else "")
+          + "：请查看影响、重新检查后再发布。")
 
 
 def set_note(draft_id: int, revision: int) -> None:
@@ -474,8 +481,12 @@ def editor(draft) -> None:
     for conflict in draft.conflicts:
         say("warning", conflict)
     if draft.conflicts:
-        st.button("在最新版本上继续（变基）", key="pl_rebase", on_click=rebase,
-                  args=(draft.id,))
+        if ss.get("pl_clash") == draft.id:
+            st.button("确认用草稿覆盖上述修改并变基", key="pl_rebase_over", on_click=rebase,
+                      args=(draft.id, True))
+        else:
+            st.button("在最新版本上继续（变基）", key="pl_rebase", on_click=rebase,
+                      args=(draft.id,))
     head[1].selectbox("正在编辑的园区", codes, format_func=labels.get, key="pl_park")
     n1, n2 = st.columns([4, 1], vertical_alignment="bottom")
     n1.text_input("修改原因（发布时记入版本记录）", value=draft.note, key=f"pl_note_{draft.id}")

@@ -298,6 +298,27 @@ def test_a_conflict_keeps_the_draft_and_rebase_continues(store_path, monkeypatch
     svc.close()
 
 
+def test_a_rebase_over_a_change_of_the_same_park_asks_first(store_path, monkeypatch):
+    at = start(open_page(store_path, monkeypatch))
+    at = draw(at, P2_WIDER)
+    other = Actor("t-planner", "planner", "规划员乙")
+    svc = Gridmap(str(store_path))
+    theirs = svc.create_draft(other, ["parks"], "化工园区向北")
+    parks = svc.draft_features(other, theirs.id, "parks")
+    svc.save_draft(other, theirs.id, pl.with_geometry(parks, "P2", box(120.62, 32.02, 120.66,
+                                                                       32.09)))
+    svc.publish_draft(other, theirs.id, [])
+    at = at.button(key="pl_check").click().run()
+    at = at.button(key="pl_rebase").click().run()
+    shown = texts(at)
+    assert "未变基" in shown and "园区 P2" in shown and "版本 2（t-planner）" in shown
+    assert svc.draft(PLANNER, 1).base == {"parks": 1}  # nothing done yet
+    at = at.button(key="pl_rebase_over").click().run()
+    assert "草稿中的要素覆盖了他人的修改" in texts(at)
+    assert svc.draft(PLANNER, 1).base == {"parks": 2}
+    svc.close()
+
+
 def test_warnings_acknowledged_one_by_one_then_history_and_rollback(store_path, monkeypatch):
     at = start(open_page(store_path, monkeypatch), code="P1", note="开发区向东扩展")
     at = draw(at, box(120.58, 32.12, 120.72, 32.18))  # into county B

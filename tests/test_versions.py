@@ -366,6 +366,32 @@ def test_a_draft_refuses_what_the_layer_does_not_allow(svc):
 
 
 # -- publishing -----------------------------------------------------------------------------------
+def test_a_rebase_does_not_silently_undo_a_change_to_the_same_feature(store, svc):
+    """Two planners change the same park: the second one's rebase would put their boundary
+    over the first one's without a word. It is refused, naming the park and the version, and
+    goes through only when the planner says their draft should win."""
+    from grids.publishing import RebaseClash
+
+    mine = wider_park_draft(svc, PLANNER)  # P2 wider to the east
+    theirs = svc.create_draft(PLANNER_B, "parks", "园区改名并调整")
+    parks = svc.draft_features(PLANNER_B, theirs.id, "parks")
+    parks.loc[parks["code"] == "P2", "name"] = "甲化工园区（调整）"
+    svc.save_draft(PLANNER_B, theirs.id, parks)
+    assert svc.publish_draft(PLANNER_B, theirs.id, []).id == 2
+    with pytest.raises(RebaseClash) as err:
+        svc.rebase_draft(PLANNER, mine.id)
+    message = str(err.value)
+    assert "园区 P2" in message and "版本 2（t-planner-b）" in message and "覆盖" in message
+    assert err.value.codes == [("parks", "P2")]
+    kept = svc.draft(PLANNER, mine.id)
+    assert kept.base == {"parks": 1} and kept.conflicts  # nothing changed
+    rebased = svc.rebase_draft(PLANNER, mine.id, overwrite=True)
+    assert rebased.base == {"parks": 2} and not rebased.conflicts
+    gen = svc.publish_draft(PLANNER, mine.id, [])
+    p2 = store.snapshot(gen.id)["parks"].set_index("code").loc["P2"]
+    assert shapely.equals(p2["geometry"], P2_WIDER) and p2["name"] != "甲化工园区（调整）"
+
+
 def test_publish_is_refused_on_conflict_and_the_draft_is_kept(store, svc):
     mine = wider_park_draft(svc, PLANNER)
     theirs = svc.create_draft(PLANNER_B, "parks", "国家级开发区改名")
