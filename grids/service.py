@@ -137,6 +137,11 @@ class Gridmap:
     def acting(self, actor: Actor, generation: int | None = None) -> Acting:
         return Acting(actor, self.store(), lambda: self._router(generation).snapshot)
 
+    def require(self, actor: Actor, action: str, target: str = "") -> str:
+        """The actor's scope of `action`, or PermissionDenied, the refusal audited (a page
+        opened by its address by someone it is not for)."""
+        return self.acting(actor).require(action, target)
+
     # -- signing in -------------------------------------------------------------------------------
     def sign_in(self, login: str, password: str, client: str = "") -> accounts.SignedIn:
         return accounts.sign_in(self.store(), login, password, client)

@@ -157,6 +157,16 @@ def test_only_planners_open_the_page(store_path, monkeypatch):
     assert any("无权打开此页面" in w.value for w in at.warning)
     assert not at.metric and "pl_pick" not in [s.key for s in at.selectbox]
     assert "pl_pick_go" not in [b.key for b in at.button]
+    # The attempt is in the audit trail, as every refusal is.
+    from layers.store import AuditQuery, open_store
+
+    store = open_store(str(store_path))
+    try:
+        refused = store.audit_rows(AuditQuery(action="denied", target="page"))
+    finally:
+        store.close()
+    assert list(refused["actor"]) == ["t-dispatcher"]
+    assert "layers.publish" in refused["detail"].iat[0]
 
 
 def test_a_drawn_boundary_is_snapped_saved_and_previewed(store_path, monkeypatch):

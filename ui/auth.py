@@ -7,11 +7,12 @@ its next run. The checks here only decide what to show; the service layer checks
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import streamlit as st
 
-from grids.access import ROLES_ZH, Actor, can
+from grids.access import ROLES_ZH, Actor, PermissionDenied, can
 from grids.service import Gridmap
 from layers.store import StoreError
 from ui import server
@@ -52,6 +53,8 @@ def signed_in(action: str | None = None) -> tuple[Gridmap, Actor]:
         same_tab_link("/login", "重新登录")
         st.stop()
     if action is not None and not can(actor, action):
+        with contextlib.suppress(PermissionDenied, StoreError):
+            svc.require(actor, action, "page")  # the refusal, into the audit trail
         st.warning(f"{actor.label} 无权打开此页面。")
         first = landing(actor)
         if first:
