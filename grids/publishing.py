@@ -346,6 +346,22 @@ def rollback(acting: Acting, layers: str | Sequence[str], to_generation: int, no
                    detail={"to_generation": int(to_generation)})
 
 
+def rollback_changes(acting: Acting, layers: str | Sequence[str], to_generation: int
+                     ) -> dict[str, dict[str, int]]:
+    """What a rollback would do to each layer (features added, changed, removed against the
+    current version), to show before it is confirmed."""
+    names = _layer_names(layers)
+    acting.require(PERMISSION, f"{','.join(names)}@{int(to_generation)}")
+    store = acting.store
+    current = store.snapshot()
+    if not 0 < int(to_generation) < current.generation.id:
+        raise VersionError(f"只能回退到此前的版本（1–{current.generation.id - 1}），"
+                           f"收到 {to_generation}")
+    old = store.snapshot(int(to_generation))
+    return {n: edit_counts(LAYERS[n], current[n], edits_between(LAYERS[n], current[n], old[n]))
+            for n in names}
+
+
 def check_draft(acting: Acting, draft_id: int) -> list:
     """The findings of the checks over the layers as the draft would leave them."""
     acting.require(PERMISSION, f"draft:{draft_id}")
@@ -384,10 +400,13 @@ def _commit(acting: Acting, target: str, action: str, current: Snapshot,
     diffs = {n: diff_layer(LAYERS[n], current[n], f) for n, f in frames.items()}
     if not any(d.any for d in diffs.values()):
         raise VersionError("与当前版本相比没有任何改动，无需发布")
+    kept = "草稿已保留" if draft_id is not None else "数据未作任何改动"
     problems = _reference_problems(frames, current)
     if problems:
-        message = "发布被阻止：引用了不存在的编码（本次未发布，草稿已保留）：\n" + "\n".join(
-            f"  - {p}" for p in problems[:MAX_LISTED])
+        hint = ("；若是回退了园区，请把执法机构一并回退到同一版本" if action == "rollback"
+                and any(p.field == "park_code" for p in problems) else "")
+        message = (f"发布被阻止：引用了不存在的编码（本次未发布，{kept}{hint}）：\n"
+                   + "\n".join(f"  - {p}" for p in problems[:MAX_LISTED]))
         _refused(acting, target, "references", message)
         raise PublishBlocked(message)
     findings = _findings({**current.layers, **frames}, changed=tuple(frames))
@@ -396,7 +415,7 @@ def _commit(acting: Acting, target: str, action: str, current: Snapshot,
     acked = {str(a) for a in acknowledged}
     missing = [f for f in warnings if finding_id(f) not in acked and f.kind not in acked]
     if errors or missing:
-        message = _blocked_message(errors, missing)
+        message = _blocked_message(errors, missing, kept)
         _refused(acting, target, "checks", message, [finding_id(f) for f in errors + missing])
         raise PublishBlocked(message, errors + missing)
     audit = acting.record(action, target, note=note, layers=sorted(frames),
@@ -410,8 +429,8 @@ def _commit(acting: Acting, target: str, action: str, current: Snapshot,
         raise
 
 
-def _blocked_message(errors: list, missing: list) -> str:
-    lines = ["发布被阻止（本次未发布，草稿已保留）："]
+def _blocked_message(errors: list, missing: list, kept: str = "草稿已保留") -> str:
+    lines = [f"发布被阻止（本次未发布，{kept}）："]
     if errors:
         lines.append(f"检查发现 {len(errors)} 个错误，须先修改：")
         lines += [f"  - {_finding_text(f)}" for f in errors[:MAX_LISTED]]

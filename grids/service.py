@@ -385,6 +385,13 @@ class Gridmap:
 
         return publishing.publish_draft(self.acting(actor), draft_id, acknowledged_warnings)
 
+    def rollback_changes(self, actor: Actor, layer, to_generation: int
+                         ) -> dict[str, dict[str, int]]:
+        """Per layer, the features a rollback would add, change and remove (before asking)."""
+        from grids import publishing
+
+        return publishing.rollback_changes(self.acting(actor), layer, to_generation)
+
     def rollback(self, actor: Actor, layer, to_generation: int, note: str,
                  acknowledged_warnings: list[str] | tuple = ()) -> Generation:
         """Publish the features `layer` had in `to_generation` as a new version (audited)."""

@@ -965,6 +965,15 @@ def _check_hierarchy(raw: RawLayer, frame: pd.DataFrame) -> list[Problem]:
     return problems[:MAX_PER_CHECK] + _more(raw, len(problems))
 
 
+def _stored_row(spec, frame: pd.DataFrame, i: int) -> str:
+    """A stored feature as a person finds it: by its code (or a worker by their id)."""
+    if spec.key:
+        return f"编码 {shown(frame[spec.key].iat[i])}"
+    if "id" in frame:
+        return f"编号 {shown(frame['id'].iat[i])}"
+    return f"第 {i + 1} 条"
+
+
 def check_references(frames: dict[str, pd.DataFrame], current, skip: set[str] | None = None,
                      places: dict | None = None) -> list[Problem]:
     """Every code referenced exists, in this import or (for layers not imported) in the store.
@@ -998,13 +1007,17 @@ def check_references(frames: dict[str, pd.DataFrame], current, skip: set[str] | 
                 continue
             valid = codes(target)
             bad = [(i, v) for i, v in enumerate(frame[col]) if v and v not in valid]
-            where_file, place = (f"数据库中现有的 {name}", None) if stored else places.get(
-                name, (name, None))
+            where_file, place = (f"数据库中现有的{spec.title_zh}（{name}）", None) if stored \
+                else places.get(name, (name, None))
             for i, v in bad[:MAX_PER_CHECK]:
+                # A stored feature by its code (its row number means nothing to anyone).
+                at = (place(i) if place else _stored_row(spec, frame, i) if stored
+                      else f"第 {i + 1} 条")
                 problems.append(
                     Problem(
-                        where_file, f"引用的 {target} 编码 {shown(v)} 不存在",
-                        place(i) if place else f"第 {i + 1} 条", col
+                        where_file,
+                        f"引用的{LAYERS[target].title_zh}（{target}）编码 {shown(v)} 不存在",
+                        at, col
                     )
                 )
             if len(bad) > MAX_PER_CHECK:

@@ -639,6 +639,8 @@ def history_section() -> None:
     by_id = {g.id: g for g in gens}
     ids = [g.id for g in reversed(gens)]
     c1, c2 = st.columns(2)
+    if ss.get("_pl_hist_show") in ids:  # a version just published here (a rollback): shown
+        ss["pl_hist_gen"] = ss.pop("_pl_hist_show")
     gen_id = c1.selectbox("查看版本的改动", ids, key="pl_hist_gen", format_func=lambda i: (
         f"版本 {i} · {cards.beijing_text(by_id[i].created_at)} · {by_id[i].actor or '导入'} · "
         f"{by_id[i].note}"))
@@ -693,7 +695,29 @@ def rollback_section(gens) -> None:
                            key=f"pl_rb_ack_{to}_{finding_id(f)}"):
                 acked.append(finding_id(f))
     st.caption("回退把所选图层在该版本时的要素发布为一个新版本（历史不改写）。")
-    if st.button("回退为新版本", key="pl_rb_go", disabled=not picked):
+    asked = ss.get("_pl_rb_ask") == (current, to, tuple(picked))
+    if not asked:
+        if st.button("回退为新版本…", key="pl_rb_go", disabled=not picked):
+            if not str(ss.get("pl_rb_note") or "").strip():
+                flash("error", "回退前请填写原因：它会记入版本记录")
+            else:
+                ss["_pl_rb_ask"] = (current, to, tuple(picked))
+            st.rerun()
+        return
+    # A rollback publishes at once for everyone: say what it undoes, then ask.
+    try:
+        changes = svc.rollback_changes(actor, picked, to)
+    except StoreError as exc:
+        st.error(str(exc))
+        ss.pop("_pl_rb_ask", None)
+        return
+    what = describe_changes(changes)
+    st.warning(f"确认把{'、'.join(LAYERS[n].title_zh for n in picked)}回退到版本 {to}？"
+               f"将立即发布为版本 {current + 1}，所有人的查询和分派随即按它进行。"
+               f"相对当前版本 {current}：{what}。")
+    yes, no = st.columns(2)
+    if yes.button("确认回退", key="pl_rb_yes", type="primary", width="stretch"):
+        ss.pop("_pl_rb_ask", None)
         try:
             gen = svc.rollback(actor, picked, to, ss.get("pl_rb_note", ""), acked)
         except PublishBlocked as exc:
@@ -703,7 +727,11 @@ def rollback_section(gens) -> None:
             flash("error", str(exc))
         else:
             ss.pop("_pl_rb_blocked", None)
+            ss["_pl_hist_show"] = gen.id  # the history shows what the rollback did
             flash("success", f"已回退为版本 {gen.id}：{describe_changes(gen.changes)}")
+        st.rerun()
+    if no.button("取消", key="pl_rb_no", width="stretch"):
+        ss.pop("_pl_rb_ask", None)
         st.rerun()
 
 

@@ -236,7 +236,8 @@ def test_dangling_reference_from_stored_layer_is_refused(store, tmp_path):
     grids = world.layers()["grids"].iloc[1:]  # drops a grid that stored workers point at
     grids.to_file(only / "grids.geojson", driver="GeoJSON")
     message = refused(store, only)
-    assert "数据库中现有的 workers" in message
+    assert "数据库中现有的网格员（workers），编号 " in message
+    assert "引用的网格（grids）编码" in message
 
 
 @pytest.mark.parametrize("kind", STORES)

@@ -355,7 +355,17 @@ def test_warnings_acknowledged_one_by_one_then_history_and_rollback(store_path, 
     assert "回退前请填写原因" in texts(at)
     at.text_input(key="pl_rb_note").input("批复撤回").run()
     at = at.button(key="pl_rb_go").click().run()
+    # Asked first, with what it undoes; cancel does nothing, confirm publishes.
+    asked = " ".join(w.value for w in at.warning)
+    assert "确认把园区回退到版本 1" in asked and "版本 3" in asked
+    assert "园区（parks）修改 1" in asked
+    at = at.button(key="pl_rb_no").click().run()
+    assert route(store_path, "near_border")["park"]["code"] == "P1"
+    assert not [b for b in at.button if b.key == "pl_rb_yes"]
+    at = at.button(key="pl_rb_go").click().run()
+    at = at.button(key="pl_rb_yes").click().run()
     assert "已回退为版本 3" in texts(at)
+    assert at.selectbox(key="pl_hist_gen").value == 3  # the history shows the new version
     assert route(store_path, "near_border")["park"] is None
     assert route(store_path, "near_border", generation=2)["park"]["code"] == "P1"
 
@@ -387,6 +397,21 @@ def test_a_new_park_and_its_bureau(store_path, monkeypatch):
     answer = route(store_path, "a2_plain")
     assert answer["park"]["code"] == "P9" and answer["bureau"]["code"] == "B-P9"
     assert answer["chain"] == ["B-P9", "B-A", "B-M"]
+    # Rolling back the parks alone would leave B-P9 pointing at no park: refused, saying which
+    # bureau and what to do, and that nothing changed (a rollback has no draft to keep).
+    from grids.publishing import PublishBlocked
+
+    svc = Gridmap(str(store_path))
+    try:
+        with pytest.raises(PublishBlocked) as err:
+            svc.rollback(PLANNER, "parks", 1, "撤回新园区")
+    finally:
+        svc.close()
+    message = str(err.value)
+    assert "数据未作任何改动" in message and "草稿已保留" not in message
+    assert "执法机构一并回退" in message
+    assert "数据库中现有的执法机构（bureaus），编码 B-P9" in message
+    assert "引用的园区（parks）编码 P9 不存在" in message
 
 
 def test_upload_a_layer_file(store_path, monkeypatch, tmp_path):
