@@ -43,8 +43,8 @@ st.html(cases.counts_html(counts))
 open_states = [s for s in flow.states if s != "closed"]
 ss.setdefault("cs_status", open_states)
 f1, f2, f3, f4, f5 = st.columns([2.4, 1.6, 1.4, 1.2, 1.4])
-statuses = f1.multiselect("状态", list(flow.states), key="cs_status", format_func=flow.label,
-                          placeholder="全部状态")
+statuses = f1.multiselect("状态", list(flow.states), select_all=False, key="cs_status",
+                          format_func=flow.label, placeholder="全部状态")
 bureaus = sorted(names)
 bureau = f2.selectbox("责任执法机构", [None, *bureaus], key="cs_bureau_filter",
                       format_func=lambda c: "全部" if c is None else names.get(c, c))

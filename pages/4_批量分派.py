@@ -112,7 +112,7 @@ if result is not None:
         st.caption("这些行保留在下载文件中（分派状态为“无法分派”），原因见“无法分派原因”列。")
         st.dataframe(bad, hide_index=True, width="stretch")
     st.markdown("##### 分派结果")
-    statuses = st.multiselect("分派状态", list(batch.STATUS_ZH), key="bt_status",
+    statuses = st.multiselect("分派状态", list(batch.STATUS_ZH), select_all=False, key="bt_status",
                               format_func=batch.STATUS_ZH.get, placeholder="全部")
     st.dataframe(batch.shown_table(result, statuses), hide_index=True, width="stretch",
                  height=420)

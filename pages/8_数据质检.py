@@ -55,11 +55,11 @@ st.caption(f"检查对象：{cards.md(report.subject_zh)} · 错误须改正后�
 severities, kinds, layers = view.choices(findings)
 c1, c2, c3 = st.columns(3)
 chosen_sev = c1.multiselect("严重程度", severities, format_func=lambda s: SEVERITY_ZH.get(s, s),
-                            key="qc_severity", placeholder="全部")
+                            select_all=False, key="qc_severity", placeholder="全部")
 chosen_kind = c2.multiselect("类型", kinds, format_func=lambda k: KIND_ZH.get(k, k),
-                             key="qc_kind", placeholder="全部")
-chosen_layer = c3.multiselect("图层", layers, format_func=layer_zh, key="qc_layer",
-                              placeholder="全部")
+                             select_all=False, key="qc_kind", placeholder="全部")
+chosen_layer = c3.multiselect("图层", layers, format_func=layer_zh, select_all=False,
+                              key="qc_layer", placeholder="全部")
 shown = view.filtered(findings, chosen_sev, chosen_kind, chosen_layer)
 
 if not findings:

@@ -389,7 +389,7 @@ def new_park_section() -> None:
     units = grids[(grids["kind"].isin(pl.PAINT_KINDS))
                   & grids["township_code"].astype(str).isin(in_county)]
     unit_names = dict(zip(units["code"].astype(str), units["name"].astype(str), strict=True))
-    st.multiselect("网格单元", list(unit_names), key="pl_new_units",
+    st.multiselect("网格单元", list(unit_names), select_all=False, key="pl_new_units",
                    format_func=lambda c: f"{unit_names.get(c, c)}（{c}）", placeholder="可不选")
     # A polygon drawn on the map (kept until the park is created).
     value = ss.get(NEW_KEY)
@@ -683,7 +683,8 @@ def rollback_section(gens) -> None:
     to = c1.selectbox("回退到版本", targets, key="pl_rb_to", format_func=lambda i: (
         f"版本 {i} · {cards.beijing_text(by_id[i].created_at)} · {by_id[i].note}"))
     names = [n for n in LAYERS if LAYERS[n].geometry or n == "bureaus"]
-    picked = c2.multiselect("回退的图层", names, default=["parks"], key="pl_rb_layers",
+    picked = c2.multiselect("回退的图层", names, default=["parks"], select_all=False,
+                            key="pl_rb_layers",
                             format_func=lambda n: f"{LAYERS[n].title_zh}（{n}）")
     st.text_input("回退原因（记入版本记录）", key="pl_rb_note")
     blocked = ss.get("_pl_rb_blocked")

@@ -382,6 +382,8 @@ def test_a_new_park_and_its_bureau(store_path, monkeypatch):
     at.text_input(key="pl_new_bcode").input("B-P9").run()
     at.text_input(key="pl_new_bname").input("甲二镇新材料园执法局").run()
     assert at.selectbox(key="pl_new_bparent").value == "B-A"  # the county's bureau
+    # No "Select all" (Streamlit's English bulk action would take a whole county's units).
+    assert at.multiselect(key="pl_new_units").proto.select_all == 0
     at.multiselect(key="pl_new_units").select("320901002001001").run()
     at.text_input(key="pl_new_note").input("省政府批复新设化工园区").run()
     at = at.button(key="pl_new_go").click().run()
