@@ -264,7 +264,8 @@ def _extract(path: Path, tmp: Path) -> None:
     try:
         archive = zipfile.ZipFile(path)
     except Exception as exc:  # BadZipFile, truncated or not a zip at all
-        raise ImportFailed([Problem(path.name, f"压缩包已损坏或不是 zip 文件：{exc}")]) from exc
+        broken = "压缩包已损坏，或不是 zip 文件（可能只是改了扩展名）"
+        raise ImportFailed([Problem(path.name, broken)]) from exc
     with archive:
         plan = _check_archive(archive, path.name)
         total = 0
@@ -701,7 +702,8 @@ def _geometry(spec: LayerSpec, raw: RawLayer, crs_override: str | None,
             [
                 Problem(
                     raw.file,
-                    "没有坐标系信息（缺少 .prj 等），请用 --crs 指定，例如 --crs EPSG:4549",
+                    "没有坐标系信息（缺少 .prj 等）：请指定坐标系，例如 EPSG:4549"
+                    "（命令行用 --crs，网页上填写“坐标系”）",
                 )
             ],
             "",

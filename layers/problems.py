@@ -50,8 +50,10 @@ class ImportFailed(Exception):
         self.problems = problems
         super().__init__(self.summary())
 
-    def summary(self, limit: int = 30) -> str:
-        lines = [f"导入失败，数据库未作任何改动。发现 {len(self.problems)} 个问题："]
+    def summary(self, limit: int = 30, head: str = "导入失败，数据库未作任何改动。") -> str:
+        """Every problem on a line of its own, after `head` (what was not done: an import's,
+        by default; a page reading a file for a draft or a check says its own)."""
+        lines = [f"{head}发现 {len(self.problems)} 个问题："]
         lines += [f"  - {p}" for p in self.problems[:limit]]
         if len(self.problems) > limit:
             lines.append(f"  …… 另有 {len(self.problems) - limit} 个问题未列出")

@@ -101,7 +101,8 @@ def shapefile_encoding(path: Path, display: str) -> str:
             continue
     raise ReadError(
         Problem(
-            dbf.name, "无法判断属性表的文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定"
+            dbf.name, "无法判断属性表的文字编码（既不是 UTF-8 也不是 GBK）：请另存为 UTF-8，"
+            "或用命令行的 --encoding 指定"
         )
     )
 
@@ -173,7 +174,8 @@ def csv_encoding(path: Path, preferred: str | None = None, display: str | None =
                 Problem(display, f"无法识别的文字编码：{shown(candidate)}（可用 utf-8 或 gbk）")
             ) from None
     raise ReadError(
-        Problem(display, "无法判断文字编码（既不是 UTF-8 也不是 GBK），请用 --encoding 指定")
+        Problem(display, "无法判断文字编码（既不是 UTF-8 也不是 GBK）：请另存为 UTF-8，"
+                "或用命令行的 --encoding 指定")
     )
 
 

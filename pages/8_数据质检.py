@@ -29,13 +29,14 @@ with st.expander("检查一套导入格式的图层（不写入数据库）"):
     upload = st.file_uploader(f"图层 zip（{page.UPLOAD_LIMIT_ZH}）", type=["zip"], key="qc_upload")
     if upload is not None and st.session_state.get("_qc_upload_id") != upload.file_id:
         with tempfile.TemporaryDirectory(prefix="gridmap-qc-") as tmp:
-            path = Path(tmp) / "layers.zip"
+            # The file by the name it was uploaded with: messages name it so.
+            path = Path(tmp) / (Path(upload.name).name[-100:] or "layers.zip")
             path.write_bytes(upload.getvalue())
             try:
                 st.session_state["_qc_report"] = svc.check_path(actor, path)
             except ImportFailed as exc:
                 st.session_state["_qc_report"] = None
-                st.error(cards.md(exc.summary()))
+                st.error(cards.lines_md(exc.summary(head="无法检查这个文件。")))
         st.session_state["_qc_upload_id"] = upload.file_id
     if upload is None:
         st.session_state.pop("_qc_report", None)

@@ -559,7 +559,7 @@ def upload_section(draft, code: str) -> None:
                                             encoding=encoding.strip() or None)
             except ImportFailed as exc:
                 ss.pop("_pl_upload", None)
-                st.error(cards.md(exc.summary()))
+                st.error(cards.lines_md(exc.summary(head="文件未读入，草稿未作改动。")))
                 return
             except StoreError as exc:
                 ss.pop("_pl_upload", None)
@@ -567,7 +567,9 @@ def upload_section(draft, code: str) -> None:
                 return
         ss["_pl_upload"] = (file.file_id, frame)
     frame = ss["_pl_upload"][1]
-    st.dataframe(frame[["code", "name", "kind", "county_code"]].rename(columns={
+    shown = frame[["code", "name", "kind", "county_code"]].assign(
+        kind=frame["kind"].map(lambda k: cards.PARK_KIND_ZH.get(k, k)))
+    st.dataframe(shown.rename(columns={
         "code": "编码", "name": "名称", "kind": "类型", "county_code": "县（市）、区编码"}),
         hide_index=True, width="stretch", key="pl_upload_table")
     c1, c2 = st.columns(2)

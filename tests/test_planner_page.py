@@ -21,6 +21,7 @@ from grids.service import Gridmap
 from tests import world
 from tests.browser import ROOT, XSS_NAME, build_map_world
 from tests.signin import sign_in_page
+from ui import cards
 from ui import planner as pl
 
 PAGE = "pages/9_规划调整.py"
@@ -430,6 +431,7 @@ def test_upload_a_layer_file(store_path, monkeypatch, tmp_path):
         ("parks.geojson", geojson.read_bytes(), "application/geo+json")).run()
     assert not at.exception, at.exception
     assert table(at, "编码")["编码"].tolist() == ["P2"]
+    assert table(at, "编码")["类型"].tolist() == [cards.PARK_KIND_ZH["chemical_park"]]
     at = at.button(key="pl_upload_put").click().run()
     assert "上传文件中的 1 个园区：已保存到草稿 1" in texts(at)
     assert drawn_boundary(store_path, 1).equals(P2_WIDER)
@@ -449,6 +451,35 @@ def test_upload_a_layer_file(store_path, monkeypatch, tmp_path):
     assert "园区 P2 的边界（取自上传文件）" in texts(at)
     saved = drawn_boundary(store_path, 1)
     assert saved.symmetric_difference(box(120.6, 32.13, 120.65, 32.17)).area < 1e-10
+
+
+def test_unreadable_uploads_say_each_problem_on_its_own_line(store_path, monkeypatch, tmp_path):
+    from shapely.geometry import Polygon
+
+    at = start(open_page(store_path, monkeypatch))
+    at.radio(key="pl_mode").set_value("upload").run()
+    parks = world.layers()["parks"].iloc[[0, 1]].copy()
+    parks["kind"] = "游乐园"
+    parks["geometry"] = [Polygon([(120.61, 32.01), (120.69, 32.09), (120.69, 32.01),
+                                  (120.61, 32.09)]), parks.geometry.iat[1]]
+    geojson = tmp_path / "园区草图.geojson"
+    parks.to_file(geojson, driver="GeoJSON")
+    at.file_uploader(key="pl_upload").set_value(
+        ("园区草图.geojson", geojson.read_bytes(), "application/geo+json")).run()
+    assert not at.exception
+    [error] = at.error
+    lines = error.value.split("  \n")
+    assert lines[0].startswith("文件未读入，草稿未作改动。发现 ") and "导入失败" not in lines[0]
+    assert len(lines) >= 3 and all(line.startswith("\\- ") for line in lines[1:])
+    assert any("自相交（位置" in line for line in lines) and "Self-intersection" not in error.value
+    # A 数据质检 upload that is no zip: named as uploaded, in Chinese.
+    at.switch_page("pages/8_数据质检.py").run()
+    at.file_uploader(key="qc_upload").set_value(("我的图层.zip", b"not a zip", "application/zip"))
+    at.run()
+    assert not at.exception
+    [error] = at.error
+    assert error.value.startswith("无法检查这个文件。") and r"我的图层\.zip" in error.value
+    assert "File is not" not in error.value and "layers.zip" not in error.value
 
 
 def test_names_on_the_planner_maps_are_text():

@@ -88,6 +88,12 @@ def md(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", "" if value is None else str(value))
 
 
+def lines_md(text: str) -> str:
+    """A message of several lines ("问题：\n  - …\n  - …") for st.error/st.warning: each line
+    escaped and kept on its own (markdown would run them into one paragraph)."""
+    return "  \n".join(md(line.strip()) for line in str(text).splitlines() if line.strip())
+
+
 def _ref(d: dict | None, kinds: dict[str, str] | None = None, key: str = "kind",
          missing: str = "—") -> str:
     if not d:
