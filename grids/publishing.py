@@ -826,8 +826,8 @@ def _cut_grids(current: Snapshot, proposed: Snapshot,
             continue
         spec = LAYERS[name]
         for code, label, old, new in _changed_features(spec, current[name], frames[name]):
-            if new is None:
-                continue
+            if new is None or (old is not None and shapely.equals_exact(old, new, 0.0)):
+                continue  # removed, or only its attributes changed: no boundary moved
             hit = tree.query(new, predicate="intersects")
             if not len(hit):
                 continue

@@ -813,3 +813,16 @@ def test_two_concurrent_publishes_of_one_layer_exactly_one_wins(new_store, files
 def cli(store: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([gridmap_exe(), "--store", store, *args], capture_output=True,
                           text=True, timeout=120)
+
+
+def test_a_renamed_park_cuts_no_grid(svc):
+    """Only a moved boundary cuts grids: a new name alone listed every grid its unchanged
+    boundary already crossed as 被切分."""
+    d = svc.create_draft(PLANNER, "parks", "园区改名")
+    parks = svc.draft_features(PLANNER, d.id, "parks")
+    parks.loc[parks["code"] == "P2", "name"] = "甲化工园区（更名）"
+    svc.save_draft(PLANNER, d.id, parks)
+    found = svc.impact(PLANNER, d.id)
+    assert found.cut_grids.empty
+    moved = wider_park_draft(svc, PLANNER)
+    assert list(svc.impact(PLANNER, moved.id).cut_grids["grid_code"]) == ["320901002001002"]
