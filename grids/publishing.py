@@ -242,6 +242,11 @@ def discard_draft(acting: Acting, draft_id: int) -> Draft:
     return _view(store, done)
 
 
+# Nodes of one uploaded feature at most: a surveyed park boundary has thousands; a million (an
+# export at full resolution) would take the editing map a minute to draw.
+MAX_UPLOAD_NODES = 50_000
+
+
 def read_layer_file(path: Path, layer: str, *, crs: str | None = None,
                     encoding: str | None = None) -> pd.DataFrame:
     """A layer uploaded as a file (GeoJSON, KML, GeoPackage, or a zip with a Shapefile), read and
@@ -283,6 +288,14 @@ def read_layer_file(path: Path, layer: str, *, crs: str | None = None,
         frame, problems, _ = check_layer(spec, raw, crs)
     if problems or frame is None:
         raise ImportFailed(problems)
+    if spec.geometry:
+        nodes = shapely.get_num_coordinates(np.asarray(frame.geometry.values, dtype=object))
+        heavy = np.flatnonzero(nodes > MAX_UPLOAD_NODES)
+        if len(heavy):
+            raise ImportFailed([Problem(
+                file.name, f"边界有 {int(nodes[i]):,} 个节点，超过 {MAX_UPLOAD_NODES:,} 个（地图上"
+                "无法流畅编辑和显示）：请先在 QGIS 中用“简化”（容差 0.5 米即可）处理后再上传",
+                f"第 {i + 1} 个要素（编码 {frame[spec.key].iat[i]}）") for i in heavy[:10]])
     if stored is not None:
         merged = []
         for text, extra in zip(stored, frame["attrs"], strict=True):

@@ -826,3 +826,28 @@ def test_a_renamed_park_cuts_no_grid(svc):
     assert found.cut_grids.empty
     moved = wider_park_draft(svc, PLANNER)
     assert list(svc.impact(PLANNER, moved.id).cut_grids["grid_code"]) == ["320901002001002"]
+
+
+def test_an_uploaded_boundary_of_too_many_nodes_is_refused(svc, tmp_path):
+    import geopandas as gpd
+    import numpy as np
+    from shapely.geometry import Polygon
+
+    from grids.publishing import MAX_UPLOAD_NODES
+    from layers.problems import ImportFailed
+
+    parks = world.layers()["parks"]
+    parks = parks[parks["code"] == "P2"].copy()
+    t = np.linspace(0, 2 * np.pi, MAX_UPLOAD_NODES + 10, endpoint=False)
+    parks["geometry"] = [Polygon(np.column_stack([120.65 + 0.02 * np.cos(t),
+                                                  32.15 + 0.02 * np.sin(t)]))]
+    path = tmp_path / "dense.geojson"
+    gpd.GeoDataFrame(parks).to_file(path, driver="GeoJSON")
+    with pytest.raises(ImportFailed) as err:
+        svc.read_layer_file(PLANNER, path, "parks")
+    message = str(err.value)
+    assert "dense.geojson" in message and "第 1 个要素（编码 P2）" in message
+    assert f"{MAX_UPLOAD_NODES + 11:,} 个节点" in message and "简化" in message
+    parks["geometry"] = [P2_WIDER]
+    gpd.GeoDataFrame(parks).to_file(path, driver="GeoJSON")
+    assert svc.read_layer_file(PLANNER, path, "parks")["code"].tolist() == ["P2"]
