@@ -803,3 +803,13 @@ def test_an_unreadable_batch_body_is_explained_without_server_file_names(api, ap
         description = assert_error(r, 400, said)
         assert description.startswith("请求正文：") and "gridmap-api-" not in description
         assert "Error" not in description
+
+
+def test_a_json_field_of_the_wrong_kind_is_named(api, api_world):
+    key = api_world.keys["dispatcher"]
+    r = requests.post(api.url + "/open311/v2/requests.json", timeout=60,
+                      json={"service_code": ["air"], "lat": 32.0, "long": {"x": 1}},
+                      headers={"X-API-Key": key})
+    description = assert_error(r, 400, "不能是数组或对象")
+    assert "service_code" in description and "long" in description
+    assert "缺少" not in description

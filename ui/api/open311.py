@@ -202,8 +202,11 @@ async def read_form(request: Request) -> dict[str, str]:
             raise ApiError(400, "请求内容不是有效的 JSON") from exc
         if not isinstance(data, dict):
             raise ApiError(400, "JSON 请求内容须为对象（字段名: 值）")
-        return {str(k): "" if v is None else str(v) for k, v in data.items()
-                if isinstance(v, str | int | float | bool) or v is None}
+        nested = sorted(str(k)[:50] for k, v in data.items() if isinstance(v, list | dict))
+        if nested:  # said, not dropped (a dropped service_code read as a missing one)
+            raise ApiError(400, f"字段 {'、'.join(nested[:5])} 的值应为文字或数字，"
+                                "不能是数组或对象")
+        return {str(k): "" if v is None else str(v) for k, v in data.items()}
     raise ApiError(415, "请求内容类型须为 application/x-www-form-urlencoded（Open311 规范）"
                         "或 application/json")
 
