@@ -813,3 +813,20 @@ def test_a_json_field_of_the_wrong_kind_is_named(api, api_world):
     description = assert_error(r, 400, "不能是数组或对象")
     assert "service_code" in description and "long" in description
     assert "缺少" not in description
+
+
+def test_swapped_coordinates_are_taken_and_said(api, api_world):
+    key = api_world.keys["dispatcher"]
+    lon, lat = world.P["b1"]
+    r = post_form(api, api_key=key, service_code="air", lat=lon, long=lat)  # the wrong way
+    assert r.status_code == 200, r.text
+    [made] = r.json()
+    assert "填反" in made["service_notice"] and f"纬度 {lat:.6f}" in made["service_notice"]
+    svc = api_world.service()
+    try:
+        case = svc.case(ADMIN, made["service_request_id"])
+        assert "swapped" in json.loads(case["answer"])["flags"]
+    finally:
+        svc.close()
+    r = post_form(api, api_key=key, service_code="air", lat=lat, long=lon)
+    assert "填反" not in r.json()[0]["service_notice"]

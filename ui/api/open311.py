@@ -385,6 +385,10 @@ def intake_notice(case_id: str, route: dict, category: Category, referral: str |
                      f"责任网格：{_ref(route.get('grid'))}。")
         if route.get("sea_area"):
             parts.append(f"海域：{_ref(route['sea_area'])}。")
+    if "swapped" in (route.get("flags") or []):  # corrected, and said: the caller checks it
+        lon, lat = (route.get("point") or {}).get("cgcs2000") or (None, None)
+        where = f"（经度 {lon:.6f}，纬度 {lat:.6f}）" if lon is not None else ""
+        parts.append(f"注意：所给 lat 与 long 像是填反了，已按对调后的位置{where}受理，请核对。")
     return "".join(parts)
 
 
