@@ -121,6 +121,8 @@ LINK, FILE = "link", "file"
 if result is not None and can(actor, "case.create"):
     st.markdown("##### 登记为案件")
     n = len(result.result.table)
+    # Rows outside the jurisdiction or that could not be routed are not filed (said below).
+    fileable = int(sum(result.result.counts.get(k, 0) for k in ("ok", "ambiguous")))
     try:
         columns = batch.case_columns(result)
     except BatchInputError as exc:
@@ -139,7 +141,9 @@ if result is not None and can(actor, "case.create"):
                               FILE: "仍登记为新案件"}.get)
         if n > MAX_FILE_ROWS:
             st.warning(f"一次最多登记 {MAX_FILE_ROWS:,} 行，本文件 {n:,} 行，请分成几个文件提交。")
-        elif st.button(f"将 {n} 行登记为案件", type="primary", key="bt_file_cases"):
+        elif st.button(f"登记为案件（{fileable} 行可登记，{n - fileable} 行不登记）"
+                       if fileable < n else f"将 {n} 行登记为案件",
+                       type="primary", key="bt_file_cases", disabled=not fileable):
             bar = st.progress(0.0, text="正在登记…")
             try:
                 ss["_bt_filing"] = svc.file_batch(

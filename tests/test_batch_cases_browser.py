@@ -82,7 +82,7 @@ def test_complaint_file_filed_as_cases_with_a_report_per_row(tab, server, tmp_pa
     upload = tmp_path / "投诉导出.csv"
     upload.write_bytes(complaints())
     page.locator("input[type=file]").set_input_files(str(upload))
-    button = page.get_by_role("button", name="将 5 行登记为案件")
+    button = page.get_by_role("button", name="登记为案件（4 行可登记，1 行不登记）")
     button.wait_for(timeout=60_000)
     assert "举报时间“举报时间”" in page.locator("body").inner_text()  # the columns it found
 
@@ -139,7 +139,7 @@ def test_complaint_file_filed_as_cases_with_a_report_per_row(tab, server, tmp_pa
 
     # Sent again: nothing is filed twice, and the page says so.
     page.wait_for_function(SCRIPT_IDLE, timeout=60_000)
-    page.get_by_role("button", name="将 5 行登记为案件").click()
+    page.get_by_role("button", name="登记为案件（4 行可登记，1 行不登记）").click()
     page.get_by_text("其中 3 行在此前提交同一文件时已处理", exact=False).wait_for(timeout=60_000)
     assert metric(page, "已登记") == "2" and metric(page, "已并入原案件") == "1"
     store = open_store(str(server.store))
