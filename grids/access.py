@@ -59,7 +59,9 @@ class Actor:
 
     @property
     def label(self) -> str:
-        return f"{self.name or self.login}（{ROLES_ZH.get(self.role, self.role)}）"
+        # One pair of brackets: 调度员甲（调度员·受理派遣）, not （调度员（受理派遣））.
+        role = ROLES_ZH.get(self.role, self.role).replace("（", "·").replace("）", "")
+        return f"{self.name or self.login}（{role}）"
 
     @classmethod
     def local_admin(cls) -> Actor:

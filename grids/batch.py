@@ -1430,7 +1430,8 @@ class _Filer:
                 cases.link_duplicate(self.acting, self.reference(marker, fields), original)
                 metres = float(same["distance_m"].iloc[0])
                 return replace(row, outcome=LINKED, case_id=original, note="；".join(
-                    [f"{metres:.0f} 米内有同类未结案件，作为重复举报并入", *notes]))
+                    [(f"{metres:.0f} 米内" if metres >= 1 else "同一位置") +
+                     "有同类未结案件，作为重复举报并入", *notes]))
             if len(same):
                 ids = "、".join(same["id"].astype(str).head(3))
                 notes.append(f"附近有同类未结案件 {ids}，按选择仍登记为新案件")

@@ -71,7 +71,8 @@ with side:
                  help="位置来源决定坐标系：高德/腾讯/微信为 GCJ-02，百度为 BD-09，手机 GPS 为 "
                       "WGS84；未说明时两种读法比对。")
     c4.number_input("精度半径（米）", min_value=0.0, max_value=float(intake.ACCURACY_MAX_M),
-                    step=10.0, key=k("in_acc"), persist_state=KEEP, disabled=extent_mode,
+                    step=10.0, format="%.0f", key=k("in_acc"), persist_state=KEEP,
+                    disabled=extent_mode,
                     help="位置的不确定范围。范围跨越边界时显示所有候选归属，不会自动指定。")
     c1, c2 = st.columns([3, 2])
     c1.text_input(

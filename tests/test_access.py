@@ -232,3 +232,11 @@ def test_readme_matrix_is_the_table():
         row = f"| `{perm.action}` | {perm.label_zh} | " + " | ".join(
             words[perm.scopes[r]] for r in ROLES) + " |"
         assert row in readme, row
+
+
+def test_an_actor_label_has_one_pair_of_brackets():
+    from grids.access import Actor
+
+    assert Actor("d", "dispatcher", "调度员甲").label == "调度员甲（调度员·受理派遣）"
+    assert Actor("w", "grid_worker", "网格员3").label == "网格员3（网格员）"
+    assert Actor("x", "nobody").label == "x（nobody）"

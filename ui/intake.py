@@ -403,8 +403,13 @@ def location_text(loc: Located, desk: Desk | None) -> str:
                 if abs(loc.x) < 1000 else f"**{cards.md(loc.label)}**：{loc.x:.2f}, {loc.y:.2f}")
     if desk is not None and desk.answer is not None:
         lon, lat = desk.answer.route["point"]["cgcs2000"]
-        word = "范围中心" if loc.is_extent else "换算为"
-        text += f" → {word} CGCS2000 {lon:.6f}, {lat:.6f}"
+        same = (not loc.is_extent and loc.area is None
+                and f"{loc.x:.6f}, {loc.y:.6f}" == f"{lon:.6f}, {lat:.6f}")
+        if same:  # WGS84 and CGCS2000 agree to the centimetre here: nothing was converted
+            text += "（CGCS2000 与 WGS84 相同，无需换算）"
+        else:
+            word = "范围中心" if loc.is_extent else "换算为"
+            text += f" → {word} CGCS2000 {lon:.6f}, {lat:.6f}"
     return text
 
 
