@@ -128,11 +128,11 @@ with side:
                  index=None, format_func=intake.category_label, placeholder="请选择事件类别")
     if desk is not None and desk.answer is not None and desk.answer.referral:
         st.html(intake.referral_html(desk.answer))
-    c5, c6, c7 = st.columns([2, 2.2, 0.8], vertical_alignment="bottom")
+    c5, c6, c7 = st.columns([1.8, 2.2, 1], vertical_alignment="bottom")
     c5.selectbox("受理渠道", intake.CHANNELS, key=k("in_channel"), persist_state=KEEP)
     c6.datetime_input("举报时间（北京时间）", key=k("in_time"), persist_state=KEEP, step=60,
                       format="YYYY-MM-DD")
-    c7.button("现在", key=k("in_now"), help="把举报时间设为当前时间",
+    c7.button("现在", key=k("in_now"), help="把举报时间设为当前时间", width="stretch",
               on_click=lambda: ss.__setitem__(k("in_time"), intake.now_beijing()))
     st.text_input("举报人及联系方式（可不填）", key=k("in_reporter"), persist_state=KEEP)
     st.text_area("事件描述", key=k("in_desc"), persist_state=KEEP, height=90,

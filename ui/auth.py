@@ -12,7 +12,7 @@ import os
 
 import streamlit as st
 
-from grids.access import ROLES_ZH, Actor, PermissionDenied, can
+from grids.access import Actor, PermissionDenied, can
 from grids.service import Gridmap
 from layers.store import StoreError
 from ui import server
@@ -73,7 +73,7 @@ def landing(actor: Actor) -> tuple[str, str, str] | None:
 
 def sidebar_links(actor: Actor) -> None:
     """Who is signed in, the pages they may open, and logout."""
-    st.caption(f"当前用户：{actor.name or actor.login}（{ROLES_ZH.get(actor.role, actor.role)}）")
+    st.caption(f"当前用户：{actor.label}")
     for path, label, icon, action in PAGES:
         if can(actor, action):
             st.page_link(path, label=label, icon=icon)
