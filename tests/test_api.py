@@ -830,3 +830,13 @@ def test_swapped_coordinates_are_taken_and_said(api, api_world):
         svc.close()
     r = post_form(api, api_key=key, service_code="air", lat=lat, long=lon)
     assert "填反" not in r.json()[0]["service_notice"]
+
+
+def test_an_unknown_system_for_a_whole_batch_is_one_refusal(api, api_world):
+    key = api_world.keys["dispatcher"]
+    r = requests.post(api.url + "/route?crs=evil", data=b"id,lon,lat\n1,120.8,32.1\n",
+                      timeout=60, headers={"Content-Type": "text/csv", "X-API-Key": key})
+    assert "evil" in assert_error(r, 400, "参数 crs")
+    r = requests.post(api.url + "/route?crs=evil", data=b"id,lon,lat\n1,120.8,32.1\n",
+                      timeout=60, headers={"Content-Type": "text/csv"})
+    assert_error(r, 401, "缺少接口密钥")  # the key first, as everywhere

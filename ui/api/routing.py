@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
+from geo.crs import CrsError, parse_crs
 from grids.batch import BatchInputError, assign
 from ui.api.batch import csv_chunks, geojson_chunks, id_column
 from ui.api.formats import NDJSON_TYPE, ApiError, json_bytes, json_response
@@ -195,6 +196,11 @@ async def post_route(request: Request,
         return Response(status_code=204)
 
     await acting(request, get_router)
+    if crs:  # the whole body's system: one refusal, not an error on every row
+        try:
+            parse_crs(crs)
+        except CrsError as exc:
+            raise ApiError(400, f"参数 crs：{exc}") from exc
     path = await _spool(request, suffix)
     try:
         first, lines = await run_in_threadpool(_start, path, suffix, crs, holder["router"])
