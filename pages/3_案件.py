@@ -111,7 +111,9 @@ with list_col:
                               height=300, on_select="rerun", selection_mode="single-row",
                               key="cs_table")
         chosen_rows = picked.selection.rows if picked and picked.selection else []
-        if chosen_rows and ss.get("_cs_table_pick") != chosen_rows[0]:
+        if not chosen_rows:  # deselected: the same row picked again is a new pick
+            ss.pop("_cs_table_pick", None)
+        elif ss.get("_cs_table_pick") != chosen_rows[0]:
             ss["_cs_table_pick"] = chosen_rows[0]
             current = rows["id"].iloc[chosen_rows[0]]
     if ids and current not in ids:
