@@ -147,6 +147,7 @@ def test_a_pair_without_its_system_is_read_both_ways(desk):
     page.locator(".gm-route-card").get_by_text("存在歧义", exact=False).first.wait_for()
     card = desk.card()
     assert "坐标系未说明" in card and "WGS84 与 GCJ-02" in card
+    assert "候选 1（按 WGS84" in card and "（按 GCJ-02" in card  # which reading each one is
     table = page.locator("table.gm-cands").inner_text()
     assert "按 WGS84" in table and "按 GCJ-02" in table
     assert "甲县" in table and "乙县" in table

@@ -169,8 +169,10 @@ def route_card(answer: dict, bureau_names: dict[str, str] | None = None,
     if cands:
         parts = []
         for i, c in enumerate(cands, start=1):
+            # Which reading of an unstated pair this candidate comes from (WGS84 / GCJ-02).
+            reading = f'（{esc(c["reading"])}）' if c.get("reading") else ""
             parts.append(
-                f'<div class="gm-cand"><b>候选 {i}</b>'
+                f'<div class="gm-cand"><b>候选 {i}{reading}</b>'
                 + _rows([
                     ("县（市）、区", _ref(c.get("county"))),
                     ("乡镇/街道", _ref(c.get("township"))),
