@@ -164,6 +164,8 @@ def sign_in(store: Store, login: str, password: str, client: str = "",
     now = now or datetime.now(UTC)
     stamp = _iso(now)
     user = store.user(login) if LOGIN_RE.match(login or "") else None
+    if user is not None and user.login.startswith(API_PREFIX):
+        user = None  # an API key's account never signs in with a password
     if user is None or user.disabled:
         _burn_time(password)
         store.append_audit([_record(clean_login(login) or "?", "", "login_failed",
@@ -261,6 +263,15 @@ def require_user(store: Store, login: str) -> UserRecord:
     if user is None:
         raise StoreError(f"用户 {clean_login(login)} 不存在")
     return user
+
+
+def require_person(store: Store, login: str) -> UserRecord:
+    """`require_user` for a person's account: an API key's is managed as a key (apikey add /
+    revoke), never given a password or enabled again."""
+    if str(login).startswith(API_PREFIX):
+        raise AuthError(f"{clean_login(login)} 是接口密钥，不是用户账号：请用 gridmap apikey "
+                        "管理（吊销后不能恢复，需要时新建密钥）")
+    return require_user(store, login)
 
 
 # -- API keys -------------------------------------------------------------------------------------

@@ -719,7 +719,7 @@ class Gridmap:
         acting = self.acting(actor)
         if actor.login != login:  # everyone may change their own password
             acting.require("users.manage", login)
-        accounts.require_user(self.store(), login)
+        accounts.require_person(self.store(), login)
         problem = accounts.password_problem(password)
         if problem:
             raise accounts.AuthError(problem)
@@ -732,7 +732,9 @@ class Gridmap:
     def set_disabled(self, actor: Actor, login: str, disabled: bool = True) -> None:
         acting = self.acting(actor)
         acting.require("users.manage", login)
-        user = accounts.require_user(self.store(), login)
+        user = accounts.require_person(self.store(), login)
+        if user.disabled == disabled:  # nothing to change, nothing to audit
+            raise accounts.AuthError(f"用户 {login} 已{'停用' if disabled else '启用'}")
         self.store().update_user(
             login, {"disabled": disabled, "updated_at": _now()},
             audit=acting.record("user.disable" if disabled else "user.enable", login,
@@ -766,8 +768,15 @@ class Gridmap:
         login = key_id if key_id.startswith(accounts.API_PREFIX) else accounts.API_PREFIX + key_id
         acting = self.acting(actor)
         acting.require("users.manage", login)
-        accounts.require_user(self.store(), login)
-        self.store().update_user(login, {"disabled": True, "updated_at": _now()},
+        user = self.store().user(login)
+        if user is None:
+            raise StoreError(f"接口密钥 {accounts.clean_login(key_id)} 不存在（见 gridmap apikey "
+                             "list）")
+        if user.disabled:
+            raise accounts.AuthError(f"接口密钥 {key_id} 已吊销")
+        # For good: the stored digest goes too, so that no later change can bring it back.
+        self.store().update_user(login, {"disabled": True, "password_hash": "revoked$",
+                                         "updated_at": _now()},
                                  audit=acting.record("apikey.revoke", login))
 
     def actor_for_key(self, key: str | None) -> Actor | None:

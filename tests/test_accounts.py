@@ -14,8 +14,9 @@ import pytest
 from grids import accounts
 from grids.access import Actor, PermissionDenied
 from grids.service import Gridmap
+from layers.audit import AuditRecord
 from layers.importer import import_path
-from layers.store import AuditQuery, open_store
+from layers.store import AuditQuery, StoreError, open_store
 from tests.conftest import STORES, gridmap_exe
 from tests.signin import PASSWORD, WORLD_USERS, add_world_users
 
@@ -300,3 +301,37 @@ def test_password_hashes_take_turns_one_per_core(monkeypatch):
         t.join()
     assert sorted(results) == [False] * 10 + [True] * 20
     assert most[0] == accounts.HASHING_AT_ONCE >= 1
+
+
+def test_a_revoked_key_stays_revoked_and_a_key_is_no_password_login(svc):
+    from grids.accounts import api_key_actor, sign_in
+
+    key, view = svc.add_api_key(ADMIN, "只读平台", "viewer")
+    store = svc.store()
+    assert api_key_actor(store, key).role == "viewer"
+    # A key's account never takes a password, nor signs in with one.
+    with pytest.raises(accounts.AuthError, match="是接口密钥"):
+        svc.set_password(ADMIN, view.login, "Str0ng#Pass2026")
+    with pytest.raises(accounts.AuthError):
+        sign_in(store, view.login, key)
+    svc.revoke_api_key(ADMIN, view.login)
+    assert api_key_actor(store, key) is None
+    # Revoked for good: not enabled again by the user commands, not revoked twice.
+    with pytest.raises(accounts.AuthError, match="是接口密钥"):
+        svc.set_disabled(ADMIN, view.login, False)
+    with pytest.raises(accounts.AuthError, match="已吊销"):
+        svc.revoke_api_key(ADMIN, view.login)
+    store.update_user(view.login, {"disabled": False}, audit=AuditRecord(
+        actor="t-test", actor_role="admin", via="cli", action="test.edit", target=view.login,
+        detail={}))
+    assert api_key_actor(store, key) is None  # even with the flag put back by hand
+    with pytest.raises(StoreError, match="接口密钥 nope 不存在"):
+        svc.revoke_api_key(ADMIN, "nope")
+    revoked = svc.audit_entries(ADMIN, AuditQuery(action="apikey.revoke", limit=None))
+    assert len(revoked) == 1
+    # A person disabled twice: said, not audited twice.
+    svc.set_disabled(ADMIN, "t-viewer", True)
+    with pytest.raises(accounts.AuthError, match="已停用"):
+        svc.set_disabled(ADMIN, "t-viewer", True)
+    assert len(svc.audit_entries(ADMIN, AuditQuery(action="user.disable", limit=None))) == 1
+
