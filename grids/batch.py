@@ -59,6 +59,7 @@ from layers.readers import (
     ReadError,
     read_table,
     read_vector,
+    refuse_wide_csv,
     table_error_zh,
 )
 from layers.store import IncidentQuery
@@ -176,6 +177,10 @@ class _Source:
     # lines are read as rows and then dropped, so a row's index is its line.
     def _csv(self) -> Iterator[pd.DataFrame]:
         self.bytes_hint = self.path.stat().st_size
+        try:
+            refuse_wide_csv(self.path, self.name)
+        except ReadError as exc:
+            raise BatchInputError(str(exc)) from exc
         lead = _blank_lines(self.path)
         fast = self._arrow_csv(lead)
         if fast is not None:
@@ -547,7 +552,8 @@ def _given(frame: pd.DataFrame, crs: str | None) -> _Given:
         raise BatchInputError(
             f"找不到经纬度列（经度列名可为 {'/'.join(LON_ALIASES)}，"
             f"纬度列名可为 {'/'.join(LAT_ALIASES)}）；"
-            f"现有列：{'、'.join(map(str, frame.columns))}"
+            f"现有列：{'、'.join(shown(c, 50) for c in frame.columns[:30])}"
+            + (f" 等 {len(frame.columns)} 列" if len(frame.columns) > 30 else "")
         )
     crs_col, acc_col = _column(frame, CRS_NAMES), _column(frame, ACCURACY_NAMES)
     if crs_col is None and crs is None:

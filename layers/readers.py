@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import struct
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,7 @@ def read_table(path: Path, display: str, encoding: str | None) -> RawLayer:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            refuse_wide_csv(path, display)
             enc = csv_encoding(path, encoding, display)
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=enc)
         else:
@@ -179,10 +181,31 @@ def csv_encoding(path: Path, preferred: str | None = None, display: str | None =
     )
 
 
+# Columns of a table at most: a layer or a complaint export has tens; a million (a header
+# gone wrong, or a file made to hurt) would take pandas a minute and 2 GB to read.
+MAX_COLUMNS = 1000
+
+
+def refuse_wide_csv(path: Path, display: str) -> None:
+    """Refuse a CSV whose header has more than MAX_COLUMNS fields, from its first MiB, before
+    any reader parses the file."""
+    import csv
+
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    width = len(next(csv.reader([line]), []))
+    if width > MAX_COLUMNS:
+        # Without a line end in the first MiB the header goes on: more fields than counted.
+        count = f"{width:,} 个" if b"\n" in head else f"超过 {width:,} 个"
+        raise ReadError(Problem(display, f"字段过多：表头有{count}字段，至多 {MAX_COLUMNS:,} 个"
+                                "（请检查分隔符和表头）", "第 1 行"))
+
+
 def _refuse_duplicate_columns(frame: pd.DataFrame, display: str) -> None:
     """Two columns of one name (e.g. "name" and "name " once trimmed) would be read as one."""
-    names = [str(c) for c in frame.columns]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(str(c) for c in frame.columns)  # counted once: a wide header is linear
+    dup = sorted(n for n, k in counts.items() if k > 1)
     if dup:
         raise ReadError(
             Problem(display, "字段名重复：" + "、".join(shown(n) for n in dup[:10]), field=dup[0])

@@ -500,3 +500,23 @@ def test_problem_text_is_escaped_and_cut():
     assert "\x1b" not in text and "\u202e" not in text
     assert "a\\x1b[2J.csv" in text and "na\\u202eme" in text
     assert len(text) < 700
+
+
+def test_a_header_of_a_million_fields_is_refused_at_once(tmp_path):
+    """pandas took a minute and 2 GB to read it, and the duplicate check was quadratic: the
+    header is counted from the file's first MiB before any reader parses it."""
+    from grids.batch import BatchInputError, iter_rows
+    from layers.readers import MAX_COLUMNS, ReadError, read_table
+
+    wide = tmp_path / "bureaus.csv"
+    wide.write_text("code,name," + ",".join(f"c{i}" for i in range(1_000_000)) + "\n"
+                    + "a,b," + ",".join("1" for _ in range(1_000_000)) + "\n")
+    with pytest.raises(ReadError) as err:
+        read_table(wide, "bureaus.csv", None)
+    assert "字段过多" in str(err.value) and f"至多 {MAX_COLUMNS:,} 个" in str(err.value)
+    with pytest.raises(BatchInputError, match="字段过多"):
+        next(iter_rows(wide))
+    narrow = tmp_path / "ok.csv"
+    narrow.write_text(",".join(f"c{i}" for i in range(MAX_COLUMNS)) + "\n"
+                      + ",".join("1" for _ in range(MAX_COLUMNS)) + "\n")
+    assert read_table(narrow, "ok.csv", None).frame.shape == (1, MAX_COLUMNS)
