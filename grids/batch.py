@@ -52,7 +52,7 @@ from grids.routing import Router, RoutingInputError
 from layers import spreadsheet
 from layers.finder import Queries
 from layers.incidents import CATEGORIES_ZH, category_labels
-from layers.problems import shown
+from layers.problems import errno_zh, shown
 from layers.readers import (
     LAT_NAMES,
     LON_NAMES,
@@ -825,6 +825,9 @@ def assign_file(
                                                                          background=False)
     source = opened.source
     in_path = source.path
+    if out_path.resolve() == in_path.resolve():  # the input would be replaced by its result
+        raise BatchInputError(f"输出文件不能与输入文件相同：{shown(out_path.name, 200)}；"
+                              "请用 --out 指定另一个文件")
     chunks = opened.chunks()  # reads the start of the file: refusals come before any output
     summary = BatchSummary(out_path, generation=router.snapshot.generation.id)
     labels = ExportLabels.of(router) if headers == "zh" else None
@@ -937,7 +940,7 @@ def _writer(part: Path, out: Path, source: _Source,
                                                            NOTES_SHEET]
             sink = spreadsheet.XlsxWriter(part, names, zip64=guess > _ZIP64_FROM)
     except OSError as exc:
-        raise BatchInputError(f"无法写入结果文件 {shown(out, 200)}：{exc.strerror}") from exc
+        raise BatchInputError(f"无法写入结果文件 {shown(out, 200)}：{errno_zh(exc)}") from exc
     with sink:
         if labels is None:
             yield sink.append if suffix == ".csv" else sink.sheet().append

@@ -56,6 +56,7 @@ import shapely
 from shapely.errors import GEOSException
 
 from geo.validity import reason_zh
+from layers.problems import errno_zh
 from layers.schema import LAYERS, STORE_EPSG
 
 RULES_TABLE = Path(__file__).with_name("check_rules.csv")
@@ -196,11 +197,30 @@ def load_rules(path: Path | str | None = None) -> Rules:
     """The rules table (default grids/check_rules.csv)."""
     path = Path(path) if path else RULES_TABLE
     rules = {}
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        for row in csv.DictReader(fh):
+    try:
+        fh = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise RulesError(f"无法读取检查规则表 {path}：{errno_zh(exc)}") from exc
+    with fh:
+        reader = csv.DictReader(fh)
+        try:
+            header = reader.fieldnames or []
+        except UnicodeDecodeError as exc:
+            raise RulesError(f"检查规则表 {path} 须为 UTF-8 编码的 CSV") from exc
+        lacking = [c for c in ("check", "kind", "severity") if c not in header]
+        if lacking:
+            raise RulesError(f"检查规则表 {path} 缺少列：{'、'.join(lacking)}（表头应为 "
+                             "check,kind,severity,tolerance_m2,width_m,label_zh,note_zh，"
+                             f"见 {RULES_TABLE.name}）")
+        try:
+            rows = list(reader)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise RulesError(f"检查规则表 {path} 须为 UTF-8 编码的 CSV（第 {reader.line_num} 行"
+                             "无法读取）") from exc
+        for row in rows:
             rule = Rule(
-                check=row["check"].strip(), kind=row["kind"].strip(),
-                severity=row["severity"].strip(),
+                check=(row["check"] or "").strip(), kind=(row["kind"] or "").strip(),
+                severity=(row["severity"] or "").strip(),
                 tolerance_m2=_number(row.get("tolerance_m2")),
                 width_m=_number(row.get("width_m")),
                 label_zh=(row.get("label_zh") or "").strip(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 
@@ -58,3 +59,20 @@ class ImportFailed(Exception):
         if len(self.problems) > limit:
             lines.append(f"  …… 另有 {len(self.problems) - limit} 个问题未列出")
         return "\n".join(lines)
+
+
+# What an OSError means, in Chinese (Python's strerror is English).
+ERRNO_ZH = {
+    errno.ENOENT: "文件或目录不存在",
+    errno.EACCES: "没有读写权限",
+    errno.EPERM: "没有权限",
+    errno.EISDIR: "这是一个目录，不是文件",
+    errno.ENOTDIR: "路径中的某一级不是目录",
+    errno.ENOSPC: "磁盘空间不足",
+    errno.EROFS: "文件系统只读",
+}
+
+
+def errno_zh(exc: OSError) -> str:
+    """Why a file could not be read or written, in Chinese."""
+    return ERRNO_ZH.get(exc.errno or -1, exc.strerror or "读写失败")

@@ -496,3 +496,25 @@ def test_a_file_with_answer_columns_of_its_own_is_refused(sample_router, tmp_pat
     assign_file(sample_router, own, out, crs="wgs84", headers="zh")
     header = out.read_text(encoding="utf-8-sig").splitlines()[0]
     assert '"网格员"' in header and '"网格员（分派）"' in header
+
+
+def test_the_output_cannot_be_the_input(sample_router, tmp_path):
+    src = tmp_path / "投诉.csv"
+    src.write_text("编号,经度,纬度\n1,120.8,32.0\n", encoding="utf-8")
+    before = src.read_bytes()
+    with pytest.raises(BatchInputError, match="输出文件不能与输入文件相同"):
+        assign_file(sample_router, src, tmp_path / "." / "投诉.csv", crs="wgs84")
+    assert src.read_bytes() == before
+    with pytest.raises(BatchInputError, match="文件或目录不存在"):
+        assign_file(sample_router, src, tmp_path / "没有" / "结果.csv", crs="wgs84")
+
+
+def test_a_rules_table_without_its_columns_is_named(tmp_path):
+    from grids.checks import RulesError, load_rules
+
+    bad = tmp_path / "规则.csv"
+    bad.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(RulesError, match="缺少列：check、kind、severity"):
+        load_rules(bad)
+    with pytest.raises(RulesError, match="文件或目录不存在"):
+        load_rules(tmp_path / "无.csv")

@@ -4,8 +4,9 @@ Chinese, tables aligned for wide (Chinese) characters, flags and statuses in wor
 from __future__ import annotations
 
 import argparse
-import errno
 import unicodedata
+
+from layers.problems import errno_zh
 
 # argparse's own messages (it looks `_` up at call time, so translating it here covers the
 # usage line, the help headings and every parse error).
@@ -50,20 +51,9 @@ def install() -> None:
     argparse._ = _translate  # type: ignore[attr-defined]
 
 
-ERRNO_ZH = {
-    errno.ENOENT: "文件或目录不存在",
-    errno.EACCES: "没有读写权限",
-    errno.EPERM: "没有权限",
-    errno.EISDIR: "这是一个目录，不是文件",
-    errno.ENOTDIR: "路径中的某一级不是目录",
-    errno.ENOSPC: "磁盘空间不足",
-    errno.EROFS: "文件系统只读",
-}
-
-
 def os_error(exc: OSError) -> str:
     """An OSError as the user reads it: what happened to which file (as they named it)."""
-    what = ERRNO_ZH.get(exc.errno or -1, exc.strerror or "读写失败")
+    what = errno_zh(exc)
     name = exc.filename if exc.filename is not None else ""
     return f"{name}：{what}" if name else what
 
