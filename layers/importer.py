@@ -284,7 +284,9 @@ def _extract(path: Path, tmp: Path) -> None:
             except ImportFailed:
                 raise
             except Exception as exc:  # bad CRC, truncated data, unsupported method, disk full…
-                raise ImportFailed([Problem(path.name, f"解压失败：{exc}", where)]) from exc
+                why = ("文件校验失败，压缩包已损坏" if "CRC" in str(exc)
+                       else f"无法解压（{str(exc)[:200]}）")
+                raise ImportFailed([Problem(path.name, f"解压失败：{why}", where)]) from exc
 
 
 def _check_archive(

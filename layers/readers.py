@@ -63,8 +63,8 @@ def read_vector(path: Path, display: str, layer: str | None, encoding: str | Non
         frame = pyogrio.read_dataframe(
             path, layer=layer, encoding=enc, read_geometry=True, use_arrow=False
         )
-    except Exception as exc:  # GDAL's message is the most precise thing we can tell the user
-        raise ReadError(Problem(display, f"无法读取：{exc}")) from exc
+    except Exception as exc:
+        raise ReadError(Problem(display, vector_error_zh(exc, path, enc))) from exc
     geometry = np.asarray(frame.geometry.values, dtype=object) if "geometry" in frame else None
     attrs = pd.DataFrame(frame.drop(columns="geometry", errors="ignore"))
     _refuse_duplicate_columns(attrs, display)
@@ -106,6 +106,22 @@ def shapefile_encoding(path: Path, display: str) -> str:
             "或用命令行的 --encoding 指定"
         )
     )
+
+
+def vector_error_zh(exc: Exception, path: Path, encoding: str | None) -> str:
+    """What GDAL's or a codec's error reading a vector file means, in Chinese; GDAL's own
+    words follow where nothing better is known (they are the most precise there is)."""
+    text = str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"属性表按 {encoding or 'UTF-8'} 无法解码：编码不对（中文 Shapefile 多为 GBK，"
+                "可用 --encoding GBK 指定，或去掉 --encoding 让系统判断）")
+    if path.is_file() and path.stat().st_size == 0:
+        return "文件是空的（0 字节）"
+    if "not recognized as being in a supported file format" in text:
+        return "不是可识别的地理数据文件：文件已损坏，或扩展名与内容不符"
+    if "No such file" in text:
+        return "文件不存在"
+    return f"无法读取（GDAL：{text[:300]}）"
 
 
 def table_error_zh(exc: Exception, lines_before: int = 0) -> tuple[str, str | None]:

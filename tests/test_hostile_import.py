@@ -520,3 +520,16 @@ def test_a_header_of_a_million_fields_is_refused_at_once(tmp_path):
     narrow.write_text(",".join(f"c{i}" for i in range(MAX_COLUMNS)) + "\n"
                       + ",".join("1" for _ in range(MAX_COLUMNS)) + "\n")
     assert read_table(narrow, "ok.csv", None).frame.shape == (1, MAX_COLUMNS)
+
+
+def test_unreadable_vector_files_are_explained_in_chinese(gpkg, only):
+    (only / "parks.geojson").write_bytes(b"")
+    message = refused(gpkg, only)
+    assert "parks.geojson：文件是空的（0 字节）" in message and "not recognized" not in message
+    (only / "parks.geojson").write_bytes(b"\x00\x01 not geodata at all")
+    message = refused(gpkg, only)
+    assert "不是可识别的地理数据文件" in message and "GDAL" not in message
+    (only / "parks.geojson").unlink()
+    world.layers()["townships"].to_file(only / "townships.shp", encoding="GBK")
+    message = refused(gpkg, only, encoding="utf-8")  # the wrong encoding named
+    assert "按 utf-8 无法解码" in message and "GBK" in message and "codec" not in message
