@@ -140,9 +140,13 @@ def test_each_role_sees_what_it_may(browser, server, role):
         assert name in text and phone in text
         assert "13800000009" not in text  # a worker of county B
         # The city's data files are not theirs, even with a session.
+        # Nor by another spelling of the same path ("./", "%2e", "//" once let them through).
         for name in ("grid_workers.json", "entities.index.json"):
             for folder in _cache_dirs():
-                assert fetch(f"{server.url}app/static/cache/{folder}/{name}", cookie)[0] == 403
+                for way in ("app/static/cache", "app/static/./cache", "app/static/%2e/cache",
+                            "app//static/cache", "app/static/cache/./"):
+                    status = fetch(f"{server.url}{way}/{folder}/{name}", cookie)[0]
+                    assert status in (403, 400, 404), (way, status)
         # Another worker's page is refused below the page.
         tab.page.goto(server.url + "网格员?worker=W009")
         other = visible_text(tab, "网格员工作台")

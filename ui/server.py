@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import posixpath
 import secrets
 import time
 from http.cookies import SimpleCookie
@@ -122,7 +123,10 @@ class SessionGate:
             await Response(status_code=204, headers={"Cache-Control": "no-store"})(
                 scope, receive, send)
             return
-        if path.startswith(STATIC_DATA) and not _may_fetch(actor, path):
+        # The file a handler will serve, not the path as sent: "/app/static/./cache/…" and
+        # "//" name the same file and must meet the same check.
+        served = posixpath.normpath("/" + path.lstrip("/"))
+        if served.startswith(STATIC_DATA) and not _may_fetch(actor, served):
             await PlainTextResponse("无权访问该文件", status_code=403)(scope, receive, send)
             return
         await self.app(scope, receive, send)
