@@ -158,9 +158,24 @@ def _record(actor_login: str, role: str, action: str, target: str = "", via: str
 
 
 # -- sign-in and sessions -------------------------------------------------------------------------
+# One answer for every refused sign-in: an unknown login, a disabled or locked account and a
+# wrong password must not be told apart (nor, by timing, are they: _burn_time).
+REFUSED = f"登录名或密码错误（连续 {LOCK_AFTER} 次错误的账号将锁定 {LOCK_MINUTES} 分钟）"
+# Attempts on one login take turns (striped locks): parallel guesses would otherwise all pass
+# the lock check before the first failure is counted. With PostGIS and several processes, at
+# most one attempt per process runs at once.
+_ATTEMPTS = [threading.Lock() for _ in range(64)]
+
+
 def sign_in(store: Store, login: str, password: str, client: str = "",
             now: datetime | None = None) -> SignedIn:
     """Check the password; count failures and lock after LOCK_AFTER; open a session."""
+    with _ATTEMPTS[hash(str(login)) % len(_ATTEMPTS)]:
+        return _sign_in(store, login, password, client, now)
+
+
+def _sign_in(store: Store, login: str, password: str, client: str,
+             now: datetime | None) -> SignedIn:
     now = now or datetime.now(UTC)
     stamp = _iso(now)
     user = store.user(login) if LOGIN_RE.match(login or "") else None
@@ -171,13 +186,12 @@ def sign_in(store: Store, login: str, password: str, client: str = "",
         store.append_audit([_record(clean_login(login) or "?", "", "login_failed",
                                     clean_login(login), client=client[:64],
                                     why="unknown" if user is None else "disabled")])
-        raise AuthError("登录名或密码错误")
+        raise AuthError(REFUSED)
     if user.locked_until and user.locked_until > stamp:
         _burn_time(password)
         store.append_audit([_record(login, user.role, "login_failed", login, client=client[:64],
                                     why="locked", locked_until=user.locked_until)])
-        raise AuthError(f"连续登录失败次数过多，账号已锁定至 {_beijing(user.locked_until)}，"
-                        "请稍后再试或联系系统管理员")
+        raise AuthError(REFUSED)
     if not check_password(password, user.password_hash):
         until = _iso(now + timedelta(minutes=LOCK_MINUTES))
         count = store.count_failure(
@@ -187,8 +201,7 @@ def sign_in(store: Store, login: str, password: str, client: str = "",
         if count >= LOCK_AFTER:
             store.append_audit([_record(login, user.role, "login_locked", login,
                                         failures=count, locked_until=until)])
-            raise AuthError(f"连续 {count} 次密码错误，账号已锁定 {LOCK_MINUTES} 分钟")
-        raise AuthError("登录名或密码错误")
+        raise AuthError(REFUSED)
     # Sessions that were abandoned (never used again) end here, not only when next used.
     store.end_sessions(idle_before=_iso(now - SESSION_IDLE))
     token = secrets.token_urlsafe(32)
@@ -250,12 +263,6 @@ def _iso(moment: datetime) -> str:
 
 def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _beijing(text: str) -> str:
-    from zoneinfo import ZoneInfo
-
-    return _parse(text).astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
 
 
 def require_user(store: Store, login: str) -> UserRecord:

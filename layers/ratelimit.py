@@ -2,7 +2,8 @@
 client address (ui/server.py).
 
 A bucket holds up to `burst` tokens and is refilled at `rate` tokens per second; a request is let
-through while the bucket holds at least one token, and takes `cost` of them.
+through while the bucket holds at least one token, and takes `cost` of them (a negative cost
+gives tokens back, up to a full bucket).
 
 Where the buckets live is the store's business (`Store.take_token`): with PostGIS they are rows
 of `rate_buckets` (migration 0006, an UNLOGGED table: nothing to keep across a crash), so every
@@ -37,6 +38,9 @@ class TokenBuckets:
         with self._lock:
             tokens, last = self._buckets.get(name, (burst, now))
             tokens = min(burst, tokens + max(0.0, now - last) * rate)
+            if cost < 0:  # tokens given back (a login that succeeded), up to a full bucket
+                self._buckets[name] = (min(burst, tokens - cost), now)
+                return 0.0
             if tokens >= 1:
                 self._buckets[name] = (tokens - cost, now)
                 return 0.0
@@ -54,10 +58,12 @@ LOCAL = TokenBuckets()
 _LEVEL = ("least(%(burst)s, b.tokens + greatest(0, excluded.at - b.at) * %(rate)s)")
 TAKE_SQL = f"""
 INSERT INTO rate_buckets AS b (name, tokens, at, taken)
-VALUES (%(name)s, %(burst)s - %(cost)s, extract(epoch FROM clock_timestamp()), true)
+VALUES (%(name)s, least(%(burst)s, %(burst)s - %(cost)s), extract(epoch FROM clock_timestamp()),
+        true)
 ON CONFLICT (name) DO UPDATE SET
-    tokens = CASE WHEN {_LEVEL} >= 1 THEN {_LEVEL} - %(cost)s ELSE {_LEVEL} END,
-    taken = {_LEVEL} >= 1,
+    tokens = CASE WHEN {_LEVEL} >= 1 OR %(cost)s < 0
+                  THEN least(%(burst)s, {_LEVEL} - %(cost)s) ELSE {_LEVEL} END,
+    taken = {_LEVEL} >= 1 OR %(cost)s < 0,
     at = greatest(b.at, excluded.at)
 RETURNING taken, tokens
 """

@@ -72,6 +72,11 @@ def test_sign_in_lock_out_and_unknown_logins(svc):
     actions = list(svc.audit_entries(ADMIN, AuditQuery(target=login, limit=None))["action"])
     assert actions.count("login_failed") == accounts.LOCK_AFTER + 1
     assert "login_locked" in actions
+    # Locked, unknown and wrong are one answer: nobody learns which logins exist.
+    for who in (login, "no-such-user"):
+        with pytest.raises(accounts.AuthError) as err:
+            svc.sign_in(who, "wrong-Password-1")
+        assert str(err.value) == accounts.REFUSED
     svc.set_password(ADMIN, login, "New#pass2026x")  # an administrator unlocks
     assert svc.sign_in(login, "New#pass2026x").actor.role == "viewer"
 
@@ -335,3 +340,27 @@ def test_a_revoked_key_stays_revoked_and_a_key_is_no_password_login(svc):
         svc.set_disabled(ADMIN, "t-viewer", True)
     assert len(svc.audit_entries(ADMIN, AuditQuery(action="user.disable", limit=None))) == 1
 
+
+
+def test_guesses_at_one_account_at_once_are_counted_one_by_one(svc):
+    """Twenty guesses sent together: the lock counted before the first failure let them all
+    be checked against the hash (and a right one among them would have signed in)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    login = WORLD_USERS["dispatcher"][0]
+
+    def guess(n: int) -> str:
+        try:
+            svc.sign_in(login, PASSWORD if n == 19 else f"wrong-Password-{n}")
+        except accounts.AuthError:
+            return "refused"
+        return "in"
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        outcomes = list(pool.map(guess, range(20)))
+    audit = svc.audit_entries(ADMIN, AuditQuery(target=login, limit=None))
+    checked = audit[(audit["action"] == "login_failed")
+                    & audit["detail"].str.contains('"why": "password"')]
+    assert 1 <= len(checked) <= accounts.LOCK_AFTER  # only five were checked against the hash
+    # The right password, sent with the guesses, got in only if it came before the lock.
+    assert outcomes.count("in") <= 1 and outcomes.count("refused") >= 19 - accounts.LOCK_AFTER + 1

@@ -195,3 +195,30 @@ def test_page_imports_are_made_before_listening_but_no_component_module():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     assert out.stdout.split("\n")[:2] == ["[]", "True True"], out.stdout + out.stderr
+
+
+def test_guesses_sent_all_at_once_are_counted_before_they_are_checked(server):
+    """Each attempt takes its token before the password is checked: a burst from one address
+    gets at most IP_FAILURES answers, the rest 429 (they were all let through when the check
+    came before the count)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ui.server import IP_FAILURES
+
+    def attempt(n: int) -> int:
+        s = requests.Session()
+        data = {**form(s, server.url), "login": f"t-nobody{n}", "password": "wrong"}
+        r = s.post(server.url + "login", data=data, allow_redirects=False, timeout=60,
+                   headers={"X-Forwarded-For": "10.77.0.1"})  # an address of its own
+        return r.status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = list(pool.map(attempt, range(IP_FAILURES + 15)))
+    assert set(codes) <= {401, 429}, codes
+    assert codes.count(401) <= IP_FAILURES + 1 and codes.count(429) >= 14, codes
+    # Another address is not held up, and a success gives its token back.
+    s = requests.Session()
+    data = {**form(s, server.url), "login": "t-dispatcher", "password": PASSWORD}
+    r = s.post(server.url + "login", data=data, allow_redirects=False, timeout=60,
+               headers={"X-Forwarded-For": "10.77.0.2"})
+    assert r.status_code == 303

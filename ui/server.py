@@ -12,12 +12,14 @@ open incidents to the audience it was written for (ui/mapdata.py).
 
 from __future__ import annotations
 
+import asyncio
 import html
 import math
 import os
 import posixpath
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -254,10 +256,13 @@ async def login(request: Request) -> Response:
     if body is None:
         return PlainTextResponse("请求过大", status_code=413)
     client = request.client.host if request.client else ""
-    wait = await run_in_threadpool(_throttled, client)
+    # Every attempt takes its token before it is checked (and a success gives it back): parallel
+    # guesses cannot all pass a check made before the first of them failed.
+    wait = await run_in_threadpool(_take, client, 1.0)
     if wait > 0:
-        return PlainTextResponse(f"该地址登录失败次数过多，请 {math.ceil(wait / 60)} 分钟后再试",
-                                 status_code=429, headers={"Retry-After": str(math.ceil(wait))})
+        seconds = math.ceil(wait)
+        return PlainTextResponse(f"该地址登录失败次数过多，请 {seconds} 秒后再试",
+                                 status_code=429, headers={"Retry-After": str(seconds)})
     form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
     next_path = form.get("next", "/")
     next_path = next_path if _safe_next(next_path) else "/"
@@ -268,12 +273,16 @@ async def login(request: Request) -> Response:
         return _with_csrf(login_page("页面已过期，请重新输入登录名和密码", next_path, csrf_new,
                                      status=400, sample=sample), csrf_new, secure)
     try:
-        signed = await run_in_threadpool(service().sign_in, form.get("login", "")[:64],
-                                         form.get("password", "")[:256], client)
+        signed = await _signing(service().sign_in, form.get("login", "")[:64],
+                                form.get("password", "")[:256], client)
     except AuthError as exc:
-        await run_in_threadpool(_failed, client)
         return _with_csrf(login_page(str(exc), next_path, csrf_new, form.get("login", "")[:32],
                                      status=401, sample=sample), csrf_new, secure)
+    await run_in_threadpool(_take, client, -1.0)  # a success is not a failure
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:  # this browser's earlier session ends with the new one
+        forget(previous)
+        await run_in_threadpool(service().sign_out, previous)
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(SESSION_COOKIE, signed.token, httponly=True, samesite="lax",
                         secure=secure, path="/")
@@ -309,13 +318,13 @@ def _take(client: str, cost: float) -> float:
                                 cost)
 
 
-def _failed(client: str) -> None:
-    _take(client, 1.0)
+# Password hashes wait their turn (accounts._HASHING) in threads of their own: a burst of
+# sign-ins must not fill the thread pool that every signed-in page's session check uses.
+_SIGNING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="gridmap-sign-in")
 
 
-def _throttled(client: str) -> float:
-    """Seconds this address must wait before trying again (0: it may try now)."""
-    return _take(client, 0.0)
+async def _signing(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(_SIGNING, fn, *args)
 
 
 async def logout(request: Request) -> Response:
