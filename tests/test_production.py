@@ -8,6 +8,7 @@ through the proxy and the city map renders over the proxied websocket. Ctrl-C st
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import os
@@ -385,6 +386,29 @@ def test_several_app_processes_behind_nginx_keep_a_session_on_one(world, tmp_pat
                 break
         assert all(len(v) == 1 for v in served_by.values()), served_by  # sticky
         assert set().union(*served_by.values()) == {f"127.0.0.1:{p}" for p in apps}
+        # One app process killed: the service goes on (its browsers reach the other) and the
+        # process is started again on its port (it once stopped the whole service).
+        victim = apps[1]
+        listing = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True,
+                             text=True).stdout
+        [pid] = [int(line.split()[0]) for line in listing.splitlines()
+                 if f"serve --host 127.0.0.1 --port {victim}" in line and "cli import" in line]
+        os.kill(pid, signal.SIGKILL)
+        s = signed_in(server.url)
+        for _ in range(5):
+            assert s.get(f"{server.url}_stcore/health", timeout=30).status_code == 200
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{victim}/_stcore/health",
+                                timeout=5).status_code == 200:
+                    break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the killed app process was not started again")
+        said = server.output.read_text(encoding="utf-8")
+        assert f"应用进程 127.0.0.1:{victim} 已退出" in said and "正在重新启动" in said
+        assert server.proc.poll() is None
         assert server.interrupt() == 0
     for port in (server.port, *map(int, apps)):
         with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):

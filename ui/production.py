@@ -577,17 +577,9 @@ class Production:
         self.mirror.start()
         # Websocket messages compressed too (permessage-deflate, negotiated through nginx):
         # the map's HTML rides in them.
-        env = {"GRIDMAP_WS_COMPRESSION": "1", **os.environ, **(self.env or {})}
-        app_logs = [logs / ("app.log" if i == 0 else f"app-{i + 1}.log")
-                    for i in range(len(s.app_ports))]
-        for port, app_log in zip(s.app_ports, app_logs, strict=True):
-            with app_log.open("ab") as out:
-                self.apps.append(subprocess.Popen(
-                    [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())",
-                     "--store", self.store, "serve", "--host", "127.0.0.1", "--port",
-                     str(port)],
-                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True))
+        app_logs = [self._app_log(i) for i in range(len(s.app_ports))]
+        for i in range(len(s.app_ports)):
+            self.apps.append(self._spawn_app(i))
         self.app = self.apps[0]
         try:
             for app, port, app_log in zip(self.apps, s.app_ports, app_logs, strict=True):
@@ -603,6 +595,34 @@ class Production:
             raise
         return self
 
+    def _app_log(self, i: int) -> Path:
+        return self.s.run_dir / "logs" / ("app.log" if i == 0 else f"app-{i + 1}.log")
+
+    def _spawn_app(self, i: int) -> subprocess.Popen:
+        """App process `i` on its port (its log appended to)."""
+        # Websocket messages compressed too (permessage-deflate, negotiated through nginx):
+        # the map's HTML rides in them.
+        env = {"GRIDMAP_WS_COMPRESSION": "1", **os.environ, **(self.env or {})}
+        with self._app_log(i).open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())",
+                 "--store", self.store, "serve", "--host", "127.0.0.1", "--port",
+                 str(self.s.app_ports[i])],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    def revive(self) -> list[tuple[int, int]]:
+        """Start again every app process that has ended (nginx sends their browsers to the
+        others meanwhile); (port, exit code) of each one restarted."""
+        revived = []
+        for i, proc in enumerate(self.apps):
+            code = proc.poll()
+            if code is not None and not self.stopping.is_set():
+                self.apps[i] = self._spawn_app(i)
+                revived.append((self.s.app_ports[i], code))
+        self.app = self.apps[0]
+        return revived
+
     def _compress(self, todo, brotli) -> None:
         try:
             compress(todo, brotli, stop=self.stopping)
@@ -614,10 +634,6 @@ class Production:
             self.mirror.join(timeout)
         if self.mirror_error is not None:
             raise ProductionError(f"预压缩失败：{self.mirror_error}")
-
-    def running(self) -> bool:
-        return bool(self.apps) and all(
-            p is not None and p.poll() is None for p in (*self.apps, self.nginx))
 
     def stop(self) -> None:
         """nginx first (no new requests), then the app processes."""
@@ -632,6 +648,11 @@ class Production:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# An app process that ends is restarted, up to MAX_RESTARTS within RESTART_WINDOW_S.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 300.0
 
 
 def serve_production(store: str, setup: Setup) -> int:
@@ -651,9 +672,21 @@ def serve_production(store: str, setup: Setup) -> int:
               + "、".join(f"127.0.0.1:{p}" for p in setup.app_ports) + "\n"
               f"  配置与日志：{setup.run_dir}（nginx.conf、logs/）\n"
               "  按 Ctrl-C 停止。", flush=True)
-        while prod.running():
+        # An app process that ends is started again; its browsers reach the others meanwhile
+        # (nginx marks it down). One that keeps ending (a crash at start) stops the service.
+        restarts: list[float] = []
+        while prod.nginx is not None and prod.nginx.poll() is None:
+            for port, code in prod.revive():
+                restarts = [t for t in restarts if time.monotonic() - t < RESTART_WINDOW_S]
+                restarts.append(time.monotonic())
+                print(f"应用进程 127.0.0.1:{port} 已退出（退出码 {code}），正在重新启动；"
+                      "其用户由其他进程接待", file=sys.stderr, flush=True)
+                if len(restarts) > MAX_RESTARTS:
+                    print(f"错误：应用进程在 {RESTART_WINDOW_S:.0f} 秒内退出了 {len(restarts)} "
+                          "次，停止服务，见日志 " + str(setup.run_dir / "logs"), file=sys.stderr)
+                    return 1
             time.sleep(0.5)
-        print("错误：应用或 nginx 已退出，见日志 " + str(setup.run_dir / "logs"), file=sys.stderr)
+        print("错误：nginx 已退出，见日志 " + str(setup.run_dir / "logs"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\n正在停止 nginx 和应用…（最多约 {NGINX_STOP_S + APP_STOP_S} 秒）", flush=True)
