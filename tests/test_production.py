@@ -103,6 +103,10 @@ def test_login_works_through_the_proxy(prod):
     assert "no-store" in page.headers["Cache-Control"]
     assert "private" in page.headers["Cache-Control"]
     assert "immutable" not in page.headers["Cache-Control"]
+    # Not framed by another site, no type sniffing, no URL in a Referer sent elsewhere.
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "same-origin"
 
 
 def test_without_a_session_only_the_login(prod):
@@ -212,6 +216,14 @@ def test_request_body_limit_is_the_apps(prod):
     conn.endheaders()  # no body is sent: nginx answers from the declared length
     assert conn.getresponse().status == 413
     conn.close()
+    # The login form takes no more than a form needs, before any body reaches disk or the app.
+    conn = http.client.HTTPConnection("127.0.0.1", prod.port, timeout=20)
+    conn.putrequest("POST", "/login")
+    conn.putheader("Content-Length", str(100 * 1024))
+    conn.endheaders()
+    assert conn.getresponse().status == 413
+    conn.close()
+    assert "client_max_body_size 16k;" in conf
 
 
 def test_a_browser_signs_in_and_the_map_renders_through_the_proxy(prod, browser, tmp_path):

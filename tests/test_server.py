@@ -222,3 +222,17 @@ def test_guesses_sent_all_at_once_are_counted_before_they_are_checked(server):
     r = s.post(server.url + "login", data=data, allow_redirects=False, timeout=60,
                headers={"X-Forwarded-For": "10.77.0.2"})
     assert r.status_code == 303
+
+
+def test_no_page_shell_without_a_session_and_no_logout_from_another_site(server):
+    r = requests.get(server.url + "_stcore/script-health-check", timeout=20,
+                     allow_redirects=False)
+    assert r.status_code == 401 and "<script" not in r.text
+    s = requests.Session()
+    data = {**form(s, server.url), "login": "t-dispatcher", "password": PASSWORD}
+    assert s.post(server.url + "login", data=data, allow_redirects=False,
+                  timeout=20).status_code == 303
+    s.get(server.url + "logout", headers={"Sec-Fetch-Site": "cross-site"}, timeout=20)
+    assert s.get(server.url + "_stcore/host-config", timeout=20).status_code == 200  # still in
+    s.get(server.url + "logout", headers={"Sec-Fetch-Site": "same-origin"}, timeout=20)
+    assert s.get(server.url + "_stcore/host-config", timeout=20).status_code == 401

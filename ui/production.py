@@ -305,8 +305,14 @@ def nginx_conf(s: Setup) -> str:
               "            gzip_static on;\n" + brotli_static +
               f'            add_header Cache-Control "{IMMUTABLE}";\n'
               '            add_header X-Content-Type-Options "nosniff";\n')
+    # Pages: never stored, never framed by another site, no type sniffing, no full URL in a
+    # Referer sent elsewhere (the login form sets a stricter policy of its own as well).
     no_store = ('            proxy_hide_header Cache-Control;\n'
-                '            add_header Cache-Control "private, no-store" always;\n')
+                '            add_header Cache-Control "private, no-store" always;\n'
+                '            add_header X-Content-Type-Options "nosniff" always;\n'
+                '            add_header Referrer-Policy "same-origin" always;\n'
+                '            add_header Content-Security-Policy "frame-ancestors \'self\'"'
+                ' always;\n')
     return f"""# Written by `gridmap serve --production` (ui/production.py) at each start.
 {modules}# Workers run as the invoking user ({user}); every path is under the run directory.
 {"user " + user + ";" if os.geteuid() == 0 else "# (not root: no user directive)"}
@@ -414,7 +420,9 @@ http {{
             proxy_pass http://gridmap_app;
             include {run}/proxy_params.conf;
             proxy_hide_header Cache-Control;
+            proxy_hide_header Access-Control-Allow-Origin;  # Streamlit's "*": not needed
             add_header Cache-Control "private, no-cache" always;
+            add_header X-Content-Type-Options "nosniff" always;
         }}
         # Streamlit's websocket: every script run and its answers.
         location = /_stcore/stream {{
@@ -426,8 +434,15 @@ http {{
             proxy_send_timeout 1h;
             proxy_buffering off;
         }}
-        # Everything else — pages, /login, /logout, /_stcore/*, uploads, media, component pages —
-        # goes to the app and is never stored.
+        # The login form: a few hundred bytes (the app refuses more than 4 kB), so nginx takes
+        # no more from someone without a session, nor spools a large body to disk first.
+        location = /login {{
+            client_max_body_size 16k;
+            proxy_pass http://gridmap_app;
+            include {run}/proxy_params.conf;
+{no_store}        }}
+        # Everything else — pages, /logout, /_stcore/*, uploads, media, component pages — goes
+        # to the app and is never stored.
         location / {{
             proxy_pass http://gridmap_app;
             include {run}/proxy_params.conf;

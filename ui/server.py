@@ -39,7 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SESSION_COOKIE = "gridmap_session"
 CSRF_COOKIE = "gridmap_login_csrf"
 SERVED_FLAG = "GRIDMAP_SERVED"  # set by serve(): the pages refuse to run without it
-OPEN_PATHS = ("/login", "/logout", "/_stcore/health", "/_stcore/script-health-check")
+# Served without a session: the form, the way out, and the health check a supervisor asks
+# (Streamlit's script-health-check is not among them: unhandled, it answered with the shell).
+OPEN_PATHS = ("/login", "/logout", "/_stcore/health")
 STATIC_DATA = "/app/static/cache/"
 CHECK_TTL_S = 5.0  # a session checked this recently is not checked again for static files
 MAX_FORM_BYTES = 4096
@@ -328,6 +330,10 @@ async def _signing(fn, *args):
 
 
 async def logout(request: Request) -> Response:
+    # A link on another site must not sign people out (the cookie is Lax: a top-level GET
+    # from elsewhere carries it); the sidebar's own link is same-origin.
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return RedirectResponse("/", status_code=303)
     token = request.cookies.get(SESSION_COOKIE)
     forget(token)
     await run_in_threadpool(service().sign_out, token)
