@@ -224,6 +224,12 @@ def test_request_body_limit_is_the_apps(prod):
     assert conn.getresponse().status == 413
     conn.close()
     assert "client_max_body_size 16k;" in conf
+    # nginx's own refusals are in Chinese, without its name.
+    long = requests.get(prod.url + "login?x=" + "a" * 20_000, timeout=20)
+    assert long.status_code in (400, 414) and "请求无效" in long.text and "nginx" not in long.text
+    s = signed_in(prod.url)
+    missing = s.get(prod.url + "static/js/no-such-file.js", timeout=20)
+    assert missing.status_code == 404 and missing.text == "没有这个页面或文件"
 
 
 def test_a_browser_signs_in_and_the_map_renders_through_the_proxy(prod, browser, tmp_path):

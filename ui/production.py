@@ -370,7 +370,36 @@ http {{
     }}
 
     server {{
-{listen_lines}        # nginx's answer to a request the gate refused (the app's own words).
+{listen_lines}        # nginx's own answers in Chinese (its default pages are English and name
+        # it); what the app answers passes as it is (proxy_intercept_errors is off).
+        # (Internal addresses, not named locations: a request line too long to read has no URI
+        # of its own to carry to a named one.)
+        error_page 400 414 494 /_gridmap/bad_request;
+        location = /_gridmap/bad_request {{
+            internal;
+            default_type "text/plain; charset=utf-8";
+            return 400 "请求无效（地址或请求头过长，或格式不对）";
+        }}
+        error_page 404 /_gridmap/not_found;
+        location = /_gridmap/not_found {{
+            internal;
+            default_type "text/plain; charset=utf-8";
+            return 404 "没有这个页面或文件";
+        }}
+        error_page 413 /_gridmap/too_large;
+        location = /_gridmap/too_large {{
+            internal;
+            default_type "text/plain; charset=utf-8";
+            return 413 "请求过大";
+        }}
+        error_page 502 503 504 /_gridmap/unavailable;
+        location = /_gridmap/unavailable {{
+            internal;
+            default_type "text/plain; charset=utf-8";
+            add_header Retry-After "10" always;
+            return 503 "服务正在启动或重启，请稍后刷新页面";
+        }}
+        # nginx's answer to a request the gate refused (the app's own words).
         error_page 401 = @login_required;
         location @login_required {{
             types {{ }}
