@@ -345,12 +345,7 @@ def rollback(acting: Acting, layers: str | Sequence[str], to_generation: int, no
     acting.require(PERMISSION, target)
     if not str(note or "").strip():
         raise VersionError("回退前请填写原因：它会记入版本记录")
-    store = acting.store
-    current = store.snapshot()
-    if not 0 < int(to_generation) < current.generation.id:
-        raise VersionError(f"只能回退到此前的版本（1–{current.generation.id - 1}），"
-                           f"收到 {to_generation}")
-    old = store.snapshot(int(to_generation))
+    current, old = _rollback_ends(acting.store, to_generation)
     frames = {n: old[n].drop(columns=["fid"]).reset_index(drop=True) for n in names}
     return _commit(acting, target, "rollback", current, frames, note=str(note).strip(),
                    source=f"rollback:{target}",
@@ -365,14 +360,18 @@ def rollback_changes(acting: Acting, layers: str | Sequence[str], to_generation:
     current version), to show before it is confirmed."""
     names = _layer_names(layers)
     acting.require(PERMISSION, f"{','.join(names)}@{int(to_generation)}")
-    store = acting.store
+    current, old = _rollback_ends(acting.store, to_generation)
+    return {n: edit_counts(LAYERS[n], current[n], edits_between(LAYERS[n], current[n], old[n]))
+            for n in names}
+
+
+def _rollback_ends(store: Store, to_generation: int) -> tuple[Snapshot, Snapshot]:
+    """The current snapshot and the one rolled back to (an earlier generation)."""
     current = store.snapshot()
     if not 0 < int(to_generation) < current.generation.id:
         raise VersionError(f"只能回退到此前的版本（1–{current.generation.id - 1}），"
                            f"收到 {to_generation}")
-    old = store.snapshot(int(to_generation))
-    return {n: edit_counts(LAYERS[n], current[n], edits_between(LAYERS[n], current[n], old[n]))
-            for n in names}
+    return current, store.snapshot(int(to_generation))
 
 
 def check_draft(acting: Acting, draft_id: int) -> list:

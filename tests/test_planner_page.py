@@ -281,6 +281,17 @@ def test_leave_resume_and_discard(store_path, monkeypatch):
     svc.close()
 
 
+def publish_other(store_path, code: str, shape, note: str) -> Gridmap:
+    """Another planner publishes a new boundary of park `code` (the service, left open)."""
+    other = Actor("t-planner", "planner", "规划员乙")
+    svc = Gridmap(str(store_path))
+    theirs = svc.create_draft(other, ["parks"], note)
+    parks = svc.draft_features(other, theirs.id, "parks")
+    svc.save_draft(other, theirs.id, pl.with_geometry(parks, code, shape))
+    svc.publish_draft(other, theirs.id, [])
+    return svc
+
+
 def test_a_conflict_keeps_the_draft_and_rebase_continues(store_path, monkeypatch):
     at = start(open_page(store_path, monkeypatch))
     at = draw(at, P2_WIDER)
@@ -288,13 +299,7 @@ def test_a_conflict_keeps_the_draft_and_rebase_continues(store_path, monkeypatch
     assert "检查未发现问题" in texts(at)
     assert not at.button(key="pl_publish").disabled
     # Another planner publishes a change of the parks meanwhile.
-    other = Actor("t-planner", "planner", "规划员乙")
-    svc = Gridmap(str(store_path))
-    theirs = svc.create_draft(other, ["parks"], "调整开发区")
-    parks = svc.draft_features(other, theirs.id, "parks")
-    svc.save_draft(other, theirs.id, pl.with_geometry(parks, "P1", box(120.58, 32.12, 120.69,
-                                                                       32.18)))
-    svc.publish_draft(other, theirs.id, [])
+    svc = publish_other(store_path, "P1", box(120.58, 32.12, 120.69, 32.18), "调整开发区")
     at = at.button(key="pl_publish").click().run()
     shown = texts(at)
     assert "草稿已保留" in shown and "园区" in shown
@@ -312,13 +317,7 @@ def test_a_conflict_keeps_the_draft_and_rebase_continues(store_path, monkeypatch
 def test_a_rebase_over_a_change_of_the_same_park_asks_first(store_path, monkeypatch):
     at = start(open_page(store_path, monkeypatch))
     at = draw(at, P2_WIDER)
-    other = Actor("t-planner", "planner", "规划员乙")
-    svc = Gridmap(str(store_path))
-    theirs = svc.create_draft(other, ["parks"], "化工园区向北")
-    parks = svc.draft_features(other, theirs.id, "parks")
-    svc.save_draft(other, theirs.id, pl.with_geometry(parks, "P2", box(120.62, 32.02, 120.66,
-                                                                       32.09)))
-    svc.publish_draft(other, theirs.id, [])
+    svc = publish_other(store_path, "P2", box(120.62, 32.02, 120.66, 32.09), "化工园区向北")
     at = at.button(key="pl_check").click().run()
     at = at.button(key="pl_rebase").click().run()
     shown = texts(at)
