@@ -209,11 +209,15 @@ def refuse_wide_csv(path: Path, display: str) -> None:
 
     with open(path, "rb") as f:
         head = f.read(1 << 20)
-    line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
-    width = len(next(csv.reader([line]), []))
+    parts = re.split(rb"\r\n|\r|\n", head, maxsplit=1)  # any line end (old Mac files: \r)
+    line = parts[0].decode("utf-8", errors="replace")
+    try:
+        width = len(next(csv.reader([line]), []))
+    except csv.Error:  # a quoted header cell running on: its commas are an upper bound
+        width = line.count(",") + 1
     if width > MAX_COLUMNS:
         # Without a line end in the first MiB the header goes on: more fields than counted.
-        count = f"{width:,} 个" if b"\n" in head else f"超过 {width:,} 个"
+        count = f"{width:,} 个" if len(parts) > 1 else f"超过 {width:,} 个"
         raise ReadError(Problem(display, f"字段过多：表头有{count}字段，至多 {MAX_COLUMNS:,} 个"
                                 "（请检查分隔符和表头）", "第 1 行"))
 
