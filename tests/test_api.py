@@ -813,6 +813,12 @@ def test_a_json_field_of_the_wrong_kind_is_named(api, api_world):
     description = assert_error(r, 400, "不能是数组或对象")
     assert "service_code" in description and "long" in description
     assert "缺少" not in description
+    # A field this service does not read may be an object (an Open311 client's attributes).
+    lon, lat = world.P["b1"]
+    r = requests.post(api.url + "/open311/v2/requests.json", timeout=60,
+                      json={"service_code": "air", "lat": lat, "long": lon,
+                            "attribute": {"WHISPER": "1"}}, headers={"X-API-Key": key})
+    assert r.status_code == 200, r.text
 
 
 def test_swapped_coordinates_are_taken_and_said(api, api_world):

@@ -38,7 +38,7 @@ from starlette.responses import Response
 from grids.flow import CATEGORY_TABLE, Category, load_categories, load_flow
 from layers.store import IncidentQuery
 from ui.api.formats import ApiError, render
-from ui.api.keys import SECURED, acting
+from ui.api.keys import KEY_PARAM, SECURED, acting
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
@@ -202,13 +202,23 @@ async def read_form(request: Request) -> dict[str, str]:
             raise ApiError(400, "请求内容不是有效的 JSON") from exc
         if not isinstance(data, dict):
             raise ApiError(400, "JSON 请求内容须为对象（字段名: 值）")
-        nested = sorted(str(k)[:50] for k, v in data.items() if isinstance(v, list | dict))
+        nested = sorted(str(k)[:50] for k, v in data.items()
+                        if isinstance(v, list | dict) and k in READ_FIELDS)
         if nested:  # said, not dropped (a dropped service_code read as a missing one)
             raise ApiError(400, f"字段 {'、'.join(nested[:5])} 的值应为文字或数字，"
                                 "不能是数组或对象")
-        return {str(k): "" if v is None else str(v) for k, v in data.items()}
+        # Other fields (an Open311 client's attribute object …) are not read: left out.
+        return {str(k): "" if v is None else str(v) for k, v in data.items()
+                if not isinstance(v, list | dict)}
     raise ApiError(415, "请求内容类型须为 application/x-www-form-urlencoded（Open311 规范）"
                         "或 application/json")
+
+
+# The fields of a POST this service reads (a JSON array or object in one of them is refused).
+READ_FIELDS = frozenset({
+    "service_code", "lat", "long", "coordinate_system", "accuracy_m", "description",
+    "address_string", "address_id", "media_url", "first_name", "last_name", "phone", "email",
+    "client_request_id", KEY_PARAM})
 
 
 def create_request(svc, actor, form: dict[str, str], idempotency_key: str | None,
