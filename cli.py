@@ -264,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--actor", help="只看该用户（登录名，命令行为 os:系统用户名）")
     q.add_argument("--action", help="只看该操作，如 login_failed、case.create、import")
     q.add_argument("--target", help="只看该对象，如案件编号、登录名")
-    q.add_argument("--limit", type=int, default=50, help="最多显示条数（默认 50）")
+    q.add_argument("--limit", type=_at_least(1), default=50, help="最多显示条数（默认 50）")
     q.add_argument("--json", action="store_true", help="输出 JSON")
     q.set_defaults(func=cmd_audit_list)
 

@@ -32,6 +32,8 @@ ROLES = tuple(ROLES_ZH)
 VIA_ZH: dict[str, str] = {"session": "网页", "api": "接口", "cli": "命令行", "system": "系统"}
 # Roles whose account must name a roster id (their units follow the roster as layers change).
 WORKER_ROLES = ("grid_worker", "grid_leader")
+# The roster role (layers/schema.WORKER_ROLES) each of them must hold.
+ROSTER_ROLE = {"grid_worker": "worker", "grid_leader": "leader"}
 SCOPES = ("all", "own", "-")
 
 

@@ -147,6 +147,8 @@ class _Source:
         # CSV's lines are counted when asked: only an .xlsx output asks).
         self._lines: int | None = None
         self.bytes_hint = 0
+        if path.is_dir():
+            raise BatchInputError(f"{shown(self.name, 200)}：这是一个目录，不是文件")
         if not path.is_file():
             raise BatchInputError(f"{shown(self.name, 200)}：文件不存在")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from grids import accounts, cases, intake, portfolio
-from grids.access import Actor
+from grids.access import ROLES_ZH, ROSTER_ROLE, Actor
 from grids.acting import Acting
 from grids.flow import CaseError
 from grids.roster import roster
@@ -795,8 +795,19 @@ class Gridmap:
             snap = acting.snapshot
         except StoreError as exc:
             raise accounts.AuthError(f"关联花名册或执法机构前需先导入图层：{exc}") from exc
-        if user.worker_id and user.worker_id not in set(snap["workers"]["id"].astype(str)):
-            raise accounts.AuthError(f"花名册中没有编号为 {user.worker_id} 的网格员")
+        if user.worker_id:
+            workers = snap["workers"]
+            rows = workers[workers["id"].astype(str) == user.worker_id]
+            if not len(rows):
+                raise accounts.AuthError(f"花名册中没有编号为 {user.worker_id} 的网格员")
+            # A worker's account on a leader's roster id (or the reverse) would give the
+            # person the other's grids and pages: the roster's role must be the account's.
+            wanted = ROSTER_ROLE[user.role]
+            if wanted not in set(rows["role"].astype(str)):
+                held = "、".join(portfolio.ROLE_ZH.get(r, r) for r in dict.fromkeys(rows["role"]))
+                raise accounts.AuthError(
+                    f"花名册编号 {user.worker_id} 的岗位是{held}，不能用于"
+                    f"{ROLES_ZH[user.role]}账号（须为{portfolio.ROLE_ZH[wanted]}）")
         if user.bureau_code and user.bureau_code not in set(snap["bureaus"]["code"].astype(str)):
             raise accounts.AuthError(f"没有编码为 {user.bureau_code} 的执法机构")
 

@@ -110,6 +110,12 @@ class GeoPackageStore(Store):
                 f"数据库文件不存在：{self.path}。请先运行 `gridmap demo` 生成示例数据，"
                 "或用 `gridmap import` 导入数据。"
             )
+        if not create and self.path.is_file() and self.path.stat().st_size == 0:
+            # An empty file is no store: schema written into it would hide a wrong path (or a
+            # copy that failed) behind an empty map.
+            raise StoreError(
+                f"数据库文件是空的（0 字节）：{self.path}。请检查路径；新建请运行 `gridmap demo` "
+                "或 `gridmap import`。")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             if not self.path.exists():

@@ -352,7 +352,7 @@ def home() -> None:
                                mime="application/vnd.openxmlformats-officedocument."
                                     "spreadsheetml.sheet", width="stretch", on_click="ignore")
     with st.expander("负责网格与花名册"):
-        st.html(worker.table_html(pd.DataFrame(mine.grids[list(portfolio.GRID_COLUMNS)]).rename(
+        st.html(worker.records_html(pd.DataFrame(mine.grids[list(portfolio.GRID_COLUMNS)]).rename(
             columns=portfolio.GRID_COLUMNS)))
         st.download_button("下载 Excel 花名册（网格、监管对象、未结事件）",
                            lambda: svc.roster_excel(actor, worker_id),

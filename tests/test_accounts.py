@@ -55,7 +55,14 @@ def test_weak_passwords_and_bad_logins_are_refused(svc):
         svc.add_user(ADMIN, "w-nobody", "grid_worker", PASSWORD, worker_id="NOBODY")
     with pytest.raises(accounts.AuthError, match="--worker"):
         svc.add_user(ADMIN, "w-none", "grid_worker", PASSWORD)
-    assert svc.store().user("weak-user") is None
+    # The roster's role must be the account's: a worker's account on a leader's id gets the
+    # leader's grids (and the reverse).
+    with pytest.raises(accounts.AuthError, match="L001 的岗位是网格长，不能用于网格员账号"):
+        svc.add_user(ADMIN, "w-as-leader", "grid_worker", PASSWORD, worker_id="L001")
+    with pytest.raises(accounts.AuthError, match="W003 的岗位是网格员，不能用于网格长账号"):
+        svc.add_user(ADMIN, "l-as-worker", "grid_leader", PASSWORD, worker_id="W003")
+    for login in ("weak-user", "w-as-leader", "l-as-worker"):
+        assert svc.store().user(login) is None
 
 
 def test_sign_in_lock_out_and_unknown_logins(svc):

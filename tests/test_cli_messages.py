@@ -29,6 +29,15 @@ def test_missing_files_and_unreachable_databases_in_words(sample_store, tmp_path
     out = run("--store", str(sample_store), "assign", "nope.csv")
     assert out.returncode == 2 and "nope.csv：文件不存在" in out.stderr
     assert "Errno" not in out.stderr
+    out = run("--store", str(sample_store), "assign", str(tmp_path))  # a folder, not a file
+    assert out.returncode == 2 and "这是一个目录，不是文件" in out.stderr
+    empty = tmp_path / "empty.gpkg"
+    empty.touch()
+    out = run("--store", str(empty), "layers")
+    assert out.returncode == 2 and "数据库文件是空的（0 字节）" in out.stderr
+    assert empty.stat().st_size == 0  # left as it was
+    out = run("--store", str(sample_store), "audit", "list", "--limit", "-1")
+    assert out.returncode == 2 and "“-1”不是大于等于 1 的整数" in out.stderr
     out = run("--store", "postgresql://u:secret-pw@127.0.0.1:1/db", "layers")
     assert out.returncode == 2 and "连接被拒绝" in out.stderr
     assert "secret-pw" not in out.stderr and "Connection refused" not in out.stderr

@@ -70,6 +70,9 @@ def test_first_screen_shows_my_units_and_tasks(phone):
     page = phone.page
     page.get_by_text("我的任务（按时限）").wait_for()
     phone.idle()
+    # The task cards are drawn by the page's own script (static/gridmap/rows.js) once it has
+    # loaded, which may be after the script run is over: wait for them, not for the run.
+    page.get_by_role("button", name="打开 T0001").wait_for()
     body = page.locator("body").inner_text()
     assert "我的工作台" in body and "网格员3" in body and "320901002南网格" in body
     assert "T0001" in body and "大气污染" in body  # the open case in my grid
@@ -94,6 +97,18 @@ def test_first_screen_shows_my_units_and_tasks(phone):
         .map(([name, r]) => name + ' ' + Math.round(r.width) + 'x' + Math.round(r.height))""")
     assert not small, small
     phone.shot("01_first_screen")
+    # My grids and roster: one card per grid, each value under its name, nothing sideways.
+    page.get_by_text("负责网格与花名册").tap()
+    records = page.locator(".gm-records")
+    records.wait_for()
+    text = records.inner_text()
+    assert A2_SOUTH in text and "本人职责" in text and "网格员" in text
+    wide = page.evaluate("""() => [...document.querySelectorAll('.gm-records, .gm-records *')]
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5
+                     || e.scrollWidth > e.clientWidth + 1)
+        .map(e => e.tagName + ' ' + e.innerText.slice(0, 20))""")
+    assert not wide, wide
+    phone.shot("01b_roster")
     phone.check_clean()
 
 

@@ -51,10 +51,11 @@ div[data-testid="stLinkButton"] a { min-height: 44px; font-size: 15px; }
   font-weight: 600; font-size: 14px; }
 .gm-chip.amber { color: #000; }
 .gm-who { font-size: 15px; }
-.gm-table { overflow-x: auto; font-size: 14px; }
-.gm-table table { border-collapse: collapse; width: 100%; }
-.gm-table th, .gm-table td { border-bottom: 1px solid #e6e9ef; padding: 4px 8px; text-align: left;
-  white-space: nowrap; }
+.gm-records { font-size: 14px; }
+.gm-record { border-bottom: 1px solid #e6e9ef; padding: 6px 0; }
+.gm-record dl { display: grid; grid-template-columns: 6.5em 1fr; gap: 2px 8px; margin: 0; }
+.gm-record dt { color: #5f6368; }
+.gm-record dd { margin: 0; overflow-wrap: anywhere; }
 </style>"""
 
 
@@ -272,11 +273,16 @@ def chip_spec(left_text: str, level: str) -> list:
     return [str(left_text), LEVEL_COLOR.get(level, "#9e9e9e"), level == "amber"]
 
 
-def table_html(frame: pd.DataFrame) -> str:
-    """A small table as HTML (st.html) rather than st.table, which brings Arrow's formatting,
-    moment and numbro to the page (65 kB compressed, and their start-up on a slow CPU)."""
-    head = "".join(f"<th>{cards.esc(c)}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{cards.esc(v)}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
-    return (f'<div class="gm-table"><table><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+def records_html(frame: pd.DataFrame) -> str:
+    """A small table as one card per row, each cell under its column's name: on a 390 px
+    phone a table of nine columns would scroll sideways inside its expander. HTML (st.html)
+    rather than st.table, which brings Arrow's formatting, moment and numbro to the page (65 kB
+    compressed, and their start-up on a slow CPU)."""
+    names = [cards.esc(c) for c in frame.columns]
+    cards_out = []
+    for row in frame.itertuples(index=False):
+        pairs = "".join(f"<dt>{n}</dt><dd>{cards.esc(v)}</dd>"
+                        for n, v in zip(names, row, strict=True))
+        cards_out.append(f'<div class="gm-record"><dl>{pairs}</dl></div>')
+    return f'<div class="gm-records">{"".join(cards_out)}</div>'
+
