@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-_HTML = ('<button type="button" class="gm-geo">获取手机定位</button>'
+# Disabled until the script below has taken it: a tap before then would be lost (on a slow
+# phone, or a page still loading) and the worker left waiting for a position never asked.
+_HTML = ('<button type="button" class="gm-geo" disabled>获取手机定位</button>'
          '<div class="gm-geo-msg" aria-live="polite"></div>')
 _CSS = """
 .gm-geo { min-height: 44px; width: 100%; font-size: 15px; border: 1px solid #c8d1dc;
   border-radius: 8px; background: #f6f8fa; color: #0b5394; cursor: pointer; }
+.gm-geo:disabled { color: #8c959f; cursor: default; }
 .gm-geo-msg { font-size: 14px; color: #57606a; margin-top: 4px; min-height: 1.2em; }
 """
 _JS = """
@@ -36,6 +39,7 @@ export default function(component) {
       setStateValue('position', {error: String(e.code)});
     }, {enableHighAccuracy: true, timeout: 20000, maximumAge: 0});
   };
+  button.disabled = false;
 }
 """
 _COMPONENT = st.components.v2.component("gridmap_geolocate", html=_HTML, css=_CSS, js=_JS)

@@ -53,9 +53,10 @@ div[data-testid="stLinkButton"] a { min-height: 44px; font-size: 15px; }
 .gm-who { font-size: 15px; }
 .gm-records { font-size: 14px; }
 .gm-record { border-bottom: 1px solid #e6e9ef; padding: 6px 0; }
-.gm-record dl { display: grid; grid-template-columns: 6.5em 1fr; gap: 2px 8px; margin: 0; }
-.gm-record dt { color: #5f6368; }
-.gm-record dd { margin: 0; overflow-wrap: anywhere; }
+.gm-record dl { display: grid; grid-template-columns: 6.5em 1fr; gap: 2px 8px; margin: 0;
+  padding: 0; }
+.gm-record dt { color: #5f6368; margin: 0; padding: 0; }
+.gm-record dd { margin: 0; padding: 0; overflow-wrap: anywhere; }
 </style>"""
 
 
