@@ -73,10 +73,26 @@ def world_incidents() -> pd.DataFrame:
     ])
 
 
+_BUILT: dict[str, Path] = {}  # the plain world's directory, built once per test process
+
+
 def build_map_world(directory: Path, overrides: dict | None = None) -> Path:
     """A GeoPackage store of the hand-drawn world with entities, incidents and one account
-    per role (tests/signin.py); its path."""
+    per role (tests/signin.py); its path. The plain world (no overrides) is built once per test
+    process and copied (a file copy, not 1–2 s of import and sign-up per test module)."""
     directory = Path(directory)
+    if overrides is None:
+        built = _BUILT.get("plain")
+        if built is None or not built.exists():  # kept apart: the tests change their copies
+            pristine = directory.parent / f"{directory.name}-pristine-world"
+            _BUILT["plain"] = built = _build_map_world(pristine)
+        shutil.copytree(built.parent / "files", directory / "files", dirs_exist_ok=True)
+        shutil.copy2(built, directory / built.name)
+        return directory / built.name
+    return _build_map_world(directory, overrides)
+
+
+def _build_map_world(directory: Path, overrides: dict | None = None) -> Path:
     files = world.write(directory / "files", overrides)
     world_entities().to_csv(files / "entities.csv", index=False)
     path = directory / "mapworld.gpkg"

@@ -10,6 +10,8 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 
+from grids.routing import Router
+from layers.store import open_store
 from tests.conftest import gridmap_exe
 
 
@@ -108,14 +110,24 @@ def test_assign_routes_every_row_like_route(sample_store, tmp_path):
     result = pd.read_excel(out_file, sheet_name="机器字段", dtype=str, keep_default_na=False)
     assert len(result) == 300 and list(result["id"]) == list(sample["id"])
     assert (result["route_status"] == "error").sum() == 1
-    for _, row in result.sample(8, random_state=2).iterrows():
-        if row["route_status"] == "error":
-            continue
+    routed = result[result["route_status"] != "error"]
+    # Two rows as `gridmap route` answers them (a process each, 2 s of start-up) …
+    for _, row in routed.sample(2, random_state=2).iterrows():
         single = json.loads(
             run("route", row["lon"], row["lat"], "--json", store=sample_store).stdout
         )
         assert row["route_grid_code"] == (single["grid"] or {}).get("code", "")
         assert row["route_bureau_code"] == (single["bureau"] or {}).get("code", "")
+    # … and every row as the router that command uses answers it.
+    store = open_store(str(sample_store))
+    try:
+        router = Router(store)
+        for row in routed.itertuples(index=False):
+            single = router.route(float(row.lon), float(row.lat))
+            assert row.route_grid_code == (single["grid"] or {}).get("code", ""), row.id
+            assert row.route_bureau_code == (single["bureau"] or {}).get("code", ""), row.id
+    finally:
+        store.close()
 
 
 def test_import_refusal_leaves_store_unchanged(sample_store, tmp_path):

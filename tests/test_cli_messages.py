@@ -59,7 +59,7 @@ def test_swapped_flag_in_words(sample_store):
 
 
 def test_a_closed_pipe_ends_quietly(sample_store):
-    for _ in range(6):
+    for _ in range(3):
         proc = subprocess.run(
             f"'{gridmap_exe()}' --store '{sample_store}' route 120.86 32.01 --json "
             "| head -c 1", shell=True, capture_output=True, timeout=120)

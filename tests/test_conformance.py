@@ -14,7 +14,7 @@ from geo.china_offsets import wgs84_to_bd09, wgs84_to_gcj02
 from grids.routing import Router
 from layers.finder import Queries
 from layers.importer import import_path
-from layers.postgis import migrate
+from layers.postgis import INLINE_LIMIT, migrate
 from layers.problems import ImportFailed
 from layers.store import open_store
 from tests import world
@@ -197,7 +197,8 @@ def test_one_router_serves_many_threads(new_store, world_dir):
     router = Router(open_store(store.url))
     points = list(world.P.values()) * 4
     alone = [router.route(*p)["status"] for p in points]
-    many = np.array([p for p in world.P.values()] * 700)  # over the inline limit: COPY path
+    many = np.array([p for p in world.P.values()] * 200)  # over the inline limit: COPY path
+    assert len(many) > INLINE_LIMIT
 
     def batch() -> int:
         results = router.resolver.resolve(Queries.build(many[:, 0], many[:, 1]))

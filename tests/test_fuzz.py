@@ -79,7 +79,7 @@ CHINESE = re.compile("[\u4e00-\u9fff]")
 
 # make test's share of each test's examples (it must stay within 15 minutes on 2 cores);
 # GRIDMAP_FUZZ_SHARE=1 (or more) for a longer hunt.
-FUZZ_SHARE = float(os.environ.get("GRIDMAP_FUZZ_SHARE", "0.6"))
+FUZZ_SHARE = float(os.environ.get("GRIDMAP_FUZZ_SHARE", "0.35"))
 
 
 def fuzz(n: int):
