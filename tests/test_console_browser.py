@@ -123,6 +123,15 @@ def test_the_form_resets_after_filing_and_the_source_sets_the_system(desk):
     assert desk.file_button().is_disabled()
     assert "来电人报坐标" in desk.selected("位置来源")
     desk.shot("02_new_form")
+    # A search in a select box that finds nothing says so in Chinese, not Streamlit's English.
+    desk.page.get_by_label("事件类别", exact=True).and_(page.locator("input")).click()
+    page.keyboard.type("没有这一类")
+    empty = page.locator("[role=listbox][data-empty=true] [role=option] span")
+    empty.wait_for()
+    shown = empty.evaluate("e => [getComputedStyle(e).fontSize, getComputedStyle(e, '::after')"
+                           ".content, getComputedStyle(e, '::after').fontSize]")
+    assert shown[0] == "0px" and shown[1] == '"没有匹配的选项"' and shown[2] != "0px", shown
+    page.keyboard.press("Escape")
     desk.check_clean()
 
 

@@ -22,6 +22,9 @@ WIDGET_WORDS_CSS = """<style>
 [data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p::after {
   content: "选择文件"; visibility: visible; font-size: 0.95rem; }
 [data-testid="stFileUploaderDropzoneInstructions"] { display: none; }
+[role="listbox"][data-empty="true"] [role="option"] span { font-size: 0; }
+[role="listbox"][data-empty="true"] [role="option"] span::after {
+  content: "没有匹配的选项"; font-size: 0.9rem; }
 [data-testid="stFileChip"][aria-invalid="true"]::after {
   content: "未上传：超过大小限制或不是允许的文件类型"; color: #b00020; font-size: 0.85rem;
   margin-left: 8px; align-self: center; }
