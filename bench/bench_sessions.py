@@ -17,7 +17,8 @@ JSON in bench/results/sessions-<date>.json.
 Target (issue 14): twenty sessions at once, p95 ready within 8 s on this machine with the
 production layout. In an office everyone renders on a computer of their own; here the real
 browsers render on the server's two cores (`--browsers all`: every session, the most pessimistic
-figure; `--browsers 0`: the server's share alone).
+figure; `--browsers 0`: the server's share alone). `--warm`: the real browsers are returning
+users, their cache kept from a visit before (the round's CPU figures then include that visit).
 """
 
 from __future__ import annotations
@@ -81,12 +82,17 @@ RESOURCES = ("() => performance.getEntriesByType('resource').map(r => r.name)"
              ".concat([location.href])")
 
 
+def context_options(phone: bool) -> dict:
+    return ({"viewport": {"width": 390, "height": 844}, "has_touch": True,
+             "is_mobile": True, "device_scale_factor": 2} if phone
+            else {"viewport": {"width": 1400, "height": 900}})
+
+
 async def one_session(browser, url: str, login: str, phone: bool, start: float,
-                      timeout_s: float, resources: list | None = None) -> float:
-    options = ({"viewport": {"width": 390, "height": 844}, "has_touch": True,
-                "is_mobile": True, "device_scale_factor": 2} if phone
-               else {"viewport": {"width": 1400, "height": 900}})
-    context = await browser.new_context(**options)
+                      timeout_s: float, resources: list | None = None, context=None) -> float:
+    """Seconds from `start` to ready; in a fresh context (an empty cache), or in `context`
+    (closed after)."""
+    context = context or await browser.new_context(**context_options(phone))
     try:
         page = await context.new_page()
         await page.goto(url + "login")
@@ -141,11 +147,38 @@ async def record_visits(url: str, logins: tuple[str, str], timeout_s: float) -> 
     return recorded
 
 
+async def returning_user(browser, url: str, login: str, phone: bool, timeout_s: float):
+    """A context that has used gridmap before (yesterday, say): signed in and shown its page
+    once, then its cookies cleared. Its HTTP cache keeps what the server lets it keep (the
+    app's scripts and styles, the map's data files of this layer version); it signs in anew."""
+    context = await browser.new_context(**context_options(phone))
+    page = await context.new_page()
+    await one_session(browser, url, login, phone, time.monotonic(), timeout_s, context=_Kept(
+        context))
+    await page.close()
+    await context.clear_cookies()
+    return context
+
+
+class _Kept:
+    """A context one_session uses without closing it."""
+
+    def __init__(self, context) -> None:
+        self._context = context
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+    async def close(self) -> None:
+        pass
+
+
 async def crowd(url: str, sessions: int, browsers: int, logins: tuple[str, str],
-                recorded: list, timeout_s: float) -> list[tuple[str, object]]:
+                recorded: list, timeout_s: float, warm: bool = False
+                ) -> list[tuple[str, object]]:
     """`sessions` people at the same moment, half dispatchers and half grid workers; the first
-    `browsers` of them in real Chromium pages, the rest emulated (bench/crowd.py). Each result:
-    (kind, seconds or the exception)."""
+    `browsers` of them in real Chromium pages (`warm`: returning users, see returning_user),
+    the rest emulated (bench/crowd.py). Each result: (kind, seconds or the exception)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -156,6 +189,8 @@ async def crowd(url: str, sessions: int, browsers: int, logins: tuple[str, str],
             context = await browser.new_context()
             await (await context.new_page()).goto("about:blank")
             await context.close()
+            contexts = [await returning_user(browser, url, logins[i % 2], i % 2 == 1, timeout_s)
+                        if warm else None for i in range(browsers)]
             await asyncio.sleep(1.0)
             start = time.monotonic()
             jobs, kinds = [], []
@@ -163,7 +198,7 @@ async def crowd(url: str, sessions: int, browsers: int, logins: tuple[str, str],
                 phone = i % 2 == 1
                 if i < browsers:
                     jobs.append(one_session(browser, url, logins[int(phone)], phone, start,
-                                            timeout_s))
+                                            timeout_s, context=contexts[i]))
                     kinds.append("browser:" + ("phone" if phone else "desk"))
                 else:
                     jobs.append(asyncio.wait_for(crowd_mod.visit(
@@ -236,6 +271,9 @@ def main() -> None:
     parser.add_argument("--browsers", default="2",
                         help="how many of the sessions are real Chromium pages (the rest are "
                              "emulated visitors, bench/crowd.py); 'all': every one")
+    parser.add_argument("--warm", action="store_true",
+                        help="the real browsers are returning users: each has signed in and "
+                             "seen its page once before, its cookies then cleared (its cache kept)")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--no-save", dest="save", action="store_false")
     args = parser.parse_args()
@@ -243,7 +281,8 @@ def main() -> None:
     browsers = args.sessions if args.browsers == "all" else int(args.browsers)
     source = args.store or cached_store(args.cache, 1)
     results: dict = {"benchmark": "sessions", "machine": machine(), "sessions": args.sessions,
-                     "real_browsers": browsers, "load_before": list(os.getloadavg()),
+                     "real_browsers": browsers, "warm_browsers": args.warm,
+                     "load_before": list(os.getloadavg()),
                      "layouts": {}}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "gridmap.gpkg"
@@ -262,7 +301,7 @@ def main() -> None:
                     busy, served, own = (machine_cpu_s(), tree_cpu_s(server.proc.pid),
                                          os.times())
                     outcome = asyncio.run(crowd(server.url, args.sessions, browsers, logins,
-                                                recorded, args.timeout))
+                                                recorded, args.timeout, args.warm))
                     busy, served = machine_cpu_s() - busy, tree_cpu_s(server.proc.pid) - served
                     now = os.times()
                     emulating = now.user + now.system - own.user - own.system
