@@ -90,11 +90,12 @@ def context_options(phone: bool) -> dict:
 
 async def one_session(browser, url: str, login: str, phone: bool, start: float,
                       timeout_s: float, resources: list | None = None, context=None) -> float:
-    """Seconds from `start` to ready; in a fresh context (an empty cache), or in `context`
-    (closed after)."""
+    """Seconds from `start` to ready; in a fresh context (an empty cache, closed after), or in
+    the caller's `context`."""
+    own = context is None
     context = context or await browser.new_context(**context_options(phone))
+    page = await context.new_page()
     try:
-        page = await context.new_page()
         await page.goto(url + "login")
         await page.fill("#login", login)
         await page.fill("#password", PASSWORD)
@@ -125,7 +126,7 @@ async def one_session(browser, url: str, login: str, phone: bool, start: float,
                     resources.extend(await frame.evaluate(RESOURCES))
         return took
     finally:
-        await context.close()
+        await (context.close() if own else page.close())
 
 
 async def record_visits(url: str, logins: tuple[str, str], timeout_s: float) -> list:
@@ -152,25 +153,9 @@ async def returning_user(browser, url: str, login: str, phone: bool, timeout_s: 
     once, then its cookies cleared. Its HTTP cache keeps what the server lets it keep (the
     app's scripts and styles, the map's data files of this layer version); it signs in anew."""
     context = await browser.new_context(**context_options(phone))
-    page = await context.new_page()
-    await one_session(browser, url, login, phone, time.monotonic(), timeout_s, context=_Kept(
-        context))
-    await page.close()
+    await one_session(browser, url, login, phone, time.monotonic(), timeout_s, context=context)
     await context.clear_cookies()
     return context
-
-
-class _Kept:
-    """A context one_session uses without closing it."""
-
-    def __init__(self, context) -> None:
-        self._context = context
-
-    def __getattr__(self, name):
-        return getattr(self._context, name)
-
-    async def close(self) -> None:
-        pass
 
 
 async def crowd(url: str, sessions: int, browsers: int, logins: tuple[str, str],
