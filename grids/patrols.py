@@ -204,26 +204,18 @@ ENTITY_COLUMNS = {"id": "统一社会信用代码", "name": "名称", "industry"
 
 
 def coverage_excel(cov: Coverage) -> bytes:
-    """The coverage for a leader's sign-off: per grid, then per entity (Chinese headers)."""
-    import io
-
-    from openpyxl import Workbook
-
+    """The coverage for a leader's sign-off: per grid, then per entity (Chinese headers; text
+    always as text, `layers.spreadsheet`: a name like "=HYPERLINK(…)" is data, not a
+    formula)."""
     from grids.deadlines import beijing_text
+    from layers import spreadsheet
 
-    wb = Workbook()
-    ws = wb.active
-    ws.title = f"按网格（近{cov.days}天）"
-    ws.append(list(COVERAGE_COLUMNS.values()))
-    for r in cov.by_grid.itertuples(index=False):
-        ws.append([r.grid, r.name, int(r.entities), int(r.visited), float(r.share)])
-    ws2 = wb.create_sheet("监管对象")
-    ws2.append(list(ENTITY_COLUMNS.values()))
-    for r in cov.entities.itertuples(index=False):
-        # Text cells stay text: a name like "=HYPERLINK(…)" is data, not a formula.
-        values = [r.id, r.name, r.industry, r.grid, beijing_text(r.last_at),
-                  int(r.visits), "是" if r.visited else "否"]
-        ws2.append([("'" + v) if isinstance(v, str) and v[:1] in "=+-@" else v for v in values])
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+    by_grid = cov.by_grid.astype({"entities": int, "visited": int, "share": float})
+    entities = cov.entities.assign(
+        last_at=[beijing_text(v) for v in cov.entities["last_at"]],
+        visits=cov.entities["visits"].astype(int),
+        visited_zh=["是" if v else "否" for v in cov.entities["visited"]])
+    return spreadsheet.xlsx_bytes({
+        f"按网格（近{cov.days}天）": spreadsheet.headed(by_grid, COVERAGE_COLUMNS),
+        "监管对象": spreadsheet.headed(entities, ENTITY_COLUMNS),
+    })

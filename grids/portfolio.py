@@ -8,7 +8,6 @@ entity whose position is ambiguous between grids is listed under each candidate 
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import weakref
@@ -26,6 +25,7 @@ import shapely
 from grids.deadlines import beijing_text
 from grids.roster import roster
 from grids.routing import Router
+from layers import spreadsheet
 from layers.finder import Queries
 from layers.store import Snapshot, Store
 
@@ -361,52 +361,20 @@ def filter_entities(entities: pd.DataFrame, industries: list[str] | None = None,
 
 # -- the roster workbook --------------------------------------------------------------------------
 def roster_excel(portfolio: Portfolio) -> bytes:
-    """The worker's roster as an .xlsx: worker, grids, entities, open incidents. Text is always
-    written as text: a name starting with '=' never becomes a formula."""
-    from openpyxl import Workbook
-    from openpyxl.utils import get_column_letter
-
-    wb = Workbook()
+    """The worker's roster as an .xlsx: worker, grids, entities, open incidents. Text is
+    always written as text (`layers.spreadsheet`): a name starting with '=' never becomes a
+    formula."""
     w = portfolio.worker
-    info = wb.active
-    info.title = "网格员"
-    generated = beijing_text(datetime.now(UTC))
-    for row in (("姓名", w["name"]), ("编号", w["id"]), ("电话", w["phone"]), ("职责", w["roles"]),
-                ("负责网格数", len(portfolio.grids)), ("监管对象数", len(portfolio.entities)),
-                ("未结事件数", len(portfolio.incidents)),
-                ("图层版本", portfolio.generation.get("generation")),
-                ("图层版本时间", beijing_text(portfolio.generation.get("created_at"))),
-                ("导出时间", generated)):
-        _append(info, row)
-    sheets = (("负责网格", pd.DataFrame(portfolio.grids), GRID_COLUMNS),
-              ("监管对象", portfolio.entities, ENTITY_COLUMNS),
-              ("未结事件", portfolio.incidents, INCIDENT_COLUMNS))
-    for title, frame, columns in sheets:
-        ws = wb.create_sheet(title)
-        cols = [c for c in columns if c in frame.columns]
-        _append(ws, [columns[c] for c in cols])
-        for values in frame[cols].itertuples(index=False):
-            _append(ws, values)
-        ws.freeze_panes = "A2"
-    for ws in wb.worksheets:
-        for idx, column in enumerate(ws.columns, start=1):
-            width = max((len(str(c.value or "")) for c in column), default=4)
-            ws.column_dimensions[get_column_letter(idx)].width = min(60, max(8, width * 1.6 + 2))
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
-
-
-def _append(ws, values) -> None:
-    ws.append([_cell(v) for v in values])
-    for cell in ws[ws.max_row]:
-        if isinstance(cell.value, str):
-            cell.data_type = "s"  # openpyxl would take "=…" for a formula
-
-
-def _cell(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    facts = spreadsheet.facts_table((
+        ("姓名", w["name"]), ("编号", w["id"]), ("电话", w["phone"]), ("职责", w["roles"]),
+        ("负责网格数", len(portfolio.grids)), ("监管对象数", len(portfolio.entities)),
+        ("未结事件数", len(portfolio.incidents)),
+        ("图层版本", portfolio.generation.get("generation")),
+        ("图层版本时间", beijing_text(portfolio.generation.get("created_at"))),
+        ("导出时间", beijing_text(datetime.now(UTC)))))
+    return spreadsheet.xlsx_bytes({
+        "网格员": facts,
+        "负责网格": spreadsheet.headed(pd.DataFrame(portfolio.grids), GRID_COLUMNS),
+        "监管对象": spreadsheet.headed(portfolio.entities, ENTITY_COLUMNS),
+        "未结事件": spreadsheet.headed(portfolio.incidents, INCIDENT_COLUMNS),
+    })

@@ -17,7 +17,6 @@ rollbacks, refusals, draft creation and discarding are audited.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ import shapely
 from geo.validity import invalid_zh
 from grids.acting import Acting
 from grids.resolver import Resolver
+from layers import spreadsheet
 from layers.finder import MemoryFinder, Queries
 from layers.schema import LAYERS, ROUTING_LAYERS, STORE_EPSG, LayerSpec
 from layers.store import DraftRecord, Generation, IncidentQuery, Snapshot, Store
@@ -868,14 +868,8 @@ def impact_excel(impact: Impact, draft: Draft | None = None) -> bytes:
     """The impact for the sign-off, as an .xlsx with Chinese headers (text always as text)."""
     from datetime import UTC, datetime
 
-    from openpyxl import Workbook
-    from openpyxl.utils import get_column_letter
-
     from grids.deadlines import beijing_text
 
-    wb = Workbook()
-    info = wb.active
-    info.title = "概况"
     s = impact.summary
     facts = [("草稿编号", impact.draft_id), ("对比的现行版本", impact.generation)]
     if draft is not None:
@@ -890,40 +884,13 @@ def impact_excel(impact: Impact, draft: Draft | None = None) -> bytes:
               ("增加面积（平方米）", round(s.get("added_m2", 0.0), 1)),
               ("减少面积（平方米）", round(s.get("removed_m2", 0.0), 1)),
               ("导出时间（北京时间）", beijing_text(datetime.now(UTC)))]
-    for row in facts:
-        _append(info, row)
-    for title, frame, columns in (("监管对象变化", impact.entities, ENTITY_COLUMNS),
-                                  ("受影响案件", impact.cases, CASE_COLUMNS),
-                                  ("被切分网格", impact.cut_grids, CUT_COLUMNS),
-                                  ("面积变化", impact.areas, AREA_COLUMNS)):
-        ws = wb.create_sheet(title)
-        cols = [c for c in columns if c in frame.columns]
-        _append(ws, [columns[c] for c in cols])
-        for values in frame[cols].itertuples(index=False):
-            _append(ws, values)
-        ws.freeze_panes = "A2"
-    for ws in wb.worksheets:
-        for idx, column in enumerate(ws.columns, start=1):
-            width = max((len(str(c.value or "")) for c in column), default=4)
-            ws.column_dimensions[get_column_letter(idx)].width = min(60, max(8, width * 1.6 + 2))
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
-
-
-def _append(ws, values) -> None:
-    ws.append([_cell(v) for v in values])
-    for cell in ws[ws.max_row]:
-        if isinstance(cell.value, str):
-            cell.data_type = "s"  # openpyxl would take "=…" for a formula
-
-
-def _cell(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    return spreadsheet.xlsx_bytes({
+        "概况": spreadsheet.facts_table(facts),
+        "监管对象变化": spreadsheet.headed(impact.entities, ENTITY_COLUMNS),
+        "受影响案件": spreadsheet.headed(impact.cases, CASE_COLUMNS),
+        "被切分网格": spreadsheet.headed(impact.cut_grids, CUT_COLUMNS),
+        "面积变化": spreadsheet.headed(impact.areas, AREA_COLUMNS),
+    })
 
 
 # -- versions -------------------------------------------------------------------------------------

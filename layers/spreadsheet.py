@@ -348,6 +348,23 @@ def xlsx_bytes(sheets: dict[str, pd.DataFrame]) -> bytes:
     return buf.getvalue()
 
 
+# The sign-off workbooks (a worker's roster, a leader's patrol coverage, a planner's impact)
+# are a sheet of facts and sheets of tables with Chinese headers, written by `xlsx_bytes`.
+FACT_HEADERS = ("项目", "内容")
+
+
+def facts_table(facts: Sequence[tuple[str, object]]) -> pd.DataFrame:
+    """A sheet of (item, value) rows: what the workbook is about, when it was made."""
+    return pd.DataFrame([list(f) for f in facts], columns=list(FACT_HEADERS), dtype=object)
+
+
+def headed(frame: pd.DataFrame, headers: dict[str, str]) -> pd.DataFrame:
+    """The columns of `frame` named in `headers` (in its order, those present), renamed to
+    the header each is given there."""
+    present = [c for c in headers if c in frame.columns]
+    return frame[present].rename(columns=headers)
+
+
 # -- CSV -------------------------------------------------------------------------------------
 # OWASP, CSV injection: a cell starting with = + - @, a tab or a carriage return is taken for a
 # formula by Excel or LibreOffice (the full-width ＝＋－＠ too, which some versions fold), also

@@ -10,6 +10,7 @@ import json
 import shutil
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 from openpyxl import load_workbook
 from PIL import Image
@@ -17,10 +18,10 @@ from PIL import Image
 from grids.access import Actor, PermissionDenied
 from grids.evidence import Upload
 from grids.flow import CaseError
-from grids.patrols import checklist_for, load_checklists
+from grids.patrols import Coverage, checklist_for, coverage_excel, load_checklists
 from grids.service import Gridmap
 from layers.importer import import_path
-from tests.browser import world_entities
+from tests.browser import FORMULA_NAME, world_entities
 from tests.conftest import STORES
 from tests.signin import add_world_users
 from tests.world import P
@@ -144,6 +145,22 @@ def test_a_leaders_coverage_and_its_excel(svc):
     # A worker sees only their own; another township's leader is not theirs to see.
     with pytest.raises(PermissionDenied):
         svc.coverage(WORKER, "W001")
+
+
+def test_the_coverage_workbook_writes_every_name_as_text():
+    """A grid or entity named like a formula is data: text in the cell, as it was typed (no
+    formula, no apostrophe added), and the numbers stay numbers."""
+    entities = pd.DataFrame({"id": ["91320600MA0000001X"], "name": [FORMULA_NAME],
+                             "industry": ["-1+1"], "grid": ["g1"], "last_at": [None],
+                             "visits": [0], "visited": [False]})
+    by_grid = pd.DataFrame({"grid": ["g1"], "name": ["=1+2"], "entities": [1], "visited": [0],
+                            "share": [0.0]})
+    wb = load_workbook(io.BytesIO(coverage_excel(Coverage(30, entities, by_grid))))
+    cells = {c.value: c for ws in wb.worksheets for row in ws.iter_rows(min_row=2) for c in row}
+    for text in ("=1+2", FORMULA_NAME, "-1+1"):
+        assert cells[text].data_type == "s", text
+    assert [c.value for c in wb.worksheets[0][2]] == ["g1", "=1+2", 1, 0, 0]
+    assert [c.value for c in wb.worksheets[1][2]][-1] == "否"
 
 
 def test_accept_and_arrive_marks_keep_the_state(svc):

@@ -69,6 +69,16 @@ class Basemap:
         lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
         return wgs84_to_gcj02(lon, lat) if self.shifted else (lon, lat)
 
+    def fit(self, m, bounds, padding: tuple[int, int] | None = None) -> None:
+        """Fit the folium map `m` to `bounds` (minx, miny, maxx, maxy in store coordinates)."""
+        minx, miny, maxx, maxy = (float(v) for v in bounds)
+        (west, east), (south, north) = self.to_display([minx, maxx], [miny, maxy])
+        corners = [[float(south), float(west)], [float(north), float(east)]]
+        if padding is None:
+            m.fit_bounds(corners)
+        else:
+            m.fit_bounds(corners, padding=padding)
+
     @property
     def click_crs(self) -> str:
         """The coordinate system of a point clicked on this basemap, for routing."""

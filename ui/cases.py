@@ -142,9 +142,7 @@ def cases_map(basemap: Basemap, rows: pd.DataFrame, selected: str | None) -> fol
         folium.CircleMarker(chosen, radius=18, color="#000000", weight=2, fill=False,
                             dash_array="4 4", interactive=False).add_to(m)
     if len(pts) > 1:
-        sw, ne = basemap.to_display([minx], [miny]), basemap.to_display([maxx], [maxy])
-        m.fit_bounds([[float(np.ravel(sw[1])[0]), float(np.ravel(sw[0])[0])],
-                      [float(np.ravel(ne[1])[0]), float(np.ravel(ne[0])[0])]], padding=(20, 20))
+        basemap.fit(m, (minx, miny, maxx, maxy), padding=(20, 20))
     assets.localize(m)
     return m
 

@@ -123,10 +123,7 @@ def findings_map(basemap: Basemap, findings: list[Finding], context=None,
             tooltip=folium.GeoJsonTooltip(fields=["tip"], labels=False),
             zoom_on_click=False,
         ).add_to(m)
-    sw = basemap.to_display([float(minx)], [float(miny)])
-    ne = basemap.to_display([float(maxx)], [float(maxy)])
-    m.fit_bounds([[float(np.ravel(sw[1])[0]), float(np.ravel(sw[0])[0])],
-                  [float(np.ravel(ne[1])[0]), float(np.ravel(ne[0])[0])]])
+    basemap.fit(m, (minx, miny, maxx, maxy))
     assets.localize(m)
     assets.trim_map_assets(m)
     return m

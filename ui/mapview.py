@@ -290,10 +290,7 @@ def units_map(basemap: Basemap, grids, entities, incidents) -> folium.Map:
     m = _base_map(basemap, (miny + maxy) / 2, (minx + maxx) / 2, 13)
     for group in units_groups(basemap, grids, entities, incidents):
         group.add_to(m)
-    sw = basemap.to_display([minx], [miny])
-    ne = basemap.to_display([maxx], [maxy])
-    m.fit_bounds([[float(np.ravel(sw[1])[0]), float(np.ravel(sw[0])[0])],
-                  [float(np.ravel(ne[1])[0]), float(np.ravel(ne[0])[0])]])
+    basemap.fit(m, (minx, miny, maxx, maxy))
     assets.localize(m)
     return m
 
