@@ -22,7 +22,7 @@ from layers.store import IncidentQuery, Snapshot, Store
 
 @dataclass
 class Acting:
-    actor: Actor
+    actor: Actor | None  # None: no session — every `require` refuses (and is audited)
     store: Store
     # The current layers, read only when a scope needs them (user administration and the
     # audit work on a store that has no layers yet).
@@ -50,18 +50,22 @@ class Acting:
         raise PermissionDenied(message, action, target)
 
     def record(self, action: str, target: str = "", **detail) -> AuditRecord:
-        """An audit record of this actor."""
-        if self.actor.via == "api":  # the key's name, as the caller knows it
-            detail = {**detail, "key_name": self.actor.name}
-        return AuditRecord(actor=self.actor.login, actor_role=self.actor.role,
-                           via=self.actor.via, action=action, target=str(target),
-                           detail=detail)
+        """An audit record of this actor (no actor: a call made without a session, refused
+        and recorded as such rather than failing on the missing actor)."""
+        actor = self.actor
+        if actor is None:
+            return AuditRecord(actor="（未登录）", actor_role="", via="", action=action,
+                               target=str(target), detail=detail)
+        if actor.via == "api":  # the key's name, as the caller knows it
+            detail = {**detail, "key_name": actor.name}
+        return AuditRecord(actor=actor.login, actor_role=actor.role, via=actor.via,
+                           action=action, target=str(target), detail=detail)
 
     # -- the actor's own scope in the current layers ------------------------------------------
     @cached_property
     def own_grids(self) -> frozenset[str]:
         """Grid codes of the actor's roster rows (a leader's led grids are among them)."""
-        if not self.actor.worker_id:
+        if self.actor is None or not self.actor.worker_id:
             return frozenset()
         mine = roster(self.snapshot).of_worker(self.actor.worker_id)
         if self.actor.role == "grid_leader":
@@ -72,7 +76,7 @@ class Acting:
     @cached_property
     def own_bureaus(self) -> frozenset[str]:
         """The actor's bureau and every bureau under it (parent_code links, cycle-safe)."""
-        if not self.actor.bureau_code:
+        if self.actor is None or not self.actor.bureau_code:
             return frozenset()
         bureaus = self.snapshot["bureaus"]
         children: dict[str, list[str]] = {}
@@ -93,7 +97,7 @@ class Acting:
     def own_workers(self) -> frozenset[str]:
         """Roster ids the actor may see as `own`: themselves; a leader also the workers of the
         units they lead."""
-        if not self.actor.worker_id:
+        if self.actor is None or not self.actor.worker_id:
             return frozenset()
         if self.actor.role != "grid_leader":
             return frozenset({self.actor.worker_id})

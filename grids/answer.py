@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from grids.outcome import Outcome, Resolution
 from grids.resolver import ExtentResolution, Resolver
+from layers.schema import WORKER_ROLE_ZH
 
-ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
 STATUS_ZH = {"ok": "明确", "ambiguous": "存在歧义", "outside": "不在辖区内"}
 FLAG_ZH = {
     "sea": "海域",
@@ -330,7 +330,7 @@ class AnswerWriter:
             "grid_name": "" if grid is None else g["name"][grid],
             "grid_kind": "" if grid is None else g["kind"][grid],
             "workers": "；".join(
-                f"{w['name']}（{ROLE_ZH[w['role']]}）{w['phone']}" for w in workers
+                f"{w['name']}（{WORKER_ROLE_ZH[w['role']]}）{w['phone']}" for w in workers
             ),
             "park_code": "" if park is None else p["code"][park],
             "park_name": "" if park is None else p["name"][park],
@@ -356,7 +356,7 @@ class AnswerWriter:
             "grid_name": _get(a["grid"], "name"),
             "grid_kind": _get(a["grid"], "kind"),
             "workers": "；".join(
-                f"{w['name']}（{ROLE_ZH[w['role']]}）{w['phone']}" for w in a["workers"]
+                f"{w['name']}（{WORKER_ROLE_ZH[w['role']]}）{w['phone']}" for w in a["workers"]
             ),
             "park_code": _get(a["park"], "code"),
             "park_name": _get(a["park"], "name"),

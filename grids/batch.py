@@ -62,8 +62,8 @@ from layers.readers import (
     refuse_wide_csv,
     table_error_zh,
 )
+from layers.schema import BUREAU_LEVEL_ZH, GRID_KIND_ZH
 from layers.store import IncidentQuery
-from ui.cards import GRID_KIND_ZH, LEVEL_ZH  # the labels the cards use, one table of each
 
 # From this size on (about 200,000 rows) a file is routed through the face raster
 # (layers/faces.py), built once before its first chunk.
@@ -1157,7 +1157,7 @@ def _candidates(value: str, labels: ExportLabels) -> str:
 _CONVERT = {
     "route_status": lambda v, _: STATUS_LABELS.get(v, v),
     "route_grid_kind": lambda v, _: GRID_KIND_ZH.get(v, v),
-    "route_bureau_level": lambda v, _: LEVEL_ZH.get(v, v),
+    "route_bureau_level": lambda v, _: BUREAU_LEVEL_ZH.get(v, v),
     "route_flags": _flags,
     "route_chain": _chain,
     "route_candidates": _candidates,

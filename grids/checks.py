@@ -57,7 +57,7 @@ from shapely.errors import GEOSException
 
 from geo.validity import reason_zh
 from layers.problems import errno_zh
-from layers.schema import LAYERS, STORE_EPSG
+from layers.schema import GRID_KIND_ZH, LAYERS, STORE_EPSG
 
 RULES_TABLE = Path(__file__).with_name("check_rules.csv")
 SEVERITIES = ("error", "warning")
@@ -76,7 +76,6 @@ KIND_ZH = {
     "format": "文件格式",
 }
 # Layers by role in the messages (a grid kind has its own word).
-GRID_KIND_ZH = {"comprehensive": "综合网格", "park": "园区网格", "dedicated": "专属网格"}
 M_PER_DEGREE = 111_320.0
 _TIGHT = re.compile(r"(）|平方米|平方公里)\s+(?=[\u4e00-\u9fff])")
 MAX_CODES = 8  # codes named per finding (neighbours of a gap …)

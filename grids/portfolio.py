@@ -27,15 +27,9 @@ from grids.roster import roster
 from grids.routing import Router
 from layers import spreadsheet
 from layers.finder import Queries
+from layers.incidents import STATUSES_ZH
+from layers.schema import GRID_KIND_ZH, WORKER_ROLE_ZH
 from layers.store import Snapshot, Store
-
-ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
-GRID_KIND_ZH = {"comprehensive": "综合网格", "park": "园区网格", "dedicated": "专属网格"}
-STATUS_ZH = {
-    "reported": "已受理", "dispatched": "已派遣", "verified": "已现场核实",
-    "transferred": "已移送执法局", "handling": "处理中", "closed": "已结案",
-}
-
 
 # -- entities → grids -----------------------------------------------------------------------------
 # Around a worker's grids the store's spatial index finds the entities to route: a little more
@@ -140,7 +134,7 @@ def _worker_index(snapshot: Snapshot) -> pd.DataFrame:
             entry[0] = name
         if entry[1] is None and _given(phone):
             entry[1] = phone
-        role_zh = ROLE_ZH.get(role, role)
+        role_zh = WORKER_ROLE_ZH.get(role, role)
         if _given(role_zh) and role_zh:
             entry[2][role_zh] = None
         if _given(grid):
@@ -180,7 +174,7 @@ def open_incidents(found: pd.DataFrame) -> pd.DataFrame:
     pending = (grid == "") & (frame.get("route_status", "") == "ambiguous")
     frame["grid"] = grid.where(~pending, "待人工确认（位置存在歧义）")
     if "status_zh" not in frame:
-        frame["status_zh"] = frame["status"].map(STATUS_ZH).fillna(frame["status"])
+        frame["status_zh"] = frame["status"].map(STATUSES_ZH).fillna(frame["status"])
     if "category_zh" not in frame:
         frame["category_zh"] = frame.get("category", "")
     frame["reported_local"] = frame["reported_at"].map(beijing_text)
@@ -285,20 +279,20 @@ def _build_base(router: Router, worker_id: str, store: Store) -> Portfolio:
     role_of = dict(zip(mine["grid_code"], mine["role"], strict=True))
     worker = {"id": str(worker_id), "name": str(mine["name"].iat[0]),
               "phone": str(mine["phone"].iat[0]),
-              "roles": "、".join(ROLE_ZH.get(r, r) for r in dict.fromkeys(mine["role"]))}
+              "roles": "、".join(WORKER_ROLE_ZH.get(r, r) for r in dict.fromkeys(mine["role"]))}
 
     grids = snap["grids"].iloc[index.grid_positions(role_of)].copy()
     townships = dict(zip(snap["townships"]["code"], snap["townships"]["name"], strict=True))
     grids["kind_zh"] = grids["kind"].map(GRID_KIND_ZH).fillna(grids["kind"])
     grids["township"] = grids["township_code"].map(townships).fillna("")
     grids["community"] = [(a or {}).get("community", "") for a in grids["attrs"]]
-    grids["role_zh"] = grids["code"].map(role_of).map(ROLE_ZH)
+    grids["role_zh"] = grids["code"].map(role_of).map(WORKER_ROLE_ZH)
     others: dict[str, list[str]] = {}
     around = index.of_grids(role_of)
     for grid, name, role, phone in around.loc[
         around["id"].astype(str) != str(worker_id), ["grid_code", "name", "role", "phone"],
     ].itertuples(index=False):
-        others.setdefault(grid, []).append(f"{name}（{ROLE_ZH.get(role, role)}）{phone}")
+        others.setdefault(grid, []).append(f"{name}（{WORKER_ROLE_ZH.get(role, role)}）{phone}")
     grids["others"] = ["；".join(others.get(c, [])) for c in grids["code"]]
 
     entities = _routed_around(router, store, grids, set(role_of))

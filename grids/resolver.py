@@ -21,7 +21,7 @@ from grids.outcome import Outcome, Resolution
 from grids.precedence import Precedence
 from layers import faces as faces_mod
 from layers.finder import Hits, Queries
-from layers.schema import ROUTING_LAYERS
+from layers.schema import GRID_KIND_ZH, PARK_KIND_ZH, ROUTING_LAYERS
 from layers.store import CandidateFinder, Snapshot
 
 COUNTY, TOWNSHIP, GRID, PARK, SEA, JURISDICTION = (
@@ -36,15 +36,7 @@ SLIVER_SHARE = 1e-6
 MAX_PARTIAL_HITS = 400
 SMALL_BATCH = 8
 
-KIND_ZH = {
-    "comprehensive": "综合网格",
-    "park": "园区网格",
-    "dedicated": "专属网格",
-    "chemical_park": "化工园区",
-    "dev_zone_national": "国家级开发区",
-    "dev_zone_provincial": "省级开发区",
-    "other": "园区",
-}
+KIND_ZH = {**GRID_KIND_ZH, **PARK_KIND_ZH}  # grid and park kinds share no code
 
 Sets = tuple[tuple[int, ...], ...]
 # How many names a reason lists before "等".

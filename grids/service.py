@@ -26,6 +26,7 @@ from grids.flow import CaseError
 from grids.roster import roster
 from grids.routing import Router, route_extent_once, route_once
 from layers.audit import AuditRecord, Verification, verify
+from layers.schema import WORKER_ROLE_ZH
 from layers.store import (
     AuditQuery,
     Generation,
@@ -804,10 +805,10 @@ class Gridmap:
             # person the other's grids and pages: the roster's role must be the account's.
             wanted = ROSTER_ROLE[user.role]
             if wanted not in set(rows["role"].astype(str)):
-                held = "、".join(portfolio.ROLE_ZH.get(r, r) for r in dict.fromkeys(rows["role"]))
+                held = "、".join(WORKER_ROLE_ZH.get(r, r) for r in dict.fromkeys(rows["role"]))
                 raise accounts.AuthError(
                     f"花名册编号 {user.worker_id} 的岗位是{held}，不能用于"
-                    f"{ROLES_ZH[user.role]}账号（须为{portfolio.ROLE_ZH[wanted]}）")
+                    f"{ROLES_ZH[user.role]}账号（须为{WORKER_ROLE_ZH[wanted]}）")
         if user.bureau_code and user.bureau_code not in set(snap["bureaus"]["code"].astype(str)):
             raise accounts.AuthError(f"没有编码为 {user.bureau_code} 的执法机构")
 
@@ -861,5 +862,5 @@ def _colleague_text(acting: Acting, router: Router, grid_code: str) -> str:
         if wid == acting.actor.worker_id:
             continue
         shown = phone if wid in acting.colleagues else "—"
-        parts.append(f"{name}（{portfolio.ROLE_ZH.get(role, role)}）{shown}")
+        parts.append(f"{name}（{WORKER_ROLE_ZH.get(role, role)}）{shown}")
     return "；".join(parts)

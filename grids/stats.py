@@ -40,6 +40,7 @@ import pandas as pd
 
 from grids.acting import Acting
 from grids.flow import load_categories, load_flow
+from layers.schema import BUREAU_LEVEL_ZH
 from layers.store import IncidentQuery
 
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -76,8 +77,6 @@ DEFINITIONS_ZH: dict[str, str] = {
 }
 NO_BUREAU = "（未确定责任机构）"
 NO_TOWNSHIP = "（未确定乡镇/街道）"
-LEVEL_ZH = {"municipal": "市级", "county": "县（市）、区级", "numbered": "编号执法局",
-            "park": "园区/区域执法局"}
 
 
 class PeriodError(ValueError):
@@ -300,7 +299,7 @@ def performance(acting: Acting, period: Period, *, bureau_code: str | None = Non
     parents = bureau_names["parent_code"].map(
         lambda p: bureau_names["name"].get(p, p) if isinstance(p, str) and p else "")
     bureau_info = pd.DataFrame({"name": bureau_names["name"],
-                                "level_zh": bureau_names["level"].map(LEVEL_ZH).fillna(""),
+                                "level_zh": bureau_names["level"].map(BUREAU_LEVEL_ZH).fillna(""),
                                 "parent_name": parents})
     counties = dict(zip(snap["counties"]["code"].astype(str), snap["counties"]["name"],
                         strict=True))

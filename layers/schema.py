@@ -17,6 +17,13 @@ PARK_KINDS = ("chemical_park", "dev_zone_national", "dev_zone_provincial", "othe
 BUREAU_LEVELS = ("municipal", "county", "numbered", "park")
 WORKER_ROLES = ("worker", "leader")
 PERMIT_CLASSES = ("重点管理", "简化管理", "登记管理", "")
+# The words people read for those codes (cards, exports, reasons, findings): one table each.
+GRID_KIND_ZH = {"comprehensive": "综合网格", "park": "园区网格", "dedicated": "专属网格"}
+PARK_KIND_ZH = {"chemical_park": "化工园区", "dev_zone_national": "国家级开发区",
+                "dev_zone_provincial": "省级开发区", "other": "园区"}
+BUREAU_LEVEL_ZH = {"municipal": "市级", "county": "县（市）、区级", "numbered": "编号执法局",
+                   "park": "园区/区域执法局"}
+WORKER_ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
 
 # Longest text accepted in a required column (codes, names, kinds) and in any extra column.
 MAX_NAME_CHARS = 200

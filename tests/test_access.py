@@ -96,15 +96,16 @@ def _cases_for(role: str) -> tuple[str, str]:
     return "a2_plain", "a1_numbered"  # W003's grid / another grid
 
 
-def run(action: str, svc: Gridmap, who: Actor, world_dir, inside: bool) -> None:
-    mine, other = _cases_for(who.role)
+def run(action: str, svc: Gridmap, who: Actor | None, world_dir, inside: bool) -> None:
+    role, worker_id = (who.role, who.worker_id) if who is not None else ("", "")
+    mine, other = _cases_for(role)
     where = mine if inside else other
     if action == "map.city":
         svc.map_router(who)
     elif action == "route":
         svc.route(who, *P["a2_plain"])
     elif action in ("worker.view", "roster.export"):
-        wid = who.worker_id if inside and who.worker_id else OTHER_WORKER
+        wid = worker_id if inside and worker_id else OTHER_WORKER
         if action == "worker.view":
             svc.worker_portfolio(who, wid)
         else:
@@ -117,16 +118,16 @@ def run(action: str, svc: Gridmap, who: Actor, world_dir, inside: bool) -> None:
     elif action == "case.link":
         svc.link_duplicate(who, "重复来电", new_case(svc, where))
     elif action == "case.step":
-        if who.role == "dispatcher":
+        if role == "dispatcher":
             svc.step_case(who, new_case(svc, where), "dispatched")
-        elif who.role == "bureau":
+        elif role == "bureau":
             svc.step_case(who, new_case(svc, where, "transferred"), "handling")
         else:  # the on-site check; other roles are refused before the step is looked at
             svc.step_case(who, new_case(svc, where, "dispatched"), "verified", "现场已核实")
     elif action == "case.reassign":
         svc.reassign_case(who, new_case(svc, where), "矩阵测试改派", bureau_code="B-M")
     elif action == "stats.read":
-        if who.role == "grid_leader":  # the townships of the units they lead
+        if role == "grid_leader":  # the townships of the units they lead
             svc.stats(who, township_code="320901002" if inside else "320901001")
         else:  # a bureau: its own tree (B-A) or county B's
             svc.stats(who, bureau_code="B-A" if inside else "B-B")
@@ -134,7 +135,7 @@ def run(action: str, svc: Gridmap, who: Actor, world_dir, inside: bool) -> None:
         ent = entity_at(svc, "a2_plain" if inside else "a1_numbered")
         svc.record_visit(who, ent, all_ok(svc, ent), note="矩阵测试")
     elif action == "patrol.coverage":
-        wid = who.worker_id if inside and who.worker_id else OTHER_WORKER
+        wid = worker_id if inside and worker_id else OTHER_WORKER
         svc.coverage(who, wid)
     elif action == "batch.assign":
         svc.batch_router(who)
@@ -181,6 +182,18 @@ def test_matrix_cell(action, role, svc, world):
 
 
 DISPATCHER_ADMIN = Actor("t-admin", "admin", "管理员")
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_no_actor_is_refused_and_the_refusal_audited(action, svc, world):
+    """A page or command that calls the service without a signed-in actor (a forgotten
+    check above it) is refused by the service, and the refusal is in the audit trail."""
+    before = len(svc.audit_entries(DISPATCHER_ADMIN, AuditQuery(action="denied", limit=None)))
+    with pytest.raises(PermissionDenied, match="未登录"):
+        run(action, svc, None, world[1], inside=True)
+    denied = svc.audit_entries(DISPATCHER_ADMIN, AuditQuery(action="denied", limit=None))
+    assert len(denied) == before + 1
+    assert denied.iloc[0]["actor"] == "（未登录）"
 
 
 def test_every_cell_has_a_known_value():

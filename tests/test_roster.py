@@ -13,6 +13,7 @@ from grids.acting import Acting
 from grids.roster import roster
 from grids.routing import Router
 from grids.service import _colleague_text
+from layers.schema import WORKER_ROLE_ZH
 from layers.store import IncidentQuery, open_store
 
 
@@ -98,7 +99,7 @@ def test_an_actors_scope_is_the_scanned_one(sample):
                 rows = workers[(workers["grid_code"] == grid)
                                & (workers["id"].astype(str) != str(wid))]
                 expected = "；".join(
-                    f"{n}（{portfolio.ROLE_ZH.get(r, r)}）"
+                    f"{n}（{WORKER_ROLE_ZH.get(r, r)}）"
                     f"{p if str(i) in colleagues else '—'}"
                     for i, n, r, p in rows[["id", "name", "role", "phone"]].itertuples(
                         index=False))
@@ -139,7 +140,7 @@ def _grouped_index(snapshot) -> pd.DataFrame:
     townships = dict(zip(snapshot["townships"]["code"], snapshot["townships"]["name"],
                          strict=True))
     tw = workers["grid_code"].map(grids["township_code"]).map(townships).fillna("")
-    role_zh = workers["role"].map(portfolio.ROLE_ZH).fillna(workers["role"])
+    role_zh = workers["role"].map(WORKER_ROLE_ZH).fillna(workers["role"])
     frame = workers.assign(township=tw, role_zh=role_zh)
 
     def joined(values: pd.Series) -> str:

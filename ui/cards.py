@@ -16,13 +16,9 @@ from zoneinfo import ZoneInfo
 
 from grids import deadlines
 from grids.answer import FLAG_ZH
+from layers.schema import BUREAU_LEVEL_ZH, GRID_KIND_ZH, PARK_KIND_ZH, WORKER_ROLE_ZH
 
-ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
-GRID_KIND_ZH = {"comprehensive": "综合网格", "park": "园区网格", "dedicated": "专属网格"}
-PARK_KIND_ZH = {"chemical_park": "化工园区", "dev_zone_national": "国家级开发区",
-                "dev_zone_provincial": "省级开发区", "other": "园区"}
-LEVEL_ZH = {"municipal": "市级", "county": "县（市）、区级", "numbered": "编号执法局",
-            "park": "园区/区域执法局"}
+ROLE_ZH, LEVEL_ZH = WORKER_ROLE_ZH, BUREAU_LEVEL_ZH
 STATUS_CLASS = {"ok": "ok", "ambiguous": "warn", "outside": "out"}
 BEIJING = ZoneInfo("Asia/Shanghai")
 BEIJING_NOTE = "（北京时间）"

@@ -18,8 +18,8 @@ import shapely
 from branca.element import MacroElement
 from jinja2 import Template
 
-from grids.portfolio import STATUS_ZH
 from layers.display import ENTITY_CHUNK, LEVELS
+from layers.incidents import STATUSES_ZH as STATUS_ZH
 from ui import assets, cards
 from ui.basemap import MAX_ZOOM, Basemap
 from ui.mapdata import MapData
