@@ -826,9 +826,11 @@ def _ewkb(geoms: np.ndarray) -> list[str]:
 
 
 def _copy(cur, table: str, columns: list[str], rows) -> None:
-    """COPY rows (tuples) into table; CSV escaping handles any text a user typed."""
+    """COPY rows (tuples) into table; CSV escaping handles any text a user typed. Rows end in
+    CRLF: Python's writer then quotes a cell holding a lone carriage return too (with "\n" it
+    leaves it bare, and PostgreSQL ends the row there: "missing data for column …")."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\r\n")
     for row in rows:
         writer.writerow(["\\N" if _is_null(v) else v for v in row])
     buf.seek(0)

@@ -848,3 +848,45 @@ def test_an_unknown_system_for_a_whole_batch_is_one_refusal(api, api_world):
     r = requests.post(api.url + "/route?crs=evil", data=b"id,lon,lat\n1,120.8,32.1\n",
                       timeout=60, headers={"Content-Type": "text/csv"})
     assert_error(r, 401, "缺少接口密钥")  # the key first, as everywhere
+
+
+def test_hostile_text_is_refused_or_sent_back_as_valid_xml(api, api_world):
+    """Text no XML can carry, a description posing as the address and media lines, JSON
+    nested past Python's recursion limit, lone surrogates and dates past pandas' range: each a
+    clear 400 (never a 500), and XML answers stay parseable whatever a stored case holds."""
+    key = api_world.keys["dispatcher"]
+    lon, lat = world.P["b1"]
+    base = {"api_key": key, "service_code": "air", "lat": lat, "long": lon}
+    assert_error(post_form(api, **base, description="x \uffff"), 400, "控制字符")
+    assert_error(post_form(api, **base, description="正常投诉\n【图片】javascript:alert(1)"),
+                 400, "【图片】")
+    assert_error(post_form(api, **base, description="正常投诉\n 【地址】伪造地址"), 400,
+                 "【地址】")
+    url = f"{api.url}/open311/v2/requests.json"
+    deep = '{"a":' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = requests.post(url, data=deep.encode(), headers={"Content-Type": "application/json"},
+                      timeout=60)
+    assert_error(r, 400, "JSON")
+    for field in ("description", "service_code", "api_key"):
+        body = json.dumps(base | {field: "a\ud800b"})  # "\ud800" alone: not a character
+        r = requests.post(url, data=body.encode(), timeout=60,
+                          headers={"Content-Type": "application/json"})
+        assert_error(r, 400, field)
+    viewer = api_world.keys["viewer"]
+    for date in ("9999-12-31", "0001-01-01"):
+        assert_error(get(api, "/open311/v2/requests.json", viewer, start_date=date), 400,
+                     "超出范围")
+    # A case whose text XML cannot hold (written by another way in: the store takes any text)
+    # is sent with those characters dropped; the XML list and an error echoing a path parse.
+    svc = api_world.service()
+    try:
+        desk = Actor("t-desk", "dispatcher", "调度员")
+        case_id = svc.create_case(desk, svc.route(desk, lon, lat), {"category": "air",
+                                                  "description": "油烟\x01\uffff味\r重"})
+    finally:
+        svc.close()
+    r = get(api, f"/open311/v2/requests/{case_id}.xml", viewer)
+    assert r.status_code == 200
+    assert ET.fromstring(r.content).find("request/description").text == "油烟味\r重"
+    r = get(api, "/open311/v2/requests/a%01b.xml", viewer)
+    assert r.status_code == 404 and ET.fromstring(r.content).find("error/code").text == "404"

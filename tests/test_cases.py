@@ -72,6 +72,18 @@ def test_case_keeps_location_answer_and_generation(desk):
     assert '"320901002800001"' in case["answer"]
 
 
+def test_any_line_ends_a_person_typed_are_kept_as_typed(desk):
+    """A description pasted from Windows (CRLF), an old Mac (a lone CR) or a phone (LF), and a
+    CSV-like line: stored and read back unchanged by both stores (PostgreSQL's COPY ended a row
+    at a lone CR left unquoted)."""
+    store, router = desk
+    text = '窗外有黑烟\r\n气味刺鼻\r第二天仍有\n"很大",，\\N'
+    cid = create_incident(disp(store), router.route(*P["dedicated"]),
+                          {"category": "air", "description": text, "reporter": "张三\r李四"})
+    case = store.incidents().set_index("id").loc[cid]
+    assert case["description"] == text and case["reporter"] == "张三\r李四"
+
+
 def test_workflow_follows_the_table_and_refuses_illegal_steps(desk):
     store, _ = desk
     cid = new_case(desk)

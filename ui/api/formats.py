@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -20,6 +21,18 @@ NDJSON_TYPE = "application/x-ndjson; charset=utf-8"
 XML_ITEMS = {"services": "service", "service_requests": "request", "errors": "error",
              "attributes": "attribute", "values": "value", "endpoints": "endpoint",
              "formats": "format"}
+
+
+# What XML 1.0 cannot hold at all (C0 controls but tab and line ends, U+FFFE/U+FFFF, lone
+# surrogates): one such character in a stored case would make every list that shows it
+# unreadable to an XML parser. Dropped from XML text; a carriage return is kept as a reference
+# (a parser turns a literal one into a line feed).
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_text(value: str) -> str:
+    """`value` as the text of an XML element."""
+    return escape(_XML_ILLEGAL.sub("", value)).replace("\r", "&#13;")
 
 
 class ApiError(Exception):
@@ -100,7 +113,7 @@ def _element(name: str, value) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     else:
-        text = escape(str(_plain(value) if isinstance(value, np.generic) else value))
+        text = xml_text(str(_plain(value) if isinstance(value, np.generic) else value))
     return f"<{name}>{text}</{name}>"
 
 

@@ -47,8 +47,10 @@ MAX_DESCRIPTION = 4000  # the spec's limit
 MAX_REQUESTS = 1000  # the spec's default query limit (and 90 days)
 MAX_CATEGORIES = 50  # service codes in one query (one store query each)
 WINDOW = timedelta(days=90)
+FIRST_YEAR, LAST_YEAR = 2000, 2199  # dates a query may name (pandas' times end in 2262)
 ADDRESS_MARK = "【地址】"
 MEDIA_MARK = "【图片】"
+_MEDIA_URL = re.compile(r"(?i)https?://\S+$")
 
 # The suffix of every Open311 path.
 Fmt = Annotated[str, FastApiPath(description="格式：json 或 xml")]
@@ -198,7 +200,7 @@ async def read_form(request: Request) -> dict[str, str]:
     if kind == "application/json":
         try:
             data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
             raise ApiError(400, "请求内容不是有效的 JSON") from exc
         if not isinstance(data, dict):
             raise ApiError(400, "JSON 请求内容须为对象（字段名: 值）")
@@ -208,8 +210,14 @@ async def read_form(request: Request) -> dict[str, str]:
             raise ApiError(400, f"字段 {'、'.join(nested[:5])} 的值应为文字或数字，"
                                 "不能是数组或对象")
         # Other fields (an Open311 client's attribute object …) are not read: left out.
-        return {str(k): "" if v is None else str(v) for k, v in data.items()
+        form = {str(k): "" if v is None else str(v) for k, v in data.items()
                 if not isinstance(v, list | dict)}
+        broken = sorted(k[:50] for k, v in form.items()
+                        if k in READ_FIELDS and _has_surrogate(v))
+        if broken:  # "\ud800" alone is no character: not text that can be stored or sent
+            raise ApiError(400, f"字段 {'、'.join(broken[:5])} 含有无效的 Unicode 字符"
+                                "（单独的代理项）")
+        return form
     raise ApiError(415, "请求内容类型须为 application/x-www-form-urlencoded（Open311 规范）"
                         "或 application/json")
 
@@ -238,9 +246,14 @@ def create_request(svc, actor, form: dict[str, str], idempotency_key: str | None
     accuracy = _number(form, "accuracy_m") or 0.0
     request_id = client_request_id(form, idempotency_key)
     description = _text(form, "description", MAX_DESCRIPTION, multiline=True)
+    marked = [m for m in (ADDRESS_MARK, MEDIA_MARK)
+              if any(line.lstrip().startswith(m) for line in description.splitlines())]
+    if marked:  # it would be read back as the address or the media link
+        raise ApiError(400, f"description 的行不能以 {'、'.join(marked)} 开头：这两个标记留给 "
+                            "address_string 与 media_url，请用这两个字段提交地址和图片")
     address = _text(form, "address_string", 500)
     media = _text(form, "media_url", 2000)
-    if media and not re.match(r"(?i)https?://\S+$", media):
+    if media and not _MEDIA_URL.match(media):
         raise ApiError(400, "media_url 须为 http 或 https 地址")
     name = _text(form, "last_name", 50) + _text(form, "first_name", 50)
     reporter = " ".join(p for p in (name, _text(form, "phone", 30), _text(form, "email", 100))
@@ -304,6 +317,14 @@ class Replays:
                     del self._busy[key]
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def client_request_id(form: dict[str, str], header: str | None) -> str | None:
     given = _text(form, "client_request_id", 100)
     header = (header or "").strip()
@@ -316,7 +337,16 @@ def client_request_id(form: dict[str, str], header: str | None) -> str | None:
 
 
 def _has_control(text: str, allowed: str = "") -> bool:
-    return any(unicodedata.category(c) in ("Cc", "Cf") and c not in allowed for c in text)
+    """Whether `text` holds a control or format character not in `allowed`, a lone surrogate
+    (JSON's "\\ud800") or a noncharacter (U+FFFF …): nothing a person types, and what XML
+    cannot carry."""
+    return any((unicodedata.category(c) in ("Cc", "Cf", "Cs") or _noncharacter(c))
+               and c not in allowed for c in text)
+
+
+def _noncharacter(c: str) -> bool:
+    code = ord(c)
+    return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
 
 
 def _text(form: dict[str, str], name: str, limit: int, multiline: bool = False) -> str:
@@ -353,10 +383,13 @@ def compose_description(text: str, address: str, media: str) -> str:
 
 
 def split_description(stored: str) -> tuple[str, str | None, str | None]:
-    """(complaint, address, media link) back from a description made by compose_description."""
+    """(complaint, address, media link) back from a description made by compose_description.
+    A media line is taken only when it holds what `media_url` accepts (a case written on the
+    dispatcher's page may hold any text: a "javascript:" link there stays text)."""
     lines = str(stored or "").split("\n")
     address = media = None
-    if lines and lines[-1].startswith(MEDIA_MARK):
+    if (lines and lines[-1].startswith(MEDIA_MARK)
+            and _MEDIA_URL.match(lines[-1][len(MEDIA_MARK):])):
         media = lines.pop()[len(MEDIA_MARK):]
     if lines and lines[-1].startswith(ADDRESS_MARK):
         address = lines.pop()[len(ADDRESS_MARK):]
@@ -484,6 +517,8 @@ def _when(text: str, name: str) -> datetime:
     except ValueError as exc:
         raise ApiError(400, f"{name} 不是有效的时间：须为 ISO 8601，如 2026-11-01T00:00:00+08:00"
                        ) from exc
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:  # a window around it must stay a valid time
+        raise ApiError(400, f"{name} 超出范围：须在 {FIRST_YEAR}–{LAST_YEAR} 年之间")
     return value if value.tzinfo else value.replace(tzinfo=BEIJING)
 
 
