@@ -890,3 +890,9 @@ def test_hostile_text_is_refused_or_sent_back_as_valid_xml(api, api_world):
     assert ET.fromstring(r.content).find("request/description").text == "油烟味\r重"
     r = get(api, "/open311/v2/requests/a%01b.xml", viewer)
     assert r.status_code == 404 and ET.fromstring(r.content).find("error/code").text == "404"
+
+
+def test_health_answers_a_monitors_head_request(api):
+    r = requests.head(api.url + "/health", timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert requests.get(api.url + "/health", timeout=60).json() == {"status": "ok"}

@@ -125,7 +125,8 @@ def create_api(url: str | None = None, limits: Limits | None = None) -> FastAPI:
                               "open311": "/open311/v2/services.json",
                               "discovery": "/open311/discovery.json"})
 
-    @app.get("/health", include_in_schema=False)
+    # HEAD too: a load balancer's or a monitor's health check often asks for the headers only.
+    @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)
     def health():
         return json_response({"status": "ok"})
 
