@@ -867,11 +867,11 @@ def test_hostile_text_is_refused_or_sent_back_as_valid_xml(api, api_world):
     r = requests.post(url, data=deep.encode(), headers={"Content-Type": "application/json"},
                       timeout=60)
     assert_error(r, 400, "JSON")
-    for field in ("description", "service_code", "api_key"):
-        body = json.dumps(base | {field: "a\ud800b"})  # "\ud800" alone: not a character
+    for name in ("description", "service_code", "api_key"):
+        body = json.dumps(base | {name: "a\ud800b"})  # "\ud800" alone: not a character
         r = requests.post(url, data=body.encode(), timeout=60,
                           headers={"Content-Type": "application/json"})
-        assert_error(r, 400, field)
+        assert_error(r, 400, name)
     viewer = api_world.keys["viewer"]
     for date in ("9999-12-31", "0001-01-01"):
         assert_error(get(api, "/open311/v2/requests.json", viewer, start_date=date), 400,
@@ -896,3 +896,20 @@ def test_health_answers_a_monitors_head_request(api):
     r = requests.head(api.url + "/health", timeout=60)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     assert requests.get(api.url + "/health", timeout=60).json() == {"status": "ok"}
+
+
+def test_common_client_slips_are_explained(api, api_world):
+    """JSON without its Content-Type, a JSON body with a BOM, and a "+08:00" left unencoded in
+    the query string (it arrives as a space)."""
+    key = api_world.keys["dispatcher"]
+    lon, lat = world.P["b1"]
+    body = json.dumps({"api_key": key, "service_code": "air", "lat": lat, "long": lon})
+    url = f"{api.url}/open311/v2/requests.json"
+    r = requests.post(url, data=body.encode(), timeout=60)
+    assert_error(r, 415, "Content-Type: application/json")
+    r = requests.post(url, data="\ufeff".encode() + body.encode(), timeout=60,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    r = requests.get(f"{api.url}/open311/v2/requests.json?start_date=2026-11-01T00:00:00+08:00",
+                     headers={"X-API-Key": api_world.keys["viewer"]}, timeout=60)
+    assert_error(r, 400, "%2B")

@@ -185,6 +185,8 @@ async def read_form(request: Request) -> dict[str, str]:
     size is limited by the server's middleware (413)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
+    if kind == "" and body.lstrip()[:1] in (b"{", b"["):  # JSON sent without saying so
+        raise ApiError(415, "请求内容像是 JSON，但没有请求头 Content-Type: application/json")
     if kind in ("application/x-www-form-urlencoded", ""):
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, encoding="utf-8",
@@ -199,7 +201,7 @@ async def read_form(request: Request) -> dict[str, str]:
         return form
     if kind == "application/json":
         try:
-            data = json.loads(body.decode("utf-8"))
+            data = json.loads(body.decode("utf-8-sig"))  # a BOM (some Windows clients) is fine
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
             raise ApiError(400, "请求内容不是有效的 JSON") from exc
         if not isinstance(data, dict):
@@ -515,8 +517,11 @@ def _when(text: str, name: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
     except ValueError as exc:
+        # "…T00:00:00 08:00": a "+" left unencoded in the query string arrives as a space.
+        hint = ("；查询参数中的“+”须写作 %2B" if re.search(r"\d \d{2}:?\d{2}$", text.strip())
+                else "")
         raise ApiError(400, f"{name} 不是有效的时间：须为 ISO 8601，如 2026-11-01T00:00:00+08:00"
-                       ) from exc
+                       + hint) from exc
     if not FIRST_YEAR <= value.year <= LAST_YEAR:  # a window around it must stay a valid time
         raise ApiError(400, f"{name} 超出范围：须在 {FIRST_YEAR}–{LAST_YEAR} 年之间")
     return value if value.tzinfo else value.replace(tzinfo=BEIJING)
