@@ -218,6 +218,30 @@ def test_missing_store_is_a_message(monkeypatch, tmp_path):
     assert any("数据库文件不存在" in e.value for e in at.error)
 
 
+def test_a_name_written_like_markdown_stays_text(store_path, monkeypatch):
+    """A display name with a link and an image in markdown: shown as typed in the sidebar and
+    in a refusal, never as a link or an image fetched from another host."""
+    import ui.auth
+    import ui.server
+    from grids.access import Actor
+
+    sign_in_page(monkeypatch, store_path, "viewer")
+    name = "[登录](https://e.example/)![](http://198.51.100.7/t)"
+    svc = ui.server.service()
+    if not any(u.login == "md-viewer" for u in svc.users(Actor.local_admin())):
+        svc.add_user(Actor.local_admin(), "md-viewer", "viewer", "Md#viewer2026x", name=name)
+    token = svc.sign_in("md-viewer", "Md#viewer2026x", "apptest").token
+    monkeypatch.setattr(ui.auth, "session_token", lambda: token)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    assert not at.exception
+    shown = [c.value for c in at.sidebar.caption]
+    assert any(v.startswith("当前用户：") and cards.md(name) in v for v in shown), shown
+    at.switch_page("pages/2_受理.py").run()  # not for a viewer: refused, with the name
+    shown += [w.value for w in at.warning]
+    assert any(cards.md(name) in v and "无权打开此页面" in v for v in shown), shown
+    assert not any(name in v for v in shown), shown
+
+
 def test_worker_page(store_path, monkeypatch):
     sign_in_page(monkeypatch, store_path)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()

@@ -279,3 +279,43 @@ def test_a_patrol_visit_is_recorded_and_shown_as_last_visited(phone, server):
     assert len(visits) == 1 and visits.iloc[0]["result"] == "ok"
     assert visits.iloc[0]["distance_m"] < 60 and visits.iloc[0]["actor"] == "t-worker"
     phone.check_clean()
+
+
+def test_a_phone_whose_session_ended_while_away_goes_back_to_the_login_form(browser, tmp_path):
+    """A phone asleep past the idle limit: its connection drops (here: the server restarts),
+    and when it reconnects the session is over. The page takes the worker to the login form,
+    which brings them back to the page they were on — not Streamlit's English "Connection
+    failed with status 401" box with no way out."""
+    from datetime import UTC, datetime, timedelta
+
+    from grids.accounts import SESSION_IDLE, _iso, token_hash
+    from layers.store import open_store
+
+    store = build_map_world(tmp_path / "world")
+    first = AppServer(store)
+    with first:
+        phone = Phone(browser, first)
+        try:
+            page = phone.page
+            page.get_by_text("我的任务（按时限）").wait_for()
+            phone.idle()
+            assert "/网格员" in page.url or "%E7%BD%91" in page.url, page.url
+            token = next(c["value"] for c in phone.context.cookies()
+                         if c["name"] == "gridmap_session")
+            away = datetime.now(UTC) - SESSION_IDLE - timedelta(minutes=5)
+            open_store(str(store)).touch_session(token_hash(token), _iso(away))
+        except BaseException:
+            phone.context.close()
+            raise
+    again = AppServer(store)
+    again.port, again.url = first.port, first.url  # the same address, as after a restart
+    try:
+        with again:
+            page.wait_for_url(re.compile(r"/login\?next="), timeout=60_000)
+            assert "请使用本人账号登录" in page.locator("body").inner_text()
+            phone.shot("session_ended_login")
+            phone.sign_in("grid_worker")
+            page.get_by_text("我的任务（按时限）").wait_for()
+            assert "Connection" not in page.locator("body").inner_text()
+    finally:
+        phone.context.close()

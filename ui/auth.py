@@ -15,7 +15,7 @@ import streamlit as st
 from grids.access import Actor, PermissionDenied, can
 from grids.service import Gridmap
 from layers.store import StoreError
-from ui import server
+from ui import cards, server
 
 # The pages and the permission that opens each (the sidebar shows only what may be opened).
 PAGES = (
@@ -55,7 +55,7 @@ def signed_in(action: str | None = None) -> tuple[Gridmap, Actor]:
     if action is not None and not can(actor, action):
         with contextlib.suppress(PermissionDenied, StoreError):
             svc.require(actor, action, "page")  # the refusal, into the audit trail
-        st.warning(f"{actor.label} 无权打开此页面。")
+        st.warning(f"{cards.md(actor.label)} 无权打开此页面。")
         first = landing(actor)
         if first:
             st.page_link(first[0], label=f"打开{first[1]}", icon=first[2])
@@ -73,11 +73,45 @@ def landing(actor: Actor) -> tuple[str, str, str] | None:
 
 def sidebar_links(actor: Actor) -> None:
     """Who is signed in, the pages they may open, and logout."""
-    st.caption(f"当前用户：{actor.label}")
+    st.caption(f"当前用户：{cards.md(actor.label)}")
     for path, label, icon, action in PAGES:
         if can(actor, action):
             st.page_link(path, label=label, icon=icon)
     same_tab_link("/logout", "退出登录")
+    _SESSION_WATCH(key="gm_session_watch")
+
+
+# A page whose connection drops (a phone asleep past the 30-minute idle limit, a server
+# restarted) reconnects on its own; when the session has ended meanwhile the sign-in gate
+# refuses, and Streamlit would only say "Connection failed with status 401" in English, with
+# no way out. When its connection-error box appears, the page asks the gate whether the
+# session still lives (only then: asking touches the session, and a timer would keep an idle
+# one alive) and, if not, goes to the login form, which brings the person back here.
+_SESSION_WATCH_JS = """
+export default function() {
+  if (window.__gmSessionWatch) return;
+  window.__gmSessionWatch = true;
+  let asking = false;
+  const ask = async () => {
+    if (asking) return;
+    asking = true;
+    try {
+      const r = await fetch('ALIVE', {credentials: 'same-origin', cache: 'no-store',
+                                   headers: {Accept: 'application/json'}});
+      if (r.status === 401) {
+        location.replace('/login?next=' + encodeURIComponent(location.pathname + location.search));
+        return;
+      }
+    } catch (e) { /* the server is away: Streamlit keeps trying to reconnect */ }
+    setTimeout(() => { asking = false; }, 5000);
+  };
+  const failed = () => Array.from(document.querySelectorAll('[role="dialog"]'))
+    .some((d) => /Connection (error|failed)/.test(d.textContent || ''));
+  new MutationObserver(() => { if (failed()) ask(); })
+    .observe(document.body, {childList: true, subtree: true});
+}
+""".replace("ALIVE", server.SESSION_ALIVE)
+_SESSION_WATCH = st.components.v2.component("gridmap_session_watch", js=_SESSION_WATCH_JS)
 
 
 def same_tab_link(href: str, text: str) -> None:

@@ -35,6 +35,10 @@ from grids.accounts import AuthError
 from grids.service import Gridmap
 from ui.production import SESSION_CHECK
 
+# What a page asks when its connection has dropped: is my session still alive (204, or 401)?
+# Unlike SESSION_CHECK (internal to the production proxy) it is reachable from the browser.
+SESSION_ALIVE = "/_gridmap/alive"
+
 ROOT = Path(__file__).resolve().parent.parent
 SESSION_COOKIE = "gridmap_session"
 CSRF_COOKIE = "gridmap_login_csrf"
@@ -121,9 +125,10 @@ class SessionGate:
         if actor is None:
             await self._refuse(scope, receive, send, path)
             return
-        if path == SESSION_CHECK:
-            # The production proxy's auth_request (ui/production.py): a live session is all it
-            # asks (without one the gate has answered 401 above).
+        if path in (SESSION_CHECK, SESSION_ALIVE):
+            # The production proxy's auth_request (ui/production.py), or a page asking after
+            # its connection dropped (ui/auth.py): a live session is all they ask (without one
+            # the gate has answered 401 above).
             await Response(status_code=204, headers={"Cache-Control": "no-store"})(
                 scope, receive, send)
             return
