@@ -228,3 +228,20 @@ def test_attachments_are_append_only_in_the_geopackage(new_store, world_dir):
         with pytest.raises(sqlite3.DatabaseError, match="只能追加"):
             store.conn.execute(sql)
     assert store.attachment_data(info.id)[1] == png()
+
+
+@pytest.mark.parametrize(("given", "shown"), [
+    ("unstated", "坐标系未说明"), ("bd09", "BD-09（百度）"), ("gcj02", "GCJ-02（高德/腾讯/微信）"),
+    ("EPSG:4549", "EPSG:4549 CGCS2000 / 3度带 高斯-克吕格 CM 120E"), ("", "坐标系未记录")])
+def test_the_record_names_the_given_system_in_words(given, shown):
+    import pandas as pd
+
+    from ui.cases import record_html
+
+    case = pd.Series({"given_x": 120.86, "given_y": 32.01, "given_crs": given, "accuracy_m": 0,
+                      "lon": 120.86, "lat": 32.01, "category": "air", "description": "黑烟",
+                      "source": "12369", "status": "reported", "reporter": "",
+                      "reported_at": "2026-11-01T00:00:00+00:00",
+                      "created_at": "2026-11-01T00:00:00+00:00", "extent_wkt": None})
+    html = record_html(case, "—", False)
+    assert f"120.860000, 32.010000（{shown}）" in html

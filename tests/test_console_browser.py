@@ -272,6 +272,14 @@ def test_console_overdue_first_and_an_on_site_check_with_a_photo(browser, server
         assert cells[0].startswith("超时")  # the most overdue on top
         first_fresh = next(i for i, c in enumerate(cells) if c.startswith("剩"))
         assert all(c.startswith("超时") for c in cells[:first_fresh])
+        # The table's own "Download as CSV" would write a description like =HYPERLINK(…) as a
+        # live formula: hidden; its other tools stay.
+        listed.hover()
+        tools = boss.page.locator("[data-testid=stElementToolbarButton]")
+        tools.filter(has=boss.page.locator("button[aria-label^=Search]")).first.wait_for()
+        download = tools.filter(has=boss.page.locator('button[aria-label^="Download as CSV"]'))
+        assert download.count() >= 1  # one per table, drawn and hidden
+        assert not any(download.nth(i).is_visible() for i in range(download.count()))
         boss.shot("07_console")
     finally:
         boss.context.close()

@@ -96,6 +96,16 @@ def test_first_screen_shows_my_units_and_tasks(phone):
         .filter(([, r]) => r.width > 0 && (r.height < 43.5 || r.width < 43.5))
         .map(([name, r]) => name + ' ' + Math.round(r.width) + 'x' + Math.round(r.height))""")
     assert not small, small
+    # The search box of my entities (further down) and, in the side menu, the page links.
+    search = page.get_by_placeholder("名称、行业或地址")
+    assert search.bounding_box()["height"] >= 43.5
+    page.locator("[data-testid=stExpandSidebarButton]").tap()
+    links = page.locator("[data-testid=stSidebar] [data-testid=stPageLink-NavLink]")
+    links.first.wait_for()
+    heights = [links.nth(i).bounding_box()["height"] for i in range(links.count())]
+    assert heights and min(heights) >= 43.5, heights
+    page.locator("[data-testid=stSidebarCollapseButton] button").tap()
+    page.wait_for_timeout(400)
     phone.shot("01_first_screen")
     # My grids and roster: one card per grid, each value under its name, nothing sideways.
     page.get_by_text("负责网格与花名册").tap()
@@ -118,6 +128,9 @@ def test_a_swipe_on_the_map_scrolls_the_page(phone):
     assert page.locator("iframe[title='streamlit_folium.st_folium']").count() == 0
     map_el = page.locator(".gm-phone-map[data-gridmap=ready]")
     map_el.wait_for()
+    titles = map_el.evaluate("""m => [...m.querySelectorAll('.leaflet-control a[title]')]
+        .map(a => a.title)""")
+    assert sorted(titles) == ["图层", "放大", "缩小"], titles  # not Leaflet's English
     map_el.scroll_into_view_if_needed()
     phone.idle()
     page.wait_for_timeout(800)

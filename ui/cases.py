@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from geo.crs import CrsError, parse_crs
 from grids.access import Actor, PermissionDenied
 from grids.cases import with_deadlines  # noqa: F401  (the page labels one case)
 from grids.deadlines import LEVEL_COLOR
@@ -187,12 +188,22 @@ def events_table(events: pd.DataFrame, router: Router) -> pd.DataFrame:
     })
 
 
+def crs_text(key: str) -> str:
+    """A stored system key (wgs84, bd09, EPSG:4549, unstated …) as people read it."""
+    if key == UNSTATED:
+        return "坐标系未说明"
+    try:
+        return parse_crs(key).label_zh
+    except CrsError:
+        return key or "坐标系未记录"
+
+
 def record_html(case: pd.Series, deadline: str, overdue: bool, countdown: str = "",
                 level: str = "") -> str:
     """The case's own record: what was reported, where as given and as routed."""
     given = ""
     if pd.notna(case.get("given_x")):
-        crs = str(case.get("given_crs") or "")
+        crs = crs_text(str(case.get("given_crs") or ""))
         given = f"{case['given_x']:.6f}, {case['given_y']:.6f}（{cards.esc(crs)}）"
         acc = case.get("accuracy_m")
         if pd.notna(acc) and float(acc) > 0:

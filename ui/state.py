@@ -16,6 +16,9 @@ from ui import auth
 # Streamlit writes a few words of its own widgets in English, with no setting to change them:
 # the file uploader's button says 选择文件, its English size-and-types line is hidden (each
 # uploader's label says both in Chinese), and a file it refused says why next to its name.
+# A table's own "Download as CSV" is hidden: it writes a cell such as =HYPERLINK(…) (a name,
+# a complaint from the public) as it is, and Excel runs it; the exports people need are the
+# pages' own Excel files, in which text is always text.
 WIDGET_WORDS_CSS = """<style>
 [data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p {
   visibility: hidden; font-size: 0; }
@@ -25,6 +28,11 @@ WIDGET_WORDS_CSS = """<style>
 [role="listbox"][data-empty="true"] [role="option"] span { font-size: 0; }
 [role="listbox"][data-empty="true"] [role="option"] span::after {
   content: "没有匹配的选项"; font-size: 0.9rem; }
+[data-testid="stElementToolbarButton"]:has(button[aria-label^="Download as CSV"]) {
+  display: none; }
+@media (max-width: 640px) {  /* a phone: every link and box a finger can hit (44 px) */
+  [data-testid="stPageLink-NavLink"] { min-height: 44px; align-items: center; }
+  [data-testid="stTextInput"] input { min-height: 44px; } }
 [data-testid="stFileChip"][aria-invalid="true"]::after {
   content: "未上传：超过大小限制或不是允许的文件类型"; color: #b00020; font-size: 0.85rem;
   margin-left: 8px; align-self: center; }

@@ -56,7 +56,11 @@ function draw(box, d) {
     minZoom: d.minZoom, maxZoom: d.maxZoom,
     preferCanvas: true, // one canvas for the markers, not an SVG element each
     gestureHandling: true, gestureHandlingOptions: { text: d.gestureText, duration: 1200 },
+    zoomControl: false, // added below with Chinese titles (Leaflet's say "Zoom in")
   });
+  L.control.zoom({ zoomInTitle: "放大", zoomOutTitle: "缩小" }).addTo(map);
+  // Credited as text: its link (English title, a site the intranet cannot reach) left out.
+  map.attributionControl.setPrefix("Leaflet");
   for (const t of d.tiles) {
     L.tileLayer(t.url, {
       attribution: t.attr, subdomains: t.subdomains, maxNativeZoom: t.maxNativeZoom,
@@ -69,8 +73,10 @@ function draw(box, d) {
   const ents = markers(L, d.entities, d.entityStyle, (v) => (v ? d.visitedFill : d.unvisitedFill))
     .addTo(map);
   const cases = markers(L, d.cases, d.caseStyle, (c) => c).addTo(map);
-  L.control.layers(null, { [d.labels.entities]: ents, [d.labels.cases]: cases },
+  const layers = L.control.layers(null, { [d.labels.entities]: ents, [d.labels.cases]: cases },
     { collapsed: true }).addTo(map);
+  const toggle = layers.getContainer().querySelector(".leaflet-control-layers-toggle");
+  if (toggle) toggle.title = "图层";
   map.fitBounds(d.bounds, { padding: [12, 12] });
   box.gridmapMap = map;
   box.dataset.gridmap = "ready";
