@@ -104,7 +104,10 @@ def test_login_works_through_the_proxy(prod):
     assert "private" in page.headers["Cache-Control"]
     assert "immutable" not in page.headers["Cache-Control"]
     # Not framed by another site, no type sniffing, no URL in a Referer sent elsewhere.
-    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'self'"  # once
+    assert page.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]  # the login form
+    assert "frame-ancestors 'self'" not in r.headers["Content-Security-Policy"]
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert page.headers["Referrer-Policy"] == "same-origin"
 

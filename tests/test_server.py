@@ -236,3 +236,25 @@ def test_no_page_shell_without_a_session_and_no_logout_from_another_site(server)
     assert s.get(server.url + "_stcore/host-config", timeout=20).status_code == 200  # still in
     s.get(server.url + "logout", headers={"Sec-Fetch-Site": "same-origin"}, timeout=20)
     assert s.get(server.url + "_stcore/host-config", timeout=20).status_code == 401
+
+
+def test_a_signed_in_page_is_never_stored_nor_framed_by_another_site(server):
+    """Back after signing out must not bring the page back from the browser's cache, and
+    another site on the same domain must not frame it: the headers the production proxy puts
+    on pages, from `gridmap serve` itself."""
+    s = requests.Session()
+    data = {**form(s, server.url), "login": "t-dispatcher", "password": PASSWORD}
+    assert s.post(server.url + "login", data=data, allow_redirects=False,
+                  timeout=20).status_code == 303
+    for path in ("", "案件", "网格员"):
+        page = s.get(server.url + path, timeout=20)
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert page.headers["Cache-Control"] == "private, no-store", path
+        assert page.headers["X-Frame-Options"] == "SAMEORIGIN", path
+        assert page.headers["Content-Security-Policy"] == "frame-ancestors 'self'", path
+    alive = s.get(server.url + "_gridmap/alive", timeout=20)
+    assert alive.status_code == 204 and alive.headers["Cache-Control"] == "no-store"
+    s.get(server.url + "logout", headers={"Sec-Fetch-Site": "same-origin"}, timeout=20)
+    gone = s.get(server.url + "_gridmap/alive", headers={"Accept": "application/json"},
+                 timeout=20, allow_redirects=False)
+    assert gone.status_code == 401

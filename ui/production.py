@@ -305,14 +305,13 @@ def nginx_conf(s: Setup) -> str:
               "            gzip_static on;\n" + brotli_static +
               f'            add_header Cache-Control "{IMMUTABLE}";\n'
               '            add_header X-Content-Type-Options "nosniff";\n')
-    # Pages: never stored, never framed by another site, no type sniffing, no full URL in a
-    # Referer sent elsewhere (the login form sets a stricter policy of its own as well).
+    # Pages: never stored, no type sniffing, no full URL in a Referer sent elsewhere. Never
+    # framed by another site: the app's pages say so themselves (ui/server.py, its
+    # frame-ancestors 'self'), the login form more strictly ('none').
     no_store = ('            proxy_hide_header Cache-Control;\n'
                 '            add_header Cache-Control "private, no-store" always;\n'
                 '            add_header X-Content-Type-Options "nosniff" always;\n'
-                '            add_header Referrer-Policy "same-origin" always;\n'
-                '            add_header Content-Security-Policy "frame-ancestors \'self\'"'
-                ' always;\n')
+                '            add_header Referrer-Policy "same-origin" always;\n')
     return f"""# Written by `gridmap serve --production` (ui/production.py) at each start.
 {modules}# Workers run as the invoking user ({user}); every path is under the run directory.
 {"user " + user + ";" if os.geteuid() == 0 else "# (not root: no user directive)"}

@@ -138,6 +138,8 @@ class SessionGate:
         if served.startswith(STATIC_DATA) and not _may_fetch(actor, served):
             await PlainTextResponse("无权访问该文件", status_code=403)(scope, receive, send)
             return
+        if scope["type"] == "http":
+            send = _page_headers(send)
         await self.app(scope, receive, send)
 
     @staticmethod
@@ -154,6 +156,29 @@ class SessionGate:
         else:
             response = PlainTextResponse("请先登录", status_code=401)
         await response(scope, receive, send)
+
+
+# A page (Streamlit's HTML shell) of a signed-in person: never kept by the browser or a proxy
+# (Back after signing out must not show it) and never framed by another site's page — what
+# the production proxy's nginx adds too (ui/production.py); here for `gridmap serve` alone.
+_PAGE_HEADERS = ((b"cache-control", b"private, no-store"), (b"x-frame-options", b"SAMEORIGIN"),
+                 (b"content-security-policy", b"frame-ancestors 'self'"))
+
+
+def _page_headers(send):
+    """`send`, with the headers of _PAGE_HEADERS put on an HTML response."""
+
+    async def sending(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+            if kind.startswith(b"text/html"):
+                mine = {k for k, _ in _PAGE_HEADERS}
+                headers = [(k, v) for k, v in headers if k.lower() not in mine]
+                message = {**message, "headers": [*headers, *_PAGE_HEADERS]}
+        await send(message)
+
+    return sending
 
 
 def _recently_checked(token: str | None) -> Actor | None:
