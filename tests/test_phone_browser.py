@@ -223,6 +223,17 @@ def test_a_case_taken_from_the_phone_and_seen_by_the_dispatcher(phone, browser, 
     # The confirmation, not the button of the same words (waiting on those raced the step).
     page.get_by_text("案件 T0001：移送执法局（案件移送）", exact=False).wait_for()
     phone.shot("03_case_handed_over")
+    # Its trail: a card per event, every value under its name, nothing wider than the screen.
+    page.get_by_text("办理记录", exact=True).tap()
+    trail = page.locator(".gm-records").last
+    trail.get_by_text("到达现场", exact=False).first.wait_for()
+    assert "废气未经处理直排，移送执法局" in trail.inner_text()
+    wide = page.evaluate("""() => [...document.querySelectorAll('.gm-records, .gm-records *')]
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5
+                     || e.scrollWidth > e.clientWidth + 1)
+        .map(e => e.tagName + ' ' + e.innerText.slice(0, 20))""")
+    assert not wide, wide
+    phone.shot("03b_case_trail")
     phone.check_clean()
     # The dispatcher's desk sees it at the bureau, with the steps and the position.
     svc = Gridmap(str(server.store))
