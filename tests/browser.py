@@ -5,7 +5,9 @@ a free port against it, and headless Debian Chromium driven by Playwright (never
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -111,6 +113,12 @@ def _build_map_world(directory: Path, overrides: dict | None = None) -> Path:
 
     add_world_users(path)
     return path
+
+
+def map_config(script: str) -> dict:
+    """The configuration the city map's script is called with: `})(map_div, {…});`."""
+    start = re.search(r"\}\)\(map_div, (?=\{)", script).end()
+    return json.JSONDecoder().raw_decode(script, start)[0]
 
 
 def chromium_missing() -> str | None:

@@ -18,7 +18,7 @@ from grids.access import ROLES_ZH
 from grids.routing import Router
 from layers.store import open_store
 from tests import world
-from tests.browser import ROOT, XSS_NAME, build_map_world
+from tests.browser import ROOT, XSS_NAME, build_map_world, map_config
 from tests.signin import sign_in_page
 from ui import assets, basemap, cards
 
@@ -68,7 +68,7 @@ def test_no_asset_leaves_the_host(app):
     assert links and not [u for u in links if assets.is_external(u)]
     assert any(u.endswith("leaflet@1.9.4/leaflet.js") for u in args["js_links"])
     # The map script loads more itself: every URL in its config is the app's own.
-    config = json.loads(re.search(r"\}\)\((map_div), (\{.*\})\);", args["script"], re.S)[2])
+    config = map_config(args["script"])
     own = config["js"] + config["css"] + config["prefetch"] + [config["base"], config["imagePath"]]
     assert all(u.startswith("../../app/static/") for u in own), own
     for part in ("script", "header", "html"):
@@ -333,7 +333,7 @@ def test_gcj02_basemap_shifts_layers_and_clicks(store_path, monkeypatch):
     assert any("GCJ-02" in i.value for i in at.sidebar.info)  # said, not silently shifted
     args = map_args(at)
     assert "autonavi.com" in args["script"]  # the configured tiles, the only other host
-    config = json.loads(re.search(r"\}\)\((map_div), (\{.*\})\);", args["script"], re.S)[2])
+    config = map_config(args["script"])
     assert "/cache/" in config["base"]
     # A click on the shifted map at the GCJ-02 position of a place routes that place.
     lon, lat = world.P["a2_plain"]

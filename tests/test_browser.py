@@ -62,6 +62,12 @@ def test_city_map_draws_every_layer_offline(visit):
     frame.hover(".leaflet-control-layers")  # closed until pointed at
     control = frame.inner_text(".leaflet-control-layers")
     assert "监管对象" in control and "执法辖区" in control
+    # Leaflet's own controls in Chinese (it titles them "Zoom in", "Zoom out", "Layers").
+    titles = frame.evaluate("""() => [...document.querySelectorAll(
+        '.leaflet-control a.leaflet-control-zoom-in, .leaflet-control a.leaflet-control-zoom-out,'
+        + ' .leaflet-control a.leaflet-control-layers-toggle, .leaflet-control-attribution a')]
+        .map(a => a.title + '|' + a.textContent)""")
+    assert sorted(t.split("|")[0] for t in titles) == ["图层", "放大", "缩小"], titles
     # Hovering a grid: its name, code, township and (fetched once) its workers and phones.
     x, y = page_point(element, frame, *A2_OPEN)
     visit.page.mouse.move(x, y)

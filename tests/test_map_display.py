@@ -22,12 +22,12 @@ from layers import display
 from layers.store import open_store
 from tests import world
 from tests.browser import ROOT, build_map_world
+from tests.browser import map_config as script_config
 from tests.signin import sign_in_page
 from ui import cards, mapdata, mapview, page
 from ui.basemap import NONE
 
 UTC_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}|\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?Z\b")
-CONFIG = re.compile(r"\}\)\((map_div), (\{.*\})\);", re.S)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def map_args(at) -> dict:
 
 
 def map_config(at) -> dict:
-    return json.loads(CONFIG.search(map_args(at)["script"])[2])
+    return script_config(map_args(at)["script"])
 
 
 def card(at) -> str:

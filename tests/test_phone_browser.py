@@ -59,6 +59,15 @@ class Phone(Tab):
         self.idle()
 
 
+def wider_than_the_screen(page, selector: str) -> list[str]:
+    """The elements of `selector` (and inside them) that reach past the screen's right edge
+    or scroll sideways: what a person would have to swipe to read."""
+    return page.evaluate("""s => [...document.querySelectorAll(s + ', ' + s + ' *')]
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5
+                     || e.scrollWidth > e.clientWidth + 1)
+        .map(e => e.tagName + ' ' + e.innerText.slice(0, 20))""", selector)
+
+
 @pytest.fixture
 def phone(browser, server):
     p = Phone(browser, server)
@@ -113,11 +122,7 @@ def test_first_screen_shows_my_units_and_tasks(phone):
     records.wait_for()
     text = records.inner_text()
     assert A2_SOUTH in text and "本人职责" in text and "网格员" in text
-    wide = page.evaluate("""() => [...document.querySelectorAll('.gm-records, .gm-records *')]
-        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5
-                     || e.scrollWidth > e.clientWidth + 1)
-        .map(e => e.tagName + ' ' + e.innerText.slice(0, 20))""")
-    assert not wide, wide
+    assert not wider_than_the_screen(page, ".gm-records")
     phone.shot("01b_roster")
     phone.check_clean()
 
@@ -228,11 +233,7 @@ def test_a_case_taken_from_the_phone_and_seen_by_the_dispatcher(phone, browser, 
     trail = page.locator(".gm-records").last
     trail.get_by_text("到达现场", exact=False).first.wait_for()
     assert "废气未经处理直排，移送执法局" in trail.inner_text()
-    wide = page.evaluate("""() => [...document.querySelectorAll('.gm-records, .gm-records *')]
-        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5
-                     || e.scrollWidth > e.clientWidth + 1)
-        .map(e => e.tagName + ' ' + e.innerText.slice(0, 20))""")
-    assert not wide, wide
+    assert not wider_than_the_screen(page, ".gm-records")
     phone.shot("03b_case_trail")
     phone.check_clean()
     # The dispatcher's desk sees it at the bureau, with the steps and the position.

@@ -22,7 +22,9 @@ from urllib.parse import urlparse
 
 import branca
 import folium
+from branca.element import MacroElement
 from folium.elements import JSCSSMixin
+from jinja2 import Template
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC_DIR = ROOT / "static"
@@ -94,9 +96,47 @@ def _walk(element):
         yield from _walk(child)
 
 
+class ControlWords(MacroElement):
+    """Leaflet's controls in Chinese: its zoom and layer buttons are titled "Zoom in", "Zoom
+    out", "Layers" (what a mouse shows and a screen reader says), and its credit links to a
+    site the intranet cannot reach. Controls added later (the map script's layer control,
+    once its data is in) are named as they appear."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+        (function (map) {
+          var words = {"leaflet-control-zoom-in": "放大", "leaflet-control-zoom-out": "缩小",
+                       "leaflet-control-layers-toggle": "图层"};
+          var box = map.getContainer();
+          var name = function () {
+            Object.keys(words).forEach(function (cls) {
+              box.querySelectorAll("a." + cls).forEach(function (a) {
+                if (a.title !== words[cls]) {
+                  a.title = words[cls];
+                  a.setAttribute("aria-label", words[cls]);
+                }
+              });
+            });
+          };
+          name();
+          new MutationObserver(name).observe(box, {childList: true, subtree: true});
+          if (map.attributionControl) { map.attributionControl.setPrefix("Leaflet"); }
+        })({{ this._parent.get_name() }});
+        {% endmacro %}
+    """)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._name = "ControlWords"
+
+
 def localize(element) -> None:
-    """Point every JS/CSS link of `element` and its children at the vendored copies. Links with
-    no vendored copy are left as they are, for `external_urls` to report."""
+    """Point every JS/CSS link of `element` and its children at the vendored copies (links with
+    no vendored copy are left as they are, for `external_urls` to report); a map's own
+    controls get Chinese words (`ControlWords`)."""
+    if isinstance(element, folium.Map) and not any(
+            isinstance(e, ControlWords) for e in element._children.values()):
+        element.add_child(ControlWords())
     for elem in _walk(element):
         if not isinstance(elem, JSCSSMixin):
             continue

@@ -159,8 +159,8 @@ class SessionGate:
 
 
 # A page (Streamlit's HTML shell) of a signed-in person: never kept by the browser or a proxy
-# (Back after signing out must not show it) and never framed by another site's page — what
-# the production proxy's nginx adds too (ui/production.py); here for `gridmap serve` alone.
+# (Back after signing out must not show it) and never framed by another site's page. Behind
+# the production proxy nginx sets Cache-Control itself and leaves the framing to these.
 _PAGE_HEADERS = ((b"cache-control", b"private, no-store"), (b"x-frame-options", b"SAMEORIGIN"),
                  (b"content-security-policy", b"frame-ancestors 'self'"))
 
