@@ -329,6 +329,14 @@ def test_retries_make_one_case_even_when_concurrent(api, api_world):
     again = post_form(api, api_key=key, service_code="water", lat=lat, long=lon,
                       description=marker, client_request_id="retry-42")
     assert again.json()[0]["service_request_id"] in ids
+    # Another complaint under the same id (a client reusing its ids) would be lost if it got
+    # the first one's case: refused, naming that case.
+    for changed in ({"description": marker + "（另一起）"}, {"service_code": "air"},
+                    {"lat": lat + 0.001}):
+        reused = post_form(api, **({"api_key": key, "service_code": "water", "lat": lat,
+                                    "long": lon, "description": marker,
+                                    "client_request_id": "retry-42"} | changed))
+        assert_error(reused, 409, next(iter(ids)))
     other = post_form(api, api_key=api_world.keys["12345热线"], service_code="water", lat=lat,
                       long=lon, description=marker, client_request_id="retry-42")
     assert other.status_code == 200 and other.json()[0]["service_request_id"] not in ids
@@ -362,6 +370,10 @@ def test_retries_are_answered_from_the_replay_cache(limited, api_world):
     request = ET.fromstring(again.content).find("request")
     assert request.find("service_request_id").text == created["service_request_id"]
     assert request.find("service_notice").text == created["service_notice"]
+    # The kept answer is for that complaint only: another one under the id is refused.
+    time.sleep(1.1)  # this server's rate limit: 1 a second, 3 at once
+    assert_error(post_form(limited, api_key=key, service_code="noise", lat=lat, long=lon,
+                           client_request_id=ident), 409, created["service_request_id"])
     svc = api_world.service()
     try:
         assert svc.case(ADMIN, created["service_request_id"])["source"] == "接口：12345热线"

@@ -158,12 +158,13 @@ def get_discovery(request: Request, fmt: Fmt) -> Response:
 @router.post("/requests.{fmt}", summary="提交投诉（登记为案件）",
              description="表单（application/x-www-form-urlencoded，Open311 规范）或 JSON。"
                          "需 case.create 权限（调度员角色的密钥）。同一 client_request_id "
-                         "（或 Idempotency-Key）重试返回同一案件编号。位置不在本市辖区时返回 400。",
+                         "（或 Idempotency-Key）重试返回同一案件编号；该编号用于另一条不同的"
+                         "投诉时返回 409。位置不在本市辖区时返回 400。",
              openapi_extra={**POST_BODY, **SECURED},
              responses={200: {"description": "[{service_request_id, service_notice, "
                                              "account_id}]"},
-                        400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR, 413: _ERROR,
-                        415: _ERROR, 429: _ERROR})
+                        400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR, 409: _ERROR,
+                        413: _ERROR, 415: _ERROR, 429: _ERROR})
 async def post_request(request: Request, fmt: Fmt,
                        idempotency_key: str | None = Header(
                            None, alias="Idempotency-Key",
@@ -261,19 +262,23 @@ def create_request(svc, actor, form: dict[str, str], idempotency_key: str | None
     reporter = " ".join(p for p in (name, _text(form, "phone", 30), _text(form, "email", 100))
                         if p)
 
+    composed = compose_description(description, address, media)
+
     def register() -> list[dict]:
         if request_id is not None:  # a retry that another process registered: no new intake
             known = svc.case_for_request(actor, request_id)
             if known is not None:
+                _same_request(known, request_id, code, composed, lon, lat)
                 return [{"service_request_id": str(known["id"]),
                          "service_notice": known_notice(known), "account_id": None}]
         # The same intake as the dispatcher's page; the entities nearby are not sent back.
         answer = svc.intake(actor, lon, lat, crs=crs, accuracy_m=accuracy, category=code,
                             nearby_radius_m=0.0)
-        fields = {"category": code,
-                  "description": compose_description(description, address, media),
-                  "reporter": reporter, "source": f"接口：{actor.name or actor.login}"}
+        fields = {"category": code, "description": composed, "reporter": reporter,
+                  "source": f"接口：{actor.name or actor.login}"}
         case_id = svc.create_case(actor, answer.route, fields, request_id=request_id)
+        if request_id is not None:  # another attempt with this id may have been first
+            _same_request(svc.case(actor, case_id), request_id, code, composed, lon, lat)
         return [{"service_request_id": case_id,
                  "service_notice": intake_notice(case_id, answer.route, answer.category,
                                                  answer.referral),
@@ -281,7 +286,21 @@ def create_request(svc, actor, form: dict[str, str], idempotency_key: str | None
 
     if request_id is None or replays is None:
         return register()
-    return replays.run((actor.login, request_id), register)
+    # Keyed by what the request says too: a different complaint under a used id is not
+    # answered from here with the first one's case, but refused by `_same_request`.
+    return replays.run((actor.login, request_id, code, composed, lon, lat), register)
+
+
+def _same_request(case, request_id: str, code: str, description: str, lon: float,
+                  lat: float) -> None:
+    """A client request id names one complaint: another one sent under it (a client reusing
+    its ids) is refused, not silently answered with the first one's case — it would be lost."""
+    same = (str(case["category"]) == code and str(case["description"] or "") == description
+            and math.isclose(float(case["given_x"]), lon, abs_tol=1e-9)
+            and math.isclose(float(case["given_y"]), lat, abs_tol=1e-9))
+    if not same:
+        raise ApiError(409, f"client_request_id {request_id} 已用于另一条不同的投诉（案件 "
+                            f"{case['id']}）：重试须与原请求完全相同，新的投诉请使用新的编号")
 
 
 class Replays:
