@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from urllib.parse import quote, unquote
 
 import pytest
 import requests
@@ -258,3 +259,18 @@ def test_a_signed_in_page_is_never_stored_nor_framed_by_another_site(server):
     gone = s.get(server.url + "_gridmap/alive", headers={"Accept": "application/json"},
                  timeout=20, allow_redirects=False)
     assert gone.status_code == 401
+
+
+def test_a_link_to_one_case_opens_that_case_after_signing_in(server):
+    """Someone sent /案件?case=T0001 without a session signs in and lands on that case, not on
+    the case list."""
+    s = requests.Session()
+    r = s.get(server.url + "案件?case=T0001", headers={"Accept": "text/html"}, timeout=20,
+              allow_redirects=False)
+    assert r.status_code == 303
+    wanted = "/案件?case=T0001"
+    assert r.headers["Location"] == "/login?next=" + quote(wanted)
+    data = {**form(s, server.url), "login": "t-dispatcher", "password": PASSWORD,
+            "next": wanted}
+    done = s.post(server.url + "login", data=data, allow_redirects=False, timeout=20)
+    assert done.status_code == 303 and unquote(done.headers["Location"]) == wanted

@@ -150,7 +150,10 @@ class SessionGate:
         method = scope.get("method", "GET")
         accept = dict(scope.get("headers", [])).get(b"accept", b"").decode("latin-1")
         if method == "GET" and ("text/html" in accept or path in ("/", "")):
-            target = path if _safe_next(path) else "/"
+            # With its query: a link to one case (/案件?case=…) opens that case after signing in.
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = f"{path}?{query}" if query else path
+            target = target if _safe_next(target) else path if _safe_next(path) else "/"
             response: Response = RedirectResponse(f"/login?next={quote(target)}",
                                                   status_code=303)
         else:
