@@ -256,7 +256,7 @@ def read_layer_file(path: Path, layer: str, *, crs: str | None = None,
 
     from layers.importer import Source, _read, _staged, check_layer
     from layers.problems import ImportFailed, Problem
-    from layers.readers import VECTOR_SUFFIXES
+    from layers.readers import VECTOR_SUFFIXES, ReadError, vector_error_zh
 
     spec = _spec(layer)
     path = Path(path)
@@ -276,12 +276,22 @@ def read_layer_file(path: Path, layer: str, *, crs: str | None = None,
         if file.suffix.lower() == ".gpkg":
             import pyogrio
 
-            names = [str(n) for n, _ in pyogrio.list_layers(file)]
+            try:
+                names = [str(n) for n, _ in pyogrio.list_layers(file)]
+            except Exception as exc:  # not a GeoPackage, or a broken one: GDAL says which
+                raise ImportFailed([Problem(file.name, vector_error_zh(exc, file, encoding))]
+                                   ) from exc
             picks = [n for n in names if n.lower() in (layer, f"{layer}_current")]
             inner = picks[0] if picks else (names[0] if len(names) == 1 else None)
             if inner is None:
                 raise ImportFailed([Problem(file.name, f"含多个图层，但没有名为 {layer} 的图层")])
-        raw = _read(Source(layer, file, file.name, inner), encoding)
+        try:
+            raw = _read(Source(layer, file, file.name, inner), encoding)
+        except ReadError as exc:  # an empty or unreadable file: the same typed refusal
+            raise ImportFailed([exc.problem]) from exc
+        if not len(raw.frame):  # said as such, not as every required field missing
+            raise ImportFailed([Problem(file.name, "文件中没有要素（0 个）：请确认导出时包含了"
+                                                   "要编辑的边界")])
         stored = raw.frame.pop("attrs") if "attrs" in raw.frame.columns else None
         raw.frame = raw.frame.drop(columns=[c for c in ("fid", "gen_from", "gen_to")
                                             if c in raw.frame])
@@ -1031,7 +1041,7 @@ def _validated(spec: LayerSpec, frame: pd.DataFrame) -> pd.DataFrame:
         if bad:
             listed = "、".join(a for a in allowed if a)
             problems.append(f"字段 {col} 的取值不在允许范围（{listed}）：" + "、".join(bad[:5]))
-    for col, (pattern, hint) in spec.patterns.items():
+    for col, (pattern, hint) in spec.checked_patterns.items():
         bad = [keys[i] for i, v in enumerate(frame[col])
                if str(v) and not re.fullmatch(pattern, str(v))]
         if bad:

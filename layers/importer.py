@@ -776,8 +776,22 @@ def _check_shapes(spec: LayerSpec, raw: RawLayer, geoms: np.ndarray) -> list[Pro
 
 def _check_validity_and_region(raw: RawLayer, geoms: np.ndarray,
                                validity: bool = True) -> list[Problem]:
+    bounds = shapely.bounds(geoms)
+    r = CHINA_REGION
+    lon0, lat0, lon1, lat1 = r.lon_min, r.lat_min, r.lon_max, r.lat_max
+    away = (
+        (bounds[:, 0] < lon0)
+        | (bounds[:, 2] > lon1)
+        | (bounds[:, 1] < lat0)
+        | (bounds[:, 3] > lat1)
+        | ~np.isfinite(bounds).all(axis=1)  # a projected value the CRS cannot convert
+    )
+    outside = np.flatnonzero(away)
+    # A shape with a vertex far away is said so; whether it crosses itself there is noise
+    # (GEOS overflows on 1e300 and names some other point).
     problems = []
-    invalid = np.flatnonzero(~shapely.is_valid(geoms) if validity else np.zeros(len(geoms), bool))
+    invalid = np.flatnonzero(~shapely.is_valid(geoms) & ~away if validity
+                             else np.zeros(len(geoms), bool))
     for i in invalid[:MAX_PER_CHECK]:
         problems.append(
             Problem(
@@ -787,27 +801,32 @@ def _check_validity_and_region(raw: RawLayer, geoms: np.ndarray,
                 raw.where(int(i)),
             )
         )
-    bounds = shapely.bounds(geoms)
-    r = CHINA_REGION
-    lon0, lat0, lon1, lat1 = r.lon_min, r.lat_min, r.lon_max, r.lat_max
-    outside = np.flatnonzero(
-        (bounds[:, 0] < lon0)
-        | (bounds[:, 2] > lon1)
-        | (bounds[:, 1] < lat0)
-        | (bounds[:, 3] > lat1)
-        | ~np.isfinite(bounds).all(axis=1)  # a projected value the CRS cannot convert
-    )
     for i in outside[:MAX_PER_CHECK]:
-        x, y = bounds[i, 0], bounds[i, 1]
+        x, y = _first_away(geoms[i], lon0, lat0, lon1, lat1)
         hint = (
             "经纬度顺序可能颠倒"
             if lon0 <= y <= lon1 and lat0 <= x <= lat1
             else "坐标系可能指定错误"
         )
         problems.append(
-            Problem(raw.file, f"坐标 ({x:.6f}, {y:.6f}) 不在中国范围内：{hint}", raw.where(int(i)))
+            Problem(raw.file, f"坐标 ({_coordinate(x)}, {_coordinate(y)}) 不在中国范围内：{hint}",
+                    raw.where(int(i)))
         )
     return problems + _more(raw, max(len(invalid), len(outside)))
+
+
+def _first_away(geom, lon0: float, lat0: float, lon1: float, lat1: float
+                ) -> tuple[float, float]:
+    """The first vertex of `geom` outside the box (or not a number): the one to name."""
+    xy = shapely.get_coordinates(geom)
+    bad = ~((xy[:, 0] >= lon0) & (xy[:, 0] <= lon1) & (xy[:, 1] >= lat0) & (xy[:, 1] <= lat1))
+    x, y = xy[int(np.argmax(bad))] if bad.any() else xy[0]
+    return float(x), float(y)
+
+
+def _coordinate(value: float) -> str:
+    """A coordinate as people read it: 6 decimals, or 1e+300 rather than 301 digits."""
+    return f"{value:.6f}" if abs(value) < 1e7 else f"{value:.6g}"
 
 
 def _point_status(raw: RawLayer, rows: np.ndarray, status: np.ndarray, x, y) -> list[Problem]:
@@ -854,7 +873,7 @@ def _check_values(spec: LayerSpec, raw: RawLayer, frame: pd.DataFrame,
             for i in bad[:MAX_PER_CHECK]
         ]
         problems += _more(raw, len(bad))
-    for col, (pattern, hint) in spec.patterns.items():
+    for col, (pattern, hint) in spec.checked_patterns.items():
         regex = re.compile(pattern)
         bad = [
             i

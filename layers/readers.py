@@ -121,6 +121,12 @@ def vector_error_zh(exc: Exception, path: Path, encoding: str | None) -> str:
         return "不是可识别的地理数据文件：文件已损坏，或扩展名与内容不符"
     if "No such file" in text:
         return "文件不存在"
+    if "do not form a closed linestring" in text:
+        return ("面的边界没有闭合（首末点不是同一点）：请在 GIS 软件中修复后再导入"
+                f"（GDAL：{text[:200]}）")
+    if "Invalid number of points in LinearRing" in text:
+        return ("面的边界点数太少（至少 4 个点，首末相同）：请在 GIS 软件中修复后再导入"
+                f"（GDAL：{text[:200]}）")
     return f"无法读取（GDAL：{text[:300]}）"
 
 

@@ -25,6 +25,10 @@ BUREAU_LEVEL_ZH = {"municipal": "市级", "county": "县（市）、区级", "nu
                    "park": "园区/区域执法局"}
 WORKER_ROLE_ZH = {"worker": "网格员", "leader": "网格长"}
 
+# A code (a county's, a park's, a worker's id …): no space and none of the characters that
+# mean markup or quoting somewhere it is shown or sent (HTML, a URL, a CSV cell).
+CODE_PATTERN = r"[^\s<>&\"'`\\]+"
+CODE_HINT = "编码不能含空格或 < > & \" ' ` \\ 等字符"
 # Longest text accepted in a required column (codes, names, kinds) and in any extra column.
 MAX_NAME_CHARS = 200
 MAX_TEXT_CHARS = 2000
@@ -59,6 +63,13 @@ class LayerSpec:
     lonlat: bool = False
     # Columns whose non-empty values must match a pattern: column -> (regex, hint in Chinese).
     patterns: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def checked_patterns(self) -> dict[str, tuple[str, str]]:
+        """`patterns`, and for the key every layer's rule for a code (CODE_PATTERN): what
+        other rows, URLs and file names refer to a feature by."""
+        return {self.key: (CODE_PATTERN, CODE_HINT), **self.patterns} if self.key else dict(
+            self.patterns)
 
 
 LAYERS: dict[str, LayerSpec] = {

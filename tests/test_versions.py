@@ -851,3 +851,47 @@ def test_an_uploaded_boundary_of_too_many_nodes_is_refused(svc, tmp_path):
     parks["geometry"] = [P2_WIDER]
     gpd.GeoDataFrame(parks).to_file(path, driver="GeoJSON")
     assert svc.read_layer_file(PLANNER, path, "parks")["code"].tolist() == ["P2"]
+
+
+def test_an_upload_that_cannot_be_used_is_a_typed_refusal_that_says_why(svc, tmp_path):
+    """Each bad boundary file is an ImportFailed (the page shows its problems; a ReadError
+    crashed the page with Streamlit's English box) naming what is wrong, and nothing changes."""
+    import geopandas as gpd
+
+    from layers.problems import ImportFailed
+
+    before = svc.versions(PLANNER)
+    parks = world.layers()["parks"]
+    park = parks[parks["code"] == "P2"].copy()
+    files = {
+        "zero.geojson": b"",
+        "open.geojson": b'{"type": "FeatureCollection", "features": [{"type": "Feature", '
+                        b'"properties": {"code": "P9"}, "geometry": {"type": "Polygon", '
+                        b'"coordinates": [[[120.6, 32.1], [120.7, 32.1], [120.7, 32.2], '
+                        b'[120.6, 32.2]]]}}]}',
+        "none.geojson": b'{"type": "FeatureCollection", "features": []}',
+    }
+    wanted = {"zero.geojson": "文件是空的", "open.geojson": "没有闭合",
+              "none.geojson": "文件中没有要素", "far.geojson": "坐标 (1e+300, 32.100000)",
+              "code.geojson": "编码不能含空格"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    far = park.copy()
+    far["geometry"] = [shapely.Polygon([(120.6, 32.1), (1e300, 32.1), (120.7, 32.2),
+                                        (120.6, 32.1)])]
+    gpd.GeoDataFrame(far).to_file(tmp_path / "far.geojson", driver="GeoJSON")
+    marked = park.assign(code="P2</script><img src=x onerror=alert(1)>")
+    gpd.GeoDataFrame(marked).to_file(tmp_path / "code.geojson", driver="GeoJSON")
+    for name, says in wanted.items():
+        with pytest.raises(ImportFailed) as err:
+            svc.read_layer_file(PLANNER, tmp_path / name, "parks")
+        message = str(err.value)
+        assert name in message and says in message, message
+        assert "自相交" not in message  # a far vertex is said as such, not as GEOS's noise
+    # A code like that is refused in a draft as well, not only from a file.
+    d = svc.create_draft(PLANNER, "parks", "编码测试")
+    frame = svc.draft_features(PLANNER, d.id, "parks")
+    frame.loc[frame["code"] == "P2", "code"] = "P2 <b>"
+    with pytest.raises(Exception, match="编码不能含空格"):
+        svc.save_draft(PLANNER, d.id, frame)
+    assert svc.versions(PLANNER) == before
