@@ -819,6 +819,8 @@ def _first_away(geom, lon0: float, lat0: float, lon1: float, lat1: float
                 ) -> tuple[float, float]:
     """The first vertex of `geom` outside the box (or not a number): the one to name."""
     xy = shapely.get_coordinates(geom)
+    if not len(xy):  # an empty shape (said by the shape checks): nothing to name
+        return float("nan"), float("nan")
     bad = ~((xy[:, 0] >= lon0) & (xy[:, 0] <= lon1) & (xy[:, 1] >= lat0) & (xy[:, 1] <= lat1))
     x, y = xy[int(np.argmax(bad))] if bad.any() else xy[0]
     return float(x), float(y)
