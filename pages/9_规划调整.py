@@ -23,7 +23,7 @@ from streamlit_folium import st_folium
 from grids.publishing import PublishBlocked, RebaseClash, finding_id
 from layers import spreadsheet
 from layers.problems import ImportFailed
-from layers.schema import BUREAU_LEVELS, LAYERS, PARK_KINDS
+from layers.schema import BUREAU_LEVEL_ZH, BUREAU_LEVELS, LAYERS, PARK_KINDS
 from layers.store import StoreError
 from layers.versions import LayerConflict, describe_changes
 from ui import assets, cards, page, state
@@ -376,7 +376,7 @@ def new_park_section() -> None:
         b2.text_input("执法机构名称", key="pl_new_bname",
                       placeholder="如：南通市某园区生态环境综合行政执法局")
         b3.selectbox("执法机构级别", BUREAU_LEVELS, index=BUREAU_LEVELS.index("park"),
-                     key="pl_new_blevel", format_func=lambda v: cards.LEVEL_ZH.get(v, v))
+                     key="pl_new_blevel", format_func=lambda v: BUREAU_LEVEL_ZH.get(v, v))
         b4.selectbox("上级执法机构", parents, key="pl_new_bparent",
                      format_func=lambda c: f"{bureau_names[c]}（{c}）")
     st.text_input("修改原因（发布时记入版本记录）", key="pl_new_note",

@@ -27,7 +27,7 @@ from layers.store import AuditQuery, open_store
 from tests import world
 from tests.browser import ROOT, XSS_NAME, build_map_world
 from tests.signin import sign_in_page
-from ui.state import WIDGET_WORDS_CSS
+from ui.state import WIDGET_CSS
 
 INTAKE, CASES, BATCH = "pages/2_受理.py", "pages/3_案件.py", "pages/4_批量分派.py"
 A2_SOUTH = "320901002001001"  # the grid of world.P["a2_plain"]; worker 网格员3, 13800000003
@@ -63,7 +63,7 @@ def html(at) -> str:
     """The cards the page shows (not the sidebar's logout link, nor every page's style of
     Streamlit's own words, ui/state.py)."""
     return "".join(h.proto.body for h in at.get("html") if 'href="/logout"' not in h.proto.body
-                   and h.proto.body != WIDGET_WORDS_CSS)
+                   and h.proto.body != WIDGET_CSS)
 
 
 def text(at) -> str:

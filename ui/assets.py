@@ -100,14 +100,15 @@ class ControlWords(MacroElement):
     """Leaflet's controls in Chinese: its zoom and layer buttons are titled "Zoom in", "Zoom
     out", "Layers" (what a mouse shows and a screen reader says), and its credit links to a
     site the intranet cannot reach. Controls added later (the map script's layer control,
-    once its data is in) are named as they appear."""
+    once its data is in) are named as they appear in the controls' corner."""
 
     _template = Template("""
         {% macro script(this, kwargs) %}
         (function (map) {
           var words = {"leaflet-control-zoom-in": "放大", "leaflet-control-zoom-out": "缩小",
                        "leaflet-control-layers-toggle": "图层"};
-          var box = map.getContainer();
+          // Only the controls' corner is watched: marker and tile changes on the map are not.
+          var box = map.getContainer().querySelector(".leaflet-control-container");
           var name = function () {
             Object.keys(words).forEach(function (cls) {
               box.querySelectorAll("a." + cls).forEach(function (a) {
@@ -118,8 +119,10 @@ class ControlWords(MacroElement):
               });
             });
           };
-          name();
-          new MutationObserver(name).observe(box, {childList: true, subtree: true});
+          if (box) {
+            name();
+            new MutationObserver(name).observe(box, {childList: true, subtree: true});
+          }
           if (map.attributionControl) { map.attributionControl.setPrefix("Leaflet"); }
         })({{ this._parent.get_name() }});
         {% endmacro %}

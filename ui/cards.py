@@ -18,7 +18,6 @@ from grids import deadlines
 from grids.answer import FLAG_ZH
 from layers.schema import BUREAU_LEVEL_ZH, GRID_KIND_ZH, PARK_KIND_ZH, WORKER_ROLE_ZH
 
-ROLE_ZH, LEVEL_ZH = WORKER_ROLE_ZH, BUREAU_LEVEL_ZH
 STATUS_CLASS = {"ok": "ok", "ambiguous": "warn", "outside": "out"}
 BEIJING = ZoneInfo("Asia/Shanghai")
 BEIJING_NOTE = "（北京时间）"
@@ -106,7 +105,7 @@ def _workers(workers: list[dict]) -> str:
     if not workers:
         return "—"
     return "<br>".join(
-        f'{esc(ROLE_ZH.get(w.get("role"), w.get("role")))} {esc(w.get("name"))} '
+        f'{esc(WORKER_ROLE_ZH.get(w.get("role"), w.get("role")))} {esc(w.get("name"))} '
         f'<a href="tel:{esc(w.get("phone"))}">{esc(w.get("phone"))}</a>'
         for w in workers
     )
@@ -142,7 +141,7 @@ def route_card(answer: dict, bureau_names: dict[str, str] | None = None,
     bureau = answer.get("bureau")
     bureau_text = open_
     if bureau:
-        bureau_text = _ref(bureau, LEVEL_ZH, "level")
+        bureau_text = _ref(bureau, BUREAU_LEVEL_ZH, "level")
     chain = " → ".join(esc(bureau_names.get(c, c)) for c in answer.get("chain", []))
     rows = [
         ("县（市）、区", _ref(answer.get("county"), missing=open_)),
@@ -159,7 +158,7 @@ def route_card(answer: dict, bureau_names: dict[str, str] | None = None,
         rows.append(("上级", chain))
     co = [b for b in answer.get("co_bureaus", []) if b]
     if co:
-        rows.append(("协办", "<br>".join(_ref(b, LEVEL_ZH, "level") for b in co)))
+        rows.append(("协办", "<br>".join(_ref(b, BUREAU_LEVEL_ZH, "level") for b in co)))
     body = _rows(rows)
     cands = answer.get("candidates", [])
     if cands:
@@ -174,7 +173,7 @@ def route_card(answer: dict, bureau_names: dict[str, str] | None = None,
                     ("乡镇/街道", _ref(c.get("township"))),
                     ("网格", _ref(c.get("grid"), GRID_KIND_ZH)),
                     ("网格员", _workers(c.get("workers", []))),
-                    ("责任执法机构", _ref(c.get("bureau"), LEVEL_ZH, "level")),
+                    ("责任执法机构", _ref(c.get("bureau"), BUREAU_LEVEL_ZH, "level")),
                 ])
                 + "</div>"
             )

@@ -21,6 +21,7 @@ from grids.intake import UNSTATED, route_unstated
 from grids.routing import Router, RoutingInputError
 from grids.service import Gridmap
 from layers.incidents import CATEGORIES_ZH
+from layers.schema import WORKER_ROLE_ZH
 from layers.store import StoreError
 from ui import assets, cards, mapview
 from ui.basemap import Basemap
@@ -248,7 +249,7 @@ def assignment_html(case: pd.Series, router: Router) -> str:
         workers = router.writer.workers_by_grid.get(grid, [])
         rows.append(("网格", f'{cards.esc(name)} <span class="gm-code">{cards.esc(grid)}</span>'))
         rows.append(("网格员", "<br>".join(
-            f'{cards.esc(cards.ROLE_ZH.get(w["role"], w["role"]))} {cards.esc(w["name"])} '
+            f'{cards.esc(WORKER_ROLE_ZH.get(w["role"], w["role"]))} {cards.esc(w["name"])} '
             f'<a href="tel:{cards.esc(w["phone"])}">{cards.esc(w["phone"])}</a>'
             for w in workers) or "—"))
     else:

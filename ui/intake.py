@@ -30,6 +30,7 @@ from grids.intake import (
     IntakeAnswer,
 )
 from grids.routing import Router, RoutingInputError
+from layers.schema import WORKER_ROLE_ZH
 from layers.search import Hit
 from ui import assets, cards, mapview
 from ui.basemap import Basemap
@@ -438,7 +439,7 @@ def candidates_html(route: dict, bureau_names: dict[str, str]) -> str:
                 f'<span class="gm-code">{cards.esc(d.get("code"))}</span>')
 
     def workers(ws):
-        return "<br>".join(f'{cards.esc(cards.ROLE_ZH.get(w.get("role"), w.get("role")))} '
+        return "<br>".join(f'{cards.esc(WORKER_ROLE_ZH.get(w.get("role"), w.get("role")))} '
                            f'{cards.esc(w.get("name"))} {cards.esc(w.get("phone"))}'
                            for w in ws) or "—"
 

@@ -36,7 +36,7 @@ from branca.element import MacroElement
 from jinja2 import Template
 
 from grids.publishing import AREA_COLUMNS, AREA_CRS, CASE_COLUMNS, CUT_COLUMNS, ENTITY_COLUMNS
-from layers.schema import BUREAU_LEVELS, PARK_KINDS, STORE_EPSG
+from layers.schema import BUREAU_LEVEL_ZH, BUREAU_LEVELS, PARK_KINDS, STORE_EPSG
 from ui import assets, cards, mapview
 from ui.basemap import Basemap
 from ui.draw import LABELS as DRAW_LABELS
@@ -105,7 +105,7 @@ def parks_table(layers: dict[str, pd.DataFrame]) -> pd.DataFrame:
             "county": county_names.get(str(p.county_code), str(p.county_code)),
             "bureau_code": "、".join(b[0] for b in mine),
             "bureau": "、".join(b[1] for b in mine),
-            "bureau_level": "、".join(cards.LEVEL_ZH.get(b[2], b[2]) for b in mine),
+            "bureau_level": "、".join(BUREAU_LEVEL_ZH.get(b[2], b[2]) for b in mine),
         })
     columns = ["code", "name", "kind", "kind_zh", "county_code", "county", "bureau_code",
                "bureau", "bureau_level"]

@@ -19,7 +19,7 @@ from ui import auth
 # A table's own "Download as CSV" is hidden: it writes a cell such as =HYPERLINK(…) (a name,
 # a complaint from the public) as it is, and Excel runs it; the exports people need are the
 # pages' own Excel files, in which text is always text.
-WIDGET_WORDS_CSS = """<style>
+WIDGET_CSS = """<style>
 [data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p {
   visibility: hidden; font-size: 0; }
 [data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p::after {
@@ -43,7 +43,7 @@ def load(action: str = "map.city") -> tuple[Gridmap, Actor, Router]:
     """The service, the actor (signed in, allowed to `action`) and the router of the current
     layers; stops the page with a message (in Chinese) when any of them is missing."""
     svc, actor = auth.signed_in(action)
-    st.html(WIDGET_WORDS_CSS)
+    st.html(WIDGET_CSS)
     try:
         router = svc.router_for(actor, action)
     except StoreError as exc:
