@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,18 @@ from grids.outcome import Outcome, Resolution
 from grids.resolver import ExtentResolution, Resolver
 from layers.schema import WORKER_ROLE_ZH
 
+if TYPE_CHECKING:
+    from grids.face_answers import FaceAnswers
+
+# The answer columns of a batch, in their order (the registry's and the files').
+ANSWER_COLUMNS = (
+    "status", "county_code", "county_name", "township_code", "township_name", "grid_code",
+    "grid_name", "grid_kind", "workers", "park_code", "park_name", "bureau_code", "bureau_name",
+    "bureau_level", "chain", "flags", "reasons", "candidates", "generation",
+)
+# Those kept per face of the raster (grids/face_answers.py): the rest depend on the roster
+# (workers) or are the version's own (generation).
+PLACE_COLUMNS = tuple(c for c in ANSWER_COLUMNS if c not in ("workers", "generation"))
 STATUS_ZH = {"ok": "明确", "ambiguous": "存在歧义", "outside": "不在辖区内"}
 FLAG_ZH = {
     "sea": "海域",
@@ -36,23 +50,37 @@ class AnswerWriter:
         self._ids: dict[object, int] = {}  # outcomes (or an extra row's key) -> answer id
         self._by_object: dict[int, int] = {}  # id() of the resolver's own outcome tuples
         self._held: list[tuple] = []  # ... kept alive, so that their id() stays theirs
+        # Per column the values of answers base.. (Python), for answers 0..base-1 (a block of
+        # the faces' answers, `face_ids`) the arrow words in _arrays and the statuses here.
         self._values: dict[str, list] = {}
-        self._arrays: dict[str, pa.Array | np.ndarray] = {}
+        self._base = 0
+        self._base_status = np.zeros(0, dtype=object)
+        # Per column, the registry's words as arrow chunks, appended as answers come (never
+        # concatenated: at 40k grids the reasons alone are 20 MB), or the numbers as an array.
+        self._arrays: dict[str, pa.ChunkedArray | np.ndarray] = {}
         # Sessions share a router: hold this from `ids` to `table` (reentrant).
         self.lock = threading.RLock()
-        snap = resolver.snapshot
-        workers = snap["workers"]
-        self.workers_by_grid: dict[str, list[dict]] = {}
+        # The answers per face registered as a block (`face_ids`), and each face's id.
+        self._face_block: object | None = None
+        self._face_map = np.zeros(0, dtype=np.int64)
+
+    @functools.cached_property
+    def workers_by_grid(self) -> dict[str, list[dict]]:
+        """The roster by grid code, the workers before the leaders (built on first use: a
+        batch by the faces' answers needs it for the grids it meets only)."""
+        workers = self.r.snapshot["workers"]
+        by_grid: dict[str, list[dict]] = {}
         # Column lists, not itertuples: a province's 80,000 worker rows in a tenth of the time.
         for wid, name, phone, grid, role in zip(
             *(workers[c].tolist() for c in ("id", "name", "phone", "grid_code", "role")),
             strict=True,
         ):
-            self.workers_by_grid.setdefault(grid, []).append(
+            by_grid.setdefault(grid, []).append(
                 {"id": wid, "name": name, "phone": phone, "role": role}
             )
-        for items in self.workers_by_grid.values():
+        for items in by_grid.values():
             items.sort(key=lambda w: (w["role"] != "worker", w["id"]))
+        return by_grid
 
     # -- parts ---------------------------------------------------------------------------------
     @staticmethod
@@ -205,9 +233,14 @@ class AnswerWriter:
         with self.lock:
             return self._ids_of(results)
 
-    def _ids_of(self, results: list[Resolution]) -> np.ndarray:
-        if len(self._ids) > self.MAX_ANSWERS:
+    def _room(self) -> None:
+        """Empty the registry when it holds more than MAX_ANSWERS beyond the faces' block
+        (which stays valid until then: `face_ids`)."""
+        if len(self._ids) - self._base > self.MAX_ANSWERS:
             self._forget()
+
+    def _ids_of(self, results: list[Resolution]) -> np.ndarray:
+        self._room()
         by_object, held = self._by_object, self._held
         get = by_object.get
         # Known outcome tuples in one pass (a file's chunks meet the same ones again), the
@@ -226,6 +259,55 @@ class AnswerWriter:
             out[k] = found
         return out
 
+    def face_ids(self, answers: FaceAnswers) -> np.ndarray:
+        """Per face of `answers` its answer id (-1: a face of several outcomes, answered the
+        usual way). The faces' answers are registered at once on first use, and again after
+        the registry was emptied: valid until the next `ids` or `face_ids` (take them under
+        `lock`)."""
+        with self.lock:
+            self._room()
+            if self._face_block is not answers:
+                self._face_map = self._register_faces(answers)
+                self._face_block = answers
+            return self._face_map
+
+    def _register_faces(self, answers: FaceAnswers) -> np.ndarray:
+        """Register the answers of the single-outcome faces (their workers from the roster of
+        the moment); each face's id. Into an empty registry as its first block, kept as arrow
+        words only (tens of thousands of answers: no Python strings made for them), else one
+        answer after another."""
+        faces = np.flatnonzero(answers.single)
+        grid = answers.grid[faces]
+        count = len(faces)
+        texts = {g: self.workers_text(g) for g in np.unique(grid[grid >= 0]).tolist()}
+        columns = {name: answers.table.column(name).take(pa.array(faces)).combine_chunks()
+                   for name in PLACE_COLUMNS}
+        columns["workers"] = pa.array([texts[g] if g >= 0 else "" for g in grid.tolist()],
+                                      pa.string())
+        generation = self.r.snapshot.generation.id
+        if self._ids:  # answers met before: appended as they are
+            rows = {name: columns[name].to_pylist() for name in columns}
+            first = len(self._ids)
+            for k, f in enumerate(faces.tolist()):
+                self.add(("face", answers.key, f), {
+                    name: generation if name == "generation" else rows[name][k]
+                    for name in ANSWER_COLUMNS})
+        else:
+            first = 0
+            for name in ANSWER_COLUMNS:
+                self._values[name] = []
+                self._arrays[name] = (np.full(count, generation, dtype=np.int64)
+                                      if name == "generation"
+                                      else pa.chunked_array([columns[name]], pa.string()))
+            self._base = count
+            self._base_status = np.asarray(columns["status"].to_numpy(zero_copy_only=False),
+                                           dtype=object)
+            self._ids.update(zip((("face", answers.key, f) for f in faces.tolist()),
+                                 range(count), strict=True))
+        out = np.full(len(answers.single), -1, dtype=np.int64)
+        out[faces] = np.arange(first, first + count)
+        return out
+
     def add(self, key: object, row: dict) -> int:
         """Register the answer columns `row` under `key` (an error row, a flagged copy …); the
         id of what is already registered under `key` if anything is."""
@@ -239,7 +321,12 @@ class AnswerWriter:
 
     def row(self, answer_id: int) -> dict:
         with self.lock:
-            return {name: values[answer_id] for name, values in self._values.items()}
+            if answer_id < self._base:
+                return {name: (int(self._arrays[name][answer_id]) if name == "generation"
+                               else self._arrays[name][answer_id].as_py())
+                        for name in self._values}
+            return {name: values[answer_id - self._base]
+                    for name, values in self._values.items()}
 
     def table(self, of_row: np.ndarray) -> pd.DataFrame:
         """The answer columns with row i showing answer of_row[i]."""
@@ -261,38 +348,47 @@ class AnswerWriter:
 
     def arrow_columns(self, of_row: np.ndarray) -> dict[str, pa.Array]:
         """The answer columns of `table` as arrow arrays for a file writer: each text column a
-        dictionary array whose indices are `of_row` and whose dictionary is the registry's own
-        column, so nothing is copied per row here (the writer decodes the words the rows use:
-        `spreadsheet.CsvWriter`)."""
+        dictionary array of the answers the rows show (taken from the registry once each), so
+        nothing is copied per row here (the writer decodes the words: `spreadsheet.CsvWriter`)."""
         with self.lock:
             if not self._values:
                 return {}
-            indices = pa.array(np.asarray(of_row, dtype=np.int32))
+            used, inverse = np.unique(np.asarray(of_row, dtype=np.int64), return_inverse=True)
+            indices = pa.array(inverse.reshape(-1).astype(np.int32))
             columns: dict[str, pa.Array] = {}
             for name in self._values:
                 array = self._array(name)
                 columns[name] = (pa.array(array[of_row]) if name == "generation"
-                                 else pa.DictionaryArray.from_arrays(indices, array))
+                                 else pa.DictionaryArray.from_arrays(
+                                     indices, _take_sorted(array, used)))
             return columns
 
-    def _array(self, name: str) -> pa.Array | np.ndarray:
-        """The registry's column `name`, brought up to date (new answers appended)."""
+    def _array(self, name: str) -> pa.ChunkedArray | np.ndarray:
+        """The registry's column `name`, brought up to date (new answers appended as a chunk
+        of their own)."""
         values = self._values[name]
         array = self._arrays.get(name)
-        if array is None or len(array) < len(values):
+        held = 0 if array is None else len(array)
+        if held < self._base + len(values):
+            new = values[max(held - self._base, 0):]
             if name == "generation":
-                array = np.asarray(values, dtype=np.int64)
+                array = np.concatenate([np.zeros(0, np.int64) if array is None else array,
+                                        np.asarray(new, dtype=np.int64)])
             else:
-                new = pa.array(values[0 if array is None else len(array):], pa.string())
-                array = new if array is None else pa.concat_arrays([array, new])
+                chunks = [*(() if array is None else array.chunks), pa.array(new, pa.string())]
+                # The last two joined while the older is at most twice the newer: a few
+                # chunks, each word copied a few times whatever the number of batches.
+                while len(chunks) > 1 and len(chunks[-2]) <= 2 * len(chunks[-1]):
+                    chunks[-2:] = [pa.concat_arrays(chunks[-2:])]
+                array = pa.chunked_array(chunks, pa.string())
             self._arrays[name] = array
         return array
 
     def statuses(self, ids: list[int]) -> list[str]:
         """The status (ok, outside …) of each answer id."""
         with self.lock:
-            status = self._values.get("status", [])
-            return [status[answer] for answer in ids]
+            status, base = self._values.get("status", []), self._base
+            return [self._base_status[a] if a < base else status[a - base] for a in ids]
 
     def frame(self, results: list[Resolution], index: np.ndarray) -> pd.DataFrame:
         """The answer columns of a batch: one row per location (results[index[i]])."""
@@ -300,6 +396,9 @@ class AnswerWriter:
             return self.table(self.ids(results)[index])
 
     def _forget(self) -> None:
+        self._face_block = None
+        self._base = 0
+        self._base_status = np.zeros(0, dtype=object)
         self._ids.clear()
         self._by_object.clear()
         self._held.clear()
@@ -316,10 +415,26 @@ class AnswerWriter:
         """`_row_of_answer` for a resolution of one outcome, without building the JSON answer
         first (a ×16 file has 74,000 distinct answers; tests/test_batch.py holds the two
         alike)."""
+        place = self.place_columns(o)
+        place["workers"] = self.workers_text(o.grid)
+        place["generation"] = self.r.snapshot.generation.id
+        return {name: place[name] for name in ANSWER_COLUMNS}
+
+    def workers_text(self, grid: int | None) -> str:
+        """The workers column of an answer whose grid is row `grid` (None: no grid)."""
+        if grid is None:
+            return ""
+        return "；".join(
+            f"{w['name']}（{WORKER_ROLE_ZH[w['role']]}）{w['phone']}"
+            for w in self.workers_by_grid.get(self.r.grids["code"][grid], [])
+        )
+
+    def place_columns(self, o: Outcome) -> dict:
+        """The answer columns of one outcome that depend on the layers and the rules only (all
+        but the workers and the generation): what grids/face_answers.py keeps per face."""
         r = self.r
         c, t, g, p, b = r.counties, r.townships, r.grids, r.parks, r.bureaus
         county, township, grid, park, bureau = o.county, o.township, o.grid, o.park, o.bureau
-        workers = self.workers(o)
         return {
             "status": "outside" if o.outside else "ok",
             "county_code": "" if county is None else c["code"][county],
@@ -329,9 +444,6 @@ class AnswerWriter:
             "grid_code": "" if grid is None else g["code"][grid],
             "grid_name": "" if grid is None else g["name"][grid],
             "grid_kind": "" if grid is None else g["kind"][grid],
-            "workers": "；".join(
-                f"{w['name']}（{WORKER_ROLE_ZH[w['role']]}）{w['phone']}" for w in workers
-            ),
             "park_code": "" if park is None else p["code"][park],
             "park_name": "" if park is None else p["name"][park],
             "bureau_code": "" if bureau is None else b["code"][bureau],
@@ -341,7 +453,6 @@ class AnswerWriter:
             "flags": ",".join(dict.fromkeys(o.flags)),
             "reasons": "；".join(o.reasons),
             "candidates": "",
-            "generation": r.snapshot.generation.id,
         }
 
     def _row_of_answer(self, res: Resolution) -> dict:
@@ -380,6 +491,21 @@ class AnswerWriter:
             else "",
             "generation": a["version"]["generation"],
         }
+
+
+def _take_sorted(words: pa.ChunkedArray, at: np.ndarray) -> pa.Array:
+    """words[at] for ascending positions `at`, chunk by chunk (arrow's take of a chunked array
+    would join the chunks first: the whole registry copied at every batch)."""
+    if words.num_chunks == 1:
+        return words.chunk(0).take(pa.array(at))
+    ends = np.cumsum([len(c) for c in words.chunks])
+    cut = np.searchsorted(at, ends)
+    parts, start, begin = [], 0, 0
+    for chunk, end, stop in zip(words.chunks, ends.tolist(), cut.tolist(), strict=True):
+        if stop > start:
+            parts.append(chunk.take(pa.array(at[start:stop] - begin)))
+        start, begin = stop, end
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 
 def taken_text(words: pa.Array, take: pa.Array, index: pd.Index | None = None) -> pd.Series:

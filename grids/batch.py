@@ -43,7 +43,7 @@ from geo.sanity import check_points
 from grids import cases
 from grids.access import PermissionDenied
 from grids.acting import Acting
-from grids.answer import FLAG_ZH, STATUS_ZH, taken_text
+from grids.answer import ANSWER_COLUMNS, FLAG_ZH, STATUS_ZH, taken_text
 from grids.cases import BEIJING
 from grids.deadlines import beijing_text
 from grids.flow import CaseError, load_categories
@@ -673,17 +673,29 @@ def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None,
     error[bad_acc & (error == "")] = "精度半径应在 0–50000 米之间"
 
     good = np.flatnonzero(error == "")
-    if len(good):
+    # With the answers of the raster's faces ready (a large file), a row in a face of one
+    # outcome takes that face's answer; only the others are resolved here.
+    face = None
+    rest = good
+    if len(good) and router.face_answers is not None and router.resolver.use_faces:
+        face = router.resolver.face_ids(Queries.build(lon[good], lat[good], acc[good]),
+                                        router.resolver.faces())
+        rest = good[(face < 0) | ~router.face_answers.single[face]]
+    results: list = []
+    index = np.zeros(0, dtype=np.int64)
+    if len(rest):
         results, index = router.resolver.resolve_indexed(
-            Queries.build(lon[good], lat[good], acc[good])
-        )
-    else:  # an empty file, or only bad rows: the same columns, all rows kept with their reasons
-        zero = np.zeros(1)
-        results = router.resolver.resolve_indexed(Queries.build(zero, zero, zero))[0]
-        index = np.zeros(0, dtype=np.int64)
+            Queries.build(lon[rest], lat[rest], acc[rest]))
     writer = router.writer
     with writer.lock:  # this batch's answer ids stay valid until its table is taken
-        of_row = _answer_ids(router, results, index, error, swapped, good)
+        # The faces' block first: registered into an empty registry it is kept as arrow words.
+        by_face = writer.face_ids(router.face_answers) if face is not None else None
+        of_row = _answer_ids(router, results, index, error, swapped, rest)
+        if by_face is not None:
+            answered = np.flatnonzero(face >= 0)
+            answered = answered[by_face[face[answered]] >= 0]
+            of_row[good[answered]] = by_face[face[answered]]
+        of_row = _swapped_copies(writer, of_row, swapped & (error == ""))
         answers = writer.arrow_columns(of_row) if arrow else writer.table(of_row)
         ids, counts = np.unique(of_row, return_counts=True)
         statuses = writer.statuses(ids.tolist())
@@ -715,15 +727,20 @@ def _answer_ids(router: Router, results: list, index: np.ndarray, error: np.ndar
     """The answer id (router.writer's registry) each row shows."""
     n, writer = len(error), router.writer
     ids = writer.ids(results)
-    # Which answer each row shows: a bad row the error answer, a swapped row a copy of its
-    # answer flagged so (one copy per distinct answer) — answers of their own in the writer.
+    # Which answer each row shows: a bad row the error answer — an answer of its own in the
+    # writer, with every column.
     generation = router.snapshot.generation.id
-    some = writer.row(int(ids[0]))
-    error_id = writer.add(("error", generation), dict.fromkeys(some, "") | {
+    error_id = writer.add(("error", generation), dict.fromkeys(ANSWER_COLUMNS, "") | {
         "status": "error", "generation": generation})
     of_row = np.full(n, error_id, dtype=np.int64)
     of_row[good] = ids[index]
-    swapped_rows = np.flatnonzero(swapped & (error == ""))
+    return of_row
+
+
+def _swapped_copies(writer, of_row: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+    """`of_row` with each swapped row (`swapped`) showing a copy of its answer flagged so: one
+    copy per distinct answer, an answer of its own in the writer."""
+    swapped_rows = np.flatnonzero(swapped)
     copies: dict[int, int] = {}
     for k in np.unique(of_row[swapped_rows]).tolist():
         answer = writer.row(k)
@@ -835,7 +852,7 @@ def assign_file(
     labels = ExportLabels.of(router) if headers == "zh" else None
     part = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
     if in_path.stat().st_size >= FACES_FROM_BYTES:
-        router.resolver.faces()  # a large file: its chunks all use the face raster
+        router.prepare_batch()  # a large file: its chunks all use the face raster
     try:
         with (_writer(part, out_path, source, labels) as write, contextlib.closing(chunks),
               _WriteBehind(write) as behind):

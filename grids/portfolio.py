@@ -63,17 +63,16 @@ def entity_assignment(router: Router, entities: pd.DataFrame | None = None) -> p
     frame = pd.DataFrame({name: _categories(columns[name]) for name in ASSIGNMENT_COLUMNS
                           if name in columns})
     frame["entity_id"] = entities["id"].astype(str).to_numpy()
-    # One tuple per answer met (not per answer of the registry: a page routes a few hundred
-    # entities), shared by its rows.
-    words = columns["candidates"].dictionary
-    per_answer = {i: _candidate_grids(words[i].as_py()) for i in np.unique(ids).tolist()}
-    frame["candidate_grids"] = [per_answer[i] for i in ids.tolist()]
+    # One tuple per answer met (the dictionary holds those only), shared by its rows.
+    candidates = columns["candidates"]
+    per_answer = [_candidate_grids(w) for w in candidates.dictionary.to_pylist()]
+    frame["candidate_grids"] = [per_answer[i] for i in candidates.indices.to_numpy().tolist()]
     return frame
 
 
 def _categories(column: pa.DictionaryArray) -> pd.Categorical:
-    """A dictionary column over the answer registry as pandas categories (the registry's words
-    repeat across answers; categories may not)."""
+    """A dictionary column of answers as pandas categories (the answers' words repeat across
+    answers; categories may not)."""
     codes, words = pd.factorize(column.dictionary.to_numpy(zero_copy_only=False))
     # Object categories, not pandas' arrow strings: a page or the map's details file takes a
     # few hundred rows as Python strings, and arrow categories were converted whole each time.

@@ -62,7 +62,7 @@ class Resolver:
         self.precedence = Precedence.from_frame(snapshot.layers.get("precedence"))
         # Plain lists per column: the rules run once per distinct place, pandas lookups would
         # dominate their cost.
-        t = {name: _columns(snapshot.layers[name]) for name in (*ROUTING_LAYERS, "bureaus")}
+        t = {name: frame_columns(snapshot.layers[name]) for name in (*ROUTING_LAYERS, "bureaus")}
         self.counties, self.townships, self.grids = t["counties"], t["townships"], t["grids"]
         self.parks, self.seas, self.bureaus = t["parks"], t["sea_areas"], t["bureaus"]
         self.jurisdictions = t["jurisdictions"]
@@ -588,6 +588,28 @@ class Resolver:
             results.extend(more)
         return results, index
 
+    def face_ids(self, queries: Queries, faces: faces_mod.FaceIndex) -> np.ndarray:
+        """Per location the face of `faces` whose polygon sets it has, or -1: a disc, a point
+        on a boundary or among more than two polygons of a layer, or sets no face has. A point
+        away from every boundary by the raster; one near a boundary by the in-memory finder,
+        its sets then matched to a face's (the same sets make the same decision, so such a
+        point shares that face's answer)."""
+        n = len(queries)
+        face = np.full(n, -1, dtype=np.int32)
+        which = np.flatnonzero(queries.radius <= 0)
+        face[which] = faces.lookup(queries.lon[which], queries.lat[which])
+        near = which[face[which] < 0]
+        if not len(near):
+            return face
+        hits = faces.finder.find(queries.subset(near))
+        slow, signature = _signatures(hits, len(near))
+        fast = np.flatnonzero(~slow)
+        if len(fast):
+            first, last = signature[fast, :N_LAYERS], signature[fast, N_LAYERS:]
+            face[near[fast]] = faces.of_signatures(
+                np.hstack([np.minimum(first, last), np.maximum(first, last)]))
+        return face
+
     def _face_resolutions(self, faces: faces_mod.FaceIndex, present: np.ndarray | list[int]
                           ) -> list[Resolution]:
         """The Resolution of each face in `present`, decided once per face and raster."""
@@ -614,18 +636,7 @@ class Resolver:
                 for q in range(n)
             ]
             return results, np.arange(n)
-        slow = np.zeros(n, dtype=bool)
-        slow[hits.query[hits.edge]] = True
-        # Per layer: how many polygons touch each location, and the first and last of them.
-        # With at most two, {first, last} is the exact set; more go the slow way.
-        signature = np.full((n, 2 * N_LAYERS), -1, dtype=np.int64)
-        for layer in range(N_LAYERS):
-            mine = hits.layer == layer
-            q, r = hits.query[mine], hits.row[mine]
-            slow |= np.bincount(q, minlength=n) > 2
-            signature[q[::-1], layer] = r[::-1]  # with repeated indices the last write wins
-            signature[q, layer + N_LAYERS] = r
-
+        slow, signature = _signatures(hits, n)
         results: list[Resolution] = []
         index = np.empty(n, dtype=np.int64)
         fast = np.flatnonzero(~slow)
@@ -637,8 +648,7 @@ class Resolver:
             for sig in map(tuple, uniq.tolist()):
                 res = memo.get(sig)
                 if res is None:
-                    sets = tuple(_pair(sig[k], sig[k + N_LAYERS]) for k in range(N_LAYERS))
-                    res = memo[sig] = Resolution(self.decide(sets))
+                    res = memo[sig] = Resolution(self.decide(_signature_sets(sig)))
                 results.append(res)
             index[fast] = inverse
         # The hits of the slow locations, grouped by location (one sort, not a scan each).
@@ -675,8 +685,30 @@ class Resolver:
         return Resolution(tuple(ordered))
 
 
-def _columns(frame) -> dict[str, list]:
+def frame_columns(frame) -> dict[str, list]:
+    """A frame's columns (all but the geometry) as plain lists."""
     return {col: frame[col].tolist() for col in frame.columns if col != "geometry"}
+
+
+def _signatures(hits: Hits, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per location of `hits` (n of them): whether it must go the slow way (on an edge, or more
+    than two polygons of a layer), and its signature: per layer the first and the last polygon
+    touching it (-1: none). With at most two per layer, {first, last} is the exact set."""
+    slow = np.zeros(n, dtype=bool)
+    slow[hits.query[hits.edge]] = True
+    signature = np.full((n, 2 * N_LAYERS), -1, dtype=np.int64)
+    for layer in range(N_LAYERS):
+        mine = hits.layer == layer
+        q, r = hits.query[mine], hits.row[mine]
+        slow |= np.bincount(q, minlength=n) > 2
+        signature[q[::-1], layer] = r[::-1]  # with repeated indices the last write wins
+        signature[q, layer + N_LAYERS] = r
+    return slow, signature
+
+
+def _signature_sets(sig: tuple[int, ...]) -> Sets:
+    """The polygon sets of a (fast) signature."""
+    return tuple(_pair(sig[k], sig[k + N_LAYERS]) for k in range(N_LAYERS))
 
 
 def _pair(first: int, last: int) -> tuple[int, ...]:
@@ -704,9 +736,7 @@ def _sets(layers: np.ndarray, rows: np.ndarray) -> Sets:
 
 def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.unique(rows, axis=0) through a 64-bit hash (much faster), verified exactly."""
-    weights = np.random.default_rng(7).integers(1, 2**62, size=rows.shape[1], dtype=np.int64)
-    with np.errstate(over="ignore"):
-        hashed = (rows.astype(np.int64) + 2) @ weights
+    hashed = faces_mod.row_hash(rows)
     _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
     uniq = rows[first]
     if not np.array_equal(uniq[inverse], rows):  # a hash collision: take the slow, exact way

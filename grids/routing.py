@@ -12,7 +12,9 @@ import shapely.geometry
 from geo.crs import CrsError, parse_crs, to_store
 from geo.plausibility import implausible
 from geo.sanity import NANTONG_REGION, check_points
+from grids import face_answers
 from grids.answer import AnswerWriter
+from grids.face_answers import FaceAnswers
 from grids.resolver import EDGE_RADIUS_M, Resolver
 from layers.finder import Queries
 from layers.store import Store
@@ -35,6 +37,15 @@ class Router:
         self.snapshot = snapshot
         self.resolver = Resolver(snapshot, store.finder(snapshot))
         self.writer = AnswerWriter(self.resolver)
+        # The answers of every face of the raster, once `prepare_batch` has made them ready.
+        self.face_answers: FaceAnswers | None = None
+
+    def prepare_batch(self) -> None:
+        """Ready for a large batch of exact points (`gridmap assign`): the face raster and the
+        answers of its faces, each read from the cache folder or else made and kept there."""
+        faces = self.resolver.faces()
+        if faces is not None and self.face_answers is None:
+            self.face_answers = face_answers.for_router(self.writer, faces)
 
     @staticmethod
     def locate(x: float, y: float, crs: str = "wgs84", accuracy_m: float = 0.0):

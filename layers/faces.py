@@ -92,6 +92,10 @@ class FaceIndex:
         # few hundred thousand such points are 3× faster here than by SQL (bench_postgis).
         self.finder = MemoryFinder.for_snapshot(snapshot)
         self.loaded = stored is not None
+        # The content hash this raster was kept under ("" when no cache folder): what the
+        # answers per face (grids/face_answers.py) are kept under too.
+        self.content = ""
+        self._signatures: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if stored is not None:
             self._adopt(stored)
         else:
@@ -265,10 +269,35 @@ class FaceIndex:
                     found = cls(snapshot, finder)
                     if folder is not None:
                         found._save(folder, content)
+                found.content = content
                 while len(cls._cache) >= 2:  # large arrays: the current version and one more
                     cls._cache.pop(next(iter(cls._cache)), None)
                 cls._cache[key] = found
         return found
+
+    def of_signatures(self, rows: np.ndarray) -> np.ndarray:
+        """Per row of polygon rows — per layer the lowest, then per layer the highest of at
+        most two (-1: none) — the face with exactly those sets, or -1. By a sorted hash of
+        every face's row (built on first use), each match checked exactly."""
+        if self._signatures is None:
+            table = np.full((len(self.sets), 2 * len(ROUTING_LAYERS)), -2, dtype=np.int64)
+            for f, sets in enumerate(self.sets):
+                if all(len(layer) <= 2 for layer in sets):  # others never match: left at -2
+                    table[f] = [layer[0] if layer else -1 for layer in sets] + [
+                        layer[-1] if layer else -1 for layer in sets]
+            hashed = row_hash(table)
+            order = np.argsort(hashed, kind="stable")
+            self._signatures = (hashed[order], order, table)
+        keys, order, table = self._signatures
+        out = np.full(len(rows), -1, dtype=np.int32)
+        if not len(keys) or not len(rows):
+            return out
+        hashed = row_hash(rows)
+        at = np.minimum(np.searchsorted(keys, hashed), len(keys) - 1)
+        face = order[at]
+        same = (keys[at] == hashed) & (table[face] == rows).all(axis=1)
+        out[same] = face[same]
+        return out
 
     def face_at(self, lon: float, lat: float) -> int:
         """`lookup` of one point without arrays (a click, an API call): the same floor of the
@@ -295,6 +324,14 @@ class FaceIndex:
         outside = finite & ~inside
         face[outside] = self._empty
         return face
+
+
+def row_hash(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of small integers (-2 and up): equal rows, equal hashes; unequal
+    rows collide rarely, so callers check a match exactly."""
+    weights = np.random.default_rng(7).integers(1, 2**62, size=rows.shape[1], dtype=np.int64)
+    with np.errstate(over="ignore"):
+        return (rows.astype(np.int64) + 2) @ weights
 
 
 def _mark(near: np.ndarray, nx: int, fx: np.ndarray, fy: np.ndarray) -> None:
