@@ -55,6 +55,7 @@ class AnswerWriter:
         self._values: dict[str, list] = {}
         self._base = 0
         self._base_status = np.zeros(0, dtype=object)
+        self.epoch = 0  # counts the times the registry was emptied (ids then name others)
         # Per column, the registry's words as arrow chunks, appended as answers come (never
         # concatenated: at 40k grids the reasons alone are 20 MB), or the numbers as an array.
         self._arrays: dict[str, pa.ChunkedArray | np.ndarray] = {}
@@ -396,6 +397,7 @@ class AnswerWriter:
             return self.table(self.ids(results)[index])
 
     def _forget(self) -> None:
+        self.epoch += 1
         self._face_block = None
         self._base = 0
         self._base_status = np.zeros(0, dtype=object)

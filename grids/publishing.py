@@ -634,6 +634,9 @@ class _DraftFinder(MemoryFinder):
     current finder's (a park redraw rebuilds one small tree, not the 2,544 grids')."""
 
     def __init__(self, snapshot: Snapshot, base: MemoryFinder, changed: set[str]) -> None:
+        # The base's lock: the polygons of unchanged layers are the base's own prepared
+        # geometries, which the two finders must not test at once (layers/finder.py).
+        self._lock = base._lock
         self.geoms, self.trees = [], []
         for k, name in enumerate(ROUTING_LAYERS):
             if name in changed:

@@ -10,6 +10,7 @@ snapshot) and the PostGIS finder (one SQL statement); the resolver on top is sha
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -87,6 +88,11 @@ class MemoryFinder:
     _cache: ClassVar[dict[tuple[str, int], MemoryFinder]] = {}
 
     def __init__(self, snapshot: Snapshot) -> None:
+        # GEOS prepared geometries are not thread-safe (libgeos/geos#825: their indexes are
+        # built lazily, on first use), and shapely releases the GIL: two sessions' threads
+        # testing the same polygon at once crashed the process (a segfault in `covers`). One
+        # lock per finder, taken per layer, so a large batch lets a click in between layers.
+        self._lock = threading.Lock()
         self.geoms: list[np.ndarray] = []
         self.trees: list[shapely.STRtree] = []
         for name in ROUTING_LAYERS:
@@ -114,16 +120,32 @@ class MemoryFinder:
         points = shapely.points(queries.lon[exact], queries.lat[exact]) if len(exact) else None
         pieces = []
         for layer, (tree, geoms) in enumerate(zip(self.trees, self.geoms, strict=True)):
-            if len(exact):
-                pieces.append(self._points(layer, tree, geoms, queries, exact, points))
-            if len(wide):
-                pieces.append(self._discs(layer, tree, geoms, queries, wide))
+            with self._lock:
+                if len(exact):
+                    pieces.append(self._points(layer, tree, geoms, queries, exact, points))
+                if len(wide):
+                    pieces.append(self._discs(layer, tree, geoms, queries, wide))
         return Hits.concat(pieces)
 
     def _one_point(self, x: float, y: float) -> Hits:
         """The same relations as _points for a single point, without the array overhead."""
         point = shapely.Point(x, y)
         layers, rows, edges = [], [], []
+        with self._lock:
+            found = self._one_point_hits(point, x, y)
+        for layer, r, edge in found:
+            layers.append(layer)
+            rows.append(r)
+            edges.append(edge)
+        return Hits(
+            np.array(layers, dtype=np.int8),
+            np.zeros(len(rows), dtype=np.int64),
+            np.array(rows, dtype=np.int64),
+            np.array(edges, dtype=bool),
+        )
+
+    def _one_point_hits(self, point, x: float, y: float) -> list[tuple[int, int, bool]]:
+        found = []
         for layer, (tree, geoms) in enumerate(zip(self.trees, self.geoms, strict=True)):
             for r in tree.query(point).tolist():
                 if shapely.contains_xy(geoms[r], x, y):
@@ -132,15 +154,8 @@ class MemoryFinder:
                     edge = True
                 else:
                     continue
-                layers.append(layer)
-                rows.append(r)
-                edges.append(edge)
-        return Hits(
-            np.array(layers, dtype=np.int8),
-            np.zeros(len(rows), dtype=np.int64),
-            np.array(rows, dtype=np.int64),
-            np.array(edges, dtype=bool),
-        )
+                found.append((layer, r, edge))
+        return found
 
     @staticmethod
     def _points(layer, tree, geoms, queries: Queries, which: np.ndarray, points) -> Hits:

@@ -559,15 +559,24 @@ def _arrow_csv(names: list[str], columns: list, header: bool) -> bytes:
     table = pa.table(dict(zip([f"c{j}" for j in range(len(names))], columns, strict=True)))
     buf = io.BytesIO()
     if header:
-        heading = pa.table({f"c{j}": pa.array([], pa.string()) for j in range(len(names))})
-        heading = heading.rename_columns(names)
-        pacsv.write_csv(heading, buf, pacsv.WriteOptions(eol=_EOL))
+        buf.write(_csv_header(names))
     if len(table):
         pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, eol=_EOL))
     return buf.getvalue()
 
 
-def _guarded_arrow(columns: list) -> list:
+def _csv_header(names: list[str]) -> bytes:
+    """The header line of `names` (already guarded), as arrow's writer writes it."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    heading = pa.table({f"c{j}": pa.array([], pa.string()) for j in range(len(names))})
+    buf = io.BytesIO()
+    pacsv.write_csv(heading.rename_columns(names), buf, pacsv.WriteOptions(eol=_EOL))
+    return buf.getvalue()
+
+
+def guarded_arrow(columns: list) -> list:
     """Arrow columns guarded; a dictionary column decoded to text, its words guarded first —
     only the words its rows use, once each (answer columns share one index array: a batch
     file's million rows show a few thousand answers of a registry that may hold 200,000)."""
@@ -630,6 +639,31 @@ def _arrow_column(values: pd.Series):
     return None
 
 
+def large_text(value: str):
+    """`value` as an arrow large-text scalar (what `csv_cells` columns are joined with)."""
+    import pyarrow as pa
+
+    return pa.scalar(value, pa.large_string())
+
+
+def csv_cells(cells):
+    """Each cell of an arrow column as arrow's CSV writer writes it — text quoted with its
+    quotes doubled, numbers as arrow casts them, nothing for a null — as large text (a chunk's
+    lines may pass 2 GB), for `CsvWriter.append_cells`. Not guarded here: guard text first."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(cells, pa.ChunkedArray):
+        cells = cells.combine_chunks()
+    if pa.types.is_dictionary(cells.type):
+        cells = cells.dictionary.take(cells.indices)
+    if pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type):
+        escaped = pc.replace_substring(cells.cast(pa.large_string()), '"', '""')
+        quote = large_text('"')
+        return pc.binary_join_element_wise(quote, escaped, quote, large_text(""))
+    return pc.cast(cells, pa.string()).cast(pa.large_string())
+
+
 class CsvWriter:
     """The CSV of `csv_bytes` written chunk by chunk: header with the first chunk, then rows."""
 
@@ -649,8 +683,33 @@ class CsvWriter:
         else:
             first = self._first(list(frame.column_names))
             self._file.write(_arrow_csv([guard(n) for n in frame.column_names],
-                                        _guarded_arrow(frame.columns), first))
+                                        guarded_arrow(frame.columns), first))
         self.rows += len(frame)
+
+    def append_cells(self, names: list[str], cells: list) -> None:
+        """Write rows given as cells already rendered (`csv_cells`, or pieces of several cells
+        joined by commas), column by column, under the header `names` (guarded here): one
+        arrow join per chunk, the lines written from its buffer as they are."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._first(list(names)):
+            self._file.write(_csv_header([guard(n) for n in names]))
+        if not cells or not len(cells[0]):
+            return
+        parts = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cells]
+        parts = [c.dictionary.take(c.indices) if pa.types.is_dictionary(c.type) else c
+                 for c in parts]
+        parts[-1] = pc.binary_join_element_wise(parts[-1], large_text(_EOL), large_text(""),
+                                                null_handling="replace", null_replacement="")
+        lines = pc.binary_join_element_wise(*parts, large_text(","), null_handling="replace",
+                                            null_replacement="")
+        if isinstance(lines, pa.ChunkedArray):
+            lines = lines.combine_chunks()
+        _validity, offsets, data = lines.buffers()
+        at = np.frombuffer(offsets, dtype=np.int64)[lines.offset:lines.offset + len(lines) + 1]
+        self._file.write(memoryview(data)[int(at[0]):int(at[-1])])
+        self.rows += len(lines)
 
     def _first(self, columns: list) -> bool:
         """Whether this is the first chunk (the header goes with it); later ones must match."""

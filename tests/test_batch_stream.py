@@ -220,13 +220,13 @@ def test_chunks_are_written_behind_and_a_failed_write_leaves_nothing(sample_rout
     src.write_text("编号,经度,纬度\n" + "".join(f"{i},120.{600 + i},32.1\n" for i in range(40)),
                    encoding="utf-8")
     seen: list[tuple[str, int]] = []
-    append = spreadsheet.CsvWriter.append
+    append = spreadsheet.CsvWriter.append_cells  # the rows with their answers' pieces
 
-    def recording(self, frame):
-        seen.append((threading.current_thread().name, len(frame)))
-        return append(self, frame)
+    def recording(self, names, cells):
+        seen.append((threading.current_thread().name, len(cells[0])))
+        return append(self, names, cells)
 
-    monkeypatch.setattr(spreadsheet.CsvWriter, "append", recording)
+    monkeypatch.setattr(spreadsheet.CsvWriter, "append_cells", recording)
     out = tmp_path / "out.csv"
     assign_file(sample_router, src, out, crs="wgs84", chunk_rows=7)
     assert [n for _, n in seen] == [7, 7, 7, 7, 7, 5]
@@ -234,12 +234,12 @@ def test_chunks_are_written_behind_and_a_failed_write_leaves_nothing(sample_rout
     back = pd.read_csv(out, encoding="utf-8-sig")
     assert back["编号"].tolist() == list(range(40))
 
-    def failing(self, frame):
+    def failing(self, names, cells):
         if self.rows >= 14:
             raise OSError(28, "No space left on device")
-        return append(self, frame)
+        return append(self, names, cells)
 
-    monkeypatch.setattr(spreadsheet.CsvWriter, "append", failing)
+    monkeypatch.setattr(spreadsheet.CsvWriter, "append_cells", failing)
     before = threading.active_count()
     with pytest.raises(OSError, match="No space left"):
         assign_file(sample_router, src, tmp_path / "full.csv", crs="wgs84", chunk_rows=7)

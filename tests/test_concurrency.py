@@ -53,3 +53,47 @@ def test_concurrent_case_creation_gets_distinct_numbers(kind, new_store, world_d
     assert set(ids) <= set(found["id"])
     created = store.audit_rows()
     assert (created["action"] == "case.create").sum() == 18
+
+
+THREADS = r"""
+import sys, threading
+import numpy as np
+from grids.publishing import _DraftFinder
+from layers.finder import MemoryFinder, Queries
+from layers.store import open_store
+snap = open_store(sys.argv[1]).snapshot()
+minx, miny, maxx, maxy = snap["counties"].total_bounds
+rng = np.random.default_rng(1)
+for _ in range(3):
+    base = MemoryFinder(snap)  # fresh: GEOS builds its prepared indexes lazily, on first use
+    finders = [base, base, _DraftFinder(snap, base, {"parks"}), base]
+    queries = [Queries.build(rng.uniform(minx, maxx, 3000), rng.uniform(miny, maxy, 3000),
+                             np.full(3000, 300.0)) for k in range(4)]
+    got = [None] * 4
+
+    def find(k):
+        got[k] = finders[k].find(queries[k])
+
+    threads = [threading.Thread(target=find, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    alone = [MemoryFinder(snap).find(q) for q in queries]
+    for a, b in zip(got, alone):
+        assert (np.array_equal(a.query, b.query) and np.array_equal(a.row, b.row)
+                and np.array_equal(a.edge, b.edge) and a.parts.keys() == b.parts.keys())
+print("ok")
+"""
+
+
+def test_sessions_testing_the_same_polygons_at_once_do_not_crash(sample_store):
+    """Four threads (the app's sessions, a planner's draft beside them) routing accuracy discs
+    through one snapshot's fresh finder at once: GEOS's prepared polygons are
+    not thread-safe (their indexes are built on first use), and without the finder's lock this
+    killed the process with a segfault in every run. Run in a child process, which a crash
+    cannot take the test run down with."""
+    done = subprocess.run([sys.executable, "-c", THREADS, str(sample_store)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode,
+                                                                  done.stderr[-2000:])

@@ -179,3 +179,46 @@ def test_arrow_tables_are_written_and_guarded_as_frames_are(tmp_path):
     with CsvWriter(tmp_path / "y.csv") as w, pytest.raises(ValueError, match="same columns"):
         w.append(table)
         w.append(table.drop_columns(["route_e"]))
+
+
+def test_cells_rendered_and_joined_are_what_arrows_writer_writes(tmp_path):
+    """`csv_cells` + `CsvWriter.append_cells` (a batch file's lines, joined by arrow compute)
+    write what the arrow-table path writes, byte for byte: text with quotes, commas, line breaks
+    and formulas (guarded first), empty text and nulls, numbers with NaN, a dictionary column of
+    pre-joined pieces, characters beyond the BMP and a long cell — chunk after chunk."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(9)
+    words = ATTACKS + PLAIN + ["甲,乙", 'say "hi"', "两行\r\n文字", "𠀀𝄞", "x" * 70_000, None]
+    n = 400
+    text = rng.choice(np.array(words, dtype=object), n).tolist()
+    lon = rng.uniform(120, 122, n).round(7)
+    lon[::13] = np.nan
+    gen = rng.integers(0, 5, n)
+    table = pa.Table.from_arrays([
+        pa.array(text, pa.string()), pa.array(gen), pa.array(lon, from_pandas=True),
+        pa.array(rng.choice(np.array(words[:-1], dtype=object), n).tolist(), pa.string()),
+    ], names=["=内容", "route_generation", "route_routed_lon", "route_error"])
+    expected = tmp_path / "arrow.csv"
+    with CsvWriter(expected) as w:
+        w.append(table.slice(0, 150))
+        w.append(table.slice(150))
+    rendered = tmp_path / "cells.csv"
+    with CsvWriter(rendered) as w:
+        for part in (table.slice(0, 150), table.slice(150)):
+            rendered_cells = [spreadsheet.csv_cells(c)
+                              for c in spreadsheet.guarded_arrow(part.columns)]
+            # the two middle columns as one piece per distinct pair (as answers are written)
+            pair = pc.binary_join_element_wise(
+                rendered_cells[1], rendered_cells[2], spreadsheet.large_text(","),
+                null_handling="replace", null_replacement="")
+            w.append_cells(part.column_names, [rendered_cells[0], pc.dictionary_encode(pair),
+                                               rendered_cells[3]])
+    assert rendered.read_bytes() == expected.read_bytes()
+    rows = cells(rendered.read_bytes())
+    assert rows[0][0] == guard("=内容")
+    assert [r[0] for r in rows[1:]] == ["" if t is None else guard(t) for t in text]
+    with CsvWriter(tmp_path / "y.csv") as w, pytest.raises(ValueError, match="same columns"):
+        w.append_cells(["a", "b"], [spreadsheet.csv_cells(pa.array(["1"]))] * 2)
+        w.append_cells(["a"], [spreadsheet.csv_cells(pa.array(["1"]))])

@@ -255,3 +255,27 @@ def test_no_cache_folder_means_no_kept_answers(sample_router: Router, monkeypatc
     FaceIndex._cache.clear()
     assert face_answers.for_router(sample_router.writer, sample_router.resolver.faces()) is None
     FaceIndex._cache.clear()
+
+
+def test_answers_written_as_pieces_are_the_tables_cells(router: Router, tmp_path, monkeypatch):
+    """A CSV's answer columns are rendered once per answer and joined to the rows
+    (`batch._AnswerPieces`): the same file as the arrow table written cell by cell, with input
+    cells that are formulas, quotes, commas and line breaks, in both header styles — and with
+    the registry emptied between chunks."""
+    complaints(router.snapshot, tmp_path / "plain.csv", 3000, seed=26)
+    frame = pd.read_csv(tmp_path / "plain.csv", dtype=str, keep_default_na=False)
+    hostile = ["=1+1", '说 "你好"', "甲,乙", "两行\r\n文字", "@SUM(A1)", "", "-2+3"]
+    frame["备注"] = [hostile[i % len(hostile)] for i in range(len(frame))]
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    for headers in ("zh", "machine"):
+        pieces = assigned(router, tmp_path / "in.csv", tmp_path / "pieces.csv", kept=True,
+                          headers=headers)
+        with monkeypatch.context() as m:
+            m.setattr(batch, "_AnswerPieces", lambda *a: None)
+            cells = assigned(router, tmp_path / "in.csv", tmp_path / "cells.csv", kept=True,
+                             headers=headers)
+        assert pieces == cells, headers
+        assert b'"\'=1+1"' in pieces and b'"\xe4\xb8\xa4\xe8\xa1\x8c\r\n' in pieces
+    monkeypatch.setattr(AnswerWriter, "MAX_ANSWERS", 5)
+    assert assigned(router, tmp_path / "in.csv", tmp_path / "small.csv", kept=False,
+                    headers="machine") == cells
