@@ -361,7 +361,7 @@ class AnswerWriter:
                 array = self._array(name)
                 columns[name] = (pa.array(array[of_row]) if name == "generation"
                                  else pa.DictionaryArray.from_arrays(
-                                     indices, _take_sorted(array, used)))
+                                     indices, take_sorted(array, used)))
             return columns
 
     def _array(self, name: str) -> pa.ChunkedArray | np.ndarray:
@@ -376,12 +376,7 @@ class AnswerWriter:
                 array = np.concatenate([np.zeros(0, np.int64) if array is None else array,
                                         np.asarray(new, dtype=np.int64)])
             else:
-                chunks = [*(() if array is None else array.chunks), pa.array(new, pa.string())]
-                # The last two joined while the older is at most twice the newer: a few
-                # chunks, each word copied a few times whatever the number of batches.
-                while len(chunks) > 1 and len(chunks[-2]) <= 2 * len(chunks[-1]):
-                    chunks[-2:] = [pa.concat_arrays(chunks[-2:])]
-                array = pa.chunked_array(chunks, pa.string())
+                array = appended(array, pa.array(new, pa.string()))
             self._arrays[name] = array
         return array
 
@@ -495,7 +490,17 @@ class AnswerWriter:
         }
 
 
-def _take_sorted(words: pa.ChunkedArray, at: np.ndarray) -> pa.Array:
+def appended(words: pa.ChunkedArray | None, new: pa.Array) -> pa.ChunkedArray:
+    """`words` with `new` after them, as a new chunk; the last two chunks joined while the older
+    is at most twice the newer: a few chunks, each word copied a few times however many
+    appends."""
+    chunks = [*(() if words is None else words.chunks), new]
+    while len(chunks) > 1 and len(chunks[-2]) <= 2 * len(chunks[-1]):
+        chunks[-2:] = [pa.concat_arrays(chunks[-2:])]
+    return pa.chunked_array(chunks, new.type)
+
+
+def take_sorted(words: pa.ChunkedArray, at: np.ndarray) -> pa.Array:
     """words[at] for ascending positions `at`, chunk by chunk (arrow's take of a chunked array
     would join the chunks first: the whole registry copied at every batch)."""
     if words.num_chunks == 1:
@@ -507,7 +512,7 @@ def _take_sorted(words: pa.ChunkedArray, at: np.ndarray) -> pa.Array:
         if stop > start:
             parts.append(chunk.take(pa.array(at[start:stop] - begin)))
         start, begin = stop, end
-    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+    return pa.concat_arrays(parts) if parts else pa.array([], words.type)
 
 
 def taken_text(words: pa.Array, take: pa.Array, index: pd.Index | None = None) -> pd.Series:

@@ -43,7 +43,15 @@ from geo.sanity import check_points
 from grids import cases
 from grids.access import PermissionDenied
 from grids.acting import Acting
-from grids.answer import ANSWER_COLUMNS, FLAG_ZH, STATUS_ZH, AnswerWriter, taken_text
+from grids.answer import (
+    ANSWER_COLUMNS,
+    FLAG_ZH,
+    STATUS_ZH,
+    AnswerWriter,
+    appended,
+    take_sorted,
+    taken_text,
+)
 from grids.cases import BEIJING
 from grids.deadlines import beijing_text
 from grids.flow import CaseError, load_categories
@@ -734,25 +742,31 @@ class _AnswerPieces:
     def __init__(self, writer: AnswerWriter, labels: ExportLabels | None) -> None:
         self.writer, self.labels = writer, labels
         self._epoch = -1
-        self._pieces = np.zeros(0, dtype=object)  # per answer id, None until rendered
+        self._pieces: pa.ChunkedArray | None = None  # rendered, in the order rendered
+        self._at = np.zeros(0, dtype=np.int64)  # per answer id its piece's position, or -1
 
     def column(self, of_row: np.ndarray) -> pa.DictionaryArray:
         """Each row's piece (under the writer's lock: ids of its registry as it is)."""
         if self._epoch != self.writer.epoch:  # emptied: its ids name other answers now
-            self._epoch, self._pieces = self.writer.epoch, np.zeros(0, dtype=object)
+            self._epoch, self._pieces = self.writer.epoch, None
+            self._at = np.zeros(0, dtype=np.int64)
         used, inverse = np.unique(np.asarray(of_row, dtype=np.int64), return_inverse=True)
-        if len(used) and len(self._pieces) <= used[-1]:
-            grown = np.full(int(used[-1]) + 1, None, dtype=object)
-            grown[:len(self._pieces)] = self._pieces
-            self._pieces = grown
-        missing = used[np.equal(self._pieces[used], None)]
+        if len(used) and len(self._at) <= used[-1]:
+            self._at = np.concatenate([self._at, np.full(int(used[-1]) + 1 - len(self._at), -1)])
+        missing = used[self._at[used] < 0]
         if len(missing):
-            self._pieces[missing] = self._render(missing)
+            held = 0 if self._pieces is None else len(self._pieces)
+            self._pieces = appended(self._pieces, self._render(missing))
+            self._at[missing] = np.arange(held, held + len(missing))
+        at = self._at[used]
+        order = np.argsort(at, kind="stable")  # taken in ascending positions, then put back
+        words = take_sorted(self._pieces, at[order]) if len(used) else pa.array(
+            [], pa.large_string())
+        words = words.take(pa.array(np.argsort(order)))
         return pa.DictionaryArray.from_arrays(pa.array(inverse.reshape(-1).astype(np.int32)),
-                                              pa.array(self._pieces[used].tolist(),
-                                                       pa.large_string()))
+                                              words)
 
-    def _render(self, ids: np.ndarray) -> list[str]:
+    def _render(self, ids: np.ndarray) -> pa.Array:
         columns = self.writer.arrow_columns(ids)  # distinct ascending ids: the words in order
         table = pa.table({f"route_{name}": (column.dictionary.take(column.indices)
                                             if pa.types.is_dictionary(column.type) else column)
@@ -761,8 +775,7 @@ class _AnswerPieces:
             table = localize(table, self.labels)
         cells = [spreadsheet.csv_cells(c) for c in spreadsheet.guarded_arrow(table.columns)]
         return pc.binary_join_element_wise(*cells, spreadsheet.large_text(","),
-                                           null_handling="replace",
-                                           null_replacement="").to_pylist()
+                                           null_handling="replace", null_replacement="")
 
 
 def _piece_names(inputs: list[str], labels: ExportLabels | None) -> list[str]:
