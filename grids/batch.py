@@ -792,11 +792,11 @@ def _piece_names(inputs: list[str], labels: ExportLabels | None) -> list[str]:
 def _piece_cells(table: pa.Table) -> list:
     """The cells of a chunk routed with answer pieces, rendered for `CsvWriter.append_cells`:
     the input columns and the error guarded, the answer pieces as they are."""
-    inputs = table.num_columns - 4
-    guarded = spreadsheet.guarded_arrow([*table.columns[:inputs], table.column("route_error")])
-    return [*(spreadsheet.csv_cells(c) for c in guarded[:-1]), table.column("route_answers"),
-            spreadsheet.csv_cells(table.column("route_routed_lon")),
-            spreadsheet.csv_cells(table.column("route_routed_lat")),
+    # By position: an input column may bear any name, "route_answers" too.
+    *inputs, answers, lon, lat, error = table.columns
+    guarded = spreadsheet.guarded_arrow([*inputs, error])
+    return [*(spreadsheet.csv_cells(c) for c in guarded[:-1]), answers,
+            spreadsheet.csv_cells(lon), spreadsheet.csv_cells(lat),
             spreadsheet.csv_cells(guarded[-1])]
 
 

@@ -266,6 +266,7 @@ def test_answers_written_as_pieces_are_the_tables_cells(router: Router, tmp_path
     frame = pd.read_csv(tmp_path / "plain.csv", dtype=str, keep_default_na=False)
     hostile = ["=1+1", '说 "你好"', "甲,乙", "两行\r\n文字", "@SUM(A1)", "", "-2+3"]
     frame["备注"] = [hostile[i % len(hostile)] for i in range(len(frame))]
+    frame["route_answers"] = "an input column of that name"
     frame.to_csv(tmp_path / "in.csv", index=False)
     for headers in ("zh", "machine"):
         pieces = assigned(router, tmp_path / "in.csv", tmp_path / "pieces.csv", kept=True,
