@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import math
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -69,15 +70,33 @@ KEEP_FILES = 4  # the most recently used rasters kept in the cache folder (≤ 6
 
 
 def cache_dir() -> Path | None:
-    """Where rasters are kept: GRIDMAP_CACHE_DIR (``off``: nowhere), else
-    $XDG_CACHE_HOME/gridmap, else ~/.cache/gridmap."""
+    """Where rasters (and the answers of their faces) are kept: GRIDMAP_CACHE_DIR (``off``:
+    nowhere), else $XDG_CACHE_HOME/gridmap, else ~/.cache/gridmap — None too when that folder
+    cannot be trusted (`_trusted`)."""
     given = os.environ.get("GRIDMAP_CACHE_DIR", "")
     if given.lower() == "off":
         return None
     if given:
-        return Path(given) / "faces"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gridmap" / "faces"
+        folder = Path(given) / "faces"
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = Path(base) / "gridmap" / "faces"
+    return folder if _trusted(folder) else None
+
+
+def _trusted(folder: Path) -> bool:
+    """Whether what lies in `folder` may be believed: a file there decides answers (which
+    grid, which bureau), so it must be a folder of this user that no one else may write in —
+    or not exist yet (it is then made owner-only). Anything else: no cache, every raster built
+    in the process."""
+    try:
+        st = folder.lstat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 class FaceIndex:

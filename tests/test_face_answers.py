@@ -280,3 +280,26 @@ def test_answers_written_as_pieces_are_the_tables_cells(router: Router, tmp_path
     monkeypatch.setattr(AnswerWriter, "MAX_ANSWERS", 5)
     assert assigned(router, tmp_path / "in.csv", tmp_path / "small.csv", kept=False,
                     headers="machine") == cells
+
+
+def test_a_cache_folder_others_may_write_in_is_not_used(sample_router: Router, tmp_path,
+                                                       monkeypatch):
+    """Kept answers decide who is responsible: in a folder another user could write in (a
+    shared folder named by GRIDMAP_CACHE_DIR) nothing is read or kept — the raster is built
+    and the faces are decided in the process instead."""
+    monkeypatch.setenv("GRIDMAP_CACHE_DIR", str(tmp_path))
+    built = _fresh(sample_router)  # kept in tmp_path/faces
+    assert built is not None
+    folder = tmp_path / "faces"
+    folder.chmod(0o777)
+    monkeypatch.setattr(face_answers, "build", lambda *a: pytest.fail("must not be asked"))
+    assert _fresh(sample_router) is None
+    assert not FaceIndex.for_snapshot(sample_router.snapshot, sample_router.resolver.finder
+                                      ).loaded
+    folder.chmod(0o700)
+    assert _fresh(sample_router).table.equals(built.table)  # its own again: read back
+    monkeypatch.setenv("GRIDMAP_CACHE_DIR", str(tmp_path / "via"))
+    (tmp_path / "via").mkdir()
+    (tmp_path / "via" / "faces").symlink_to(folder)
+    assert _fresh(sample_router) is None  # a link, not a folder of its own
+    FaceIndex._cache.clear()
