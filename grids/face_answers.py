@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,6 @@ from layers.schema import ROUTING_LAYERS
 # What a file holds; a change here makes a new file name (as does a change of the code that
 # decides and words the answers: its source is part of the name).
 FORMAT = 1
-KEEP_FILES = 4
 # The source files whose words and rules the kept columns are made by.
 _SOURCES = ("grids/resolver.py", "grids/answer.py", "grids/outcome.py", "grids/precedence.py",
             "grids/face_answers.py", "layers/schema.py")
@@ -65,11 +63,11 @@ def for_router(writer: AnswerWriter, faces: faces_mod.FaceIndex) -> FaceAnswers 
     if folder is None or not faces.content:
         return None
     key = content_key(writer, faces)
-    path = folder / f"answers-{key}.arrow"
-    found = _load(path, key, len(faces.sets), len(writer.r.grids["code"]))
+    name = f"answers-{key}.arrow"
+    found = _load(folder / name, key, len(faces.sets), len(writer.r.grids["code"]))
     if found is None:
         found = build(writer, faces, key)
-        _save(found, folder, path)
+        _save(found, folder, name)
     return found
 
 
@@ -149,27 +147,13 @@ def _load(path: Path, key: str, faces: int, grids: int) -> FaceAnswers | None:
     return FaceAnswers(key, table.select(list(PLACE_COLUMNS)), grid, single)
 
 
-def _save(found: FaceAnswers, folder: Path, path: Path) -> None:
-    """Write the file whole or not at all (a temporary file renamed, readable by its owner
-    only), then keep only the KEEP_FILES most recently used."""
+def _save(found: FaceAnswers, folder: Path, name: str) -> None:
     table = found.table.append_column("grid_row", pa.array(found.grid)).append_column(
         "single", pa.array(found.single))
     table = table.replace_schema_metadata({"key": found.key})
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".answers-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out, ipc.new_file(out, table.schema) as writer:
-                writer.write_table(table)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        kept = sorted(folder.glob("answers-*.arrow"), key=lambda p: p.stat().st_mtime,
-                      reverse=True)
-        for old in kept[KEEP_FILES:]:
-            with contextlib.suppress(OSError):
-                old.unlink()
-    except OSError:
-        pass  # no cache folder to write: the next process decides the faces again
+
+    def write(out) -> None:
+        with ipc.new_file(out, table.schema) as writer:
+            writer.write_table(table)
+
+    faces_mod.keep_file(folder, name, write)

@@ -35,8 +35,10 @@ import os
 import stat
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 import numpy as np
 import shapely
@@ -247,26 +249,7 @@ class FaceIndex:
         return found
 
     def _save(self, folder: Path, key: str) -> None:
-        """Write the cache file whole or not at all (a temporary file renamed), then keep only
-        the KEEP_FILES most recently used."""
-        try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".faces-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    np.savez(out, **self._arrays(key))
-                os.replace(tmp, folder / f"faces-{key}.npz")
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            kept = sorted(folder.glob("faces-*.npz"), key=lambda p: p.stat().st_mtime,
-                          reverse=True)
-            for old in kept[KEEP_FILES:]:
-                with contextlib.suppress(OSError):
-                    old.unlink()
-        except OSError:
-            pass  # no cache folder to write: the next process builds the raster again
+        keep_file(folder, f"faces-{key}.npz", lambda out: np.savez(out, **self._arrays(key)))
 
     @classmethod
     def built(cls, snapshot: Snapshot) -> bool:
@@ -343,6 +326,39 @@ class FaceIndex:
         outside = finite & ~inside
         face[outside] = self._empty
         return face
+
+
+# A temporary file older than this in the cache folder was left by a killed process.
+STALE_SECONDS = 3600
+
+
+def keep_file(folder: Path, name: str, write: Callable[[BinaryIO], object]) -> None:
+    """Keep a cache file `name` (``kind-key.ext``) in `folder`, written by `write` whole or not
+    at all (a temporary file, owner-only, renamed); then keep only the KEEP_FILES most recently
+    used of its kind, and remove temporary files a killed process left. A folder that cannot be
+    written costs only the file: the next process makes it again."""
+    kind, ext = name.split("-", 1)[0], name.rsplit(".", 1)[-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{kind}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        kept = sorted(folder.glob(f"{kind}-*.{ext}"), key=lambda p: p.stat().st_mtime,
+                      reverse=True)
+        now = time.time()
+        stale = [p for p in folder.glob(f".{kind}-*.tmp")
+                 if now - p.stat().st_mtime > STALE_SECONDS]
+        for old in [*kept[KEEP_FILES:], *stale]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+    except OSError:
+        pass
 
 
 def row_hash(rows: np.ndarray) -> np.ndarray:

@@ -5,6 +5,9 @@ the workers always come from the roster of the moment."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -302,4 +305,24 @@ def test_a_cache_folder_others_may_write_in_is_not_used(sample_router: Router, t
     (tmp_path / "via").mkdir()
     (tmp_path / "via" / "faces").symlink_to(folder)
     assert _fresh(sample_router) is None  # a link, not a folder of its own
+    FaceIndex._cache.clear()
+
+
+def test_temporary_files_a_killed_process_left_are_removed(sample_router: Router, tmp_path,
+                                                          monkeypatch):
+    """A process killed while writing leaves its temporary file (the kept file appears only
+    whole, by a rename): the next file kept removes those older than an hour, not a fresh one
+    another process is writing now."""
+    monkeypatch.setenv("GRIDMAP_CACHE_DIR", str(tmp_path))
+    folder = tmp_path / "faces"
+    folder.mkdir(mode=0o700)
+    old, fresh = folder / ".answers-killed.tmp", folder / ".answers-writing.tmp"
+    old_raster = folder / ".faces-killed.tmp"
+    for path in (old, fresh, old_raster):
+        path.write_bytes(b"half a file")
+    for path in (old, old_raster):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    _fresh(sample_router)  # builds and keeps a raster and the answers
+    assert not old.exists() and not old_raster.exists() and fresh.exists()
+    assert len(list(folder.glob("answers-*.arrow"))) == 1
     FaceIndex._cache.clear()
