@@ -356,13 +356,18 @@ class AnswerWriter:
                 return {}
             used, inverse = np.unique(np.asarray(of_row, dtype=np.int64), return_inverse=True)
             indices = pa.array(inverse.reshape(-1).astype(np.int32))
-            columns: dict[str, pa.Array] = {}
-            for name in self._values:
-                array = self._array(name)
-                columns[name] = (pa.array(array[of_row]) if name == "generation"
-                                 else pa.DictionaryArray.from_arrays(
-                                     indices, take_sorted(array, used)))
-            return columns
+            return {name: (pa.array(np.asarray(values)[inverse.reshape(-1)])
+                           if name == "generation"
+                           else pa.DictionaryArray.from_arrays(indices, values))
+                    for name, values in self.columns_of(used).items()}
+
+    def columns_of(self, ids: np.ndarray) -> dict[str, pa.Array]:
+        """The answer columns of the answers `ids` (distinct, ascending), one row each: text
+        as arrow words, the generation as numbers."""
+        with self.lock:
+            return {name: (pa.array(self._array(name)[ids]) if name == "generation"
+                           else take_sorted(self._array(name), ids))
+                    for name in self._values}
 
     def _array(self, name: str) -> pa.ChunkedArray | np.ndarray:
         """The registry's column `name`, brought up to date (new answers appended as a chunk

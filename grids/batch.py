@@ -767,10 +767,8 @@ class _AnswerPieces:
                                               words)
 
     def _render(self, ids: np.ndarray) -> pa.Array:
-        columns = self.writer.arrow_columns(ids)  # distinct ascending ids: the words in order
-        table = pa.table({f"route_{name}": (column.dictionary.take(column.indices)
-                                            if pa.types.is_dictionary(column.type) else column)
-                          for name, column in columns.items()})
+        table = pa.table({f"route_{name}": column
+                          for name, column in self.writer.columns_of(ids).items()})
         if self.labels is not None:
             table = localize(table, self.labels)
         cells = [spreadsheet.csv_cells(c) for c in spreadsheet.guarded_arrow(table.columns)]

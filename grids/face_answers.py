@@ -64,7 +64,7 @@ def for_router(writer: AnswerWriter, faces: faces_mod.FaceIndex) -> FaceAnswers 
         return None
     key = content_key(writer, faces)
     name = f"answers-{key}.arrow"
-    found = _load(folder / name, key, len(faces.sets), len(writer.r.grids["code"]))
+    found = _load(folder / name, key, faces.count, len(writer.r.grids["code"]))
     if found is None:
         found = build(writer, faces, key)
         _save(found, folder, name)
@@ -96,7 +96,7 @@ def content_key(writer: AnswerWriter, faces: faces_mod.FaceIndex) -> str:
 
 def build(writer: AnswerWriter, faces: faces_mod.FaceIndex, key: str) -> FaceAnswers:
     """Decide every face once and word its answer (`AnswerWriter.place_columns`)."""
-    n = len(faces.sets)
+    n = faces.count
     columns: dict[str, list[str]] = {name: [] for name in PLACE_COLUMNS}
     grid = np.full(n, -1, dtype=np.int64)
     single = np.zeros(n, dtype=bool)

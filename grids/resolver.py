@@ -573,9 +573,9 @@ class Resolver:
         which = np.flatnonzero(exact)
         face[which] = faces.lookup(queries.lon[which], queries.lat[which])
         known = face >= 0
-        present = np.flatnonzero(np.bincount(face[known], minlength=len(faces.sets)))
+        present = np.flatnonzero(np.bincount(face[known], minlength=faces.count))
         results = self._face_resolutions(faces, present)
-        slot = np.full(len(faces.sets), -1, dtype=np.int64)
+        slot = np.full(faces.count, -1, dtype=np.int64)
         slot[present] = np.arange(len(present))
         index = np.empty(n, dtype=np.int64)
         index[known] = slot[face[known]]
@@ -615,12 +615,12 @@ class Resolver:
         """The Resolution of each face in `present`, decided once per face and raster."""
         memo = self._face_results
         if memo is None or memo[0] is not faces:
-            memo = self._face_results = (faces, np.full(len(faces.sets), None, dtype=object))
+            memo = self._face_results = (faces, np.full(faces.count, None, dtype=object))
         known = memo[1]
         out = known[present]  # one gather, not a loop: most faces were decided before
         for k in np.flatnonzero(np.equal(out, None)).tolist():
             f = present[k]
-            out[k] = known[f] = Resolution(self.decide(faces.sets[f]))
+            out[k] = known[f] = Resolution(self.decide(faces.face_sets(f)))
         return out.tolist()
 
     def _resolve_found(self, queries: Queries, finder=None) -> tuple[list[Resolution], np.ndarray]:

@@ -117,6 +117,7 @@ class FaceIndex:
         # answers per face (grids/face_answers.py) are kept under too.
         self.content = ""
         self._signatures: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._sets: list[Sets] | None = None
         if stored is not None:
             self._adopt(stored)
         else:
@@ -161,7 +162,6 @@ class FaceIndex:
         cy = self.y0 + (reps // self.nx + 0.5) * cell
         region_sets = _sets_at(self.finder, cx, cy)
         # Regions with the same polygon sets share a face (the sea, a grid cut by a park …).
-        self.sets: list[Sets] = []
         ids: dict[Sets, int] = {}
         face_of_region = np.full(count + 1, -1, dtype=np.int32)
         empty: Sets = tuple(() for _ in ROUTING_LAYERS)
@@ -169,7 +169,10 @@ class FaceIndex:
         for region, sets in enumerate(region_sets, start=1):
             if sets is not None:
                 face_of_region[region] = ids.setdefault(sets, len(ids))
-        self.sets = list(ids)
+        self._sets = list(ids)
+        self._set_sizes = np.array([len(layer) for sets in ids for layer in sets], dtype=np.int64)
+        self._set_rows = np.array([r for sets in ids for layer in sets for r in layer],
+                                  dtype=np.int64)
         # One array lookup per point: the face of each cell (-1 near a boundary).
         self.cell_face = face_of_region[self.labels]
         del self.labels
@@ -192,16 +195,38 @@ class FaceIndex:
         return h.hexdigest()
 
     def _arrays(self, key: str) -> dict[str, np.ndarray]:
-        counts = [len(layer) for sets in self.sets for layer in sets]
         return {
             "key": np.array(key),
             "grid": np.array([self.x0, self.y0, self.cell, self.near_share]),
             "cell_face": self.cell_face,
-            "set_sizes": np.array(counts, dtype=np.int64),
-            "set_rows": np.array([r for sets in self.sets for layer in sets for r in layer],
-                                 dtype=np.int64),
+            "set_sizes": self._set_sizes,
+            "set_rows": self._set_rows,
             "empty": np.array(self._empty),
         }
+
+    # -- the faces' polygon sets: flat arrays, tuples made when asked ----------------------------
+    @property
+    def count(self) -> int:
+        """How many faces the raster has."""
+        return len(self._set_sizes) // len(ROUTING_LAYERS)
+
+    @property
+    def sets(self) -> list[Sets]:
+        """The polygon sets of every face (made on first use: a process reading the raster and
+        the kept answers of its faces needs only a few)."""
+        if self._sets is None:
+            self._sets = [self.face_sets(f) for f in range(self.count)]
+        return self._sets
+
+    def face_sets(self, face: int) -> Sets:
+        """The polygon sets of one face: per routing layer its rows, ascending."""
+        if self._sets is not None:
+            return self._sets[face]
+        layers = len(ROUTING_LAYERS)
+        at, size = self._set_starts[face * layers:(face + 1) * layers], self._set_sizes[
+            face * layers:(face + 1) * layers]
+        return tuple(tuple(self._set_rows[a:a + n].tolist())
+                     for a, n in zip(at.tolist(), size.tolist(), strict=True))
 
     def _adopt(self, a: dict) -> None:
         """Take the arrays of a cache file, checking that they are whole and consistent (an
@@ -217,13 +242,13 @@ class FaceIndex:
         n_sets = len(sizes) // layers
         if cell_face.size and (cell_face.min() < -1 or cell_face.max() >= n_sets):
             raise ValueError("face raster file names faces it does not hold")
-        ends = np.cumsum(sizes).tolist()
-        starts = [0, *ends[:-1]]
-        flat = rows.tolist()
-        parts = [tuple(flat[a_:b_]) for a_, b_ in zip(starts, ends, strict=True)]
-        self.sets = [tuple(parts[i * layers:(i + 1) * layers]) for i in range(n_sets)]
+        self._set_sizes = sizes.astype(np.int64)
+        self._set_rows = rows.astype(np.int64)
+        self._set_starts = np.cumsum(self._set_sizes) - self._set_sizes
+        self._sets = None
         self._empty = int(a["empty"])
-        if not 0 <= self._empty < n_sets or any(self.sets[self._empty]):
+        if not 0 <= self._empty < n_sets or self._set_sizes[
+                self._empty * layers:(self._empty + 1) * layers].any():
             raise ValueError("face raster file without the empty face")
         self.x0, self.y0, self.cell, self.near_share = x0, y0, cell, near_share
         self.ny, self.nx = cell_face.shape
@@ -282,11 +307,7 @@ class FaceIndex:
         most two (-1: none) — the face with exactly those sets, or -1. By a sorted hash of
         every face's row (built on first use), each match checked exactly."""
         if self._signatures is None:
-            table = np.full((len(self.sets), 2 * len(ROUTING_LAYERS)), -2, dtype=np.int64)
-            for f, sets in enumerate(self.sets):
-                if all(len(layer) <= 2 for layer in sets):  # others never match: left at -2
-                    table[f] = [layer[0] if layer else -1 for layer in sets] + [
-                        layer[-1] if layer else -1 for layer in sets]
+            table = self._signature_table()
             hashed = row_hash(table)
             order = np.argsort(hashed, kind="stable")
             self._signatures = (hashed[order], order, table)
@@ -300,6 +321,20 @@ class FaceIndex:
         same = (keys[at] == hashed) & (table[face] == rows).all(axis=1)
         out[same] = face[same]
         return out
+
+    def _signature_table(self) -> np.ndarray:
+        """Per face its first and last row per layer (-1: none; the rows are ascending), or -2
+        throughout for a face with more than two polygons of a layer (never matched)."""
+        layers = len(ROUTING_LAYERS)
+        sizes = self._set_sizes.reshape(-1, layers)
+        starts = (np.cumsum(self._set_sizes) - self._set_sizes).reshape(-1, layers)
+        rows = np.append(self._set_rows, -1)  # an empty set points at this -1
+        empty = sizes == 0
+        first = rows[np.where(empty, len(rows) - 1, starts)]
+        last = rows[np.where(empty, len(rows) - 1, starts + sizes - 1)]
+        table = np.hstack([first, last])
+        table[(sizes > 2).any(axis=1)] = -2
+        return table
 
     def face_at(self, lon: float, lat: float) -> int:
         """`lookup` of one point without arrays (a click, an API call): the same floor of the
