@@ -286,15 +286,14 @@ class AnswerWriter:
         columns["workers"] = pa.array([texts[g] if g >= 0 else "" for g in grid.tolist()],
                                       pa.string())
         generation = self.r.snapshot.generation.id
-        if self._ids:  # answers met before: appended as they are
+        out = np.full(len(answers.single), -1, dtype=np.int64)
+        if self._ids:  # answers met before: appended as they are (or found, if registered)
             rows = {name: columns[name].to_pylist() for name in columns}
-            first = len(self._ids)
-            for k, f in enumerate(faces.tolist()):
-                self.add(("face", answers.key, f), {
-                    name: generation if name == "generation" else rows[name][k]
-                    for name in ANSWER_COLUMNS})
+            out[faces] = [self.add(("face", answers.key, f), {
+                name: generation if name == "generation" else rows[name][k]
+                for name in ANSWER_COLUMNS}) for k, f in enumerate(faces.tolist())]
         else:
-            first = 0
+            out[faces] = np.arange(count)
             for name in ANSWER_COLUMNS:
                 self._values[name] = []
                 self._arrays[name] = (np.full(count, generation, dtype=np.int64)
@@ -305,8 +304,6 @@ class AnswerWriter:
                                            dtype=object)
             self._ids.update(zip((("face", answers.key, f) for f in faces.tolist()),
                                  range(count), strict=True))
-        out = np.full(len(answers.single), -1, dtype=np.int64)
-        out[faces] = np.arange(first, first + count)
         return out
 
     def add(self, key: object, row: dict) -> int:

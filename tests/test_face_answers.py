@@ -326,3 +326,24 @@ def test_temporary_files_a_killed_process_left_are_removed(sample_router: Router
     assert not old.exists() and not old_raster.exists() and fresh.exists()
     assert len(list(folder.glob("answers-*.arrow"))) == 1
     FaceIndex._cache.clear()
+
+
+def test_the_same_faces_registered_twice_keep_their_ids(sample_router: Router):
+    """Another FaceAnswers object of the same key (a router's answers made again) meeting a
+    registry that already holds them: each face keeps the id it has, no second copy."""
+    writer = sample_router.writer
+    writer._forget()
+    faces = sample_router.resolver.faces()
+    first = face_answers.for_router(writer, faces)
+    minx, miny, maxx, maxy = sample_router.snapshot["counties"].total_bounds
+    rng = np.random.default_rng(27)
+    writer.ids(sample_router.resolver.resolve(Queries.build(rng.uniform(minx, maxx, 50),
+                                                            rng.uniform(miny, maxy, 50))))
+    ids = writer.face_ids(first).copy()  # one after another: the registry was not empty
+    size = len(writer._ids)
+    again = face_answers.for_router(writer, faces)
+    assert again is not first and again.key == first.key
+    assert np.array_equal(writer.face_ids(again), ids) and len(writer._ids) == size
+    some = int(np.flatnonzero(ids >= 0)[0])
+    assert writer.row(int(ids[some]))["grid_code"] == first.table.column("grid_code")[some].as_py()
+    writer._forget()
