@@ -1188,7 +1188,6 @@ def localize(table: pd.DataFrame | pa.Table, labels: ExportLabels | None = None
     names = table.column_names if arrow else list(table.columns)
     headers = zh_columns(names)
     out = {}
-    seen: dict = {}  # arrow: the answer words a chunk's rows use (see _mapped_arrow)
     for j, col in enumerate(names):
         if col in _ZH_DROPPED:
             continue
@@ -1197,7 +1196,7 @@ def localize(table: pd.DataFrame | pa.Table, labels: ExportLabels | None = None
         if convert is not None:
             def words(v, f=convert):
                 return f(v, labels)
-            values = _mapped_arrow(values, words, seen) if arrow else _mapped(values, words)
+            values = _mapped_arrow(values, words) if arrow else _mapped(values, words)
         out[headers.get(col, col)] = values
         if col == "route_generation" and labels.generation is not None:
             if arrow:  # two words, picked per row
@@ -1220,21 +1219,15 @@ def _mapped(values: pd.Series, convert) -> pd.Series:
     return taken_text(words, pa.array(codes, pa.int64()), values.index)
 
 
-def _mapped_arrow(values: pa.ChunkedArray, convert, seen: dict) -> pa.DictionaryArray:
-    """`_mapped` for an arrow column: `convert` applied once to each distinct text the rows
-    show. An answer column is a dictionary over the whole answer registry (most of it other
-    chunks' answers, the same text under many answers): the words its rows use are taken
-    (`seen` keeps which, for the columns sharing its indices), then their distinct texts."""
+def _mapped_arrow(values: pa.ChunkedArray, convert) -> pa.DictionaryArray:
+    """`_mapped` for an arrow column: `convert` applied once to each distinct text (an answer
+    column's dictionary holds the answers its rows show; the same text under many of them)."""
     values = values.combine_chunks()
     if values.null_count or not pa.types.is_dictionary(values.type):
         values = pc.dictionary_encode(values.cast(pa.string()).fill_null(""))
-    indices = values.indices
-    if "indices" not in seen or not indices.equals(seen["indices"]):
-        used, inverse = spreadsheet.used_entries(indices, len(values.dictionary))
-        seen.update(indices=indices, used=used, inverse=inverse)
-    texts = pc.dictionary_encode(values.dictionary.take(seen["used"]))
+    texts = pc.dictionary_encode(values.dictionary)
     words = pa.array([convert(w) for w in texts.dictionary.to_pylist()], pa.string())
-    return pa.DictionaryArray.from_arrays(texts.indices.take(seen["inverse"]), words)
+    return pa.DictionaryArray.from_arrays(texts.indices.take(values.indices), words)
 
 
 def _flags(value: str, labels: ExportLabels) -> str:

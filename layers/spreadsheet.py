@@ -577,41 +577,18 @@ def _csv_header(names: list[str]) -> bytes:
 
 
 def guarded_arrow(columns: list) -> list:
-    """Arrow columns guarded; a dictionary column decoded to text, its words guarded first —
-    only the words its rows use, once each (answer columns share one index array: a batch
-    file's million rows show a few thousand answers of a registry that may hold 200,000)."""
+    """Arrow columns guarded; a dictionary column decoded to text, its words guarded first,
+    once each (answer columns: a chunk's dictionary holds the answers its rows show)."""
     import pyarrow as pa
 
     out = []
-    used: tuple | None = None  # (indices, the words' positions, each row's position among them)
     for column in columns:
         column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        if not pa.types.is_dictionary(column.type) or column.indices.null_count:
-            out.append(_guard_array(column))
-        elif len(column.dictionary) <= len(column):  # a small dictionary: guarded whole
+        if pa.types.is_dictionary(column.type) and not column.indices.null_count:
             out.append(_guard_array(column.dictionary).take(column.indices))
         else:
-            indices = column.indices
-            if used is None or not indices.equals(used[0]):
-                used = (indices, *used_entries(indices, len(column.dictionary)))
-            words = _guard_array(column.dictionary.take(used[1]))
-            out.append(words.take(used[2]))
+            out.append(_guard_array(column))
     return out
-
-
-def used_entries(indices, size: int):
-    """The entries of a dictionary of `size` words that `indices` (arrow, no nulls) use, in
-    order, and each row's position among them: arrow arrays, by a table of `size` flags
-    (no sort)."""
-    import pyarrow as pa
-
-    at = indices.to_numpy()
-    present = np.zeros(size, dtype=bool)
-    present[at] = True
-    used = np.flatnonzero(present)
-    position = np.zeros(size, dtype=np.int32)
-    position[used] = np.arange(len(used), dtype=np.int32)
-    return pa.array(used), pa.array(position[at])
 
 
 def _arrow_column(values: pd.Series):

@@ -139,9 +139,8 @@ def test_the_first_byte_filter_looks_at_every_cell_the_rule_would():
 
 def test_arrow_tables_are_written_and_guarded_as_frames_are(tmp_path):
     """A batch file's chunks reach the CSV writer as arrow tables whose answer columns are
-    dictionary arrays sharing one index array, over a registry holding words no row uses: the
-    file is byte for byte the pandas frame's, every formula guarded, the unused words never
-    looked at."""
+    dictionary arrays sharing one index array (a dictionary may hold words no row uses): the
+    file is byte for byte the pandas frame's, every formula guarded."""
     import pyarrow as pa
 
     rng = np.random.default_rng(7)
