@@ -502,6 +502,54 @@ def appended(words: pa.ChunkedArray | None, new: pa.Array) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, new.type)
 
 
+class GrowingText:
+    """An append-only text column whose `words` is always one arrow array (a take from it is
+    one copy, not one per chunk), without copying what it holds at every append: the bytes
+    and offsets live in numpy buffers that double when full, and `words` is a zero-copy view
+    of what was appended so far. Later appends write only past that view's end (or into new
+    buffers), so a view handed to another thread never changes under it."""
+
+    def __init__(self) -> None:
+        self._data = np.zeros(1 << 16, dtype=np.uint8)
+        self._offsets = np.zeros(1 << 10, dtype=np.int64)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, new: pa.Array) -> None:
+        """Append the texts of `new` (text or large text, no nulls)."""
+        if new.null_count:
+            raise ValueError("GrowingText holds no nulls")
+        new = new.cast(pa.large_string())
+        _validity, offsets, data = new.buffers()
+        at = np.frombuffer(offsets, dtype=np.int64)[new.offset:new.offset + len(new) + 1]
+        body = (np.frombuffer(data, dtype=np.uint8)[int(at[0]):int(at[-1])] if data is not None
+                else np.zeros(0, dtype=np.uint8))
+        used = int(self._offsets[self._count])
+        self._data = _room(self._data, used, len(body))
+        self._offsets = _room(self._offsets, self._count + 1, len(new))
+        self._data[used:used + len(body)] = body
+        self._offsets[self._count + 1:self._count + 1 + len(new)] = at[1:] - at[0] + used
+        self._count += len(new)
+
+    @property
+    def words(self) -> pa.Array:
+        end = int(self._offsets[self._count])
+        return pa.Array.from_buffers(pa.large_string(), self._count, [
+            None, pa.py_buffer(self._offsets[:self._count + 1]), pa.py_buffer(self._data[:end])])
+
+
+def _room(buffer: np.ndarray, used: int, more: int) -> np.ndarray:
+    """`buffer`, or a copy twice as large or more, with room for `more` after `used`: the old
+    one is left as it is (views of it stay valid)."""
+    if used + more <= len(buffer):
+        return buffer
+    grown = np.zeros(max(2 * len(buffer), used + more), dtype=buffer.dtype)
+    grown[:used] = buffer[:used]
+    return grown
+
+
 def take_sorted(words: pa.ChunkedArray, at: np.ndarray) -> pa.Array:
     """words[at] for ascending positions `at`, chunk by chunk (arrow's take of a chunked array
     would join the chunks first: the whole registry copied at every batch)."""

@@ -48,8 +48,7 @@ from grids.answer import (
     FLAG_ZH,
     STATUS_ZH,
     AnswerWriter,
-    appended,
-    take_sorted,
+    GrowingText,
     taken_text,
 )
 from grids.cases import BEIJING
@@ -628,7 +627,7 @@ class _Routed:
     """A routed chunk: its table and, for the summary, which answer each row shows (counting
     and picking rows by answer id, not by the table's text)."""
 
-    table: pd.DataFrame | pa.Table  # the input columns followed by the answer columns
+    table: pd.DataFrame | pa.Table | _PieceChunk  # the input columns, then the answers'
     of_row: np.ndarray  # the answer id each row shows
     ids: np.ndarray  # the distinct ids of of_row, ascending
     counts: np.ndarray  # how many rows show each of them
@@ -650,7 +649,29 @@ def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None,
     text, as a CSV or a workbook is read) an arrow table whose answer columns are dictionary
     arrays: what a CSV file writer takes without a copy per row. With `pieces` too, the answer
     columns are one, `route_answers`: each row's answer as a piece of a CSV line."""
-    arrow = arrow and all(isinstance(t, pd.StringDtype) for t in frame.dtypes)
+    return _answer_rows(router, _locate_rows(router, frame, crs), arrow, pieces)
+
+
+@dataclass
+class _Located:
+    """A chunk's rows checked and placed (`_locate_rows`), not yet answered."""
+
+    frame: pd.DataFrame
+    lon: np.ndarray
+    lat: np.ndarray
+    acc: np.ndarray
+    error: np.ndarray  # why a row cannot be routed ("" where it can)
+    swapped: np.ndarray
+    good: np.ndarray  # the rows that can be routed
+    face: np.ndarray | None  # per good row its face of the raster with kept answers, or -1
+    rest: np.ndarray  # the good rows answered by the rules (no single-answer face)
+
+
+def _locate_rows(router: Router, frame: pd.DataFrame, crs: str | None) -> _Located:
+    """The coordinates of `frame` read and checked, and the face of each usable row found
+    (a large file's, with kept answers): no answer registered yet, so that `assign_file` can
+    locate the next chunk in a second thread while this one is answered (the lookup near
+    boundaries runs in GEOS, outside the GIL)."""
     given = _given(frame, crs)
     x, y, acc, crs_values, error = given.x, given.y, given.acc, given.crs, given.error
     n = len(frame)
@@ -683,13 +704,23 @@ def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None,
 
     good = np.flatnonzero(error == "")
     # With the answers of the raster's faces ready (a large file), a row in a face of one
-    # outcome takes that face's answer; only the others are resolved here.
+    # outcome takes that face's answer; only the others are resolved by the rules.
     face = None
     rest = good
     if len(good) and router.face_answers is not None and router.resolver.use_faces:
         face = router.resolver.face_ids(Queries.build(lon[good], lat[good], acc[good]),
                                         router.resolver.faces())
         rest = good[(face < 0) | ~router.face_answers.single[face]]
+    return _Located(frame, lon, lat, acc, error, swapped, good, face, rest)
+
+
+def _answer_rows(router: Router, located: _Located, arrow: bool = False,
+                 pieces: _AnswerPieces | None = None) -> _Routed:
+    """The located rows answered (`_route_rows`)."""
+    frame, lon, lat, acc, error = (located.frame, located.lon, located.lat, located.acc,
+                                   located.error)
+    swapped, good, face, rest = located.swapped, located.good, located.face, located.rest
+    arrow = arrow and all(isinstance(t, pd.StringDtype) for t in frame.dtypes)
     results: list = []
     index = np.zeros(0, dtype=np.int64)
     if len(rest):
@@ -705,8 +736,10 @@ def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None,
             answered = answered[by_face[face[answered]] >= 0]
             of_row[good[answered]] = by_face[face[answered]]
         of_row = _swapped_copies(writer, of_row, swapped & (error == ""))
+        column = None
         if arrow and pieces is not None:
-            answers = {"answers": pieces.column(of_row)}
+            column = pieces.column(of_row)
+            answers = {"answers": column.at}
         else:
             answers = writer.arrow_columns(of_row) if arrow else writer.table(of_row)
         ids, counts = np.unique(of_row, return_counts=True)
@@ -716,6 +749,8 @@ def _route_rows(router: Router, frame: pd.DataFrame, crs: str | None,
     answers["error"] = error
     if arrow:
         table = _arrow_table(frame, answers)
+        if column is not None:
+            table = _PieceChunk(table, column)
     else:
         table = pd.concat([frame.reset_index(drop=True), answers.add_prefix("route_")], axis=1)
     return _Routed(table, of_row, ids, counts, statuses, lon, lat, error)
@@ -742,29 +777,28 @@ class _AnswerPieces:
     def __init__(self, writer: AnswerWriter, labels: ExportLabels | None) -> None:
         self.writer, self.labels = writer, labels
         self._epoch = -1
-        self._pieces: pa.ChunkedArray | None = None  # rendered, in the order rendered
+        self._pieces = GrowingText()  # rendered, in the order rendered
         self._at = np.zeros(0, dtype=np.int64)  # per answer id its piece's position, or -1
 
-    def column(self, of_row: np.ndarray) -> pa.DictionaryArray:
-        """Each row's piece (under the writer's lock: ids of its registry as it is)."""
+    def column(self, of_row: np.ndarray) -> _PieceColumn:
+        """Each row's piece (under the writer's lock: ids of its registry as it is): the
+        pieces not rendered before are rendered here; the rows take theirs in the writing
+        thread (`_PieceColumn.cells`), off the routing one."""
         if self._epoch != self.writer.epoch:  # emptied: its ids name other answers now
-            self._epoch, self._pieces = self.writer.epoch, None
+            self._epoch, self._pieces = self.writer.epoch, GrowingText()
             self._at = np.zeros(0, dtype=np.int64)
-        used, inverse = np.unique(np.asarray(of_row, dtype=np.int64), return_inverse=True)
-        if len(used) and len(self._at) <= used[-1]:
-            self._at = np.concatenate([self._at, np.full(int(used[-1]) + 1 - len(self._at), -1)])
-        missing = used[self._at[used] < 0]
+        of_row = np.asarray(of_row, dtype=np.int64)
+        top = int(of_row.max()) + 1 if len(of_row) else 0
+        if len(self._at) < top:
+            self._at = np.concatenate([self._at, np.full(top - len(self._at), -1)])
+        at = self._at[of_row]
+        missing = np.unique(of_row[at < 0])
         if len(missing):
-            held = 0 if self._pieces is None else len(self._pieces)
-            self._pieces = appended(self._pieces, self._render(missing))
+            held = len(self._pieces)
+            self._pieces.append(self._render(missing))
             self._at[missing] = np.arange(held, held + len(missing))
-        at = self._at[used]
-        order = np.argsort(at, kind="stable")  # taken in ascending positions, then put back
-        words = take_sorted(self._pieces, at[order]) if len(used) else pa.array(
-            [], pa.large_string())
-        words = words.take(pa.array(np.argsort(order)))
-        return pa.DictionaryArray.from_arrays(pa.array(inverse.reshape(-1).astype(np.int32)),
-                                              words)
+            at = self._at[of_row]
+        return _PieceColumn(self._pieces.words, at)
 
     def _render(self, ids: np.ndarray) -> pa.Array:
         table = pa.table({f"route_{name}": column
@@ -787,15 +821,37 @@ def _piece_names(inputs: list[str], labels: ExportLabels | None) -> list[str]:
     return (localize(empty, labels) if labels is not None else empty).column_names
 
 
-def _piece_cells(table: pa.Table) -> list:
+@dataclass(frozen=True)
+class _PieceColumn:
+    """Each row's answer piece: its position among `words`, the pieces rendered so far (a
+    view that later pieces leave as it is, so it may be read in another thread)."""
+
+    words: pa.Array
+    at: np.ndarray
+
+    def cells(self) -> pa.Array:
+        """The rows' pieces as text (one copy)."""
+        return self.words.take(pa.array(self.at))
+
+
+@dataclass(frozen=True)
+class _PieceChunk:
+    """A chunk routed with answer pieces: the input columns, then `route_answers` (positions
+    among `pieces.words`) and the routed point and error."""
+
+    table: pa.Table
+    pieces: _PieceColumn
+
+
+def _piece_cells(chunk: _PieceChunk) -> list:
     """The cells of a chunk routed with answer pieces, rendered for `CsvWriter.append_cells`:
     the input columns and the error guarded, the answer pieces as they are."""
     # By position: an input column may bear any name, "route_answers" too.
-    *inputs, answers, lon, lat, error = table.columns
+    *inputs, _answers, lon, lat, error = chunk.table.columns
     guarded = spreadsheet.guarded_arrow([*inputs, error])
-    return [*(spreadsheet.csv_cells(c) for c in guarded[:-1]), answers,
-            spreadsheet.csv_cells(lon), spreadsheet.csv_cells(lat),
-            spreadsheet.csv_cells(guarded[-1])]
+    return [*(spreadsheet.csv_cells(c, quote_later=True) for c in guarded[:-1]),
+            chunk.pieces.cells(), spreadsheet.csv_cells(lon), spreadsheet.csv_cells(lat),
+            spreadsheet.csv_cells(guarded[-1], quote_later=True)]
 
 
 def _answer_ids(router: Router, results: list, index: np.ndarray, error: np.ndarray,
@@ -933,11 +989,12 @@ def assign_file(
         csv = suffix == ".csv"
         pieces = _AnswerPieces(router.writer, labels) if csv else None
         with (_writer(part, out_path, source, labels, pieces=pieces is not None) as write,
-              contextlib.closing(chunks), _WriteBehind(write) as behind):
-            for chunk in chunks:
-                routed = _route_rows(router, chunk, crs, arrow=csv, pieces=pieces)
-                behind.put(routed.table)  # written while the next chunk is read and routed
-                summary.add(routed, chunk.index, source.unit)
+              contextlib.closing(chunks), _WriteBehind(write) as behind,
+              _ReadAhead(chunks, lambda chunk: _locate_rows(router, chunk, crs)) as located):
+            for where in located:
+                routed = _answer_rows(router, where, arrow=csv, pieces=pieces)
+                behind.put(routed.table)  # written while the next chunk is answered
+                summary.add(routed, where.frame.index, source.unit)
         os.replace(part, out_path)
     except spreadsheet.SheetFull as exc:
         raise BatchInputError(
@@ -981,6 +1038,47 @@ class OpenedFile:
         if self._error is not None:
             raise self._error
         return self._chunks
+
+
+class _ReadAhead:
+    """`locate(chunk)` of each chunk of `chunks`, read and located in a second thread one
+    chunk ahead of the caller, who answers the one before meanwhile: the lookup near
+    boundaries (GEOS) and arrow's reading run outside the GIL, so on two cores they overlap
+    the answering. An error of reading or locating is raised where that chunk is taken;
+    leaving waits for the chunk in progress, so `chunks` is never closed while it is read."""
+
+    def __init__(self, chunks: Iterator[pd.DataFrame],
+                 locate: Callable[[pd.DataFrame], _Located]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._chunks, self._locate = chunks, locate
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assign-locate")
+        self._pending = None
+
+    def _next(self) -> _Located | None:
+        chunk = next(self._chunks, None)
+        return None if chunk is None else self._locate(chunk)
+
+    def __iter__(self) -> Iterator[_Located]:
+        self._pending = self._pool.submit(self._next)
+        while True:
+            pending, self._pending = self._pending, None
+            located = pending.result()
+            if located is None:
+                return
+            self._pending = self._pool.submit(self._next)
+            yield located
+
+    def __enter__(self) -> _ReadAhead:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self._pending is not None:  # left early (an error): the read in progress ends
+                with contextlib.suppress(Exception):
+                    self._pending.result()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 class _WriteBehind:
@@ -1043,11 +1141,11 @@ def _writer(part: Path, out: Path, source: _Source,
         if suffix == ".csv" and pieces:
             names: list[str] = []
 
-            def append_pieces(table: pa.Table | pd.DataFrame) -> None:
-                if not isinstance(table, pa.Table):  # not all text: routed without pieces
+            def append_pieces(table: _PieceChunk | pd.DataFrame) -> None:
+                if not isinstance(table, _PieceChunk):  # not all text: routed without pieces
                     sink.append(table if labels is None else localize(table, labels))
                     return
-                names[:] = names or _piece_names(table.column_names[:-4], labels)
+                names[:] = names or _piece_names(table.table.column_names[:-4], labels)
                 sink.append_cells(names, _piece_cells(table))
 
             yield append_pieces

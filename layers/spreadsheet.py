@@ -21,12 +21,15 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 import pandas as pd
+
+from layers.direct_io import DirectFile
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 CSV_MIME = "text/csv"
@@ -623,10 +626,20 @@ def large_text(value: str):
     return pa.scalar(value, pa.large_string())
 
 
-def csv_cells(cells):
+@dataclass(frozen=True)
+class QuotedLater:
+    """Text cells with their quotes doubled and no null, to be written between quotes by
+    `CsvWriter.append_cells` — in its one join of the whole line, not by a join of their own
+    (a copy of every cell fewer)."""
+
+    escaped: object  # a pyarrow large-text array
+
+
+def csv_cells(cells, quote_later: bool = False):
     """Each cell of an arrow column as arrow's CSV writer writes it — text quoted with its
     quotes doubled, numbers as arrow casts them, nothing for a null — as large text (a chunk's
-    lines may pass 2 GB), for `CsvWriter.append_cells`. Not guarded here: guard text first."""
+    lines may pass 2 GB), for `CsvWriter.append_cells`; with `quote_later`, text with no null
+    as `QuotedLater`. Not guarded here: guard text first."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -635,7 +648,11 @@ def csv_cells(cells):
     if pa.types.is_dictionary(cells.type):
         cells = cells.dictionary.take(cells.indices)
     if pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type):
-        escaped = pc.replace_substring(cells.cast(pa.large_string()), '"', '""')
+        escaped = cells.cast(pa.large_string())
+        if pc.any(pc.match_substring(escaped, '"')).as_py():  # a scan; the copy only if so
+            escaped = pc.replace_substring(escaped, '"', '""')
+        if quote_later and not escaped.null_count:
+            return QuotedLater(escaped)
         quote = large_text('"')
         return pc.binary_join_element_wise(quote, escaped, quote, large_text(""))
     return pc.cast(cells, pa.string()).cast(pa.large_string())
@@ -645,7 +662,8 @@ class CsvWriter:
     """The CSV of `csv_bytes` written chunk by chunk: header with the first chunk, then rows."""
 
     def __init__(self, target: str | Path) -> None:
-        self._file = open(target, "wb")  # noqa: SIM115
+        # Past the page cache: a batch's output is large and read once, later (direct_io).
+        self._file = DirectFile(target)
         self._file.write(_BOM)
         self._columns: list | None = None
         self.rows = 0
@@ -672,14 +690,29 @@ class CsvWriter:
 
         if self._first(list(names)):
             self._file.write(_csv_header([guard(n) for n in names]))
-        if not cells or not len(cells[0]):
+        if not cells:
             return
-        parts = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cells]
-        parts = [c.dictionary.take(c.indices) if pa.types.is_dictionary(c.type) else c
-                 for c in parts]
-        parts[-1] = pc.binary_join_element_wise(parts[-1], large_text(_EOL), large_text(""),
-                                                null_handling="replace", null_replacement="")
-        lines = pc.binary_join_element_wise(*parts, large_text(","), null_handling="replace",
+        # One join of the whole line: the cells, and between them the commas (and the quotes
+        # of QuotedLater cells) as constants; a null cell is written as nothing.
+        parts: list = []
+        between = ""
+        for k, cell in enumerate(cells):
+            between += "," if k else ""
+            if isinstance(cell, QuotedLater):
+                between += '"'
+                cell = cell.escaped
+            if isinstance(cell, pa.ChunkedArray):
+                cell = cell.combine_chunks()
+            if pa.types.is_dictionary(cell.type):
+                cell = cell.dictionary.take(cell.indices)
+            if between:
+                parts.append(large_text(between))
+            parts.append(cell)
+            between = '"' if isinstance(cells[k], QuotedLater) else ""
+        parts.append(large_text(between + _EOL))
+        if not len(next(p for p in parts if not isinstance(p, pa.Scalar))):
+            return
+        lines = pc.binary_join_element_wise(*parts, large_text(""), null_handling="replace",
                                             null_replacement="")
         if isinstance(lines, pa.ChunkedArray):
             lines = lines.combine_chunks()

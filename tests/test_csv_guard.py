@@ -203,18 +203,37 @@ def test_cells_rendered_and_joined_are_what_arrows_writer_writes(tmp_path):
     with CsvWriter(expected) as w:
         w.append(table.slice(0, 150))
         w.append(table.slice(150))
-    rendered = tmp_path / "cells.csv"
-    with CsvWriter(rendered) as w:
-        for part in (table.slice(0, 150), table.slice(150)):
-            rendered_cells = [spreadsheet.csv_cells(c)
-                              for c in spreadsheet.guarded_arrow(part.columns)]
-            # the two middle columns as one piece per distinct pair (as answers are written)
-            pair = pc.binary_join_element_wise(
-                rendered_cells[1], rendered_cells[2], spreadsheet.large_text(","),
-                null_handling="replace", null_replacement="")
-            w.append_cells(part.column_names, [rendered_cells[0], pc.dictionary_encode(pair),
-                                               rendered_cells[3]])
-    assert rendered.read_bytes() == expected.read_bytes()
+    for later in (False, True):  # text with no null quoted in the line's join (QuotedLater)
+        rendered = tmp_path / f"cells-{later}.csv"
+        with CsvWriter(rendered) as w:
+            for part in (table.slice(0, 150), table.slice(150)):
+                rendered_cells = [spreadsheet.csv_cells(c, quote_later=later)
+                                  for c in spreadsheet.guarded_arrow(part.columns)]
+                # the two middle columns as one piece per distinct pair (as answers are)
+                pair = pc.binary_join_element_wise(
+                    rendered_cells[1], rendered_cells[2], spreadsheet.large_text(","),
+                    null_handling="replace", null_replacement="")
+                w.append_cells(part.column_names, [
+                    rendered_cells[0], pc.dictionary_encode(pair), rendered_cells[3]])
+        assert rendered.read_bytes() == expected.read_bytes()
+    # Quoted in the join: the last column (no null), not the first (it has nulls: a null is
+    # written as nothing, not as "").
+    last = spreadsheet.guarded_arrow([table.column(3)])[0]
+    assert isinstance(spreadsheet.csv_cells(last, quote_later=True), spreadsheet.QuotedLater)
+    first = spreadsheet.guarded_arrow([table.column(0)])[0]
+    assert not isinstance(spreadsheet.csv_cells(first, quote_later=True),
+                          spreadsheet.QuotedLater)
+    # A line that begins and ends with such cells, a quote inside: as arrow's writer writes.
+    both = pa.table({"a": ['x"y', "", "=1+1"], "b": ["1", '""', "z"]})
+    with CsvWriter(tmp_path / "both-arrow.csv") as w:
+        w.append(both)
+    with CsvWriter(tmp_path / "both-cells.csv") as w:
+        w.append_cells(both.column_names, [
+            spreadsheet.csv_cells(c, quote_later=True)
+            for c in spreadsheet.guarded_arrow(both.columns)])
+    assert ((tmp_path / "both-cells.csv").read_bytes()
+            == (tmp_path / "both-arrow.csv").read_bytes())
+    assert b'"x""y"' in (tmp_path / "both-cells.csv").read_bytes()
     rows = cells(rendered.read_bytes())
     assert rows[0][0] == guard("=内容")
     assert [r[0] for r in rows[1:]] == ["" if t is None else guard(t) for t in text]

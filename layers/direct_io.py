@@ -1,0 +1,117 @@
+"""A large output file written past the page cache (O_DIRECT), through one reused buffer.
+
+Why: `gridmap assign` writes about 600 MB for a million rows. Written the ordinary way, every
+byte is copied into page-cache pages the kernel must first find and clear, and the dirty pages
+of one run are still being flushed while the next writes (measured on this 2-core machine: 0.2
+to 1.9 s of system time for 600 MB, varying with what the previous run left). Written directly,
+the disk reads our own buffer, which is touched once and reused: the system time is almost
+nothing, and the page cache keeps what other processes (the app, PostGIS) had in it.
+
+Direct writes need block-aligned memory, sizes and offsets. The buffer is page-aligned (an
+anonymous mmap) and is written only when full; the last partial block goes the ordinary way.
+A file system that refuses direct writes (EINVAL: tmpfs on older kernels, some network and FUSE
+file systems) gets the ordinary way from then on — the bytes written are the same either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import mmap
+import os
+from pathlib import Path
+
+import numpy as np
+
+# Direct-write alignment: a page, a multiple of every common logical block size (512, 4096).
+BLOCK = 4096
+BUFFER_BYTES = 8 * 2**20
+DIRECT = getattr(os, "O_DIRECT", 0)  # 0 where the platform has none (the ordinary way)
+
+
+class DirectFile:
+    """A file opened for writing (created or truncated), `write` and `close` as a binary file's.
+    Not thread-safe: one writer at a time (assign's write-behind thread)."""
+
+    def __init__(self, path: str | Path, buffer_bytes: int = BUFFER_BYTES) -> None:
+        if buffer_bytes <= 0 or buffer_bytes % BLOCK:
+            raise ValueError(f"buffer_bytes must be a positive multiple of {BLOCK}")
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        self.direct = self._set_direct(True)
+        self._map = mmap.mmap(-1, buffer_bytes)
+        self._buffer = np.frombuffer(self._map, dtype=np.uint8)
+        self._filled = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        """Append `data` (any bytes-like object)."""
+        if self.closed:
+            raise ValueError("write to a closed file")
+        source = np.frombuffer(data, dtype=np.uint8) if len(memoryview(data)) else None
+        if source is None:
+            return 0
+        size, at = len(self._buffer), 0
+        while at < len(source):
+            take = min(len(source) - at, size - self._filled)
+            # numpy copies outside the GIL: the routing thread goes on meanwhile.
+            self._buffer[self._filled:self._filled + take] = source[at:at + take]
+            self._filled += take
+            at += take
+            if self._filled == size:
+                self._write_out(size)
+                self._filled = 0
+        return len(source)
+
+    def close(self) -> None:
+        """Write what is left (whole blocks directly, the last partial one the ordinary way)
+        and close; the file is closed even when that write fails."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            whole = self._filled - self._filled % BLOCK
+            if whole:
+                self._write_out(whole)
+            if self._filled > whole:
+                if self.direct:
+                    self.direct = not self._set_direct(False)
+                self._write_out(self._filled, start=whole)
+        finally:
+            self._filled = 0
+            del self._buffer
+            self._map.close()
+            os.close(self._fd)
+
+    def _write_out(self, end: int, start: int = 0) -> None:
+        """Write the buffer's bytes [start, end), all of them (a short write is continued)."""
+        with memoryview(self._map) as view:
+            done = start
+            while done < end:
+                try:
+                    done += os.write(self._fd, view[done:end])
+                except OSError as exc:
+                    # Refused as a direct write (alignment, or not supported here): the
+                    # ordinary way from now on, the same bytes at the same place.
+                    if exc.errno != errno.EINVAL or not self.direct:
+                        raise
+                    self.direct = not self._set_direct(False)
+                    if self.direct:
+                        raise
+
+    def _set_direct(self, on: bool) -> bool:
+        """Turn O_DIRECT on or off for the open file; whether that was done."""
+        if not DIRECT:
+            return not on
+        with contextlib.suppress(OSError):
+            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+            flags = flags | DIRECT if on else flags & ~DIRECT
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags)
+            return True
+        return False
+
+    def __enter__(self) -> DirectFile:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
