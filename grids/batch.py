@@ -772,20 +772,27 @@ def _arrow_table(frame: pd.DataFrame, answers: dict) -> pa.Table:
 class _AnswerPieces:
     """The answer columns of each answer rendered once as one piece of a CSV line — in words
     with `labels`, guarded, quoted as arrow's writer quotes — so that each row of a chunk takes
-    one piece, not nineteen cells (a ×16 million rows carry 550 MB of answer text)."""
+    one piece, not nineteen cells (a ×16 million rows carry 550 MB of answer text).
+
+    The routing thread gives each answer met for the first time the next position and takes
+    its columns from the registry (under the writer's lock); the writing thread renders them
+    and takes the rows' pieces (`_PieceColumn.cells`). It handles the chunks in order, so
+    pieces are appended in the order their positions were given, and the routing thread (the
+    busier one) does no rendering."""
 
     def __init__(self, writer: AnswerWriter, labels: ExportLabels | None) -> None:
         self.writer, self.labels = writer, labels
         self._epoch = -1
-        self._pieces = GrowingText()  # rendered, in the order rendered
+        self._given = 0  # positions given so far (pieces rendered, or to be)
         self._at = np.zeros(0, dtype=np.int64)  # per answer id its piece's position, or -1
+        self._pieces = GrowingText()  # the writing thread's alone: rendered, in order
 
     def column(self, of_row: np.ndarray) -> _PieceColumn:
-        """Each row's piece (under the writer's lock: ids of its registry as it is): the
-        pieces not rendered before are rendered here; the rows take theirs in the writing
-        thread (`_PieceColumn.cells`), off the routing one."""
-        if self._epoch != self.writer.epoch:  # emptied: its ids name other answers now
-            self._epoch, self._pieces = self.writer.epoch, GrowingText()
+        """Each row's piece, to be taken in the writing thread (called under the writer's
+        lock: ids of its registry as it is)."""
+        fresh = self._epoch != self.writer.epoch
+        if fresh:  # the first chunk, or the registry emptied: its ids name other answers now
+            self._epoch, self._given = self.writer.epoch, 0
             self._at = np.zeros(0, dtype=np.int64)
         of_row = np.asarray(of_row, dtype=np.int64)
         top = int(of_row.max()) + 1 if len(of_row) else 0
@@ -793,16 +800,24 @@ class _AnswerPieces:
             self._at = np.concatenate([self._at, np.full(top - len(self._at), -1)])
         at = self._at[of_row]
         missing = np.unique(of_row[at < 0])
+        new = None
         if len(missing):
-            held = len(self._pieces)
-            self._pieces.append(self._render(missing))
-            self._at[missing] = np.arange(held, held + len(missing))
+            new = pa.table({f"route_{name}": column
+                            for name, column in self.writer.columns_of(missing).items()})
+            self._at[missing] = np.arange(self._given, self._given + len(missing))
+            self._given += len(missing)
             at = self._at[of_row]
-        return _PieceColumn(self._pieces.words, at)
+        return _PieceColumn(self, at, new, fresh)
 
-    def _render(self, ids: np.ndarray) -> pa.Array:
-        table = pa.table({f"route_{name}": column
-                          for name, column in self.writer.columns_of(ids).items()})
+    def _cells(self, column: _PieceColumn) -> pa.Array:
+        """The rows' pieces of `column` as text (the writing thread, chunk after chunk)."""
+        if column.fresh:
+            self._pieces = GrowingText()
+        if column.new is not None:
+            self._pieces.append(self._render(column.new))
+        return self._pieces.words.take(pa.array(column.at))
+
+    def _render(self, table: pa.Table) -> pa.Array:
         if self.labels is not None:
             table = localize(table, self.labels)
         cells = [spreadsheet.csv_cells(c) for c in spreadsheet.guarded_arrow(table.columns)]
@@ -823,21 +838,24 @@ def _piece_names(inputs: list[str], labels: ExportLabels | None) -> list[str]:
 
 @dataclass(frozen=True)
 class _PieceColumn:
-    """Each row's answer piece: its position among `words`, the pieces rendered so far (a
-    view that later pieces leave as it is, so it may be read in another thread)."""
+    """A chunk's answer pieces (`_AnswerPieces.column`): each row's piece position, the
+    columns of the answers met first in this chunk (rendered when written) and whether the
+    pieces start afresh here."""
 
-    words: pa.Array
+    pieces: _AnswerPieces
     at: np.ndarray
+    new: pa.Table | None
+    fresh: bool
 
     def cells(self) -> pa.Array:
-        """The rows' pieces as text (one copy)."""
-        return self.words.take(pa.array(self.at))
+        """The rows' pieces as text: to be called once per chunk, in the chunks' order."""
+        return self.pieces._cells(self)
 
 
 @dataclass(frozen=True)
 class _PieceChunk:
-    """A chunk routed with answer pieces: the input columns, then `route_answers` (positions
-    among `pieces.words`) and the routed point and error."""
+    """A chunk routed with answer pieces: the input columns, then `route_answers` (each
+    row's piece position) and the routed point and error."""
 
     table: pa.Table
     pieces: _PieceColumn

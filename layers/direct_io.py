@@ -32,16 +32,21 @@ DIRECT = getattr(os, "O_DIRECT", 0)  # 0 where the platform has none (the ordina
 
 class DirectFile:
     """A file opened for writing (created or truncated), `write` and `close` as a binary file's.
-    Not thread-safe: one writer at a time (assign's write-behind thread)."""
+    Two buffers: while one is written out (by a thread of its own: a direct write waits for the
+    disk), the caller fills the other. Not for several writers at once (assign's write-behind
+    thread is its one writer)."""
 
     def __init__(self, path: str | Path, buffer_bytes: int = BUFFER_BYTES) -> None:
         if buffer_bytes <= 0 or buffer_bytes % BLOCK:
             raise ValueError(f"buffer_bytes must be a positive multiple of {BLOCK}")
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         self.direct = self._set_direct(True)
-        self._map = mmap.mmap(-1, buffer_bytes)
-        self._buffer = np.frombuffer(self._map, dtype=np.uint8)
+        self._size = buffer_bytes
+        self._maps: list[mmap.mmap] = [mmap.mmap(-1, buffer_bytes)]  # the second when needed
+        self._current = 0
         self._filled = 0
+        self._pool = None
+        self._pending = None  # the write of the other buffer, under way
         self.closed = False
 
     def write(self, data) -> int:
@@ -51,41 +56,73 @@ class DirectFile:
         source = np.frombuffer(data, dtype=np.uint8) if len(memoryview(data)) else None
         if source is None:
             return 0
-        size, at = len(self._buffer), 0
+        at = 0
         while at < len(source):
-            take = min(len(source) - at, size - self._filled)
-            # numpy copies outside the GIL: the routing thread goes on meanwhile.
-            self._buffer[self._filled:self._filled + take] = source[at:at + take]
-            self._filled += take
-            at += take
-            if self._filled == size:
-                self._write_out(size)
-                self._filled = 0
+            at += self._copy(source[at:])
+            if self._filled == self._size:
+                self._hand_over()
         return len(source)
+
+    def _copy(self, source: np.ndarray) -> int:
+        """Copy the start of `source` into the current buffer; how many bytes. (A function of
+        its own: its view of the buffer is gone when it returns, so an error raised later
+        does not keep the buffer from being closed.)"""
+        buffer = np.frombuffer(self._maps[self._current], dtype=np.uint8)
+        take = min(len(source), self._size - self._filled)
+        # numpy copies outside the GIL: the routing thread goes on meanwhile.
+        buffer[self._filled:self._filled + take] = source[:take]
+        self._filled += take
+        return take
+
+    def _hand_over(self) -> None:
+        """Write the full current buffer out in the background and go on in the other one
+        (once its own write, if any, is done: its error is raised here)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="direct-write")
+            self._maps.append(mmap.mmap(-1, self._size))
+        self._pending = self._pool.submit(self._write_out, self._maps[self._current],
+                                          self._size)
+        self._current = 1 - self._current
+        self._filled = 0
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def close(self) -> None:
         """Write what is left (whole blocks directly, the last partial one the ordinary way)
-        and close; the file is closed even when that write fails."""
+        and close; the file is closed even when a write fails (its error is raised)."""
         if self.closed:
             return
         self.closed = True
         try:
+            self._wait()
+            current = self._maps[self._current]
             whole = self._filled - self._filled % BLOCK
             if whole:
-                self._write_out(whole)
+                self._write_out(current, whole)
             if self._filled > whole:
                 if self.direct:
                     self.direct = not self._set_direct(False)
-                self._write_out(self._filled, start=whole)
+                self._write_out(current, self._filled, start=whole)
         finally:
+            if self._pool is not None:
+                if self._pending is not None:  # a failure above: the write under way ends
+                    with contextlib.suppress(Exception):
+                        self._pending.result()
+                self._pool.shutdown(wait=True)
             self._filled = 0
-            del self._buffer
-            self._map.close()
+            for buffer in self._maps:
+                buffer.close()
             os.close(self._fd)
 
-    def _write_out(self, end: int, start: int = 0) -> None:
+    def _write_out(self, buffer: mmap.mmap, end: int, start: int = 0) -> None:
         """Write the buffer's bytes [start, end), all of them (a short write is continued)."""
-        with memoryview(self._map) as view:
+        with memoryview(buffer) as view:
             done = start
             while done < end:
                 try:
