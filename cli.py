@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
 import time
 from pathlib import Path
+
+# No command does linear algebra: OpenBLAS's worker threads (numpy starts them when it is
+# imported) would only spin on the cores a batch's own threads need. Set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from geo.crs import CrsError
 from grids.access import ROLES_ZH, Actor, PermissionDenied
@@ -689,6 +694,9 @@ def cmd_assign(args) -> int:
     try:
         opened = OpenedFile(args.file)  # checked through while the layers are read
         router = svc.batch_router(actor, args.generation)
+        # The layers and their indexes live until the process ends: out of the collector's
+        # full passes, which would walk them again and again with the GIL held.
+        gc.freeze()
         out = args.out or args.file.with_name(args.file.stem + "_分派结果.csv")
         # Read, routed and written a chunk at a time: memory does not grow with the file.
         summary = assign_file(router, opened, out, crs=args.crs, headers=args.headers)

@@ -1009,6 +1009,8 @@ def assign_file(
         with (_writer(part, out_path, source, labels, pieces=pieces is not None) as write,
               contextlib.closing(chunks), _WriteBehind(write) as behind,
               _ReadAhead(chunks, lambda chunk: _locate_rows(router, chunk, crs)) as located):
+            if router.face_answers is not None:  # registered while the first chunks are read
+                router.writer.face_ids(router.face_answers)
             for where in located:
                 routed = _answer_rows(router, where, arrow=csv, pieces=pieces)
                 behind.put(routed.table)  # written while the next chunk is answered
@@ -1059,42 +1061,56 @@ class OpenedFile:
 
 
 class _ReadAhead:
-    """`locate(chunk)` of each chunk of `chunks`, read and located in a second thread one
-    chunk ahead of the caller, who answers the one before meanwhile: the lookup near
+    """`locate(chunk)` of each chunk of `chunks`, read and located in a second thread up to
+    AHEAD chunks ahead of the caller, who answers the one before meanwhile: the lookup near
     boundaries (GEOS) and arrow's reading run outside the GIL, so on two cores they overlap
-    the answering. An error of reading or locating is raised where that chunk is taken;
-    leaving waits for the chunk in progress, so `chunks` is never closed while it is read."""
+    the answering. Reading begins on entering (while the caller makes ready what the first
+    answers need). An error of reading or locating is raised where that chunk is taken;
+    leaving waits for the chunks in progress, so `chunks` is never closed while it is read."""
+
+    AHEAD = 2  # chunks (a chunk's located rows are a few MB)
 
     def __init__(self, chunks: Iterator[pd.DataFrame],
                  locate: Callable[[pd.DataFrame], _Located]) -> None:
+        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         self._chunks, self._locate = chunks, locate
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assign-locate")
-        self._pending = None
+        self._pending: deque = deque()
+        self._ended = False
 
     def _next(self) -> _Located | None:
-        chunk = next(self._chunks, None)
-        return None if chunk is None else self._locate(chunk)
+        if self._ended:  # an earlier one met the end (or failed): read no further
+            return None
+        try:
+            chunk = next(self._chunks, None)
+        except BaseException:
+            self._ended = True
+            raise
+        if chunk is None:
+            self._ended = True
+            return None
+        return self._locate(chunk)
 
     def __iter__(self) -> Iterator[_Located]:
-        self._pending = self._pool.submit(self._next)
-        while True:
-            pending, self._pending = self._pending, None
-            located = pending.result()
+        while self._pending:
+            located = self._pending.popleft().result()
             if located is None:
                 return
-            self._pending = self._pool.submit(self._next)
+            self._pending.append(self._pool.submit(self._next))
             yield located
 
     def __enter__(self) -> _ReadAhead:
+        for _ in range(self.AHEAD):
+            self._pending.append(self._pool.submit(self._next))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if self._pending is not None:  # left early (an error): the read in progress ends
+            for pending in self._pending:  # left early (an error): the reads under way end
                 with contextlib.suppress(Exception):
-                    self._pending.result()
+                    pending.result()
         finally:
             self._pool.shutdown(wait=True)
 
