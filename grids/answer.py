@@ -510,8 +510,11 @@ class GrowingText:
     buffers), so a view handed to another thread never changes under it."""
 
     def __init__(self) -> None:
-        self._data = np.zeros(1 << 16, dtype=np.uint8)
-        self._offsets = np.zeros(1 << 10, dtype=np.int64)
+        # Room for a province's pieces from the start (a ×16 million rows: 160,000 pieces,
+        # 90 MB): pages never written are never given memory, so room costs nothing until
+        # used, and growing (a copy of all held) is rare.
+        self._data = np.empty(1 << 27, dtype=np.uint8)
+        self._offsets = np.zeros(1 << 18, dtype=np.int64)
         self._count = 0
 
     def __len__(self) -> int:
@@ -545,7 +548,7 @@ def _room(buffer: np.ndarray, used: int, more: int) -> np.ndarray:
     one is left as it is (views of it stay valid)."""
     if used + more <= len(buffer):
         return buffer
-    grown = np.zeros(max(2 * len(buffer), used + more), dtype=buffer.dtype)
+    grown = np.empty(max(2 * len(buffer), used + more), dtype=buffer.dtype)
     grown[:used] = buffer[:used]
     return grown
 

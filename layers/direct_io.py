@@ -20,6 +20,7 @@ import errno
 import fcntl
 import mmap
 import os
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,15 @@ import numpy as np
 # Direct-write alignment: a page, a multiple of every common logical block size (512, 4096).
 BLOCK = 4096
 BUFFER_BYTES = 8 * 2**20
+BUFFERS = 4  # filled while earlier ones are written: a slow moment of the disk is absorbed
 DIRECT = getattr(os, "O_DIRECT", 0)  # 0 where the platform has none (the ordinary way)
 
 
 class DirectFile:
     """A file opened for writing (created or truncated), `write` and `close` as a binary file's.
-    Two buffers: while one is written out (by a thread of its own: a direct write waits for the
-    disk), the caller fills the other. Not for several writers at once (assign's write-behind
-    thread is its one writer)."""
+    Up to BUFFERS buffers: while full ones are written out (by a thread of its own: a direct
+    write waits for the disk), the caller fills the next. Not for several writers at once
+    (assign's write-behind thread is its one writer)."""
 
     def __init__(self, path: str | Path, buffer_bytes: int = BUFFER_BYTES) -> None:
         if buffer_bytes <= 0 or buffer_bytes % BLOCK:
@@ -42,11 +44,11 @@ class DirectFile:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         self.direct = self._set_direct(True)
         self._size = buffer_bytes
-        self._maps: list[mmap.mmap] = [mmap.mmap(-1, buffer_bytes)]  # the second when needed
+        self._maps: list[mmap.mmap] = [mmap.mmap(-1, buffer_bytes)]  # more when needed
         self._current = 0
         self._filled = 0
         self._pool = None
-        self._pending = None  # the write of the other buffer, under way
+        self._flight: deque = deque()  # (write under way, its buffer), oldest first
         self.closed = False
 
     def write(self, data) -> int:
@@ -75,22 +77,27 @@ class DirectFile:
         return take
 
     def _hand_over(self) -> None:
-        """Write the full current buffer out in the background and go on in the other one
-        (once its own write, if any, is done: its error is raised here)."""
+        """Write the full current buffer out in the background and go on in another: a new
+        one while there are fewer than BUFFERS, else the oldest once its write is done (its
+        error is raised here)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        self._wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="direct-write")
+        self._flight.append((self._pool.submit(self._write_out, self._maps[self._current],
+                                               self._size), self._current))
+        if len(self._maps) < BUFFERS:
             self._maps.append(mmap.mmap(-1, self._size))
-        self._pending = self._pool.submit(self._write_out, self._maps[self._current],
-                                          self._size)
-        self._current = 1 - self._current
+            self._current = len(self._maps) - 1
+        else:
+            pending, self._current = self._flight.popleft()
+            pending.result()
         self._filled = 0
 
     def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
+        """Every write under way done (the first error raised)."""
+        while self._flight:
+            pending, _buffer = self._flight.popleft()
             pending.result()
 
     def close(self) -> None:
@@ -111,9 +118,9 @@ class DirectFile:
                 self._write_out(current, self._filled, start=whole)
         finally:
             if self._pool is not None:
-                if self._pending is not None:  # a failure above: the write under way ends
+                for pending, _buffer in self._flight:  # a failure above: the rest end
                     with contextlib.suppress(Exception):
-                        self._pending.result()
+                        pending.result()
                 self._pool.shutdown(wait=True)
             self._filled = 0
             for buffer in self._maps:

@@ -106,15 +106,25 @@ def test_a_full_disk_is_raised_and_the_file_closed(tmp_path):
         pytest.fail("this test needs /dev/full (Linux)")
     fds = len(os.listdir("/proc/self/fd"))
     out = DirectFile("/dev/full", buffer_bytes=BLOCK)
-    with pytest.raises(OSError) as raised:
-        out.write(b"x" * (3 * BLOCK))
+    with pytest.raises(OSError) as raised:  # raised once a buffer must be waited for
+        out.write(b"x" * (2 * direct_io.BUFFERS * BLOCK))
     assert raised.value.errno == errno.ENOSPC
     with pytest.raises(OSError):
-        out.close()  # nothing left to write but the rest of the buffer: fails too
+        out.close()  # the writes still under way, and the rest of the buffer: fail too
     assert out.closed
     assert len(os.listdir("/proc/self/fd")) == fds
     with pytest.raises(ValueError, match="closed"):
         out.write(b"more")
+
+
+def test_a_failed_background_write_is_raised_by_close(tmp_path):
+    """Fewer full buffers than BUFFERS: nothing waits for their writes before `close`, which
+    raises their error."""
+    out = DirectFile("/dev/full", buffer_bytes=BLOCK)
+    out.write(b"x" * (2 * BLOCK))
+    with pytest.raises(OSError) as raised:
+        out.close()
+    assert raised.value.errno == errno.ENOSPC and out.closed
 
 
 def test_the_buffer_must_be_whole_blocks(tmp_path):
