@@ -1108,9 +1108,10 @@ class _ReadAhead:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            for pending in self._pending:  # left early (an error): the reads under way end
-                with contextlib.suppress(Exception):
-                    pending.result()
+            for pending in self._pending:  # left early (an error): reads not begun are
+                if not pending.cancel():    # dropped, the one under way ends
+                    with contextlib.suppress(Exception):
+                        pending.result()
         finally:
             self._pool.shutdown(wait=True)
 

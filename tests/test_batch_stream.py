@@ -247,6 +247,49 @@ def test_chunks_are_written_behind_and_a_failed_write_leaves_nothing(sample_rout
     assert threading.active_count() <= before
 
 
+def test_chunks_are_located_ahead_and_a_failed_chunk_leaves_nothing(sample_router, tmp_path,
+                                                                     monkeypatch):
+    """The chunks are read and located by a second thread a little ahead of the answering
+    (batch._ReadAhead), in order; a chunk that fails there stops the file with that error: no
+    output, no part file, no chunk read more than the few ahead, no thread left."""
+    import threading
+
+    from grids import batch
+
+    src = tmp_path / "rows.csv"
+    src.write_text("编号,经度,纬度\n" + "".join(f"{i},120.{600 + i},32.1\n" for i in range(70)),
+                   encoding="utf-8")
+    locate = batch._locate_rows
+    seen: list[tuple[str, int]] = []
+
+    def recording(router, frame, crs):
+        seen.append((threading.current_thread().name, int(frame.index[0])))
+        return locate(router, frame, crs)
+
+    monkeypatch.setattr(batch, "_locate_rows", recording)
+    out = tmp_path / "out.csv"
+    assign_file(sample_router, src, out, crs="wgs84", chunk_rows=7)
+    assert [line for _, line in seen] == list(range(2, 72, 7))  # each chunk once, in order
+    assert all(name.startswith("assign-locate") for name, _ in seen)
+    assert pd.read_csv(out, encoding="utf-8-sig")["编号"].tolist() == list(range(70))
+
+    def failing(router, frame, crs):
+        seen.append((threading.current_thread().name, int(frame.index[0])))
+        if frame.index[0] >= 16:  # the third chunk
+            raise BatchInputError("第 16 行起无法读取")
+        return locate(router, frame, crs)
+
+    seen.clear()
+    monkeypatch.setattr(batch, "_locate_rows", failing)
+    before = threading.active_count()
+    with pytest.raises(BatchInputError, match="第 16 行"):
+        assign_file(sample_router, src, tmp_path / "bad.csv", crs="wgs84", chunk_rows=7)
+    assert not (tmp_path / "bad.csv").exists() and not list(tmp_path.glob(".*.part"))
+    assert [line for _, line in seen][:3] == [2, 9, 16]
+    assert len(seen) <= 3 + batch._ReadAhead.AHEAD  # not the whole file
+    assert threading.active_count() <= before
+
+
 def test_point_files_are_numbered_by_feature(sample_router, tmp_path):
     import json
 
