@@ -27,7 +27,7 @@ import numpy as np
 
 # Direct-write alignment: a page, a multiple of every common logical block size (512, 4096).
 BLOCK = 4096
-BUFFER_BYTES = 8 * 2**20
+BUFFER_BYTES = 4 * 2**20
 BUFFERS = 4  # filled while earlier ones are written: a slow moment of the disk is absorbed
 DIRECT = getattr(os, "O_DIRECT", 0)  # 0 where the platform has none (the ordinary way)
 
