@@ -24,6 +24,7 @@ import json
 import os
 import re
 import threading
+import time
 import unicodedata
 import warnings
 import zipfile
@@ -1001,6 +1002,7 @@ def assign_file(
     summary = BatchSummary(out_path, generation=router.snapshot.generation.id)
     labels = ExportLabels.of(router) if headers == "zh" else None
     part = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
+    _remove_stale_parts(out_path)
     if in_path.stat().st_size >= FACES_FROM_BYTES:
         router.prepare_batch()  # a large file: its chunks all use the face raster
     try:
@@ -1025,6 +1027,41 @@ def assign_file(
         with contextlib.suppress(OSError):
             part.unlink()
     return summary
+
+
+# A part file of `assign_file` this old whose process is gone was left by a killed run.
+STALE_PART_SECONDS = 600
+
+
+def _remove_stale_parts(out_path: Path) -> None:
+    """Remove the part files a killed `assign_file` left for `out_path` (a run killed midway
+    leaves gigabytes): ours, untouched for STALE_PART_SECONDS (a writer touches its file all
+    the time), of a process that no longer runs here — never a run still writing, on this
+    machine or, on a shared folder, on another."""
+    prefix, suffix = f".{out_path.name}.", ".part"
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(out_path.parent):
+            pid = entry.name[len(prefix):-len(suffix)]
+            if not (entry.name.startswith(prefix) and entry.name.endswith(suffix)
+                    and pid.isdigit() and len(pid) <= 10 and int(pid) != os.getpid()):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if (not entry.is_file(follow_symlinks=False) or st.st_uid != os.getuid()
+                        or time.time() - st.st_mtime < STALE_PART_SECONDS
+                        or _running(int(pid))):
+                    continue
+                os.unlink(entry.path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: running
+        return True
+    return True
 
 
 class OpenedFile:

@@ -290,6 +290,45 @@ def test_chunks_are_located_ahead_and_a_failed_chunk_leaves_nothing(sample_route
     assert threading.active_count() <= before
 
 
+def test_part_files_of_killed_runs_are_removed_and_no_others(sample_router, tmp_path):
+    """A run killed midway leaves its part file (gigabytes for a province): the next run on
+    the same output removes it — only when its process is gone and it has not been touched
+    for STALE_PART_SECONDS, so never a run still writing."""
+    import os
+    import subprocess
+    import time
+
+    from grids import batch
+
+    src = tmp_path / "rows.csv"
+    src.write_text("编号,经度,纬度\nA,120.6,32.1\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)  # a process that has ended
+    old = time.time() - batch.STALE_PART_SECONDS - 60
+
+    def part(name: str, age: float | None = old) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"x" * 100)
+        if age is not None:
+            os.utime(path, (age, age))
+        return path
+
+    stale = part(f".out.csv.{dead}.part")
+    fresh = part(f".out.csv.{dead + 1}.part", age=None)  # touched just now: maybe writing
+    alive = part(f".out.csv.{os.getppid()}.part")  # its process runs
+    other = part(f".other.csv.{dead}.part")  # another output's
+    odd = part(".out.csv.notapid.part")
+    huge = part(".out.csv.99999999999999999999.part")
+    link = tmp_path / f".out.csv.{dead + 2}.part"
+    link.symlink_to(other)
+    assign_file(sample_router, src, out, crs="wgs84")
+    assert out.exists() and not stale.exists()
+    assert all(p.exists() for p in (fresh, alive, other, odd, huge))
+    assert link.is_symlink()
+
+
 def test_point_files_are_numbered_by_feature(sample_router, tmp_path):
     import json
 
