@@ -363,7 +363,7 @@ class AnswerWriter:
         as arrow words, the generation as numbers."""
         with self.lock:
             return {name: (pa.array(self._array(name)[ids]) if name == "generation"
-                           else take_sorted(self._array(name), ids))
+                           else _take_sorted(self._array(name), ids))
                     for name in self._values}
 
     def _array(self, name: str) -> pa.ChunkedArray | np.ndarray:
@@ -378,7 +378,7 @@ class AnswerWriter:
                 array = np.concatenate([np.zeros(0, np.int64) if array is None else array,
                                         np.asarray(new, dtype=np.int64)])
             else:
-                array = appended(array, pa.array(new, pa.string()))
+                array = _appended(array, pa.array(new, pa.string()))
             self._arrays[name] = array
         return array
 
@@ -492,7 +492,7 @@ class AnswerWriter:
         }
 
 
-def appended(words: pa.ChunkedArray | None, new: pa.Array) -> pa.ChunkedArray:
+def _appended(words: pa.ChunkedArray | None, new: pa.Array) -> pa.ChunkedArray:
     """`words` with `new` after them, as a new chunk; the last two chunks joined while the older
     is at most twice the newer: a few chunks, each word copied a few times however many
     appends."""
@@ -553,7 +553,7 @@ def _room(buffer: np.ndarray, used: int, more: int) -> np.ndarray:
     return grown
 
 
-def take_sorted(words: pa.ChunkedArray, at: np.ndarray) -> pa.Array:
+def _take_sorted(words: pa.ChunkedArray, at: np.ndarray) -> pa.Array:
     """words[at] for ascending positions `at`, chunk by chunk (arrow's take of a chunked array
     would join the chunks first: the whole registry copied at every batch)."""
     if words.num_chunks == 1:

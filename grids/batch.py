@@ -786,7 +786,8 @@ class _AnswerPieces:
         self._epoch = -1
         self._given = 0  # positions given so far (pieces rendered, or to be)
         self._at = np.zeros(0, dtype=np.int64)  # per answer id its piece's position, or -1
-        self._pieces = GrowingText()  # the writing thread's alone: rendered, in order
+        # The writing thread's alone: rendered, in order (made by the first chunk's `fresh`).
+        self._pieces: GrowingText | None = None
 
     def column(self, of_row: np.ndarray) -> _PieceColumn:
         """Each row's piece, to be taken in the writing thread (called under the writer's
@@ -1008,7 +1009,7 @@ def assign_file(
     try:
         csv = suffix == ".csv"
         pieces = _AnswerPieces(router.writer, labels) if csv else None
-        with (_writer(part, out_path, source, labels, pieces=pieces is not None) as write,
+        with (_writer(part, out_path, source, labels) as write,
               contextlib.closing(chunks), _WriteBehind(write) as behind,
               _ReadAhead(chunks, lambda chunk: _locate_rows(router, chunk, crs)) as located):
             if router.face_answers is not None:  # registered while the first chunks are read
@@ -1194,10 +1195,10 @@ class _WriteBehind:
 
 @contextlib.contextmanager
 def _writer(part: Path, out: Path, source: _Source,
-            labels: ExportLabels | None = None, pieces: bool = False) -> Iterator:
+            labels: ExportLabels | None = None) -> Iterator:
     """A function appending a result table to `part`, the output file being written (with
-    `labels`: in Chinese, and an .xlsx with the machine sheet and the notes too; with `pieces`
-    a CSV's tables come with answer pieces, `_route_rows`)."""
+    `labels`: in Chinese, and an .xlsx with the machine sheet and the notes too). A CSV's
+    chunks come with answer pieces (`_PieceChunk`), or as tables when routed without them."""
     suffix = out.suffix.lower()
     try:
         if suffix == ".csv":
@@ -1210,21 +1211,19 @@ def _writer(part: Path, out: Path, source: _Source,
     except OSError as exc:
         raise BatchInputError(f"无法写入结果文件 {shown(out, 200)}：{errno_zh(exc)}") from exc
     with sink:
-        if suffix == ".csv" and pieces:
+        if suffix == ".csv":
             names: list[str] = []
 
-            def append_pieces(table: _PieceChunk | pd.DataFrame) -> None:
-                if not isinstance(table, _PieceChunk):  # not all text: routed without pieces
+            def append_csv(table: _PieceChunk | pa.Table | pd.DataFrame) -> None:
+                if not isinstance(table, _PieceChunk):  # routed without pieces
                     sink.append(table if labels is None else localize(table, labels))
                     return
                 names[:] = names or _piece_names(table.table.column_names[:-4], labels)
                 sink.append_cells(names, _piece_cells(table))
 
-            yield append_pieces
+            yield append_csv
         elif labels is None:
-            yield sink.append if suffix == ".csv" else sink.sheet().append
-        elif suffix == ".csv":
-            yield lambda table: sink.append(localize(table, labels))
+            yield sink.sheet().append
         else:
             people, machine = sink.sheets(2)
             columns: list = []

@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
@@ -218,6 +219,11 @@ class FaceIndex:
             self._sets = [self.face_sets(f) for f in range(self.count)]
         return self._sets
 
+    @cached_property
+    def _set_starts(self) -> np.ndarray:
+        """Where each (face, layer) set begins in `_set_rows`."""
+        return np.cumsum(self._set_sizes) - self._set_sizes
+
     def face_sets(self, face: int) -> Sets:
         """The polygon sets of one face: per routing layer its rows, ascending."""
         if self._sets is not None:
@@ -244,7 +250,6 @@ class FaceIndex:
             raise ValueError("face raster file names faces it does not hold")
         self._set_sizes = sizes.astype(np.int64)
         self._set_rows = rows.astype(np.int64)
-        self._set_starts = np.cumsum(self._set_sizes) - self._set_sizes
         self._sets = None
         self._empty = int(a["empty"])
         if not 0 <= self._empty < n_sets or self._set_sizes[
@@ -327,7 +332,7 @@ class FaceIndex:
         throughout for a face with more than two polygons of a layer (never matched)."""
         layers = len(ROUTING_LAYERS)
         sizes = self._set_sizes.reshape(-1, layers)
-        starts = (np.cumsum(self._set_sizes) - self._set_sizes).reshape(-1, layers)
+        starts = self._set_starts.reshape(-1, layers)
         rows = np.append(self._set_rows, -1)  # an empty set points at this -1
         empty = sizes == 0
         first = rows[np.where(empty, len(rows) - 1, starts)]

@@ -130,13 +130,9 @@ class MemoryFinder:
     def _one_point(self, x: float, y: float) -> Hits:
         """The same relations as _points for a single point, without the array overhead."""
         point = shapely.Point(x, y)
-        layers, rows, edges = [], [], []
         with self._lock:
             found = self._one_point_hits(point, x, y)
-        for layer, r, edge in found:
-            layers.append(layer)
-            rows.append(r)
-            edges.append(edge)
+        layers, rows, edges = zip(*found, strict=True) if found else ((), (), ())
         return Hits(
             np.array(layers, dtype=np.int8),
             np.zeros(len(rows), dtype=np.int64),

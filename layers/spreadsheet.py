@@ -702,12 +702,11 @@ class CsvWriter:
         # One join of the whole line: the cells, and between them the commas (and the quotes
         # of QuotedLater cells) as constants; a null cell is written as nothing.
         parts: list = []
-        between = ""
+        between = ""  # the constant text before the next cell
         for k, cell in enumerate(cells):
-            between += "," if k else ""
-            if isinstance(cell, QuotedLater):
-                between += '"'
-                cell = cell.escaped
+            quoted = isinstance(cell, QuotedLater)
+            between += ("," if k else "") + ('"' if quoted else "")
+            cell = cell.escaped if quoted else cell
             if isinstance(cell, pa.ChunkedArray):
                 cell = cell.combine_chunks()
             if pa.types.is_dictionary(cell.type):
@@ -715,7 +714,7 @@ class CsvWriter:
             if between:
                 parts.append(large_text(between))
             parts.append(cell)
-            between = '"' if isinstance(cells[k], QuotedLater) else ""
+            between = '"' if quoted else ""
         parts.append(large_text(between + _EOL))
         if not len(next(p for p in parts if not isinstance(p, pa.Scalar))):
             return
